@@ -1,0 +1,46 @@
+//! The mapping from domain and store errors to gRPC statuses (AIP-193): one place, every variant.
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::Violation;
+use crate::store::StoreError;
+
+/// INVALID_ARGUMENT naming each field and rule, with google.rpc.BadRequest details.
+pub fn invalid_argument(violations: &[Violation]) -> Status {
+    let message = violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut details = ErrorDetails::new();
+    for v in violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// A single-field INVALID_ARGUMENT.
+pub fn invalid_field(field: &str, description: &str) -> Status {
+    invalid_argument(&[Violation::new(field, description)])
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => Status::not_found(e.to_string()),
+            StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+            StoreError::RevisionMismatch { .. } => Status::aborted(e.to_string()),
+            StoreError::FailedPrecondition(m) => Status::failed_precondition(m),
+            StoreError::Corrupt { ref key, .. } => {
+                tracing::error!(error = %e, "damaged record");
+                Status::internal(format!(
+                    "stored record {key:?} is damaged; see the server log"
+                ))
+            }
+            StoreError::Storage(ref detail) => {
+                tracing::error!(error = %detail, "storage failure");
+                Status::internal("internal storage error; see the server log")
+            }
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The OpenHands SDK's JSON formats: profile files and their secret forms. No tonic or sled types here.
+pub mod profile;

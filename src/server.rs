@@ -1,0 +1,128 @@
+//! The tonic server: services, health, reflection, limits and the shutdown sequence.
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+
+use crate::config::ServeArgs;
+use crate::health::HealthState;
+use crate::pb;
+use crate::pb::profile_service_server::ProfileServiceServer;
+use crate::service::profile::ProfileApi;
+use crate::service::Limits;
+use crate::store::{ProfileStore, SledStore, StoreOptions};
+
+/// A bound, not yet serving server: the port is known (tests bind port 0), the store is open.
+pub struct Application {
+    listener: TcpListener,
+    store: Arc<SledStore>,
+    args: ServeArgs,
+}
+
+impl Application {
+    /// Opens the data dir and binds the listen address.
+    pub async fn build(args: ServeArgs) -> anyhow::Result<Self> {
+        let options = StoreOptions {
+            cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+        };
+        let store = SledStore::open(&args.data_dir, &options)?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        Ok(Self {
+            listener,
+            store,
+            args,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.args.listen)
+    }
+
+    /// Serves until `shutdown` completes, then: health NOT_SERVING, stop accepting, end streams,
+    /// give in-flight calls the grace period, flush the database.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            store,
+            args,
+        } = self;
+        let addr = listener.local_addr()?;
+        let limits = Limits {
+            max_profile_bytes: args.max_profile_bytes,
+            max_page_size: args.max_page_size,
+            ..Limits::default()
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let profile_service =
+            ProfileServiceServer::new(ProfileApi::new(Arc::clone(&store), limits, stop_rx.clone()))
+                .max_decoding_message_size(args.max_request_bytes);
+        let health = HealthState::serving(&[
+            <ProfileServiceServer<ProfileApi<SledStore>> as NamedService>::NAME,
+        ]);
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let (drain_tx, drain_rx) = oneshot::channel::<()>();
+        let serve = Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health.service(stop_rx))
+            .add_service(profile_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = drain_rx.await;
+            });
+        tokio::pin!(serve);
+        tracing::info!(%addr, data_dir = %args.data_dir.display(), "listening on {addr}");
+
+        tokio::select! {
+            r = &mut serve => return r.context("the server stopped"),
+            () = shutdown => {}
+        }
+        tracing::info!(grace = ?args.shutdown_grace, "shutting down: health NOT_SERVING, no new calls");
+        health.set_not_serving();
+        let _ = stop_tx.send(true);
+        let _ = drain_tx.send(());
+        match tokio::time::timeout(args.shutdown_grace, &mut serve).await {
+            Ok(r) => r.context("the server failed while draining")?,
+            Err(_) => tracing::warn!("grace period over: cutting the remaining calls"),
+        }
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .context("flush task")?
+            .context("final flush")?;
+        tracing::info!("stopped; database flushed");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,72 @@
+//! Thin gRPC handlers, one file per proto service: validate, call the store, convert back.
+pub mod convert;
+pub mod page_token;
+pub mod profile;
+
+use std::future::Future;
+use std::time::Instant;
+
+use tonic::{Code, Status};
+use tracing::Instrument;
+
+/// Limits enforced before any work is done; each configurable.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A profile's SDK JSON, in bytes.
+    pub max_profile_bytes: usize,
+    /// The largest page a list may ask for.
+    pub max_page_size: usize,
+    /// The page size when a list asks for 0.
+    pub default_page_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_profile_bytes: 64 * 1024,
+            max_page_size: 1000,
+            default_page_size: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// The page size to use for a request's `page_size`.
+    pub fn page_size(&self, requested: i32) -> Result<usize, Status> {
+        match usize::try_from(requested) {
+            Err(_) => Err(crate::error::invalid_field(
+                "page_size",
+                "must not be negative",
+            )),
+            Ok(0) => Ok(self.default_page_size),
+            Ok(n) if n > self.max_page_size => Err(crate::error::invalid_field(
+                "page_size",
+                &format!("must be at most {}", self.max_page_size),
+            )),
+            Ok(n) => Ok(n),
+        }
+    }
+}
+
+/// Runs one RPC inside a span and logs one line with its method, resource, status code and latency.
+pub(crate) async fn observe<T>(
+    method: &'static str,
+    resource: &str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let span = tracing::info_span!("rpc", method, resource);
+    let started = Instant::now();
+    let result = call.instrument(span).await;
+    let code = match &result {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    };
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match code {
+        Code::Internal | Code::Unknown | Code::DataLoss => {
+            tracing::error!(method, resource, code = ?code, latency_us, "rpc");
+        }
+        _ => tracing::info!(method, resource, code = ?code, latency_us, "rpc"),
+    }
+    result
+}

@@ -1,0 +1,347 @@
+//! profileregistry.v1.ProfileService: thin handlers over a [`ProfileStore`].
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{broadcast, watch};
+use tonic::{Request, Response, Status};
+
+use super::convert::{profile_from_pb, profile_to_pb};
+use super::{observe, page_token, Limits};
+use crate::domain::{Profile, ProfileName};
+use crate::error::{invalid_argument, invalid_field};
+use crate::health::async_stream;
+use crate::pb;
+use crate::pb::profile_service_server::ProfileService;
+use crate::store::{ProfileChange, ProfileStore, ProfileWatch, PutMode, StoreError};
+
+/// The listing name page tokens of ListProfiles are bound to.
+const LISTING: &str = "profiles";
+
+/// The ProfileService handlers: shared state only.
+pub struct ProfileApi<S> {
+    store: Arc<S>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S: ProfileStore> ProfileApi<S> {
+    /// Handlers over `store`; Watch streams end when `shutdown` turns true.
+    pub fn new(store: Arc<S>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            store,
+            limits,
+            shutdown,
+        }
+    }
+}
+
+fn parse_name(raw: &str, field: &str) -> Result<ProfileName, Status> {
+    ProfileName::parse(raw, field).map_err(|v| invalid_argument(&[v]))
+}
+
+fn not_found(name: &ProfileName) -> Status {
+    Status::from(StoreError::NotFound {
+        kind: "profile",
+        name: name.to_string(),
+    })
+}
+
+fn event(
+    kind: pb::profile_event::Type,
+    name: String,
+    profile: Option<Profile>,
+    revision: i64,
+    initial: bool,
+) -> pb::ProfileEvent {
+    pb::ProfileEvent {
+        r#type: kind as i32,
+        name,
+        profile: profile.map(|p| profile_to_pb(p.masked())),
+        revision,
+        initial,
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ProfileEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: ProfileStore> ProfileService for ProfileApi<S> {
+    async fn create_profile(
+        &self,
+        req: Request<pb::CreateProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let profile = req.into_inner().profile;
+        let resource = profile.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        observe("CreateProfile", &resource, async {
+            let (name, llm) =
+                profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
+            let (p, _) = self
+                .store
+                .put_profile(name, llm, PutMode::Create, None)
+                .await?;
+            Ok(Response::new(profile_to_pb(p.masked())))
+        })
+        .await
+    }
+
+    async fn get_profile(
+        &self,
+        req: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let pb::GetProfileRequest {
+            name,
+            reveal_secrets,
+        } = req.into_inner();
+        observe("GetProfile", &name, async {
+            let name = parse_name(&name, "name")?;
+            let p = self
+                .store
+                .get_profile(&name)?
+                .ok_or_else(|| not_found(&name))?;
+            if reveal_secrets {
+                tracing::info!(profile = %name, "secrets revealed");
+                Ok(Response::new(profile_to_pb(p)))
+            } else {
+                Ok(Response::new(profile_to_pb(p.masked())))
+            }
+        })
+        .await
+    }
+
+    async fn list_profiles(
+        &self,
+        req: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        let pb::ListProfilesRequest {
+            page_size,
+            page_token,
+        } = req.into_inner();
+        observe("ListProfiles", "", async {
+            let size = self.limits.page_size(page_size)?;
+            let after = page_token::decode(LISTING, &page_token)?;
+            let mut page = self.store.list_profiles(after.as_deref(), size + 1)?;
+            let next_page_token = if page.len() > size {
+                page.truncate(size);
+                page.last()
+                    .map(|p| page_token::encode(LISTING, p.name.as_str()))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(pb::ListProfilesResponse {
+                profiles: page
+                    .into_iter()
+                    .map(|p| profile_to_pb(p.masked()))
+                    .collect(),
+                next_page_token,
+            }))
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        req: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let pb::UpdateProfileRequest {
+            profile,
+            allow_missing,
+            expected_revision,
+        } = req.into_inner();
+        let resource = profile.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        observe("UpdateProfile", &resource, async {
+            if expected_revision.is_some_and(|r| r < 0) {
+                return Err(invalid_field("expected_revision", "must not be negative"));
+            }
+            let (name, llm) =
+                profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
+            let mode = if allow_missing {
+                PutMode::Upsert
+            } else {
+                PutMode::Update
+            };
+            let (p, _) = self
+                .store
+                .put_profile(name, llm, mode, expected_revision)
+                .await?;
+            Ok(Response::new(profile_to_pb(p.masked())))
+        })
+        .await
+    }
+
+    async fn delete_profile(
+        &self,
+        req: Request<pb::DeleteProfileRequest>,
+    ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
+        let pb::DeleteProfileRequest {
+            name,
+            expected_revision,
+            allow_missing,
+            force,
+        } = req.into_inner();
+        let resource = name.clone();
+        observe("DeleteProfile", &resource, async {
+            let parsed = parse_name(&name, "name")?;
+            let deleted = self
+                .store
+                .delete_profile(&parsed, expected_revision, allow_missing, force)
+                .await?;
+            Ok(Response::new(pb::DeleteProfileResponse {
+                name,
+                deleted: deleted.is_some(),
+                revision: deleted.map_or(0, |p| p.revision),
+            }))
+        })
+        .await
+    }
+
+    async fn rename_profile(
+        &self,
+        req: Request<pb::RenameProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let pb::RenameProfileRequest { name, new_name } = req.into_inner();
+        observe("RenameProfile", &name, async {
+            let (from, to) = match (
+                ProfileName::parse(&name, "name"),
+                ProfileName::parse(&new_name, "new_name"),
+            ) {
+                (Ok(f), Ok(t)) => (f, t),
+                (f, t) => {
+                    let v: Vec<_> = [f.err(), t.err()].into_iter().flatten().collect();
+                    return Err(invalid_argument(&v));
+                }
+            };
+            let p = self.store.rename_profile(&from, &to).await?;
+            Ok(Response::new(profile_to_pb(p.masked())))
+        })
+        .await
+    }
+
+    async fn validate_profile(
+        &self,
+        req: Request<pb::ValidateProfileRequest>,
+    ) -> Result<Response<pb::ValidateProfileResponse>, Status> {
+        let profile = req.into_inner().profile;
+        let resource = profile.as_ref().map(|p| p.name.clone()).unwrap_or_default();
+        observe("ValidateProfile", &resource, async {
+            let violations = profile_from_pb(profile, &self.limits)
+                .err()
+                .unwrap_or_default();
+            Ok(Response::new(pb::ValidateProfileResponse {
+                valid: violations.is_empty(),
+                violations: violations
+                    .into_iter()
+                    .map(|v| pb::FieldViolation {
+                        field: v.field,
+                        description: v.description,
+                    })
+                    .collect(),
+            }))
+        })
+        .await
+    }
+
+    type WatchProfilesStream = EventStream;
+
+    async fn watch_profiles(
+        &self,
+        req: Request<pb::WatchProfilesRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let send_initial = req.into_inner().send_initial;
+        observe("WatchProfiles", "", async {
+            if *self.shutdown.borrow() {
+                return Err(Status::unavailable("the server is shutting down"));
+            }
+            let watch = self.store.watch_profiles(send_initial)?;
+            let shutdown = self.shutdown.clone();
+            let stream: EventStream =
+                Box::pin(async_stream(move |tx| forward_changes(watch, shutdown, tx)));
+            Ok(Response::new(stream))
+        })
+        .await
+    }
+
+    async fn import_profiles(
+        &self,
+        _req: Request<pb::ImportProfilesRequest>,
+    ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
+        Err(Status::unimplemented("ImportProfiles is not built yet"))
+    }
+
+    async fn export_profiles(
+        &self,
+        _req: Request<pb::ExportProfilesRequest>,
+    ) -> Result<Response<pb::ExportProfilesResponse>, Status> {
+        Err(Status::unimplemented("ExportProfiles is not built yet"))
+    }
+}
+
+/// Sends the snapshot, then every later change once: a change already reflected in the snapshot
+/// (its seq at or below the snapshot's record for that name) is skipped, so there is no gap and no
+/// step back. A watcher that falls too far behind is cut off with RESOURCE_EXHAUSTED.
+async fn forward_changes(
+    watch: ProfileWatch,
+    mut shutdown: watch::Receiver<bool>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::ProfileEvent, Status>>,
+) {
+    let ProfileWatch {
+        snapshot,
+        mut changes,
+    } = watch;
+    let mut seen: HashMap<ProfileName, u64> = HashMap::with_capacity(snapshot.len());
+    let mut newest = 0;
+    for (seq, p) in snapshot {
+        newest = newest.max(seq);
+        seen.insert(p.name.clone(), seq);
+        let (name, revision) = (p.name.to_string(), p.revision);
+        let e = event(pb::profile_event::Type::Put, name, Some(p), revision, true);
+        if tx.send(Ok(e)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let change = tokio::select! {
+            r = changes.recv() => r,
+            _ = shutdown.changed() => {
+                let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again elsewhere or later"))).await;
+                return;
+            }
+            () = tx.closed() => return,
+        };
+        let change = match change {
+            Ok(c) => c,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let msg = format!("this watcher fell {n} changes behind and was cut off; watch again with send_initial");
+                let _ = tx.send(Err(Status::resource_exhausted(msg))).await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let (seq, name) = match &change {
+            ProfileChange::Put { seq, profile } => (*seq, &profile.name),
+            ProfileChange::Delete { seq, name, .. } => (*seq, name),
+        };
+        if seq <= newest && seen.get(name).is_some_and(|s| *s >= seq) {
+            continue;
+        }
+        let e = match change {
+            ProfileChange::Put { profile, .. } => {
+                let p = Arc::unwrap_or_clone(profile);
+                let (name, revision) = (p.name.to_string(), p.revision);
+                event(pb::profile_event::Type::Put, name, Some(p), revision, false)
+            }
+            ProfileChange::Delete { name, revision, .. } => event(
+                pb::profile_event::Type::Delete,
+                name.into(),
+                None,
+                revision,
+                false,
+            ),
+        };
+        if tx.send(Ok(e)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Storage: the traits the services call, and their sled implementation.
+mod flush;
+pub mod sled;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::domain::{LlmConfig, Profile, ProfileName};
+
+pub use self::sled::{OpenError, SledStore, StoreOptions};
+
+/// What can go wrong in the store: expected outcomes first, then fail-stop storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The resource does not exist.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// "profile", "conversation", ...
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// The resource exists already.
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists {
+        /// "profile", "conversation", ...
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// An optimistic-concurrency check failed.
+    #[error("{kind} {name:?} is at revision {actual}, not the expected {expected}")]
+    RevisionMismatch {
+        /// "profile", "conversation", ...
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+        /// What the caller expected.
+        expected: i64,
+        /// What is stored.
+        actual: i64,
+    },
+    /// The operation is refused in the resource's current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A stored record cannot be decoded: reported with its key, never a panic.
+    #[error("stored record {key:?} is damaged: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// The database failed (I/O, flush): fail-stop.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new record.
+    Created,
+    /// An existing record changed.
+    Updated,
+    /// The stored record already had this content; nothing was written.
+    Unchanged,
+}
+
+/// The precondition of a put.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Create only: ALREADY_EXISTS when present.
+    Create,
+    /// Update only: NOT_FOUND when absent.
+    Update,
+    /// Create or update.
+    Upsert,
+}
+
+/// A change to a profile, published once it is durable, in commit order.
+#[derive(Clone, Debug)]
+pub enum ProfileChange {
+    /// Created or changed.
+    Put {
+        /// Store-wide change sequence number.
+        seq: u64,
+        /// The profile after the change.
+        profile: Arc<Profile>,
+    },
+    /// Deleted.
+    Delete {
+        /// Store-wide change sequence number.
+        seq: u64,
+        /// The deleted name.
+        name: ProfileName,
+        /// The revision it had.
+        revision: i64,
+    },
+}
+
+/// A consistent start for a watcher: the current profiles with their change sequence numbers, and a
+/// receiver of every change after them (changes already in the snapshot are to be skipped by seq).
+pub struct ProfileWatch {
+    /// Current profiles with the change seq of their last write.
+    pub snapshot: Vec<(u64, Profile)>,
+    /// Live changes.
+    pub changes: broadcast::Receiver<ProfileChange>,
+}
+
+/// Profiles, by name.
+pub trait ProfileStore: Send + Sync + 'static {
+    /// One profile, or `None`.
+    fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError>;
+
+    /// Up to `limit` profiles in name order, after the name `after` when given.
+    fn list_profiles(&self, after: Option<&str>, limit: usize) -> Result<Vec<Profile>, StoreError>;
+
+    /// Creates or replaces a profile's configuration (secret and extra merge rules applied against
+    /// the stored one); durable when it returns.
+    fn put_profile(
+        &self,
+        name: ProfileName,
+        llm: LlmConfig,
+        mode: PutMode,
+        expected_revision: Option<i64>,
+    ) -> impl Future<Output = Result<(Profile, PutOutcome), StoreError>> + Send;
+
+    /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
+    fn delete_profile(
+        &self,
+        name: &ProfileName,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+        force: bool,
+    ) -> impl Future<Output = Result<Option<Profile>, StoreError>> + Send;
+
+    /// Renames a profile atomically; durable when it returns.
+    fn rename_profile(
+        &self,
+        from: &ProfileName,
+        to: &ProfileName,
+    ) -> impl Future<Output = Result<Profile, StoreError>> + Send;
+
+    /// Starts a watch: subscribe first, then (optionally) the snapshot.
+    fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError>;
+
+    /// Flushes everything to disk.
+    fn flush(&self) -> Result<(), StoreError>;
+}

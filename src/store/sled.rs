@@ -1,0 +1,384 @@
+//! The sled implementation of the store: one tree per resource, JSON records, group-committed flushes.
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+use sled::Tree;
+use tokio::sync::broadcast;
+
+use super::flush::Flusher;
+use super::{ProfileChange, ProfileStore, ProfileWatch, PutMode, PutOutcome, StoreError};
+use crate::domain::{LlmConfig, Profile, ProfileName, Timestamp};
+
+/// How many changes a watcher may fall behind before it is cut off.
+const WATCH_BACKLOG: usize = 4096;
+
+/// Settings of the sled store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the data dir could not be opened: each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The folder cannot be created or written.
+    #[error("data dir {dir}: cannot create or write it: {source}")]
+    Unwritable {
+        /// The data dir.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another process holds the lock.
+    #[error("data dir {dir} is in use by another profile-registry process (lock {lock} is held); stop it or choose another --data-dir")]
+    InUse {
+        /// The data dir.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// sled refused to open the database.
+    #[error("data dir {dir}: the database cannot be opened (damaged, or not a profile-registry data dir): {reason}")]
+    Corrupt {
+        /// The data dir.
+        dir: PathBuf,
+        /// sled's reason.
+        reason: String,
+    },
+}
+
+/// The stored form of a profile: the profile and the change seq of its last write.
+#[derive(Serialize, Deserialize)]
+struct ProfileRecord {
+    seq: u64,
+    profile: Profile,
+}
+
+/// The sled store. Writes are serialized by one lock (they take microseconds); the expensive part,
+/// the flush, is shared by every writer waiting at that moment.
+pub struct SledStore {
+    db: sled::Db,
+    profiles: Tree,
+    write_lock: Mutex<()>,
+    flusher: Flusher<ProfileChange>,
+    changes: broadcast::Sender<ProfileChange>,
+    _lock_file: File,
+}
+
+impl SledStore {
+    /// Opens (creating when absent) the store in `dir`, holding an exclusive lock on it.
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Arc<Self>, OpenError> {
+        let unwritable = |source| OpenError::Unwritable {
+            dir: dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(unwritable)?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(unwritable)?;
+        if lock_file.try_lock_exclusive().is_err() {
+            return Err(OpenError::InUse {
+                dir: dir.to_owned(),
+                lock: lock_path,
+            });
+        }
+        let corrupt = |reason: String| OpenError::Corrupt {
+            dir: dir.to_owned(),
+            reason,
+        };
+        let config = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(None);
+        // sled may panic on some damaged files: report it as a damaged data dir, not a trace.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|_| corrupt("the database files are damaged".into()))?
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                    unwritable(io)
+                }
+                other => corrupt(other.to_string()),
+            })?;
+        let profiles = db
+            .open_tree("profiles")
+            .map_err(|e| corrupt(e.to_string()))?;
+        let (changes, _) = broadcast::channel(WATCH_BACKLOG);
+        let publish = changes.clone();
+        let flusher = Flusher::start(
+            db.clone(),
+            Box::new(move |c| {
+                let _ = publish.send(c);
+            }),
+        )
+        .map_err(unwritable)?;
+        Ok(Arc::new(Self {
+            db,
+            profiles,
+            write_lock: Mutex::new(()),
+            flusher,
+            changes,
+            _lock_file: lock_file,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        self.profiles
+            .get(name.as_bytes())?
+            .map(|bytes| decode_profile(name.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    fn write_profile(&self, record: &ProfileRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Storage(e.to_string()))?;
+        self.profiles
+            .insert(record.profile.name.as_str().as_bytes(), bytes)?;
+        Ok(())
+    }
+}
+
+fn decode_profile(key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("profiles/{}", String::from_utf8_lossy(key)),
+        reason: e.to_string(),
+    })
+}
+
+fn check_revision(profile: &Profile, expected: Option<i64>) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != profile.revision => Err(StoreError::RevisionMismatch {
+            kind: "profile",
+            name: profile.name.to_string(),
+            expected,
+            actual: profile.revision,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn not_found(name: &ProfileName) -> StoreError {
+    StoreError::NotFound {
+        kind: "profile",
+        name: name.to_string(),
+    }
+}
+
+impl ProfileStore for SledStore {
+    fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
+        Ok(self.read_profile(name.as_str())?.map(|r| r.profile))
+    }
+
+    fn list_profiles(&self, after: Option<&str>, limit: usize) -> Result<Vec<Profile>, StoreError> {
+        let range = match after {
+            Some(a) => self.profiles.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.profiles.iter(),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = item?;
+            match decode_profile(&key, &bytes) {
+                Ok(r) => out.push(r.profile),
+                Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_profile(
+        &self,
+        name: ProfileName,
+        llm: LlmConfig,
+        mode: PutMode,
+        expected_revision: Option<i64>,
+    ) -> Result<(Profile, PutOutcome), StoreError> {
+        let (epoch, result) = {
+            let _guard = self.lock();
+            let old = self.read_profile(name.as_str())?.map(|r| r.profile);
+            match (&old, mode) {
+                (Some(_), PutMode::Create) => {
+                    return Err(StoreError::AlreadyExists {
+                        kind: "profile",
+                        name: name.to_string(),
+                    })
+                }
+                (None, PutMode::Update) => return Err(not_found(&name)),
+                (None, _) if expected_revision.is_some_and(|r| r != 0) => {
+                    return Err(StoreError::RevisionMismatch {
+                        kind: "profile",
+                        name: name.to_string(),
+                        expected: expected_revision.unwrap_or_default(),
+                        actual: 0,
+                    })
+                }
+                (Some(old), _) => check_revision(old, expected_revision)?,
+                (None, _) => {}
+            }
+            let llm = llm.merge_onto(old.as_ref().map(|p| &p.llm));
+            match old {
+                Some(old) if old.llm == llm => {
+                    (self.flusher.written(), (old, PutOutcome::Unchanged))
+                }
+                old => {
+                    let now = Timestamp::now();
+                    let (revision, create_time, outcome) = match &old {
+                        Some(o) => (o.revision + 1, o.create_time, PutOutcome::Updated),
+                        None => (1, now, PutOutcome::Created),
+                    };
+                    let record = ProfileRecord {
+                        seq: self.next_seq()?,
+                        profile: Profile {
+                            name,
+                            llm,
+                            revision,
+                            create_time,
+                            update_time: now,
+                        },
+                    };
+                    self.write_profile(&record)?;
+                    let change = ProfileChange::Put {
+                        seq: record.seq,
+                        profile: Arc::new(record.profile.clone()),
+                    };
+                    (self.flusher.committed([change]), (record.profile, outcome))
+                }
+            }
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(result)
+    }
+
+    async fn delete_profile(
+        &self,
+        name: &ProfileName,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+        _force: bool,
+    ) -> Result<Option<Profile>, StoreError> {
+        let (epoch, deleted) = {
+            let _guard = self.lock();
+            match self.read_profile(name.as_str())? {
+                None if allow_missing => (self.flusher.written(), None),
+                None => return Err(not_found(name)),
+                Some(record) => {
+                    check_revision(&record.profile, expected_revision)?;
+                    self.profiles.remove(name.as_str().as_bytes())?;
+                    let change = ProfileChange::Delete {
+                        seq: self.next_seq()?,
+                        name: name.clone(),
+                        revision: record.profile.revision,
+                    };
+                    (self.flusher.committed([change]), Some(record.profile))
+                }
+            }
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(deleted)
+    }
+
+    async fn rename_profile(
+        &self,
+        from: &ProfileName,
+        to: &ProfileName,
+    ) -> Result<Profile, StoreError> {
+        let (epoch, renamed) = {
+            let _guard = self.lock();
+            let old = self
+                .read_profile(from.as_str())?
+                .ok_or_else(|| not_found(from))?
+                .profile;
+            if from == to {
+                return Ok(old);
+            }
+            if self.profiles.contains_key(to.as_str().as_bytes())? {
+                return Err(StoreError::AlreadyExists {
+                    kind: "profile",
+                    name: to.to_string(),
+                });
+            }
+            let delete_seq = self.next_seq()?;
+            let record = ProfileRecord {
+                seq: self.next_seq()?,
+                profile: Profile {
+                    name: to.clone(),
+                    revision: old.revision + 1,
+                    update_time: Timestamp::now(),
+                    ..old.clone()
+                },
+            };
+            let bytes =
+                serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
+            let mut batch = sled::Batch::default();
+            batch.remove(from.as_str().as_bytes());
+            batch.insert(to.as_str().as_bytes(), bytes);
+            self.profiles.apply_batch(batch)?;
+            let changes = [
+                ProfileChange::Delete {
+                    seq: delete_seq,
+                    name: from.clone(),
+                    revision: old.revision,
+                },
+                ProfileChange::Put {
+                    seq: record.seq,
+                    profile: Arc::new(record.profile.clone()),
+                },
+            ];
+            (self.flusher.committed(changes), record.profile)
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(renamed)
+    }
+
+    fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
+        let changes = self.changes.subscribe();
+        let mut out = Vec::new();
+        if snapshot {
+            for item in self.profiles.iter() {
+                let (key, bytes) = item?;
+                match decode_profile(&key, &bytes) {
+                    Ok(r) => out.push((r.seq, r.profile)),
+                    Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
+                }
+            }
+        }
+        Ok(ProfileWatch {
+            snapshot: out,
+            changes,
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! Logging: human-readable on a terminal, JSON for machines; never a secret value.
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogArgs, LogFormat};
+
+/// Installs the global subscriber (stderr). Safe to call once per process.
+pub fn init(args: &LogArgs) {
+    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "internal error");
+    }));
+}
