@@ -68,14 +68,8 @@ impl Application {
         let health = HealthState::serving(&[
             <ProfileServiceServer<ProfileApi<SledStore>> as NamedService>::NAME,
         ]);
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (drain_tx, drain_rx) = oneshot::channel::<()>();
         let serve = Server::builder()
@@ -109,6 +103,14 @@ impl Application {
         tracing::info!("stopped; database flushed");
         Ok(())
     }
+}
+
+/// Reflection over our protos, health, and google.rpc error details (so grpcurl decodes BadRequest).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Completes on SIGTERM or SIGINT.

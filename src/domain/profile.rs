@@ -253,10 +253,10 @@ impl LlmConfig {
 /// Keeps `old`'s form (number text, key order) where `new` has the same meaning.
 fn reconcile(new: &mut Value, old: &Value) {
     match (new, old) {
-        (Value::Number(n), Value::Number(o)) => {
-            if n.as_f64().is_some() && n.as_f64() == o.as_f64() {
-                *n = o.clone();
-            }
+        (Value::Number(n), Value::Number(o))
+            if n.as_f64().is_some() && n.as_f64() == o.as_f64() =>
+        {
+            *n = o.clone();
         }
         (Value::Array(n), Value::Array(o)) if n.len() == o.len() => {
             for (n, o) in n.iter_mut().zip(o) {

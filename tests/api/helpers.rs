@@ -1,0 +1,255 @@
+//! Spawning isolated servers (in-process or as a child process) and making clients for them.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use profile_registry::config::ServeArgs;
+use profile_registry::pb;
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use profile_registry::server::Application;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+/// A server running inside the test process on its own port and data dir.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn serve_args(data_dir: &Path) -> ServeArgs {
+    ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_owned(),
+        ..ServeArgs::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tune: impl FnOnce(&mut ServeArgs)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = serve_args(&dir.path().join("data"));
+        tune(&mut args);
+        let app = Application::build(args).await.expect("server builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect(self.addr).await
+    }
+
+    pub async fn profiles(&self) -> ProfileServiceClient<Channel> {
+        ProfileServiceClient::new(self.channel().await)
+    }
+
+    pub async fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel().await)
+    }
+
+    /// Runs the shutdown sequence and waits for it.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().expect("clean shutdown");
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connects")
+}
+
+/// A profile message with a model and an API key.
+pub fn profile(name: &str, model: &str, api_key: Option<&str>) -> pb::Profile {
+    pb::Profile {
+        name: name.into(),
+        llm: Some(pb::LlmConfig {
+            model: model.into(),
+            api_key: api_key.map(Into::into),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn create(client: &mut ProfileServiceClient<Channel>, p: pb::Profile) -> pb::Profile {
+    client
+        .create_profile(pb::CreateProfileRequest { profile: Some(p) })
+        .await
+        .expect("create succeeds")
+        .into_inner()
+}
+
+/// Every profile with its revision, through pagination: the observable state of the store.
+pub async fn full_listing(
+    client: &mut ProfileServiceClient<Channel>,
+) -> Vec<(String, i64, pb::LlmConfig)> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_profiles(pb::ListProfilesRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+            })
+            .await
+            .expect("list succeeds")
+            .into_inner();
+        out.extend(
+            page.profiles
+                .into_iter()
+                .map(|p| (p.name, p.revision, p.llm.unwrap_or_default())),
+        );
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// The built server binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_profile-registry"))
+}
+
+/// A server running as a child process, for kill and signal tests.
+pub struct ChildServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl ChildServer {
+    /// Starts the binary on `data_dir` and waits until it reports its address.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not report its address; log:\n{}",
+                    log.lock().unwrap()
+                )
+            });
+        Self {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit code and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("server did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether tests that need an outside tool must fail instead of skipping.
+pub fn e2e_required() -> bool {
+    std::env::var("REGISTRY_REQUIRE_E2E").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns true) with a printed reason when a tool is missing, unless e2e is required.
+pub fn skip_without(tool: &str, found: bool) -> bool {
+    if found {
+        return false;
+    }
+    assert!(
+        !e2e_required(),
+        "{tool} is required (REGISTRY_REQUIRE_E2E=1) but was not found"
+    );
+    eprintln!("SKIPPED: {tool} not found; install it or set REGISTRY_REQUIRE_E2E=1 to make this a failure");
+    true
+}
