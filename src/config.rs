@@ -33,6 +33,115 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API (the default).
     Serve(ServeArgs),
+    /// Import an SDK profiles folder (`<name>.json` files) into the registry.
+    Import(ImportArgs),
+    /// Export the registry's profiles as an SDK profiles folder, byte for byte what the SDK writes.
+    Export(ExportArgs),
+}
+
+/// Where a client command sends its work.
+#[derive(Clone, Debug, Args)]
+pub struct TargetArgs {
+    /// The running server to talk to.
+    #[arg(
+        long,
+        env = "REGISTRY_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+
+    /// Work on this database folder directly instead of a server (only while no server holds it).
+    #[arg(long = "data-dir", env = "REGISTRY_DIRECT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What an import does with a profile name that exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OnConflict {
+    /// Keep the stored profile.
+    #[default]
+    Skip,
+    /// Replace it with the file's.
+    Overwrite,
+    /// Write nothing at all when any name exists.
+    Fail,
+}
+
+impl From<OnConflict> for crate::store::ConflictPolicy {
+    fn from(c: OnConflict) -> Self {
+        match c {
+            OnConflict::Skip => Self::Skip,
+            OnConflict::Overwrite => Self::Overwrite,
+            OnConflict::Fail => Self::Fail,
+        }
+    }
+}
+
+/// How exported files carry secrets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum SecretsMode {
+    /// The SDK's mask "**********" (the SDK's default).
+    #[default]
+    Redacted,
+    /// The secret values (the SDK's include_secrets=True).
+    Plaintext,
+    /// Fernet tokens with the key from --fernet-key-env (the SDK with OH_SECRET_KEY).
+    Encrypted,
+}
+
+/// Settings of `import`.
+#[derive(Clone, Debug, Args)]
+pub struct ImportArgs {
+    /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// What to do when a profile of that name exists.
+    #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
+    pub on_conflict: OnConflict,
+
+    /// Report what would happen without writing anything.
+    #[arg(long, env = "REGISTRY_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, to read encrypted secrets.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+}
+
+/// Settings of `export`.
+#[derive(Clone, Debug, Args)]
+pub struct ExportArgs {
+    /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// How secrets are written.
+    #[arg(
+        long,
+        env = "REGISTRY_EXPORT_SECRETS",
+        value_enum,
+        default_value = "redacted"
+    )]
+    pub secrets: SecretsMode,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    /// Only these profiles (repeatable); default all.
+    #[arg(long = "name", env = "REGISTRY_EXPORT_NAMES", value_delimiter = ',')]
+    pub names: Vec<String>,
+
+    /// Delete the folder's other `<name>.json` files, so it holds exactly the exported profiles.
+    #[arg(long, env = "REGISTRY_EXPORT_PRUNE")]
+    pub prune: bool,
 }
 
 /// Settings of `serve`.
@@ -65,6 +174,18 @@ pub struct ServeArgs {
     /// Largest page_size a list call may ask for (INVALID_ARGUMENT above).
     #[arg(long, env = "REGISTRY_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: usize,
+
+    /// Import this SDK profiles folder at start, before serving (e.g. a mounted ConfigMap or Secret).
+    #[arg(long, env = "REGISTRY_IMPORT_ON_START")]
+    pub import_on_start: Option<PathBuf>,
+
+    /// With --import-on-start: what to do when a profile of that name exists.
+    #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
+    pub on_conflict: OnConflict,
+
+    /// With --import-on-start: the environment variable holding the SDK's OH_SECRET_KEY.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
 }
 
 impl Default for ServeArgs {

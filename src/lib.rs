@@ -1,4 +1,5 @@
 //! profile-registry: a gRPC registry of OpenHands LLM profiles over an embedded sled database.
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;

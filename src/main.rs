@@ -4,18 +4,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use profile_registry::config::{Cli, Command};
 use profile_registry::server::{shutdown_signal, Application};
-use profile_registry::telemetry;
+use profile_registry::{cli, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log);
     let result = match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve).await.map(|()| true),
+        Some(Command::Serve(args)) => serve(args).await.map(|()| true),
+        Some(Command::Import(args)) => cli::profiles::run_import(args).await,
+        Some(Command::Export(args)) => cli::profiles::run_export(args).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("profile-registry: error: {e:#}");
             ExitCode::FAILURE

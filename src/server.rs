@@ -10,11 +10,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 
+use crate::cli::fernet_key_from_env;
 use crate::config::ServeArgs;
 use crate::health::HealthState;
+use crate::openhands::folder::ProfilesDir;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileServiceServer;
 use crate::service::profile::ProfileApi;
+use crate::service::transfer::{import_documents, Outcome};
 use crate::service::Limits;
 use crate::store::{ProfileStore, SledStore, StoreOptions};
 
@@ -32,6 +35,9 @@ impl Application {
             cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
         };
         let store = SledStore::open(&args.data_dir, &options)?;
+        if let Some(dir) = &args.import_on_start {
+            seed(&store, dir, &args).await?;
+        }
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -56,11 +62,7 @@ impl Application {
             args,
         } = self;
         let addr = listener.local_addr()?;
-        let limits = Limits {
-            max_profile_bytes: args.max_profile_bytes,
-            max_page_size: args.max_page_size,
-            ..Limits::default()
-        };
+        let limits = limits(&args);
         let (stop_tx, stop_rx) = watch::channel(false);
         let profile_service =
             ProfileServiceServer::new(ProfileApi::new(Arc::clone(&store), limits, stop_rx.clone()))
@@ -102,6 +104,51 @@ impl Application {
             .context("final flush")?;
         tracing::info!("stopped; database flushed");
         Ok(())
+    }
+}
+
+/// `--import-on-start`: imports a profiles folder before serving. Bad files are logged and skipped;
+/// a folder that cannot be read stops the start.
+async fn seed(store: &SledStore, dir: &std::path::Path, args: &ServeArgs) -> anyhow::Result<()> {
+    let folder = ProfilesDir::lock(dir, false).with_context(|| {
+        format!(
+            "--import-on-start: cannot read the profiles folder {}",
+            dir.display()
+        )
+    })?;
+    let limits = limits(args);
+    let (docs, refused) = folder.read_documents(limits.max_profile_bytes as u64, true)?;
+    let key = fernet_key_from_env(&args.fernet_key_env);
+    let reports = import_documents(
+        store,
+        docs,
+        key.as_ref(),
+        args.on_conflict.into(),
+        false,
+        &limits,
+    )
+    .await?;
+    for r in &refused {
+        tracing::warn!(file = %r.file, reason = %r.reason, "import-on-start: file refused");
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for r in &reports {
+        *counts
+            .entry(format!("{:?}", r.outcome).to_lowercase())
+            .or_insert(0usize) += 1;
+        if matches!(r.outcome, Outcome::Invalid | Outcome::Skipped) {
+            tracing::warn!(file = %r.name, outcome = ?r.outcome, reason = %r.reason, "import-on-start");
+        }
+    }
+    tracing::info!(dir = %dir.display(), ?counts, refused = refused.len(), "imported profiles at start");
+    Ok(())
+}
+
+fn limits(args: &ServeArgs) -> Limits {
+    Limits {
+        max_profile_bytes: args.max_profile_bytes,
+        max_page_size: args.max_page_size,
+        ..Limits::default()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Profile files as the SDK writes them (`json.dumps(llm, indent=2)` with `schema_version` last).
 use serde_json::{Map, Number, Value};
 
+use super::secrets::{looks_encrypted, FernetKey};
 use crate::domain::pyjson::{dumps_indent2, float_number};
-use crate::domain::{LlmConfig, Secret, SecretField, TYPED_KEYS};
+use crate::domain::{LlmConfig, ProfileName, Secret, SecretField, SECRET_MASK, TYPED_KEYS};
 
 /// The schema version the SDK writes and the newest it reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -53,6 +54,12 @@ pub fn to_object(
     for (k, v) in &llm.extra {
         pending.insert(k.clone(), v.clone());
     }
+    // A secret the source file had (redacted) but we hold no value for: keep its place, as the mask.
+    for f in SecretField::ALL {
+        if llm.secret(f).is_none() && llm.key_order.iter().any(|k| k == f.key()) {
+            pending.insert(f.key().to_owned(), Value::String(SECRET_MASK.to_owned()));
+        }
+    }
     let mut out = Map::with_capacity(pending.len() + 1);
     for key in &llm.key_order {
         if let Some(v) = pending.shift_remove(key) {
@@ -72,7 +79,185 @@ pub fn to_file_text(llm: &LlmConfig, secret: &dyn Fn(SecretField, &Secret) -> St
     dumps_indent2(&Value::Object(to_object(llm, secret)))
 }
 
-/// The SDK's default rendering of a secret: the mask.
-pub fn redacted(_: SecretField, _: &Secret) -> String {
-    crate::domain::SECRET_MASK.to_owned()
+/// How secrets are written to a file.
+pub enum SecretsOut<'a> {
+    /// The mask (the SDK default).
+    Redacted,
+    /// The values.
+    Plaintext,
+    /// Fernet tokens with this key.
+    Encrypted(&'a FernetKey),
+}
+
+impl SecretsOut<'_> {
+    /// Renders one secret value.
+    pub fn render(&self, secret: &Secret) -> String {
+        match self {
+            Self::Redacted => SECRET_MASK.to_owned(),
+            Self::Plaintext => secret.expose().to_owned(),
+            Self::Encrypted(key) => key.encrypt(secret.expose()),
+        }
+    }
+}
+
+/// The file text the SDK would write for `llm`, secrets per `secrets`.
+pub fn export_file(llm: &LlmConfig, secrets: &SecretsOut<'_>) -> String {
+    to_file_text(llm, &|_, s| secrets.render(s))
+}
+
+/// A profile name from a file name or document name: one trailing `.json` is stripped first.
+pub fn name_from_file(raw: &str) -> Result<ProfileName, String> {
+    let stem = raw.strip_suffix(".json").unwrap_or(raw);
+    ProfileName::parse(stem, "name").map_err(|v| format!("name {stem:?} {}", v.description))
+}
+
+/// Reads a profile file as the SDK writes it. Reasons never contain a secret value.
+/// The mask and blank secrets mean "no value" (on write, the mask keeps a stored value); Fernet
+/// tokens need `key` and are never taken for the secret itself.
+pub fn parse_file(text: &str, key: Option<&FernetKey>) -> Result<LlmConfig, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err("invalid profile: the file is not a JSON object".into());
+    };
+    let mut llm = LlmConfig::default();
+    let mut model = None;
+    for (k, v) in map {
+        llm.key_order.push(k.clone());
+        let field = |what: &str| format!("invalid profile: {k} must be {what}");
+        match k.as_str() {
+            "schema_version" => {
+                let version = v.as_i64().ok_or_else(|| field("an integer"))?;
+                if version > SCHEMA_VERSION {
+                    return Err(format!(
+                        "schema_version {version} is newer than supported version {SCHEMA_VERSION}"
+                    ));
+                }
+            }
+            "model" => model = Some(v.as_str().ok_or_else(|| field("a string"))?.to_owned()),
+            "base_url" | "api_version" | "aws_region_name" | "reasoning_effort" | "usage_id" => {
+                let s = match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s),
+                    _ => return Err(field("a string")),
+                };
+                *string_slot(&mut llm, &k) = s;
+            }
+            "temperature" | "top_p" | "top_k" => {
+                let x = match &v {
+                    Value::Null => None,
+                    Value::Number(n) => Some(n.as_f64().ok_or_else(|| field("a number"))?),
+                    _ => return Err(field("a number")),
+                };
+                *float_slot(&mut llm, &k) = x;
+            }
+            "max_input_tokens" | "max_output_tokens" => {
+                let x = match &v {
+                    Value::Null => None,
+                    Value::Number(n) => Some(n.as_i64().ok_or_else(|| field("an integer"))?),
+                    _ => return Err(field("an integer")),
+                };
+                if k == "max_input_tokens" {
+                    llm.max_input_tokens = x;
+                } else {
+                    llm.max_output_tokens = x;
+                }
+            }
+            _ => match SecretField::ALL.iter().find(|f| f.key() == k) {
+                Some(f) => {
+                    let s = match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(read_secret(&k, s, key)?),
+                        _ => return Err(field("a string")),
+                    };
+                    *llm.secret_mut(*f) = s;
+                }
+                None => {
+                    llm.extra.insert(k, v);
+                }
+            },
+        }
+    }
+    match model {
+        Some(m) if !m.trim().is_empty() => llm.model = m,
+        Some(_) => return Err("invalid profile: model is empty".into()),
+        None => return Err("invalid profile: model is missing".into()),
+    }
+    if let Some(v) = llm.violations("llm").first() {
+        return Err(format!("invalid profile: {v}"));
+    }
+    Ok(llm)
+}
+
+fn read_secret(field: &str, value: String, key: Option<&FernetKey>) -> Result<Secret, String> {
+    if !looks_encrypted(&value) {
+        return Ok(Secret::new(value));
+    }
+    let Some(key) = key else {
+        return Err(format!(
+            "{field} is encrypted (a Fernet token) and no key was given: set OH_SECRET_KEY (or --fernet-key-env)"
+        ));
+    };
+    key.decrypt(&value).map(Secret::new).ok_or_else(|| {
+        format!("{field} is encrypted with another key: the given key does not decrypt it")
+    })
+}
+
+fn string_slot<'a>(llm: &'a mut LlmConfig, key: &str) -> &'a mut Option<String> {
+    match key {
+        "base_url" => &mut llm.base_url,
+        "api_version" => &mut llm.api_version,
+        "aws_region_name" => &mut llm.aws_region_name,
+        "reasoning_effort" => &mut llm.reasoning_effort,
+        _ => &mut llm.usage_id,
+    }
+}
+
+fn float_slot<'a>(llm: &'a mut LlmConfig, key: &str) -> &'a mut Option<f64> {
+    match key {
+        "temperature" => &mut llm.temperature,
+        "top_p" => &mut llm.top_p,
+        _ => &mut llm.top_k,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "{\n  \"model\": \"m\",\n  \"api_key\": \"**********\",\n  \"num_retries\": 5,\n  \"retry_multiplier\": 8.0,\n  \"temperature\": 1e-05,\n  \"top_k\": 40.0,\n  \"extra_headers\": {\n    \"X\": \"Z\\u00fcrich\"\n  },\n  \"is_subscription\": false,\n  \"schema_version\": 1\n}";
+
+    #[test]
+    fn a_redacted_file_round_trips_byte_for_byte() {
+        let llm = parse_file(FILE, None).unwrap();
+        assert_eq!(llm.temperature, Some(1e-5));
+        let stored = llm.merge_onto(None);
+        assert_eq!(stored.api_key, None, "the mask is no value");
+        assert_eq!(export_file(&stored, &SecretsOut::Redacted), FILE);
+    }
+
+    #[test]
+    fn refuses_what_the_sdk_refuses_and_tokens_without_a_key() {
+        let token = FernetKey::from_secret_key("k").encrypt("sk-secret");
+        let cases = [
+            ("{", "invalid JSON"),
+            ("[1]", "not a JSON object"),
+            (
+                "{\"model\": \"m\", \"schema_version\": 2}",
+                "newer than supported",
+            ),
+            ("{\"api_key\": \"x\"}", "model is missing"),
+            ("{\"model\": \"\"}", "model is empty"),
+        ];
+        for (text, want) in cases {
+            let err = parse_file(text, None).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        let enc = format!("{{\"model\": \"m\", \"api_key\": \"{token}\"}}");
+        let err = parse_file(&enc, None).unwrap_err();
+        assert!(err.contains("encrypted") && !err.contains(&token), "{err}");
+        let wrong = parse_file(&enc, Some(&FernetKey::from_secret_key("other"))).unwrap_err();
+        assert!(wrong.contains("another key"));
+        let ok = parse_file(&enc, Some(&FernetKey::from_secret_key("k"))).unwrap();
+        assert_eq!(ok.api_key.unwrap().expose(), "sk-secret");
+    }
 }

@@ -2,6 +2,7 @@
 pub mod convert;
 pub mod page_token;
 pub mod profile;
+pub mod transfer;
 
 use std::future::Future;
 use std::time::Instant;

@@ -12,9 +12,14 @@ use super::{observe, page_token, Limits};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
+use crate::openhands::profile::SecretsOut;
+use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
-use crate::store::{ProfileChange, ProfileStore, ProfileWatch, PutMode, StoreError};
+use crate::service::transfer::{export_documents, import_documents, ImportReport, Outcome};
+use crate::store::{
+    ConflictPolicy, ProfileChange, ProfileStore, ProfileWatch, PutMode, StoreError,
+};
 
 /// The listing name page tokens of ListProfiles are bound to.
 const LISTING: &str = "profiles";
@@ -265,16 +270,136 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
 
     async fn import_profiles(
         &self,
-        _req: Request<pb::ImportProfilesRequest>,
+        req: Request<pb::ImportProfilesRequest>,
     ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
-        Err(Status::unimplemented("ImportProfiles is not built yet"))
+        let pb::ImportProfilesRequest {
+            documents,
+            on_conflict,
+            fernet_key,
+            dry_run,
+        } = req.into_inner();
+        let resource = format!("{} documents", documents.len());
+        observe("ImportProfiles", &resource, async {
+            use pb::import_profiles_request::OnConflict;
+            let policy = match OnConflict::try_from(on_conflict) {
+                Ok(OnConflict::Unspecified | OnConflict::Skip) => ConflictPolicy::Skip,
+                Ok(OnConflict::Overwrite) => ConflictPolicy::Overwrite,
+                Ok(OnConflict::Fail) => ConflictPolicy::Fail,
+                Err(_) => {
+                    return Err(invalid_field(
+                        "on_conflict",
+                        "must be SKIP, OVERWRITE or FAIL",
+                    ))
+                }
+            };
+            let key = parse_fernet_key(&fernet_key)?;
+            let docs = documents.into_iter().map(|d| (d.name, d.json)).collect();
+            let reports = import_documents(
+                &*self.store,
+                docs,
+                key.as_ref(),
+                policy,
+                dry_run,
+                &self.limits,
+            )
+            .await?;
+            Ok(Response::new(pb::ImportProfilesResponse {
+                results: reports.into_iter().map(import_result_to_pb).collect(),
+            }))
+        })
+        .await
     }
 
     async fn export_profiles(
         &self,
-        _req: Request<pb::ExportProfilesRequest>,
+        req: Request<pb::ExportProfilesRequest>,
     ) -> Result<Response<pb::ExportProfilesResponse>, Status> {
-        Err(Status::unimplemented("ExportProfiles is not built yet"))
+        let pb::ExportProfilesRequest {
+            names,
+            secrets,
+            fernet_key,
+            page_size,
+            page_token,
+        } = req.into_inner();
+        observe("ExportProfiles", &names.join(","), async {
+            use pb::export_profiles_request::Secrets;
+            let key = parse_fernet_key(&fernet_key)?;
+            let mode = match (Secrets::try_from(secrets), &key) {
+                (Ok(Secrets::Unspecified | Secrets::Redacted), _) => SecretsOut::Redacted,
+                (Ok(Secrets::Plaintext), _) => SecretsOut::Plaintext,
+                (Ok(Secrets::Encrypted), Some(k)) => SecretsOut::Encrypted(k),
+                (Ok(Secrets::Encrypted), None) => {
+                    return Err(invalid_field(
+                        "fernet_key",
+                        "is required when secrets is ENCRYPTED",
+                    ))
+                }
+                (Err(_), _) => {
+                    return Err(invalid_field(
+                        "secrets",
+                        "must be REDACTED, PLAINTEXT or ENCRYPTED",
+                    ))
+                }
+            };
+            let names = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| parse_name(n, &format!("names[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let size = match page_size {
+                0 => usize::MAX - 1,
+                n => self.limits.page_size(n)?,
+            };
+            let after = page_token::decode(EXPORT_LISTING, &page_token)?;
+            let page = export_documents(&*self.store, &names, &mode, after.as_deref(), size)?;
+            if matches!(mode, SecretsOut::Plaintext) {
+                tracing::warn!(
+                    profiles = page.documents.len(),
+                    "secrets exported in plaintext"
+                );
+            }
+            Ok(Response::new(pb::ExportProfilesResponse {
+                documents: page
+                    .documents
+                    .into_iter()
+                    .map(|(name, json)| pb::ProfileDocument { name, json })
+                    .collect(),
+                next_page_token: page
+                    .more_after
+                    .map(|a| page_token::encode(EXPORT_LISTING, &a))
+                    .unwrap_or_default(),
+            }))
+        })
+        .await
+    }
+}
+
+/// The listing name page tokens of ExportProfiles are bound to.
+const EXPORT_LISTING: &str = "profile-export";
+
+fn parse_fernet_key(raw: &str) -> Result<Option<FernetKey>, Status> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    FernetKey::from_base64(raw)
+        .map(Some)
+        .map_err(|why| invalid_field("fernet_key", why))
+}
+
+fn import_result_to_pb(r: ImportReport) -> pb::ImportResult {
+    use pb::import_result::Outcome as O;
+    let outcome = match r.outcome {
+        Outcome::Created => O::Created,
+        Outcome::Updated => O::Updated,
+        Outcome::Unchanged => O::Unchanged,
+        Outcome::Skipped => O::Skipped,
+        Outcome::Invalid => O::Invalid,
+    };
+    pb::ImportResult {
+        name: r.name,
+        outcome: outcome as i32,
+        reason: r.reason,
+        revision: r.revision,
     }
 }
 

@@ -86,6 +86,31 @@ pub enum PutMode {
     Upsert,
 }
 
+/// What an import does with a name that exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConflictPolicy {
+    /// Keep the stored profile.
+    #[default]
+    Skip,
+    /// Replace it.
+    Overwrite,
+    /// Write nothing at all when any name exists.
+    Fail,
+}
+
+/// What an import did with one profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Created at this revision.
+    Created(i64),
+    /// Replaced; now at this revision.
+    Updated(i64),
+    /// Already stored with this content, at this revision.
+    Unchanged(i64),
+    /// Not written, and why.
+    Skipped(String),
+}
+
 /// A change to a profile, published once it is durable, in commit order.
 #[derive(Clone, Debug)]
 pub enum ProfileChange {
@@ -149,6 +174,15 @@ pub trait ProfileStore: Send + Sync + 'static {
         from: &ProfileName,
         to: &ProfileName,
     ) -> impl Future<Output = Result<Profile, StoreError>> + Send;
+
+    /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on `dry_run`).
+    /// The same name twice sees its first occurrence as existing.
+    fn import_profiles(
+        &self,
+        items: Vec<(ProfileName, LlmConfig)>,
+        policy: ConflictPolicy,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Vec<ImportOutcome>, StoreError>> + Send;
 
     /// Starts a watch: subscribe first, then (optionally) the snapshot.
     fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError>;

@@ -9,7 +9,10 @@ use sled::Tree;
 use tokio::sync::broadcast;
 
 use super::flush::Flusher;
-use super::{ProfileChange, ProfileStore, ProfileWatch, PutMode, PutOutcome, StoreError};
+use super::{
+    ConflictPolicy, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch, PutMode, PutOutcome,
+    StoreError,
+};
 use crate::domain::{LlmConfig, Profile, ProfileName, Timestamp};
 
 /// How many changes a watcher may fall behind before it is cut off.
@@ -357,6 +360,96 @@ impl ProfileStore for SledStore {
         };
         self.flusher.wait(epoch).await?;
         Ok(renamed)
+    }
+
+    async fn import_profiles(
+        &self,
+        items: Vec<(ProfileName, LlmConfig)>,
+        policy: ConflictPolicy,
+        dry_run: bool,
+    ) -> Result<Vec<ImportOutcome>, StoreError> {
+        let (epoch, outcomes) = {
+            let _guard = self.lock();
+            let mut batch_view: std::collections::HashMap<ProfileName, Profile> =
+                std::collections::HashMap::new();
+            if policy == ConflictPolicy::Fail {
+                let mut seen = std::collections::HashSet::new();
+                let conflicts: Vec<bool> = items
+                    .iter()
+                    .map(|(name, _)| {
+                        Ok(!seen.insert(name.clone())
+                            || self.profiles.contains_key(name.as_str())?)
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                if conflicts.iter().any(|c| *c) {
+                    return Ok(conflicts
+                        .into_iter()
+                        .map(|c| {
+                            ImportOutcome::Skipped(if c {
+                                "a profile of that name exists and on_conflict is FAIL: nothing was written".into()
+                            } else {
+                                "not written: another document conflicts and on_conflict is FAIL".into()
+                            })
+                        })
+                        .collect());
+                }
+            }
+            let now = Timestamp::now();
+            let mut batch = sled::Batch::default();
+            let mut changes = Vec::new();
+            let mut outcomes = Vec::with_capacity(items.len());
+            for (name, llm) in items {
+                let old = match batch_view.get(&name) {
+                    Some(p) => Some(p.clone()),
+                    None => self.read_profile(name.as_str())?.map(|r| r.profile),
+                };
+                let llm = llm.merge_onto(old.as_ref().map(|p| &p.llm));
+                let (revision, create_time, outcome): (i64, Timestamp, fn(i64) -> ImportOutcome) =
+                    match &old {
+                        Some(o) if o.llm == llm => {
+                            outcomes.push(ImportOutcome::Unchanged(o.revision));
+                            continue;
+                        }
+                        Some(_) if policy == ConflictPolicy::Skip => {
+                            outcomes.push(ImportOutcome::Skipped(
+                            "a profile of that name exists with other content (on_conflict SKIP)".into(),
+                        ));
+                            continue;
+                        }
+                        Some(o) => (o.revision + 1, o.create_time, ImportOutcome::Updated),
+                        None => (1, now, ImportOutcome::Created),
+                    };
+                outcomes.push(outcome(revision));
+                let record = ProfileRecord {
+                    seq: if dry_run { 0 } else { self.next_seq()? },
+                    profile: Profile {
+                        name: name.clone(),
+                        llm,
+                        revision,
+                        create_time,
+                        update_time: now,
+                    },
+                };
+                if !dry_run {
+                    let bytes = serde_json::to_vec(&record)
+                        .map_err(|e| StoreError::Storage(e.to_string()))?;
+                    batch.insert(name.as_str().as_bytes(), bytes);
+                    changes.push(ProfileChange::Put {
+                        seq: record.seq,
+                        profile: Arc::new(record.profile.clone()),
+                    });
+                }
+                batch_view.insert(name, record.profile);
+            }
+            if dry_run || changes.is_empty() {
+                (self.flusher.written(), outcomes)
+            } else {
+                self.profiles.apply_batch(batch)?;
+                (self.flusher.committed(changes), outcomes)
+            }
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(outcomes)
     }
 
     fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {

@@ -1,0 +1,127 @@
+//! `profile-registry import` and `export`: an SDK profiles folder in, or out.
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{fernet_key_from_env, Target};
+use crate::config::{ExportArgs, ImportArgs, SecretsMode};
+use crate::openhands::folder::{default_dir, ProfilesDir, Refused};
+use crate::service::transfer::{ImportReport, Outcome};
+use crate::service::Limits;
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    // Hidden by indicatif itself when stderr is not a terminal.
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what}")) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Imports a folder; returns whether every file was imported (false when any was invalid, or when
+/// --on-conflict fail found a conflict).
+pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
+    let dir = args.dir.clone().unwrap_or_else(default_dir);
+    let folder = ProfilesDir::lock(&dir, false)
+        .with_context(|| format!("cannot read the profiles folder {}", dir.display()))?;
+    let max = Limits::default().max_profile_bytes as u64;
+    let (docs, refused) = folder.read_documents(max, false)?;
+    let key = fernet_key_from_env(&args.fernet_key_env);
+    let bar = progress(docs.len(), "files");
+    let mut target = Target::open(&args.target).await?;
+    let reports = target
+        .import(docs, key.as_ref(), args.on_conflict, args.dry_run, &|n| {
+            bar.set_position(n as u64)
+        })
+        .await?;
+    bar.finish_and_clear();
+    drop(folder);
+    Ok(print_import_summary(&dir, &reports, &refused, args.dry_run))
+}
+
+/// Prints one line per file that was not imported and a summary per outcome; returns whether all
+/// files were imported.
+pub fn print_import_summary(
+    dir: &std::path::Path,
+    reports: &[ImportReport],
+    refused: &[Refused],
+    dry_run: bool,
+) -> bool {
+    for r in refused {
+        eprintln!("INVALID {}: {}", r.file, r.reason);
+    }
+    let mut counts = [0usize; 5];
+    for r in reports {
+        counts[r.outcome as usize] += 1;
+        match r.outcome {
+            Outcome::Invalid => eprintln!("INVALID {}: {}", r.name, r.reason),
+            Outcome::Skipped => eprintln!("SKIPPED {}: {}", r.name, r.reason),
+            _ => {}
+        }
+    }
+    counts[Outcome::Invalid as usize] += refused.len();
+    println!(
+        "{}{}: {} files: created {}, updated {}, unchanged {}, skipped {}, invalid {}",
+        if dry_run {
+            "dry run, nothing written: "
+        } else {
+            ""
+        },
+        dir.display(),
+        reports.len() + refused.len(),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4],
+    );
+    let failed_conflict = reports
+        .iter()
+        .any(|r| r.outcome == Outcome::Skipped && r.reason.contains("FAIL"));
+    counts[Outcome::Invalid as usize] == 0 && !failed_conflict
+}
+
+/// Exports to a folder, atomically per file, holding the SDK's lock.
+pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
+    let dir: PathBuf = args.dir.clone().unwrap_or_else(default_dir);
+    let key = fernet_key_from_env(&args.fernet_key_env);
+    let mut target = Target::open(&args.target).await?;
+    let docs = target
+        .export(&args.names, args.secrets, key.as_ref())
+        .await?;
+    let folder = ProfilesDir::lock(&dir, true)
+        .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?;
+    let bar = progress(docs.len(), "files");
+    let mut keep = BTreeSet::new();
+    for (name, text) in &docs {
+        folder
+            .write(name, text)
+            .with_context(|| format!("cannot write {name}.json"))?;
+        keep.insert(name.clone());
+        bar.inc(1);
+    }
+    folder.sync()?;
+    bar.finish_and_clear();
+    let pruned = if args.prune {
+        folder.prune(&keep)?
+    } else {
+        Vec::new()
+    };
+    for name in &pruned {
+        eprintln!("PRUNED {name}.json");
+    }
+    let secrets = match args.secrets {
+        SecretsMode::Redacted => "redacted",
+        SecretsMode::Plaintext => "plaintext",
+        SecretsMode::Encrypted => "encrypted",
+    };
+    println!(
+        "{}: exported {} profiles (secrets {secrets}), pruned {}",
+        dir.display(),
+        docs.len(),
+        pruned.len()
+    );
+    Ok(true)
+}

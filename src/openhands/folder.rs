@@ -1,0 +1,202 @@
+//! The SDK's profiles folder: `<name>.json` files, written atomically (temp file + rename, mode 0600)
+//! while holding `flock` on `.profiles.lock`, as the SDK itself does.
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fs2::FileExt;
+
+/// The lock file every SDK operation holds.
+pub const LOCK_FILE: &str = ".profiles.lock";
+/// How long to wait for the lock (the SDK's own timeout).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default folder: `$OH_PERSISTENCE_DIR/profiles` when set, else `~/.openhands/profiles`.
+pub fn default_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("OH_PERSISTENCE_DIR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p).join("profiles");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".openhands").join("profiles")
+}
+
+/// Profile files as (file name, text).
+pub type Documents = Vec<(String, String)>;
+
+/// A file that was not read as a profile, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The file name.
+    pub file: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A profiles folder, locked for as long as this value lives.
+pub struct ProfilesDir {
+    path: PathBuf,
+    _lock: Option<File>,
+}
+
+impl ProfilesDir {
+    /// Locks `path` (creating it, mode 0700, when `create`), waiting up to 30 s for the SDK's lock.
+    /// A read-only folder (a mounted ConfigMap or Secret) cannot hold a lock file: it is read unlocked.
+    pub fn lock(path: &Path, create: bool) -> io::Result<Self> {
+        if create && !path.exists() {
+            fs::create_dir_all(path)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        }
+        if !path.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a folder", path.display()),
+            ));
+        }
+        let lock = match OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join(LOCK_FILE))
+        {
+            Ok(f) => f,
+            Err(e)
+                if !create
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                return Ok(Self {
+                    path: path.to_owned(),
+                    _lock: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let started = Instant::now();
+        while lock.try_lock_exclusive().is_err() {
+            if started.elapsed() > LOCK_TIMEOUT {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is locked by another process (waited 30 s)",
+                        path.join(LOCK_FILE).display()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads every `*.json` file, in name order, as (file name, text). The lock file, temp files and
+    /// folders are passed over; symlinks, files over `max_bytes` and non-UTF-8 files are refused
+    /// without being read. With `internal_links`, a symlink that resolves inside the folder is read
+    /// (Kubernetes mounts ConfigMap and Secret keys as `name.json -> ..data/name.json`).
+    pub fn read_documents(
+        &self,
+        max_bytes: u64,
+        internal_links: bool,
+    ) -> io::Result<(Documents, Vec<Refused>)> {
+        let root = fs::canonicalize(&self.path)?;
+        let mut names: Vec<(String, fs::FileType)> = Vec::new();
+        for entry in fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name == LOCK_FILE || name.ends_with(".tmp") || !name.ends_with(".json") {
+                continue;
+            }
+            names.push((name, entry.file_type()?));
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let (mut docs, mut refused) = (Vec::new(), Vec::new());
+        for (name, kind) in names {
+            let refuse = |reason: String| Refused {
+                file: name.clone(),
+                reason,
+            };
+            if kind.is_symlink() {
+                let inside = fs::canonicalize(self.path.join(&name))
+                    .is_ok_and(|t| t.starts_with(&root) && t.is_file());
+                if !(internal_links && inside) {
+                    refused.push(refuse(
+                        "is a symbolic link; profiles must be regular files".into(),
+                    ));
+                    continue;
+                }
+            } else if !kind.is_file() {
+                continue;
+            }
+            let mut file = File::open(self.path.join(&name))?;
+            let size = file.metadata()?.len();
+            if size > max_bytes {
+                refused.push(refuse(format!(
+                    "is {size} bytes, over the limit of {max_bytes} bytes"
+                )));
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            Read::by_ref(&mut file)
+                .take(max_bytes + 1)
+                .read_to_end(&mut bytes)?;
+            match String::from_utf8(bytes) {
+                Ok(text) => docs.push((name, text)),
+                Err(_) => refused.push(refuse("is not UTF-8 text".into())),
+            }
+        }
+        Ok((docs, refused))
+    }
+
+    /// Writes `<name>.json` atomically: a `tmpXXXX.tmp` in the folder (mode 0600), synced, renamed
+    /// over the target.
+    pub fn write(&self, name: &str, text: &str) -> io::Result<()> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix("tmp")
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(&self.path)?;
+        tmp.write_all(text.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(self.path.join(format!("{name}.json")))
+            .map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Makes the renames durable.
+    pub fn sync(&self) -> io::Result<()> {
+        File::open(&self.path)?.sync_all()
+    }
+
+    /// Deletes the `*.json` profile files whose names are not in `keep`; returns their names.
+    pub fn prune(&self, keep: &BTreeSet<String>) -> io::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
+            if !keep.contains(name) && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+                removed.push(name.to_owned());
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+}

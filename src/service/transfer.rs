@@ -1,0 +1,137 @@
+//! Import and export of SDK profile files over any [`ProfileStore`]: shared by the gRPC handlers,
+//! the CLI's direct `--data-dir` mode and `serve --import-on-start`.
+use crate::domain::ProfileName;
+use crate::openhands::profile::{export_file, name_from_file, parse_file, SecretsOut};
+use crate::openhands::secrets::FernetKey;
+use crate::service::Limits;
+use crate::store::{ConflictPolicy, ImportOutcome, ProfileStore, StoreError};
+
+/// What happened to one imported document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A new profile.
+    Created,
+    /// An existing profile was replaced.
+    Updated,
+    /// Already stored with this content.
+    Unchanged,
+    /// Not written (conflict).
+    Skipped,
+    /// Refused.
+    Invalid,
+}
+
+/// The report on one imported document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The document's name as given.
+    pub name: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why, for Skipped and Invalid.
+    pub reason: String,
+    /// The stored revision afterwards (0 when none).
+    pub revision: i64,
+}
+
+/// Parses every document (name, file text) and imports the valid ones as one atomic batch; bad
+/// documents are reported and never written.
+pub async fn import_documents<S: ProfileStore>(
+    store: &S,
+    docs: Vec<(String, String)>,
+    key: Option<&FernetKey>,
+    policy: ConflictPolicy,
+    dry_run: bool,
+    limits: &Limits,
+) -> Result<Vec<ImportReport>, StoreError> {
+    let mut reports = Vec::with_capacity(docs.len());
+    let mut valid = Vec::new();
+    let mut slots = Vec::new();
+    for (name, text) in docs {
+        let parsed = check_size(&text, limits)
+            .and_then(|()| name_from_file(&name))
+            .and_then(|n| parse_file(&text, key).map(|llm| (n, llm)));
+        let (outcome, reason) = match parsed {
+            Ok(item) => {
+                valid.push(item);
+                slots.push(reports.len());
+                // Filled in from the store's outcome below.
+                (Outcome::Created, String::new())
+            }
+            Err(reason) => (Outcome::Invalid, reason),
+        };
+        reports.push(ImportReport {
+            name,
+            outcome,
+            reason,
+            revision: 0,
+        });
+    }
+    let outcomes = store.import_profiles(valid, policy, dry_run).await?;
+    for (slot, outcome) in slots.into_iter().zip(outcomes) {
+        let r = &mut reports[slot];
+        (r.outcome, r.revision, r.reason) = match outcome {
+            ImportOutcome::Created(rev) => (Outcome::Created, rev, String::new()),
+            ImportOutcome::Updated(rev) => (Outcome::Updated, rev, String::new()),
+            ImportOutcome::Unchanged(rev) => (Outcome::Unchanged, rev, String::new()),
+            ImportOutcome::Skipped(why) => (Outcome::Skipped, 0, why),
+        };
+    }
+    Ok(reports)
+}
+
+fn check_size(text: &str, limits: &Limits) -> Result<(), String> {
+    if text.len() > limits.max_profile_bytes {
+        return Err(format!(
+            "is {} bytes, over the limit of {} bytes",
+            text.len(),
+            limits.max_profile_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// A page of exported files (name, text) and the name to continue after, if any.
+pub struct ExportPage {
+    /// The files, in name order.
+    pub documents: Vec<(String, String)>,
+    /// The last name when more profiles follow.
+    pub more_after: Option<String>,
+}
+
+/// Renders the named profiles (all of them, a page at a time, when `names` is empty) as SDK files.
+pub fn export_documents<S: ProfileStore>(
+    store: &S,
+    names: &[ProfileName],
+    secrets: &SecretsOut<'_>,
+    after: Option<&str>,
+    page_size: usize,
+) -> Result<ExportPage, StoreError> {
+    let mut profiles = Vec::new();
+    let mut more_after = None;
+    if names.is_empty() {
+        profiles = store.list_profiles(after, page_size.saturating_add(1))?;
+        if profiles.len() > page_size {
+            profiles.truncate(page_size);
+            more_after = profiles.last().map(|p| p.name.to_string());
+        }
+    } else {
+        for name in names {
+            let p = store
+                .get_profile(name)?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "profile",
+                    name: name.to_string(),
+                })?;
+            profiles.push(p);
+        }
+    }
+    let documents = profiles
+        .into_iter()
+        .map(|p| (p.name.to_string(), export_file(&p.llm, secrets)))
+        .collect();
+    Ok(ExportPage {
+        documents,
+        more_after,
+    })
+}
