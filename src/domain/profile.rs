@@ -201,6 +201,20 @@ impl LlmConfig {
         self
     }
 
+    /// Whether two configurations hold the same content. Key order counts only when both know it
+    /// (a profile created over gRPC has none).
+    pub fn same_content(&self, other: &LlmConfig) -> bool {
+        if self.key_order.is_empty() || other.key_order.is_empty() {
+            let strip = |l: &LlmConfig| LlmConfig {
+                key_order: Vec::new(),
+                ..l.clone()
+            };
+            strip(self) == strip(other)
+        } else {
+            self == other
+        }
+    }
+
     /// Checks every rule; `prefix` is the field path of this configuration (e.g. `profile.llm`).
     pub fn violations(&self, prefix: &str) -> Vec<Violation> {
         let mut out = Vec::new();

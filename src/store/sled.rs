@@ -249,7 +249,7 @@ impl ProfileStore for SledStore {
             }
             let llm = llm.merge_onto(old.as_ref().map(|p| &p.llm));
             match old {
-                Some(old) if old.llm == llm => {
+                Some(old) if old.llm.same_content(&llm) => {
                     (self.flusher.written(), (old, PutOutcome::Unchanged))
                 }
                 old => {
@@ -406,7 +406,7 @@ impl ProfileStore for SledStore {
                 let llm = llm.merge_onto(old.as_ref().map(|p| &p.llm));
                 let (revision, create_time, outcome): (i64, Timestamp, fn(i64) -> ImportOutcome) =
                     match &old {
-                        Some(o) if o.llm == llm => {
+                        Some(o) if o.llm.same_content(&llm) => {
                             outcomes.push(ImportOutcome::Unchanged(o.revision));
                             continue;
                         }

@@ -4,4 +4,5 @@ mod e2e;
 mod helpers;
 mod process;
 mod profiles;
+mod transfer;
 mod watch;
