@@ -4,7 +4,10 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/profileregistry/v1/profile.proto"];
+    let protos = [
+        "proto/profileregistry/v1/profile.proto",
+        "proto/profileregistry/v1/conversation.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

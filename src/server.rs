@@ -15,7 +15,9 @@ use crate::config::ServeArgs;
 use crate::health::HealthState;
 use crate::openhands::folder::ProfilesDir;
 use crate::pb;
+use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::pb::profile_service_server::ProfileServiceServer;
+use crate::service::conversation::ConversationApi;
 use crate::service::profile::ProfileApi;
 use crate::service::transfer::{import_documents, Outcome};
 use crate::service::Limits;
@@ -64,11 +66,21 @@ impl Application {
         let addr = listener.local_addr()?;
         let limits = limits(&args);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let profile_service =
-            ProfileServiceServer::new(ProfileApi::new(Arc::clone(&store), limits, stop_rx.clone()))
-                .max_decoding_message_size(args.max_request_bytes);
+        let profile_service = ProfileServiceServer::new(ProfileApi::new(
+            Arc::clone(&store),
+            limits.clone(),
+            stop_rx.clone(),
+        ))
+        .max_decoding_message_size(args.max_request_bytes);
+        let conversation_service = ConversationServiceServer::new(ConversationApi::new(
+            Arc::clone(&store),
+            limits,
+            stop_rx.clone(),
+        ))
+        .max_decoding_message_size(args.max_request_bytes);
         let health = HealthState::serving(&[
             <ProfileServiceServer<ProfileApi<SledStore>> as NamedService>::NAME,
+            <ConversationServiceServer<ConversationApi<SledStore>> as NamedService>::NAME,
         ]);
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -78,6 +90,7 @@ impl Application {
             .tcp_nodelay(true)
             .add_service(health.service(stop_rx))
             .add_service(profile_service)
+            .add_service(conversation_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {

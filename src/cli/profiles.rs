@@ -1,6 +1,6 @@
 //! `profile-registry import` and `export`: an SDK profiles folder in, or out.
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -91,24 +91,9 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     let docs = target
         .export(&args.names, args.secrets, key.as_ref())
         .await?;
-    let folder = ProfilesDir::lock(&dir, true)
-        .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?;
     let bar = progress(docs.len(), "files");
-    let mut keep = BTreeSet::new();
-    for (name, text) in &docs {
-        folder
-            .write(name, text)
-            .with_context(|| format!("cannot write {name}.json"))?;
-        keep.insert(name.clone());
-        bar.inc(1);
-    }
-    folder.sync()?;
+    let pruned = write_folder(&dir, &docs, args.prune, &|n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
-    let pruned = if args.prune {
-        folder.prune(&keep)?
-    } else {
-        Vec::new()
-    };
     for name in &pruned {
         eprintln!("PRUNED {name}.json");
     }
@@ -124,4 +109,24 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
         pruned.len()
     );
     Ok(true)
+}
+
+/// Writes exported files into `dir` (created when missing) under the SDK's lock; with `prune`,
+/// deletes the folder's other profile files. Returns the pruned names.
+pub fn write_folder(
+    dir: &Path,
+    docs: &[(String, String)],
+    prune: bool,
+    done: &dyn Fn(usize),
+) -> anyhow::Result<Vec<String>> {
+    let folder = ProfilesDir::lock(dir, true)
+        .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?;
+    folder
+        .write_all(docs, done)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    if !prune {
+        return Ok(Vec::new());
+    }
+    let keep: BTreeSet<String> = docs.iter().map(|(n, _)| n.clone()).collect();
+    Ok(folder.prune(&keep)?)
 }

@@ -18,9 +18,9 @@ use crate::store::{ConflictPolicy, OpenError, SledStore, StoreOptions};
 
 /// Requests stay well under the server's default 4 MiB limit.
 const CHUNK_BYTES: usize = 3 * 1024 * 1024;
-/// Export page size: 500 profiles of at most 64 KiB fit the client's decoding limit below.
-const EXPORT_PAGE: i32 = 500;
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Export page size: 1000 profiles of at most 64 KiB fit the client's decoding limit below.
+const EXPORT_PAGE: i32 = 1000;
+const MAX_RESPONSE_BYTES: usize = 80 * 1024 * 1024;
 
 /// Where the work goes.
 pub enum Target {

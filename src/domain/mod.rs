@@ -1,8 +1,13 @@
 //! Validated domain types: what the registry stores, independent of the wire and the database.
+mod conversation;
 mod name;
 mod profile;
 pub mod pyjson;
 
+pub use conversation::{
+    conversation_violations, parse_timestamp, Conversation, ConversationId, Event, ExecutionStatus,
+    LlmSource, NewEvent, TYPED_STATE_KEYS,
+};
 pub use name::ProfileName;
 pub use profile::{LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS};
 

@@ -4,7 +4,12 @@ use prost_types::value::Kind;
 use serde_json::{Map, Value};
 
 use crate::domain::pyjson::number_from_f64;
-use crate::domain::{LlmConfig, Profile, ProfileName, Secret, Timestamp, Violation};
+use std::collections::BTreeMap;
+
+use crate::domain::{
+    conversation_violations, Conversation, ConversationId, Event, ExecutionStatus, LlmConfig,
+    LlmSource, NewEvent, Profile, ProfileName, Secret, Timestamp, Violation,
+};
 use crate::openhands::profile::to_file_text;
 use crate::pb;
 use crate::service::Limits;
@@ -237,4 +242,279 @@ fn json_to_value(v: &Value) -> prost_types::Value {
         Value::Object(o) => Kind::StructValue(map_to_struct(o)),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+/// Wire timestamp to domain.
+pub fn timestamp_from_pb(t: prost_types::Timestamp) -> Timestamp {
+    Timestamp {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    }
+}
+
+/// Domain status to wire.
+pub fn status_to_pb(s: ExecutionStatus) -> pb::ExecutionStatus {
+    match s {
+        ExecutionStatus::Idle => pb::ExecutionStatus::Idle,
+        ExecutionStatus::Running => pb::ExecutionStatus::Running,
+        ExecutionStatus::Paused => pb::ExecutionStatus::Paused,
+        ExecutionStatus::WaitingForConfirmation => pb::ExecutionStatus::WaitingForConfirmation,
+        ExecutionStatus::Finished => pb::ExecutionStatus::Finished,
+        ExecutionStatus::Error => pb::ExecutionStatus::Error,
+        ExecutionStatus::Stuck => pb::ExecutionStatus::Stuck,
+    }
+}
+
+/// Wire status to domain: `None` for UNSPECIFIED, a violation of `field` for an unknown number.
+pub fn status_from_pb(raw: i32, field: &str) -> Result<Option<ExecutionStatus>, Violation> {
+    let unknown = || Violation::new(field, "is not a known execution status");
+    Ok(Some(
+        match pb::ExecutionStatus::try_from(raw).map_err(|_| unknown())? {
+            pb::ExecutionStatus::Unspecified => return Ok(None),
+            pb::ExecutionStatus::Idle => ExecutionStatus::Idle,
+            pb::ExecutionStatus::Running => ExecutionStatus::Running,
+            pb::ExecutionStatus::Paused => ExecutionStatus::Paused,
+            pb::ExecutionStatus::WaitingForConfirmation => ExecutionStatus::WaitingForConfirmation,
+            pb::ExecutionStatus::Finished => ExecutionStatus::Finished,
+            pb::ExecutionStatus::Error => ExecutionStatus::Error,
+            pb::ExecutionStatus::Stuck => ExecutionStatus::Stuck,
+        },
+    ))
+}
+
+/// An LLM binding from a request; `field` is its path.
+pub fn binding_from_pb(
+    b: pb::LlmBinding,
+    field: &str,
+    violations: &mut Vec<Violation>,
+) -> Option<LlmSource> {
+    let pb::LlmBinding {
+        source,
+        resolved: _,
+    } = b;
+    match source {
+        Some(pb::llm_binding::Source::Profile(name)) => {
+            ProfileName::parse(&name, &format!("{field}.profile"))
+                .map(LlmSource::Profile)
+                .map_err(|v| violations.push(v))
+                .ok()
+        }
+        Some(pb::llm_binding::Source::Inline(llm)) => {
+            let path = format!("{field}.inline");
+            let llm = llm_from_pb(llm, &path, violations);
+            violations.extend(llm.violations(&path));
+            Some(LlmSource::Inline(Box::new(llm)))
+        }
+        None => {
+            violations.push(Violation::new(field, "needs a profile or an inline LLM"));
+            None
+        }
+    }
+}
+
+/// The fields of a conversation in a request (unvalidated beyond their own conversion).
+pub struct ConversationInput {
+    /// The id, when given.
+    pub id: Option<ConversationId>,
+    /// The conversation with the request's values (revision, times and counts zero).
+    pub conversation: Conversation,
+    /// Whether execution_status was UNSPECIFIED.
+    pub status_unset: bool,
+}
+
+/// A conversation from a request; all violations are collected, with `prefix` as the path.
+pub fn conversation_from_pb(
+    c: Option<pb::Conversation>,
+    prefix: &str,
+    limits: &Limits,
+) -> Result<ConversationInput, Vec<Violation>> {
+    let Some(pb::Conversation {
+        id,
+        llms,
+        execution_status,
+        title,
+        tags,
+        state,
+        revision: _,
+        create_time: _,
+        update_time: _,
+        event_count: _,
+    }) = c
+    else {
+        return Err(vec![Violation::new(prefix, "is required")]);
+    };
+    let mut violations = Vec::new();
+    let id = if id.is_empty() {
+        None
+    } else {
+        ConversationId::parse(&id, &format!("{prefix}.id"))
+            .map_err(|v| violations.push(v))
+            .ok()
+    };
+    let llms = llms
+        .into_iter()
+        .filter_map(|(usage, b)| {
+            let source = binding_from_pb(b, &format!("{prefix}.llms[{usage}]"), &mut violations)?;
+            Some((usage, source))
+        })
+        .collect();
+    let status = status_from_pb(execution_status, &format!("{prefix}.execution_status"))
+        .unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+    let state = state
+        .map(|s| struct_to_map(s, &format!("{prefix}.state"), &mut violations))
+        .unwrap_or_default();
+    let conversation = Conversation {
+        id: id.unwrap_or_else(ConversationId::generate),
+        llms,
+        execution_status: status.unwrap_or_default(),
+        title,
+        tags: tags.into_iter().collect(),
+        state,
+        revision: 0,
+        create_time: Timestamp::default(),
+        update_time: Timestamp::default(),
+        event_count: 0,
+    };
+    violations.extend(conversation_violations(
+        &conversation,
+        prefix,
+        limits.max_tags,
+    ));
+    if violations.is_empty() {
+        Ok(ConversationInput {
+            id,
+            conversation,
+            status_unset: status.is_none(),
+        })
+    } else {
+        Err(violations)
+    }
+}
+
+/// A conversation for a response; `resolved` holds the configuration per usage id when asked.
+pub fn conversation_to_pb(
+    c: Conversation,
+    mut resolved: BTreeMap<String, LlmConfig>,
+) -> pb::Conversation {
+    let Conversation {
+        id,
+        llms,
+        execution_status,
+        title,
+        tags,
+        state,
+        revision,
+        create_time,
+        update_time,
+        event_count,
+    } = c;
+    pb::Conversation {
+        id: id.to_string(),
+        llms: llms
+            .into_iter()
+            .map(|(usage, source)| {
+                let source = match source {
+                    LlmSource::Profile(p) => pb::llm_binding::Source::Profile(p.into()),
+                    LlmSource::Inline(l) => pb::llm_binding::Source::Inline(llm_to_pb(*l)),
+                };
+                let resolved = resolved.remove(&usage).map(llm_to_pb);
+                (
+                    usage,
+                    pb::LlmBinding {
+                        source: Some(source),
+                        resolved,
+                    },
+                )
+            })
+            .collect(),
+        execution_status: status_to_pb(execution_status) as i32,
+        title,
+        tags: tags.into_iter().collect(),
+        state: (!state.is_empty()).then(|| map_to_struct(&state)),
+        revision,
+        create_time: Some(timestamp_to_pb(create_time)),
+        update_time: Some(timestamp_to_pb(update_time)),
+        event_count,
+    }
+}
+
+/// An event for a response.
+pub fn event_to_pb(e: Event) -> pb::Event {
+    let Event {
+        seq,
+        id,
+        kind,
+        source,
+        timestamp,
+        body,
+    } = e;
+    let body = serde_json::from_str::<Map<String, Value>>(&body)
+        .ok()
+        .map(|m| map_to_struct(&m));
+    pb::Event {
+        seq,
+        id,
+        kind,
+        source,
+        timestamp: Some(timestamp_to_pb(timestamp)),
+        body,
+    }
+}
+
+/// Events from an append request; `field` prefixes each path.
+pub fn events_from_pb(
+    events: Vec<pb::Event>,
+    limits: &Limits,
+) -> Result<Vec<NewEvent>, Vec<Violation>> {
+    let mut violations = Vec::new();
+    let mut out = Vec::with_capacity(events.len());
+    for (i, e) in events.into_iter().enumerate() {
+        let pb::Event {
+            seq: _,
+            id,
+            kind,
+            source,
+            timestamp,
+            body,
+        } = e;
+        let field = format!("events[{i}]");
+        let body = body
+            .map(|b| struct_to_map(b, &format!("{field}.body"), &mut violations))
+            .unwrap_or_default();
+        let text = serde_json::to_string(&Value::Object(body.clone())).unwrap_or_default();
+        if text.len() > limits.max_event_bytes {
+            violations.push(Violation::new(
+                format!("{field}.body"),
+                format!(
+                    "is {} bytes as JSON, over the limit of {} bytes",
+                    text.len(),
+                    limits.max_event_bytes
+                ),
+            ));
+            continue;
+        }
+        let event = NewEvent::from_body(
+            &body,
+            text,
+            id,
+            kind,
+            source,
+            timestamp.map(timestamp_from_pb),
+        );
+        if event.kind.is_empty() {
+            violations.push(Violation::new(
+                format!("{field}.kind"),
+                "is required (or a body with \"kind\")",
+            ));
+        }
+        out.push(event);
+    }
+    if violations.is_empty() {
+        Ok(out)
+    } else {
+        Err(violations)
+    }
 }

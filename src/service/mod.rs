@@ -1,4 +1,5 @@
 //! Thin gRPC handlers, one file per proto service: validate, call the store, convert back.
+pub mod conversation;
 pub mod convert;
 pub mod page_token;
 pub mod profile;
@@ -19,6 +20,10 @@ pub struct Limits {
     pub max_page_size: usize,
     /// The page size when a list asks for 0.
     pub default_page_size: usize,
+    /// An event's JSON, in bytes.
+    pub max_event_bytes: usize,
+    /// Tags per conversation.
+    pub max_tags: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +32,8 @@ impl Default for Limits {
             max_profile_bytes: 64 * 1024,
             max_page_size: 1000,
             default_page_size: 100,
+            max_event_bytes: 1024 * 1024,
+            max_tags: 64,
         }
     }
 }

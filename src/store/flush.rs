@@ -69,11 +69,12 @@ impl<E: Send + 'static> Flusher<E> {
 
     /// Records that a write has been applied (call it while still holding the write lock, so epochs
     /// follow commit order) with the changes to publish once it is durable; returns its epoch.
-    pub(crate) fn committed(&self, changes: impl IntoIterator<Item = E>) -> u64 {
+    pub(crate) fn committed<C: Into<E>>(&self, changes: impl IntoIterator<Item = C>) -> u64 {
         let mut st = self.shared.lock();
         st.written += 1;
         let epoch = st.written;
-        st.pending.extend(changes.into_iter().map(|c| (epoch, c)));
+        st.pending
+            .extend(changes.into_iter().map(|c| (epoch, c.into())));
         epoch
     }
 

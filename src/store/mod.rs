@@ -1,4 +1,5 @@
 //! Storage: the traits the services call, and their sled implementation.
+mod conversations;
 mod flush;
 pub mod sled;
 
@@ -7,7 +8,9 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::domain::{LlmConfig, Profile, ProfileName};
+use crate::domain::{
+    Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
+};
 
 pub use self::sled::{OpenError, SledStore, StoreOptions};
 
@@ -42,6 +45,9 @@ pub enum StoreError {
         /// What is stored.
         actual: i64,
     },
+    /// A concurrency check other than a revision failed (e.g. a stale expected_next_seq).
+    #[error("{0}")]
+    Aborted(String),
     /// The operation is refused in the resource's current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -132,6 +138,53 @@ pub enum ProfileChange {
     },
 }
 
+/// Events appended to one conversation, published once durable.
+#[derive(Clone, Debug)]
+pub struct EventBatch {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The events, in seq order.
+    pub events: Arc<Vec<Event>>,
+}
+
+/// Every kind of change the flusher publishes.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A profile change.
+    Profile(ProfileChange),
+    /// Appended events.
+    Events(EventBatch),
+}
+
+impl From<ProfileChange> for Change {
+    fn from(c: ProfileChange) -> Self {
+        Self::Profile(c)
+    }
+}
+
+impl From<EventBatch> for Change {
+    fn from(c: EventBatch) -> Self {
+        Self::Events(c)
+    }
+}
+
+/// Which events a listing wants.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    /// Only seq above this.
+    pub after_seq: Option<i64>,
+    /// Only seq below this (descending paging).
+    pub before_seq: Option<i64>,
+    /// Only this kind (empty: any).
+    pub kind: String,
+    /// Only this source (empty: any).
+    pub source: String,
+    /// Newest first.
+    pub descending: bool,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// A consistent start for a watcher: the current profiles with their change sequence numbers, and a
 /// receiver of every change after them (changes already in the snapshot are to be skipped by seq).
 pub struct ProfileWatch {
@@ -189,4 +242,63 @@ pub trait ProfileStore: Send + Sync + 'static {
 
     /// Flushes everything to disk.
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Conversations and their events, with referential integrity to profiles.
+pub trait ConversationStore: Send + Sync + 'static {
+    /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.
+    fn create_conversation(
+        &self,
+        c: Conversation,
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
+
+    /// One conversation, or `None`.
+    fn get_conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError>;
+
+    /// Up to `limit` conversations by id after `after`, filtered by status and bound profile (the
+    /// profile filter reads an index, not every conversation).
+    fn list_conversations(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+        status: Option<ExecutionStatus>,
+        profile: Option<&ProfileName>,
+    ) -> Result<Vec<Conversation>, StoreError>;
+
+    /// Replaces the mutable fields with what `change` makes of the stored conversation; checks
+    /// `expected_revision` and that bound profiles exist; durable when it returns.
+    fn update_conversation<F>(
+        &self,
+        id: &ConversationId,
+        expected_revision: Option<i64>,
+        change: F,
+    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send
+    where
+        F: FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send;
+
+    /// Deletes a conversation and its events atomically; returns it and the number of events.
+    fn delete_conversation(
+        &self,
+        id: &ConversationId,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+    ) -> impl Future<Output = Result<Option<(Conversation, i64)>, StoreError>> + Send;
+
+    /// Appends events, all or none, at the next seqs; returns (first seq, next seq).
+    fn append_events(
+        &self,
+        id: &ConversationId,
+        events: Vec<NewEvent>,
+        expected_next_seq: Option<i64>,
+    ) -> impl Future<Output = Result<(i64, i64), StoreError>> + Send;
+
+    /// A page of events.
+    fn list_events(
+        &self,
+        id: &ConversationId,
+        query: &EventQuery,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Live appended events (subscribe before reading the stored ones, then skip by seq).
+    fn subscribe_events(&self) -> broadcast::Receiver<EventBatch>;
 }

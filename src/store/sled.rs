@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use sled::Tree;
 use tokio::sync::broadcast;
 
+use super::conversations::{encode, Op, TreeId};
 use super::flush::Flusher;
 use super::{
-    ConflictPolicy, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch, PutMode, PutOutcome,
-    StoreError,
+    Change, ConflictPolicy, EventBatch, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch,
+    PutMode, PutOutcome, StoreError,
 };
-use crate::domain::{LlmConfig, Profile, ProfileName, Timestamp};
+use crate::domain::{LlmConfig, LlmSource, Profile, ProfileName, Timestamp};
 
 /// How many changes a watcher may fall behind before it is cut off.
 const WATCH_BACKLOG: usize = 4096;
@@ -64,19 +65,23 @@ pub enum OpenError {
 
 /// The stored form of a profile: the profile and the change seq of its last write.
 #[derive(Serialize, Deserialize)]
-struct ProfileRecord {
-    seq: u64,
-    profile: Profile,
+pub(super) struct ProfileRecord {
+    pub(super) seq: u64,
+    pub(super) profile: Profile,
 }
 
 /// The sled store. Writes are serialized by one lock (they take microseconds); the expensive part,
 /// the flush, is shared by every writer waiting at that moment.
 pub struct SledStore {
     db: sled::Db,
-    profiles: Tree,
+    pub(super) profiles: Tree,
+    pub(super) conversations: Tree,
+    pub(super) events: Tree,
+    pub(super) bindings: Tree,
     write_lock: Mutex<()>,
-    flusher: Flusher<ProfileChange>,
+    pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
+    pub(super) event_changes: broadcast::Sender<EventBatch>,
     _lock_file: File,
 }
 
@@ -118,39 +123,53 @@ impl SledStore {
                 }
                 other => corrupt(other.to_string()),
             })?;
-        let profiles = db
-            .open_tree("profiles")
-            .map_err(|e| corrupt(e.to_string()))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(e.to_string()));
+        let (profiles, conversations, events, bindings) = (
+            tree("profiles")?,
+            tree("conversations")?,
+            tree("events")?,
+            tree("bindings")?,
+        );
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
-        let publish = changes.clone();
+        let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
+        let (publish_profile, publish_events) = (changes.clone(), event_changes.clone());
         let flusher = Flusher::start(
             db.clone(),
-            Box::new(move |c| {
-                let _ = publish.send(c);
+            Box::new(move |c| match c {
+                Change::Profile(c) => {
+                    let _ = publish_profile.send(c);
+                }
+                Change::Events(c) => {
+                    let _ = publish_events.send(c);
+                }
             }),
         )
         .map_err(unwritable)?;
         Ok(Arc::new(Self {
             db,
             profiles,
+            conversations,
+            events,
+            bindings,
             write_lock: Mutex::new(()),
             flusher,
             changes,
+            event_changes,
             _lock_file: lock_file,
         }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn next_seq(&self) -> Result<u64, StoreError> {
+    pub(super) fn next_seq(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
     }
 
-    fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
+    pub(super) fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
         self.profiles
             .get(name.as_bytes())?
             .map(|bytes| decode_profile(name.as_bytes(), &bytes))
@@ -339,12 +358,35 @@ impl ProfileStore for SledStore {
                     ..old.clone()
                 },
             };
-            let bytes =
-                serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
-            let mut batch = sled::Batch::default();
-            batch.remove(from.as_str().as_bytes());
-            batch.insert(to.as_str().as_bytes(), bytes);
-            self.profiles.apply_batch(batch)?;
+            // Conversations bound to the old name follow it, in the same transaction.
+            let mut ops = vec![
+                Op::Del(TreeId::Profiles, from.as_str().as_bytes().to_vec()),
+                Op::Put(
+                    TreeId::Profiles,
+                    to.as_str().as_bytes().to_vec(),
+                    encode(&record)?,
+                ),
+            ];
+            let now = record.profile.update_time;
+            for id in self.conversations_bound_to(from, usize::MAX)? {
+                let Some(mut c) = self.read_conversation(&id)? else {
+                    continue;
+                };
+                let before = c.clone();
+                for source in c.llms.values_mut() {
+                    if matches!(source, LlmSource::Profile(p) if p == from) {
+                        *source = LlmSource::Profile(to.clone());
+                    }
+                }
+                (c.revision, c.update_time) = (c.revision + 1, now);
+                ops.push(Op::Put(
+                    TreeId::Conversations,
+                    id.as_bytes().to_vec(),
+                    encode(&c)?,
+                ));
+                Self::binding_ops(Some(&before), Some(&c), &mut ops);
+            }
+            self.apply(&ops)?;
             let changes = [
                 ProfileChange::Delete {
                     seq: delete_seq,

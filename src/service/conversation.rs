@@ -1,0 +1,529 @@
+//! profileregistry.v1.ConversationService: thin handlers over a store of conversations and profiles.
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc, watch};
+use tonic::{Request, Response, Status};
+
+use super::convert::{
+    binding_from_pb, conversation_from_pb, conversation_to_pb, event_to_pb, events_from_pb,
+    llm_from_pb, status_from_pb,
+};
+use super::{observe, page_token, Limits};
+use crate::domain::{Conversation, ConversationId, LlmConfig, LlmSource, ProfileName, Violation};
+use crate::error::{invalid_argument, invalid_field};
+use crate::health::async_stream;
+use crate::pb;
+use crate::pb::conversation_service_server::ConversationService;
+use crate::store::{ConversationStore, EventQuery, ProfileStore, StoreError};
+
+/// The mutable fields an update mask may name.
+const MASK_FIELDS: [&str; 5] = ["llms", "execution_status", "title", "tags", "state"];
+
+/// The ConversationService handlers: shared state only.
+pub struct ConversationApi<S> {
+    store: Arc<S>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S> ConversationApi<S> {
+    /// Handlers over `store`; Watch streams end when `shutdown` turns true.
+    pub fn new(store: Arc<S>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            store,
+            limits,
+            shutdown,
+        }
+    }
+}
+
+fn parse_id(raw: &str, field: &str) -> Result<ConversationId, Status> {
+    ConversationId::parse(raw, field).map_err(|v| invalid_argument(&[v]))
+}
+
+fn not_found(id: &ConversationId) -> Status {
+    Status::from(StoreError::NotFound {
+        kind: "conversation",
+        name: id.to_string(),
+    })
+}
+
+/// For a write: an inline LLM given with the mask keeps the stored secrets of the same usage.
+fn merge_inline(new: LlmSource, old: Option<&LlmSource>) -> LlmSource {
+    match (new, old) {
+        (LlmSource::Inline(n), Some(LlmSource::Inline(o))) => {
+            LlmSource::Inline(Box::new(n.merge_onto(Some(o))))
+        }
+        (LlmSource::Inline(n), _) => LlmSource::Inline(Box::new(n.merge_onto(None))),
+        (p, _) => p,
+    }
+}
+
+impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
+    /// Each binding's configuration in effect: the profile's (absent when the profile was deleted
+    /// with force) or the inline one; masked unless `reveal`.
+    fn resolve(
+        &self,
+        c: &Conversation,
+        reveal: bool,
+    ) -> Result<BTreeMap<String, LlmConfig>, Status> {
+        let mut out = BTreeMap::new();
+        for (usage, source) in &c.llms {
+            let llm = match source {
+                LlmSource::Profile(name) => match self.store.get_profile(name)? {
+                    Some(p) => p.llm,
+                    None => continue,
+                },
+                LlmSource::Inline(l) => (**l).clone(),
+            };
+            out.insert(usage.clone(), if reveal { llm } else { llm.masked() });
+        }
+        Ok(out)
+    }
+
+    fn respond(
+        &self,
+        c: Conversation,
+        resolve: bool,
+        reveal: bool,
+    ) -> Result<pb::Conversation, Status> {
+        let resolved = if resolve {
+            self.resolve(&c, reveal)?
+        } else {
+            BTreeMap::new()
+        };
+        if reveal {
+            tracing::info!(conversation = %c.id, "secrets revealed");
+        }
+        Ok(conversation_to_pb(
+            if reveal { c } else { c.masked() },
+            resolved,
+        ))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: ConversationStore + ProfileStore> ConversationService for ConversationApi<S> {
+    async fn create_conversation(
+        &self,
+        req: Request<pb::CreateConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let input = req.into_inner().conversation;
+        let resource = input.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        observe("CreateConversation", &resource, async {
+            let input = conversation_from_pb(input, "conversation", &self.limits)
+                .map_err(|v| invalid_argument(&v))?;
+            let mut c = input.conversation;
+            c.llms = std::mem::take(&mut c.llms)
+                .into_iter()
+                .map(|(u, s)| (u, merge_inline(s, None)))
+                .collect();
+            let created = self.store.create_conversation(c).await?;
+            Ok(Response::new(self.respond(created, false, false)?))
+        })
+        .await
+    }
+
+    async fn get_conversation(
+        &self,
+        req: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let pb::GetConversationRequest {
+            id,
+            resolve_llms,
+            reveal_secrets,
+        } = req.into_inner();
+        observe("GetConversation", &id, async {
+            let id = parse_id(&id, "id")?;
+            let c = self
+                .store
+                .get_conversation(&id)?
+                .ok_or_else(|| not_found(&id))?;
+            Ok(Response::new(self.respond(
+                c,
+                resolve_llms,
+                reveal_secrets,
+            )?))
+        })
+        .await
+    }
+
+    async fn list_conversations(
+        &self,
+        req: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let pb::ListConversationsRequest {
+            page_size,
+            page_token,
+            execution_status,
+            profile,
+        } = req.into_inner();
+        observe("ListConversations", &profile, async {
+            let size = self.limits.page_size(page_size)?;
+            let status = status_from_pb(execution_status, "execution_status")
+                .map_err(|v| invalid_argument(&[v]))?;
+            let profile = match profile.as_str() {
+                "" => None,
+                p => Some(ProfileName::parse(p, "profile").map_err(|v| invalid_argument(&[v]))?),
+            };
+            let listing = format!(
+                "conversations|{execution_status}|{}",
+                profile.as_ref().map(ProfileName::as_str).unwrap_or("")
+            );
+            let after = page_token::decode(&listing, &page_token)?
+                .map(|a| parse_id(&a, "page_token"))
+                .transpose()?;
+            let mut page =
+                self.store
+                    .list_conversations(after, size + 1, status, profile.as_ref())?;
+            let next_page_token = if page.len() > size {
+                page.truncate(size);
+                page.last()
+                    .map(|c| page_token::encode(&listing, &c.id.to_string()))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let conversations = page
+                .into_iter()
+                .map(|c| conversation_to_pb(c.masked(), BTreeMap::new()))
+                .collect();
+            Ok(Response::new(pb::ListConversationsResponse {
+                conversations,
+                next_page_token,
+            }))
+        })
+        .await
+    }
+
+    async fn update_conversation(
+        &self,
+        req: Request<pb::UpdateConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let pb::UpdateConversationRequest {
+            conversation,
+            update_mask,
+            expected_revision,
+        } = req.into_inner();
+        let resource = conversation
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        observe("UpdateConversation", &resource, async {
+            let paths = update_mask.map(|m| m.paths).unwrap_or_default();
+            let unknown: Vec<Violation> = paths
+                .iter()
+                .filter(|p| !MASK_FIELDS.contains(&p.as_str()))
+                .map(|p| {
+                    Violation::new(
+                        "update_mask.paths",
+                        format!("{p:?} is not one of {}", MASK_FIELDS.join(", ")),
+                    )
+                })
+                .collect();
+            if !unknown.is_empty() {
+                return Err(invalid_argument(&unknown));
+            }
+            let input = conversation_from_pb(conversation, "conversation", &self.limits)
+                .map_err(|v| invalid_argument(&v))?;
+            let id = input
+                .id
+                .ok_or_else(|| invalid_field("conversation.id", "is required"))?;
+            let all = paths.is_empty();
+            let wants = move |f: &str| all || paths.iter().any(|p| p == f);
+            let new = input.conversation;
+            let status_unset = input.status_unset;
+            let updated = self
+                .store
+                .update_conversation(&id, expected_revision, move |old| {
+                    let mut c = old.clone();
+                    if wants("llms") {
+                        c.llms = new
+                            .llms
+                            .into_iter()
+                            .map(|(u, s)| {
+                                let s = merge_inline(s, old.llms.get(&u));
+                                (u, s)
+                            })
+                            .collect();
+                    }
+                    if wants("execution_status") && !(all && status_unset) {
+                        c.execution_status = new.execution_status;
+                    }
+                    if wants("title") {
+                        c.title = new.title;
+                    }
+                    if wants("tags") {
+                        c.tags = new.tags;
+                    }
+                    if wants("state") {
+                        c.state = new.state;
+                    }
+                    Ok(c)
+                })
+                .await?;
+            Ok(Response::new(self.respond(updated, false, false)?))
+        })
+        .await
+    }
+
+    async fn delete_conversation(
+        &self,
+        req: Request<pb::DeleteConversationRequest>,
+    ) -> Result<Response<pb::DeleteConversationResponse>, Status> {
+        let pb::DeleteConversationRequest {
+            id,
+            expected_revision,
+            allow_missing,
+        } = req.into_inner();
+        observe("DeleteConversation", &id, async {
+            let parsed = parse_id(&id, "id")?;
+            let deleted = self
+                .store
+                .delete_conversation(&parsed, expected_revision, allow_missing)
+                .await?;
+            Ok(Response::new(pb::DeleteConversationResponse {
+                id: parsed.to_string(),
+                deleted: deleted.is_some(),
+                events_deleted: deleted.map_or(0, |(_, n)| n),
+            }))
+        })
+        .await
+    }
+
+    async fn switch_llm(
+        &self,
+        req: Request<pb::SwitchLlmRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let pb::SwitchLlmRequest {
+            id,
+            usage_id,
+            target,
+            expected_revision,
+        } = req.into_inner();
+        observe("SwitchLlm", &id, async {
+            let id = parse_id(&id, "id")?;
+            let usage = if usage_id.is_empty() { "agent".to_owned() } else { usage_id };
+            let mut violations = Vec::new();
+            let source = match target {
+                Some(pb::switch_llm_request::Target::Profile(p)) => {
+                    binding_from_pb(pb::LlmBinding { source: Some(pb::llm_binding::Source::Profile(p)), resolved: None }, "target", &mut violations)
+                }
+                Some(pb::switch_llm_request::Target::Llm(l)) => {
+                    let llm = llm_from_pb(l, "llm", &mut violations);
+                    violations.extend(llm.violations("llm"));
+                    Some(LlmSource::Inline(Box::new(llm)))
+                }
+                None => {
+                    violations.push(Violation::new("target", "set profile or llm"));
+                    None
+                }
+            };
+            let source = match source {
+                Some(s) if violations.is_empty() => s,
+                _ => return Err(invalid_argument(&violations)),
+            };
+            let switched = self
+                .store
+                .update_conversation(&id, expected_revision, move |old| {
+                    if old.execution_status == crate::domain::ExecutionStatus::Running {
+                        return Err(StoreError::FailedPrecondition(format!(
+                            "conversation {} is RUNNING: pause it (or let it finish) before switching its LLM",
+                            old.id
+                        )));
+                    }
+                    let mut c = old.clone();
+                    let source = merge_inline(source, old.llms.get(&usage));
+                    c.llms.insert(usage, source);
+                    Ok(c)
+                })
+                .await?;
+            Ok(Response::new(self.respond(switched, false, false)?))
+        })
+        .await
+    }
+
+    async fn append_events(
+        &self,
+        req: Request<pb::AppendEventsRequest>,
+    ) -> Result<Response<pb::AppendEventsResponse>, Status> {
+        let pb::AppendEventsRequest {
+            conversation_id,
+            events,
+            expected_next_seq,
+        } = req.into_inner();
+        observe("AppendEvents", &conversation_id, async {
+            let id = parse_id(&conversation_id, "conversation_id")?;
+            let events = events_from_pb(events, &self.limits).map_err(|v| invalid_argument(&v))?;
+            let (first_seq, next_seq) = self
+                .store
+                .append_events(&id, events, expected_next_seq)
+                .await?;
+            Ok(Response::new(pb::AppendEventsResponse {
+                first_seq,
+                next_seq,
+            }))
+        })
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let pb::ListEventsRequest {
+            conversation_id,
+            page_size,
+            page_token,
+            after_seq,
+            kind,
+            source,
+            descending,
+        } = req.into_inner();
+        observe("ListEvents", &conversation_id, async {
+            let id = parse_id(&conversation_id, "conversation_id")?;
+            let size = self.limits.page_size(page_size)?;
+            if self.store.get_conversation(&id)?.is_none() {
+                return Err(not_found(&id));
+            }
+            let listing = format!("events|{id}|{after_seq:?}|{kind}|{source}|{descending}");
+            let cursor = page_token::decode(&listing, &page_token)?
+                .map(|t| {
+                    t.parse::<i64>()
+                        .map_err(|_| invalid_field("page_token", "is damaged"))
+                })
+                .transpose()?;
+            let mut query = EventQuery {
+                after_seq,
+                before_seq: None,
+                kind,
+                source,
+                descending,
+                limit: size + 1,
+            };
+            if let Some(c) = cursor {
+                if descending {
+                    query.before_seq = Some(c);
+                } else {
+                    query.after_seq = Some(c);
+                }
+            }
+            let mut events = self.store.list_events(&id, &query)?;
+            let next_page_token = if events.len() > size {
+                events.truncate(size);
+                events
+                    .last()
+                    .map(|e| page_token::encode(&listing, &e.seq.to_string()))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(pb::ListEventsResponse {
+                events: events.into_iter().map(event_to_pb).collect(),
+                next_page_token,
+            }))
+        })
+        .await
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let pb::WatchEventsRequest {
+            conversation_id,
+            after_seq,
+        } = req.into_inner();
+        observe("WatchEvents", &conversation_id, async {
+            let id = parse_id(&conversation_id, "conversation_id")?;
+            if *self.shutdown.borrow() {
+                return Err(Status::unavailable("the server is shutting down"));
+            }
+            // Subscribe before reading the stored events, so nothing falls between the two.
+            let live = self.store.subscribe_events();
+            if self.store.get_conversation(&id)?.is_none() {
+                return Err(not_found(&id));
+            }
+            let store = Arc::clone(&self.store);
+            let shutdown = self.shutdown.clone();
+            let stream: EventStream = Box::pin(async_stream(move |tx| {
+                tail_events(store, id, after_seq, live, shutdown, tx)
+            }));
+            Ok(Response::new(stream))
+        })
+        .await
+    }
+}
+
+/// Sends the stored events after `after_seq` a page at a time, then live ones; an event is sent
+/// only when its seq is the next one expected, so there is no duplicate and, since live batches
+/// arrive in commit order, no gap.
+async fn tail_events<S: ConversationStore>(
+    store: Arc<S>,
+    id: ConversationId,
+    after_seq: Option<i64>,
+    mut live: broadcast::Receiver<crate::store::EventBatch>,
+    mut shutdown: watch::Receiver<bool>,
+    tx: mpsc::Sender<Result<pb::Event, Status>>,
+) {
+    let mut next = after_seq.map_or(0, |s| s.saturating_add(1)).max(0);
+    loop {
+        let query = EventQuery {
+            after_seq: Some(next - 1),
+            limit: 500,
+            ..EventQuery::default()
+        };
+        let page = match store.list_events(&id, &query) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        if page.is_empty() {
+            break;
+        }
+        for e in page {
+            next = e.seq + 1;
+            if tx.send(Ok(event_to_pb(e))).await.is_err() {
+                return;
+            }
+        }
+    }
+    loop {
+        let batch = tokio::select! {
+            r = live.recv() => r,
+            _ = shutdown.changed() => {
+                let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again with after_seq"))).await;
+                return;
+            }
+            () = tx.closed() => return,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let msg = format!("this watcher fell {n} appends behind and was cut off; watch again with after_seq");
+                let _ = tx.send(Err(Status::resource_exhausted(msg))).await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if batch.conversation != id {
+            continue;
+        }
+        let from = next;
+        for e in batch.events.iter().filter(|e| e.seq >= from) {
+            next = e.seq + 1;
+            if tx.send(Ok(event_to_pb(e.clone()))).await.is_err() {
+                return;
+            }
+        }
+    }
+}

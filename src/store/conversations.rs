@@ -1,0 +1,427 @@
+//! The sled implementation of [`ConversationStore`]: conversation records, an index of profile
+//! bindings (`profile \0 id`), and events keyed by `id ++ seq` (big-endian, so ranges are in order).
+//! Every multi-record change is one sled transaction over all trees.
+use std::ops::Bound;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::broadcast;
+
+use super::sled::SledStore;
+use super::{Change, ConversationStore, EventBatch, EventQuery, StoreError};
+use crate::domain::{
+    Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName, Timestamp,
+};
+
+/// The tree a write goes to.
+#[derive(Clone, Copy)]
+pub(super) enum TreeId {
+    Profiles,
+    Conversations,
+    Bindings,
+    Events,
+}
+
+/// One write of a transaction.
+pub(super) enum Op {
+    Put(TreeId, Vec<u8>, Vec<u8>),
+    Del(TreeId, Vec<u8>),
+}
+
+pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Storage(e.to_string()))
+}
+
+pub(super) fn binding_key(name: &ProfileName, id: &ConversationId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.as_str().len() + 17);
+    k.extend_from_slice(name.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn binding_prefix(name: &ProfileName) -> Vec<u8> {
+    let mut k = name.as_str().as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn event_key(id: &ConversationId, seq: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24);
+    k.extend_from_slice(id.as_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn id_from_key(key: &[u8]) -> Option<ConversationId> {
+    let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
+    Some(ConversationId::from_bytes(tail))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    tree: &str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!(
+            "{tree}/{}",
+            key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        reason: e.to_string(),
+    })
+}
+
+fn not_found(id: &ConversationId) -> StoreError {
+    StoreError::NotFound {
+        kind: "conversation",
+        name: id.to_string(),
+    }
+}
+
+impl SledStore {
+    /// Applies `ops` atomically across every tree.
+    pub(super) fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        (
+            &self.profiles,
+            &self.conversations,
+            &self.bindings,
+            &self.events,
+        )
+            .transaction(|(p, c, b, e)| {
+                for op in ops {
+                    let (Op::Put(id, ..) | Op::Del(id, _)) = op;
+                    let t = match id {
+                        TreeId::Profiles => p,
+                        TreeId::Conversations => c,
+                        TreeId::Bindings => b,
+                        TreeId::Events => e,
+                    };
+                    match op {
+                        Op::Put(_, k, v) => {
+                            t.insert(k.as_slice(), v.as_slice())?;
+                        }
+                        Op::Del(_, k) => {
+                            t.remove(k.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| StoreError::Storage(format!("transaction: {e:?}")))
+    }
+
+    pub(super) fn read_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.conversations
+            .get(id.as_bytes())?
+            .map(|b| decode("conversations", id.as_bytes(), &b))
+            .transpose()
+    }
+
+    /// The conversations bound to `name`, from the index.
+    pub(super) fn conversations_bound_to(
+        &self,
+        name: &ProfileName,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .bindings
+            .scan_prefix(binding_prefix(name))
+            .keys()
+            .take(limit)
+        {
+            if let Some(id) = id_from_key(&item?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_profiles_exist(&self, c: &Conversation) -> Result<(), StoreError> {
+        for name in c.bound_profiles() {
+            if !self.profiles.contains_key(name.as_str().as_bytes())? {
+                return Err(StoreError::NotFound {
+                    kind: "profile",
+                    name: name.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The index writes that take a conversation's bindings from `old` to `new`.
+    pub(super) fn binding_ops(
+        old: Option<&Conversation>,
+        new: Option<&Conversation>,
+        ops: &mut Vec<Op>,
+    ) {
+        let names = |c: Option<&Conversation>| -> Vec<ProfileName> {
+            c.map(|c| c.bound_profiles().cloned().collect())
+                .unwrap_or_default()
+        };
+        let (before, after) = (names(old), names(new));
+        let id = old.or(new).map(|c| c.id);
+        let Some(id) = id else { return };
+        for n in before.iter().filter(|n| !after.contains(n)) {
+            ops.push(Op::Del(TreeId::Bindings, binding_key(n, &id)));
+        }
+        for n in after.iter().filter(|n| !before.contains(n)) {
+            ops.push(Op::Put(TreeId::Bindings, binding_key(n, &id), Vec::new()));
+        }
+    }
+}
+
+impl ConversationStore for SledStore {
+    async fn create_conversation(&self, mut c: Conversation) -> Result<Conversation, StoreError> {
+        let epoch = {
+            let _guard = self.lock();
+            if self.conversations.contains_key(c.id.as_bytes())? {
+                return Err(StoreError::AlreadyExists {
+                    kind: "conversation",
+                    name: c.id.to_string(),
+                });
+            }
+            self.check_profiles_exist(&c)?;
+            let now = Timestamp::now();
+            (c.revision, c.create_time, c.update_time, c.event_count) = (1, now, now, 0);
+            let mut ops = vec![Op::Put(
+                TreeId::Conversations,
+                c.id.as_bytes().to_vec(),
+                encode(&c)?,
+            )];
+            Self::binding_ops(None, Some(&c), &mut ops);
+            self.apply(&ops)?;
+            self.flusher.committed(std::iter::empty::<Change>())
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(c)
+    }
+
+    fn get_conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.read_conversation(id)
+    }
+
+    fn list_conversations(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+        status: Option<ExecutionStatus>,
+        profile: Option<&ProfileName>,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let wanted = |c: &Conversation| status.is_none_or(|s| c.execution_status == s);
+        let mut out = Vec::new();
+        if let Some(name) = profile {
+            let prefix = binding_prefix(name);
+            let start = match after {
+                Some(a) => Bound::Excluded(binding_key(name, &a)),
+                None => Bound::Included(prefix.clone()),
+            };
+            for key in self.bindings.range((start, Bound::Unbounded)).keys() {
+                let key = key?;
+                if !key.starts_with(&prefix) || out.len() >= limit {
+                    break;
+                }
+                let Some(id) = id_from_key(&key) else {
+                    continue;
+                };
+                match self.read_conversation(&id) {
+                    Ok(Some(c)) if wanted(&c) => out.push(c),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "skipping a damaged conversation record"),
+                }
+            }
+            return Ok(out);
+        }
+        let start = match after {
+            Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        for item in self.conversations.range((start, Bound::Unbounded)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = item?;
+            match decode::<Conversation>("conversations", &key, &bytes) {
+                Ok(c) if wanted(&c) => out.push(c),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "skipping a damaged conversation record"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn update_conversation<F>(
+        &self,
+        id: &ConversationId,
+        expected_revision: Option<i64>,
+        change: F,
+    ) -> Result<Conversation, StoreError>
+    where
+        F: FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send,
+    {
+        let (epoch, result) = {
+            let _guard = self.lock();
+            let old = self.read_conversation(id)?.ok_or_else(|| not_found(id))?;
+            if let Some(expected) = expected_revision.filter(|e| *e != old.revision) {
+                return Err(StoreError::RevisionMismatch {
+                    kind: "conversation",
+                    name: id.to_string(),
+                    expected,
+                    actual: old.revision,
+                });
+            }
+            let mut new = change(&old)?;
+            if new.same_content(&old) {
+                (self.flusher.written(), old)
+            } else {
+                self.check_profiles_exist(&new)?;
+                new.id = old.id;
+                new.revision = old.revision + 1;
+                new.create_time = old.create_time;
+                new.update_time = Timestamp::now();
+                new.event_count = old.event_count;
+                let mut ops = vec![Op::Put(
+                    TreeId::Conversations,
+                    id.as_bytes().to_vec(),
+                    encode(&new)?,
+                )];
+                Self::binding_ops(Some(&old), Some(&new), &mut ops);
+                self.apply(&ops)?;
+                (self.flusher.committed(std::iter::empty::<Change>()), new)
+            }
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(result)
+    }
+
+    async fn delete_conversation(
+        &self,
+        id: &ConversationId,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+    ) -> Result<Option<(Conversation, i64)>, StoreError> {
+        let (epoch, result) = {
+            let _guard = self.lock();
+            match self.read_conversation(id)? {
+                None if allow_missing => (self.flusher.written(), None),
+                None => return Err(not_found(id)),
+                Some(old) => {
+                    if let Some(expected) = expected_revision.filter(|e| *e != old.revision) {
+                        return Err(StoreError::RevisionMismatch {
+                            kind: "conversation",
+                            name: id.to_string(),
+                            expected,
+                            actual: old.revision,
+                        });
+                    }
+                    let mut ops = vec![Op::Del(TreeId::Conversations, id.as_bytes().to_vec())];
+                    Self::binding_ops(Some(&old), None, &mut ops);
+                    let mut events = 0;
+                    for key in self.events.scan_prefix(id.as_bytes()).keys() {
+                        ops.push(Op::Del(TreeId::Events, key?.to_vec()));
+                        events += 1;
+                    }
+                    self.apply(&ops)?;
+                    (
+                        self.flusher.committed(std::iter::empty::<Change>()),
+                        Some((old, events)),
+                    )
+                }
+            }
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(result)
+    }
+
+    async fn append_events(
+        &self,
+        id: &ConversationId,
+        events: Vec<NewEvent>,
+        expected_next_seq: Option<i64>,
+    ) -> Result<(i64, i64), StoreError> {
+        let (epoch, first, next) = {
+            let _guard = self.lock();
+            let mut c = self.read_conversation(id)?.ok_or_else(|| not_found(id))?;
+            let first = c.event_count;
+            if let Some(expected) = expected_next_seq.filter(|e| *e != first) {
+                return Err(StoreError::Aborted(format!(
+                    "conversation {id} has next seq {first}, not the expected {expected}; read the new events and retry"
+                )));
+            }
+            if events.is_empty() {
+                return Ok((first, first));
+            }
+            let mut ops = Vec::with_capacity(events.len() + 1);
+            let mut stored = Vec::with_capacity(events.len());
+            for (i, e) in events.into_iter().enumerate() {
+                let seq = first + i64::try_from(i).unwrap_or(i64::MAX);
+                let e = Event {
+                    seq,
+                    id: e.id,
+                    kind: e.kind,
+                    source: e.source,
+                    timestamp: e.timestamp,
+                    body: e.body,
+                };
+                ops.push(Op::Put(TreeId::Events, event_key(id, seq), encode(&e)?));
+                stored.push(e);
+            }
+            c.event_count = first + i64::try_from(stored.len()).unwrap_or(i64::MAX);
+            ops.push(Op::Put(
+                TreeId::Conversations,
+                id.as_bytes().to_vec(),
+                encode(&c)?,
+            ));
+            self.apply(&ops)?;
+            let batch = EventBatch {
+                conversation: *id,
+                events: Arc::new(stored),
+            };
+            (self.flusher.committed([batch]), first, c.event_count)
+        };
+        self.flusher.wait(epoch).await?;
+        Ok((first, next))
+    }
+
+    fn list_events(&self, id: &ConversationId, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        let lo = match q.after_seq {
+            Some(s) if s >= 0 => Bound::Excluded(event_key(id, s)),
+            _ => Bound::Included(event_key(id, 0)),
+        };
+        let hi = match q.before_seq {
+            Some(s) => Bound::Excluded(event_key(id, s.max(0))),
+            None => Bound::Included(event_key(id, i64::MAX)),
+        };
+        let range = self.events.range((lo, hi));
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if q.descending
+        {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= q.limit {
+                break;
+            }
+            let (key, bytes) = item?;
+            let e: Event = decode("events", &key, &bytes)?;
+            if (q.kind.is_empty() || e.kind == q.kind)
+                && (q.source.is_empty() || e.source == q.source)
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
+        self.event_changes.subscribe()
+    }
+}
