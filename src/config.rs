@@ -37,6 +37,69 @@ pub enum Command {
     Import(ImportArgs),
     /// Export the registry's profiles as an SDK profiles folder, byte for byte what the SDK writes.
     Export(ExportArgs),
+    /// Import SDK conversation folders (`<id hex>/base_state.json` and `events/`) into the registry.
+    ImportConversations(ImportConversationsArgs),
+    /// Export conversations as SDK conversation folders, the agent's LLM inline (resolved from its profile).
+    ExportConversations(ExportConversationsArgs),
+}
+
+/// Settings of `import-conversations`.
+#[derive(Clone, Debug, Args)]
+pub struct ImportConversationsArgs {
+    /// The conversations folder [default: $OH_PERSISTENCE_DIR/conversations, else ~/.openhands/conversations].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// What to do when a conversation with that id exists (overwrite replaces it and its events).
+    #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
+    pub on_conflict: OnConflict,
+
+    /// Report what would happen without writing anything.
+    #[arg(long, env = "REGISTRY_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, to read encrypted secrets.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    /// Bind each imported agent LLM to this existing profile instead of keeping its inline copy.
+    #[arg(long, env = "REGISTRY_BIND_PROFILE")]
+    pub bind_profile: Option<String>,
+}
+
+/// Settings of `export-conversations`.
+#[derive(Clone, Debug, Args)]
+pub struct ExportConversationsArgs {
+    /// The conversations folder [default: $OH_PERSISTENCE_DIR/conversations, else ~/.openhands/conversations].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// How the secrets of the written LLMs appear.
+    #[arg(
+        long,
+        env = "REGISTRY_EXPORT_SECRETS",
+        value_enum,
+        default_value = "redacted"
+    )]
+    pub secrets: SecretsMode,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    /// Write {"kind": "profile_ref", "profile_id": NAME} for profile bindings (the SDK alone cannot read it).
+    #[arg(long, env = "REGISTRY_PROFILE_REFS")]
+    pub profile_refs: bool,
+
+    /// Only these conversations (repeatable, dashed or 32-hex ids); default all.
+    #[arg(long = "id", env = "REGISTRY_EXPORT_IDS", value_delimiter = ',')]
+    pub ids: Vec<String>,
 }
 
 /// Where a client command sends its work.

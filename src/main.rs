@@ -15,6 +15,8 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args).await.map(|()| true),
         Some(Command::Import(args)) => cli::profiles::run_import(args).await,
         Some(Command::Export(args)) => cli::profiles::run_export(args).await,
+        Some(Command::ImportConversations(args)) => cli::conversations::run_import(args).await,
+        Some(Command::ExportConversations(args)) => cli::conversations::run_export(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

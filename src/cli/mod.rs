@@ -1,4 +1,5 @@
 //! Client commands: import and export of SDK profile folders, against a server or a data dir.
+pub mod conversations;
 pub mod profiles;
 mod target;
 

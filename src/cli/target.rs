@@ -5,16 +5,20 @@ use anyhow::{bail, Context};
 use tonic::transport::Channel;
 
 use crate::config::{OnConflict, SecretsMode, TargetArgs};
-use crate::domain::ProfileName;
+use crate::domain::{ConversationId, ProfileName};
 use crate::openhands::profile::SecretsOut;
 use crate::openhands::secrets::FernetKey;
 use crate::pb;
+use crate::pb::conversation_service_client::ConversationServiceClient;
 use crate::pb::profile_service_client::ProfileServiceClient;
 use crate::service::transfer::{
-    export_documents, import_documents, ExportPage, ImportReport, Outcome,
+    export_conversation_files, export_documents, import_conversation_files, import_documents,
+    ExportPage, ImportReport, Outcome, TransferError,
 };
 use crate::service::Limits;
-use crate::store::{ConflictPolicy, OpenError, SledStore, StoreOptions};
+use crate::store::{
+    ConflictPolicy, ConversationStore, ImportOutcome, OpenError, SledStore, StoreOptions,
+};
 
 /// Requests stay well under the server's default 4 MiB limit.
 const CHUNK_BYTES: usize = 3 * 1024 * 1024;
@@ -25,7 +29,7 @@ const MAX_RESPONSE_BYTES: usize = 80 * 1024 * 1024;
 /// Where the work goes.
 pub enum Target {
     /// A running server.
-    Remote(ProfileServiceClient<Channel>),
+    Remote(Channel),
     /// A data dir opened directly (no server running on it).
     Local(Arc<SledStore>),
 }
@@ -51,9 +55,7 @@ impl Target {
             .connect()
             .await
             .with_context(|| format!("cannot reach the server at {}", args.server))?;
-        Ok(Self::Remote(
-            ProfileServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
-        ))
+        Ok(Self::Remote(channel))
     }
 
     /// Imports documents (name, file text); `progress` is told how many are done.
@@ -75,7 +77,8 @@ impl Target {
                 progress(n);
                 Ok(reports)
             }
-            Self::Remote(client) => {
+            Self::Remote(channel) => {
+                let client = &mut profiles_client(channel);
                 let chunks = chunk(docs);
                 // FAIL must write nothing if any chunk conflicts: check them all first.
                 if on_conflict == OnConflict::Fail && !dry_run && chunks.len() > 1 {
@@ -135,13 +138,9 @@ impl Target {
                     }
                 }
             }
-            Self::Remote(client) => {
-                use pb::export_profiles_request::Secrets;
-                let secrets = match mode {
-                    SecretsMode::Redacted => Secrets::Redacted,
-                    SecretsMode::Plaintext => Secrets::Plaintext,
-                    SecretsMode::Encrypted => Secrets::Encrypted,
-                };
+            Self::Remote(channel) => {
+                let mut client = profiles_client(channel);
+                let secrets = secrets_pb(mode);
                 let mut page_token = String::new();
                 loop {
                     let resp = client
@@ -163,6 +162,23 @@ impl Target {
                 }
             }
         }
+    }
+}
+
+fn profiles_client(channel: &Channel) -> ProfileServiceClient<Channel> {
+    ProfileServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+fn conversations_client(channel: &Channel) -> ConversationServiceClient<Channel> {
+    ConversationServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+fn on_conflict_pb(c: OnConflict) -> pb::import_profiles_request::OnConflict {
+    use pb::import_profiles_request::OnConflict as P;
+    match c {
+        OnConflict::Skip => P::Skip,
+        OnConflict::Overwrite => P::Overwrite,
+        OnConflict::Fail => P::Fail,
     }
 }
 
@@ -194,12 +210,7 @@ async fn remote_import(
     on_conflict: OnConflict,
     dry_run: bool,
 ) -> anyhow::Result<Vec<ImportReport>> {
-    use pb::import_profiles_request::OnConflict as P;
-    let on_conflict = match on_conflict {
-        OnConflict::Skip => P::Skip,
-        OnConflict::Overwrite => P::Overwrite,
-        OnConflict::Fail => P::Fail,
-    };
+    let on_conflict = on_conflict_pb(on_conflict);
     let resp = client
         .import_profiles(pb::ImportProfilesRequest {
             documents: docs
@@ -233,4 +244,211 @@ async fn remote_import(
             }
         })
         .collect())
+}
+
+/// The result of importing one conversation folder: its id, what happened and how many events,
+/// or why it was refused.
+pub type ConversationImport = Result<(String, Outcome, i64, String), String>;
+
+impl Target {
+    /// Imports one conversation folder's files.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn import_conversation(
+        &mut self,
+        base_state: String,
+        events: Vec<(String, String)>,
+        key: Option<&FernetKey>,
+        bind_profile: Option<&str>,
+        on_conflict: OnConflict,
+        dry_run: bool,
+    ) -> anyhow::Result<ConversationImport> {
+        match self {
+            Self::Local(store) => {
+                let bind = bind_profile
+                    .map(|p| {
+                        ProfileName::parse(p, "--bind-profile").map_err(|v| anyhow::anyhow!("{v}"))
+                    })
+                    .transpose()?;
+                let result = import_conversation_files(
+                    &**store,
+                    &base_state,
+                    &events,
+                    key,
+                    bind.as_ref(),
+                    on_conflict.into(),
+                    dry_run,
+                    &Limits::default(),
+                )
+                .await;
+                Ok(match result {
+                    Ok((id, outcome, n)) => {
+                        let (outcome, reason) = match outcome {
+                            ImportOutcome::Created(_) => (Outcome::Created, String::new()),
+                            ImportOutcome::Updated(_) => (Outcome::Updated, String::new()),
+                            ImportOutcome::Unchanged(_) => (Outcome::Unchanged, String::new()),
+                            ImportOutcome::Skipped(why) => (Outcome::Skipped, why),
+                        };
+                        Ok((
+                            id.to_string(),
+                            outcome,
+                            i64::try_from(n).unwrap_or(i64::MAX),
+                            reason,
+                        ))
+                    }
+                    Err(TransferError::Invalid(v)) => Err(v
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")),
+                    Err(TransferError::Store(e)) => Err(e.to_string()),
+                })
+            }
+            Self::Remote(channel) => {
+                let on_conflict = on_conflict_pb(on_conflict);
+                let mut conversations = conversations_client(channel);
+                let resp = conversations
+                    .import_conversation(pb::ImportConversationRequest {
+                        base_state_json: base_state,
+                        events: events
+                            .into_iter()
+                            .map(|(name, json)| pb::ConversationFile { name, json })
+                            .collect(),
+                        on_conflict: on_conflict as i32,
+                        fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+                        bind_profile: bind_profile.unwrap_or_default().to_owned(),
+                        dry_run,
+                    })
+                    .await;
+                Ok(match resp {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        use pb::import_result::Outcome as O;
+                        let outcome = match r.outcome() {
+                            O::Created => Outcome::Created,
+                            O::Updated => Outcome::Updated,
+                            O::Unchanged => Outcome::Unchanged,
+                            O::Skipped => Outcome::Skipped,
+                            O::Invalid | O::Unspecified => Outcome::Invalid,
+                        };
+                        Ok((r.id, outcome, r.events, r.reason))
+                    }
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            tonic::Code::InvalidArgument
+                                | tonic::Code::NotFound
+                                | tonic::Code::OutOfRange
+                                | tonic::Code::ResourceExhausted
+                        ) =>
+                    {
+                        Err(s.message().to_owned())
+                    }
+                    Err(s) => return Err(status_error(s)),
+                })
+            }
+        }
+    }
+
+    /// Every conversation id (or the given ones), then each as the SDK's files:
+    /// (folder name, base_state.json, event files).
+    pub async fn export_conversations(
+        &mut self,
+        ids: &[String],
+        mode: SecretsMode,
+        key: Option<&FernetKey>,
+        profile_refs: bool,
+    ) -> anyhow::Result<Vec<(String, String, Vec<(String, String)>)>> {
+        if mode == SecretsMode::Encrypted && key.is_none() {
+            bail!("--secrets encrypted needs the SDK's key: set the variable named by --fernet-key-env (OH_SECRET_KEY)");
+        }
+        let ids: Vec<ConversationId> = if ids.is_empty() {
+            self.conversation_ids().await?
+        } else {
+            ids.iter()
+                .map(|i| ConversationId::parse(i, "--id").map_err(|v| anyhow::anyhow!("{v}")))
+                .collect::<anyhow::Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self {
+                Self::Local(store) => {
+                    let secrets = match (mode, key) {
+                        (SecretsMode::Redacted, _) => SecretsOut::Redacted,
+                        (SecretsMode::Plaintext, _) => SecretsOut::Plaintext,
+                        (SecretsMode::Encrypted, Some(k)) => SecretsOut::Encrypted(k),
+                        (SecretsMode::Encrypted, None) => unreachable!("checked above"),
+                    };
+                    let (base, files) =
+                        export_conversation_files(&**store, &id, secrets, profile_refs)?;
+                    out.push((id.simple(), base, files));
+                }
+                Self::Remote(channel) => {
+                    let mut conversations = conversations_client(channel);
+                    let r = conversations
+                        .export_conversation(pb::ExportConversationRequest {
+                            id: id.to_string(),
+                            secrets: secrets_pb(mode) as i32,
+                            fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+                            profile_refs,
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    out.push((
+                        r.dir_name,
+                        r.base_state_json,
+                        r.events.into_iter().map(|f| (f.name, f.json)).collect(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn conversation_ids(&mut self) -> anyhow::Result<Vec<ConversationId>> {
+        let mut ids = Vec::new();
+        match self {
+            Self::Local(store) => loop {
+                let page = store.list_conversations(ids.last().copied(), 1000, None, None)?;
+                if page.is_empty() {
+                    return Ok(ids);
+                }
+                ids.extend(page.into_iter().map(|c| c.id));
+            },
+            Self::Remote(channel) => {
+                let mut conversations = conversations_client(channel);
+                let mut page_token = String::new();
+                loop {
+                    let page = conversations
+                        .list_conversations(pb::ListConversationsRequest {
+                            page_size: 1000,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    for c in page.conversations {
+                        ids.push(
+                            ConversationId::parse(&c.id, "id")
+                                .map_err(|v| anyhow::anyhow!("{v}"))?,
+                        );
+                    }
+                    if page.next_page_token.is_empty() {
+                        return Ok(ids);
+                    }
+                    page_token = page.next_page_token;
+                }
+            }
+        }
+    }
+}
+
+fn secrets_pb(mode: SecretsMode) -> pb::export_profiles_request::Secrets {
+    use pb::export_profiles_request::Secrets;
+    match mode {
+        SecretsMode::Redacted => Secrets::Redacted,
+        SecretsMode::Plaintext => Secrets::Plaintext,
+        SecretsMode::Encrypted => Secrets::Encrypted,
+    }
 }

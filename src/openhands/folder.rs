@@ -23,6 +23,30 @@ pub fn default_dir() -> PathBuf {
     home.join(".openhands").join("profiles")
 }
 
+/// Writes files into `dir` atomically, as the SDK does: each goes to a `tmpXXXX.tmp` in the folder
+/// (mode 0600); one `syncfs` makes all of their contents durable; then each is renamed over its
+/// target and the folder is synced. A crash leaves every file either old or new, never partial, and
+/// costs two syncs instead of one per file. `done` is told how many files are in place.
+pub fn write_files(dir: &Path, files: &[(String, &str)], done: &dyn Fn(usize)) -> io::Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (name, text) in files {
+        let mut tmp = tempfile::Builder::new()
+            .prefix("tmp")
+            .suffix(".tmp")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)?;
+        tmp.write_all(text.as_bytes())?;
+        staged.push((tmp.into_temp_path(), name));
+    }
+    let folder = File::open(dir)?;
+    sync_filesystem(&folder)?;
+    for (i, (tmp, name)) in staged.into_iter().enumerate() {
+        tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+        done(i + 1);
+    }
+    folder.sync_all()
+}
+
 /// Flushes every dirty page of the file system holding `file` (Linux `syncfs`).
 fn sync_filesystem(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -171,29 +195,13 @@ impl ProfilesDir {
         Ok((docs, refused))
     }
 
-    /// Writes every `<name>.json` atomically: each goes to a `tmpXXXX.tmp` in the folder (mode 0600);
-    /// one `syncfs` makes all of their contents durable; then each is renamed over its target and
-    /// the folder is synced. A crash leaves every file either old or new, never partial, and costs
-    /// two syncs instead of one per file. `done` is told how many files are in place.
+    /// Writes every `<name>.json` atomically (see [`write_files`]); `done` is told how many are in place.
     pub fn write_all(&self, docs: &[(String, String)], done: &dyn Fn(usize)) -> io::Result<()> {
-        let mut staged = Vec::with_capacity(docs.len());
-        for (name, text) in docs {
-            let mut tmp = tempfile::Builder::new()
-                .prefix("tmp")
-                .suffix(".tmp")
-                .permissions(fs::Permissions::from_mode(0o600))
-                .tempfile_in(&self.path)?;
-            tmp.write_all(text.as_bytes())?;
-            staged.push((tmp.into_temp_path(), name));
-        }
-        let dir = File::open(&self.path)?;
-        sync_filesystem(&dir)?;
-        for (i, (tmp, name)) in staged.into_iter().enumerate() {
-            tmp.persist(self.path.join(format!("{name}.json")))
-                .map_err(|e| e.error)?;
-            done(i + 1);
-        }
-        dir.sync_all()
+        let files: Vec<(String, &str)> = docs
+            .iter()
+            .map(|(n, t)| (format!("{n}.json"), t.as_str()))
+            .collect();
+        write_files(&self.path, &files, done)
     }
 
     /// Deletes the `*.json` profile files whose names are not in `keep`; returns their names.

@@ -100,6 +100,13 @@ impl SecretsOut<'_> {
     }
 }
 
+/// The LLM object as the SDK dumps it inside a conversation (no `schema_version`).
+pub fn export_object(llm: &LlmConfig, secrets: &SecretsOut<'_>) -> Map<String, Value> {
+    let mut map = to_object(llm, &|_, s| secrets.render(s));
+    map.shift_remove("schema_version");
+    map
+}
+
 /// The file text the SDK would write for `llm`, secrets per `secrets`.
 pub fn export_file(llm: &LlmConfig, secrets: &SecretsOut<'_>) -> String {
     to_file_text(llm, &|_, s| secrets.render(s))
@@ -119,6 +126,12 @@ pub fn parse_file(text: &str, key: Option<&FernetKey>) -> Result<LlmConfig, Stri
     let Value::Object(map) = value else {
         return Err("invalid profile: the file is not a JSON object".into());
     };
+    parse_object(map, key)
+}
+
+/// Reads an LLM object as the SDK dumps it (a profile file's content, or `agent.llm` in a
+/// conversation's base_state.json), with the rules of [`parse_file`].
+pub fn parse_object(map: Map<String, Value>, key: Option<&FernetKey>) -> Result<LlmConfig, String> {
     let mut llm = LlmConfig::default();
     let mut model = None;
     for (k, v) in map {

@@ -11,12 +11,16 @@ use super::convert::{
     binding_from_pb, conversation_from_pb, conversation_to_pb, event_to_pb, events_from_pb,
     llm_from_pb, status_from_pb,
 };
-use super::{observe, page_token, Limits};
+use super::{conflict_policy, observe, page_token, parse_fernet_key, secrets_out, Limits};
 use crate::domain::{Conversation, ConversationId, LlmConfig, LlmSource, ProfileName, Violation};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
 use crate::pb;
 use crate::pb::conversation_service_server::ConversationService;
+use crate::service::transfer::{
+    export_conversation_files, import_conversation_files, TransferError,
+};
+use crate::store::ImportOutcome;
 use crate::store::{ConversationStore, EventQuery, ProfileStore, StoreError};
 
 /// The mutable fields an update mask may name.
@@ -426,6 +430,99 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             Ok(Response::new(pb::ListEventsResponse {
                 events: events.into_iter().map(event_to_pb).collect(),
                 next_page_token,
+            }))
+        })
+        .await
+    }
+
+    async fn import_conversation(
+        &self,
+        req: Request<pb::ImportConversationRequest>,
+    ) -> Result<Response<pb::ImportConversationResponse>, Status> {
+        let pb::ImportConversationRequest {
+            base_state_json,
+            events,
+            on_conflict,
+            fernet_key,
+            bind_profile,
+            dry_run,
+        } = req.into_inner();
+        observe("ImportConversation", "", async {
+            let policy = conflict_policy(on_conflict)?;
+            let key = parse_fernet_key(&fernet_key)?;
+            let bind = match bind_profile.as_str() {
+                "" => None,
+                p => Some(
+                    ProfileName::parse(p, "bind_profile").map_err(|v| invalid_argument(&[v]))?,
+                ),
+            };
+            let files: Vec<(String, String)> =
+                events.into_iter().map(|f| (f.name, f.json)).collect();
+            let (id, outcome, count) = import_conversation_files(
+                &*self.store,
+                &base_state_json,
+                &files,
+                key.as_ref(),
+                bind.as_ref(),
+                policy,
+                dry_run,
+                &self.limits,
+            )
+            .await
+            .map_err(|e| match e {
+                TransferError::Invalid(v) => invalid_argument(&v),
+                TransferError::Store(e) => e.into(),
+            })?;
+            let id = id.to_string();
+            use pb::import_result::Outcome as O;
+            let (outcome, reason) = match outcome {
+                ImportOutcome::Created(_) => (O::Created, String::new()),
+                ImportOutcome::Updated(_) => (O::Updated, String::new()),
+                ImportOutcome::Unchanged(_) => (O::Unchanged, String::new()),
+                ImportOutcome::Skipped(why) => (O::Skipped, why),
+            };
+            let events = if outcome == O::Skipped {
+                0
+            } else {
+                i64::try_from(count).unwrap_or(i64::MAX)
+            };
+            Ok(Response::new(pb::ImportConversationResponse {
+                id,
+                outcome: outcome as i32,
+                reason,
+                events,
+            }))
+        })
+        .await
+    }
+
+    async fn export_conversation(
+        &self,
+        req: Request<pb::ExportConversationRequest>,
+    ) -> Result<Response<pb::ExportConversationResponse>, Status> {
+        let pb::ExportConversationRequest {
+            id,
+            secrets,
+            fernet_key,
+            profile_refs,
+        } = req.into_inner();
+        observe("ExportConversation", &id, async {
+            let id = parse_id(&id, "id")?;
+            let key = parse_fernet_key(&fernet_key)?;
+            let secrets = secrets_out(secrets, key.as_ref())?;
+            if matches!(secrets, crate::openhands::profile::SecretsOut::Plaintext) {
+                tracing::warn!(conversation = %id, "secrets exported in plaintext");
+            }
+            let (base_state_json, files) =
+                export_conversation_files(&*self.store, &id, secrets, profile_refs)?;
+            Ok(Response::new(pb::ExportConversationResponse {
+                id: id.to_string(),
+                dir_name: id.simple(),
+                base_state_json,
+                events: files
+                    .into_iter()
+                    .map(|(name, json)| pb::ConversationFile { name, json })
+                    .collect(),
             }))
         })
         .await

@@ -78,3 +78,52 @@ pub(crate) async fn observe<T>(
     }
     result
 }
+
+/// The Fernet key of a request; `None` when empty.
+pub(crate) fn parse_fernet_key(
+    raw: &str,
+) -> Result<Option<crate::openhands::secrets::FernetKey>, tonic::Status> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    crate::openhands::secrets::FernetKey::from_base64(raw)
+        .map(Some)
+        .map_err(|why| crate::error::invalid_field("fernet_key", why))
+}
+
+/// The secrets form of an export request.
+pub(crate) fn secrets_out<'a>(
+    raw: i32,
+    key: Option<&'a crate::openhands::secrets::FernetKey>,
+) -> Result<crate::openhands::profile::SecretsOut<'a>, tonic::Status> {
+    use crate::openhands::profile::SecretsOut;
+    use crate::pb::export_profiles_request::Secrets;
+    match (Secrets::try_from(raw), key) {
+        (Ok(Secrets::Unspecified | Secrets::Redacted), _) => Ok(SecretsOut::Redacted),
+        (Ok(Secrets::Plaintext), _) => Ok(SecretsOut::Plaintext),
+        (Ok(Secrets::Encrypted), Some(k)) => Ok(SecretsOut::Encrypted(k)),
+        (Ok(Secrets::Encrypted), None) => Err(crate::error::invalid_field(
+            "fernet_key",
+            "is required when secrets is ENCRYPTED",
+        )),
+        (Err(_), _) => Err(crate::error::invalid_field(
+            "secrets",
+            "must be REDACTED, PLAINTEXT or ENCRYPTED",
+        )),
+    }
+}
+
+/// The conflict policy of an import request.
+pub(crate) fn conflict_policy(raw: i32) -> Result<crate::store::ConflictPolicy, tonic::Status> {
+    use crate::pb::import_profiles_request::OnConflict;
+    use crate::store::ConflictPolicy;
+    match OnConflict::try_from(raw) {
+        Ok(OnConflict::Unspecified | OnConflict::Skip) => Ok(ConflictPolicy::Skip),
+        Ok(OnConflict::Overwrite) => Ok(ConflictPolicy::Overwrite),
+        Ok(OnConflict::Fail) => Ok(ConflictPolicy::Fail),
+        Err(_) => Err(crate::error::invalid_field(
+            "on_conflict",
+            "must be SKIP, OVERWRITE or FAIL",
+        )),
+    }
+}

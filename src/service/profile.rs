@@ -8,18 +8,15 @@ use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use super::convert::{profile_from_pb, profile_to_pb};
-use super::{observe, page_token, Limits};
+use super::{conflict_policy, observe, page_token, parse_fernet_key, secrets_out, Limits};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
 use crate::openhands::profile::SecretsOut;
-use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
 use crate::service::transfer::{export_documents, import_documents, ImportReport, Outcome};
-use crate::store::{
-    ConflictPolicy, ProfileChange, ProfileStore, ProfileWatch, PutMode, StoreError,
-};
+use crate::store::{ProfileChange, ProfileStore, ProfileWatch, PutMode, StoreError};
 
 /// The listing name page tokens of ListProfiles are bound to.
 const LISTING: &str = "profiles";
@@ -280,18 +277,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         } = req.into_inner();
         let resource = format!("{} documents", documents.len());
         observe("ImportProfiles", &resource, async {
-            use pb::import_profiles_request::OnConflict;
-            let policy = match OnConflict::try_from(on_conflict) {
-                Ok(OnConflict::Unspecified | OnConflict::Skip) => ConflictPolicy::Skip,
-                Ok(OnConflict::Overwrite) => ConflictPolicy::Overwrite,
-                Ok(OnConflict::Fail) => ConflictPolicy::Fail,
-                Err(_) => {
-                    return Err(invalid_field(
-                        "on_conflict",
-                        "must be SKIP, OVERWRITE or FAIL",
-                    ))
-                }
-            };
+            let policy = conflict_policy(on_conflict)?;
             let key = parse_fernet_key(&fernet_key)?;
             let docs = documents.into_iter().map(|d| (d.name, d.json)).collect();
             let reports = import_documents(
@@ -322,25 +308,8 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             page_token,
         } = req.into_inner();
         observe("ExportProfiles", &names.join(","), async {
-            use pb::export_profiles_request::Secrets;
             let key = parse_fernet_key(&fernet_key)?;
-            let mode = match (Secrets::try_from(secrets), &key) {
-                (Ok(Secrets::Unspecified | Secrets::Redacted), _) => SecretsOut::Redacted,
-                (Ok(Secrets::Plaintext), _) => SecretsOut::Plaintext,
-                (Ok(Secrets::Encrypted), Some(k)) => SecretsOut::Encrypted(k),
-                (Ok(Secrets::Encrypted), None) => {
-                    return Err(invalid_field(
-                        "fernet_key",
-                        "is required when secrets is ENCRYPTED",
-                    ))
-                }
-                (Err(_), _) => {
-                    return Err(invalid_field(
-                        "secrets",
-                        "must be REDACTED, PLAINTEXT or ENCRYPTED",
-                    ))
-                }
-            };
+            let mode = secrets_out(secrets, key.as_ref())?;
             let names = names
                 .iter()
                 .enumerate()
@@ -376,15 +345,6 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
 
 /// The listing name page tokens of ExportProfiles are bound to.
 const EXPORT_LISTING: &str = "profile-export";
-
-fn parse_fernet_key(raw: &str) -> Result<Option<FernetKey>, Status> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    FernetKey::from_base64(raw)
-        .map(Some)
-        .map_err(|why| invalid_field("fernet_key", why))
-}
 
 fn import_result_to_pb(r: ImportReport) -> pb::ImportResult {
     use pb::import_result::Outcome as O;

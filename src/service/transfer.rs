@@ -1,10 +1,17 @@
 //! Import and export of SDK profile files over any [`ProfileStore`]: shared by the gRPC handlers,
 //! the CLI's direct `--data-dir` mode and `serve --import-on-start`.
-use crate::domain::ProfileName;
+use std::collections::BTreeMap;
+
+use crate::domain::{
+    conversation_violations, ConversationId, Event, LlmSource, ProfileName, Violation,
+};
+use crate::openhands::conversation::{export_conversation, parse_conversation, LlmForm};
 use crate::openhands::profile::{export_file, name_from_file, parse_file, SecretsOut};
 use crate::openhands::secrets::FernetKey;
 use crate::service::Limits;
-use crate::store::{ConflictPolicy, ImportOutcome, ProfileStore, StoreError};
+use crate::store::{
+    ConflictPolicy, ConversationStore, EventQuery, ImportOutcome, ProfileStore, StoreError,
+};
 
 /// What happened to one imported document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,4 +141,103 @@ pub fn export_documents<S: ProfileStore>(
         documents,
         more_after,
     })
+}
+
+/// Why a conversation import failed.
+#[derive(Debug)]
+pub enum TransferError {
+    /// The files break a rule; nothing was written.
+    Invalid(Vec<Violation>),
+    /// The store refused or failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for TransferError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Imports one SDK conversation folder's files (base_state.json text, event files) all or nothing.
+#[allow(clippy::too_many_arguments)]
+pub async fn import_conversation_files<S: ConversationStore>(
+    store: &S,
+    base_state: &str,
+    events: &[(String, String)],
+    key: Option<&FernetKey>,
+    bind_profile: Option<&ProfileName>,
+    policy: ConflictPolicy,
+    dry_run: bool,
+    limits: &Limits,
+) -> Result<(ConversationId, ImportOutcome, usize), TransferError> {
+    if let Some((name, text)) = events
+        .iter()
+        .find(|(_, t)| t.len() > limits.max_event_bytes)
+    {
+        return Err(TransferError::Invalid(vec![Violation::new(
+            "events",
+            format!(
+                "{name} is {} bytes, over the limit of {} bytes",
+                text.len(),
+                limits.max_event_bytes
+            ),
+        )]));
+    }
+    let (c, events) = parse_conversation(base_state, events, key, bind_profile)
+        .map_err(|why| TransferError::Invalid(vec![Violation::new("base_state_json", why)]))?;
+    let violations = conversation_violations(&c, "base_state_json", limits.max_tags);
+    if !violations.is_empty() {
+        return Err(TransferError::Invalid(violations));
+    }
+    let (id, count) = (c.id, events.len());
+    let outcome = store
+        .import_conversation(c, events, policy, dry_run)
+        .await?;
+    Ok((id, outcome, count))
+}
+
+/// One conversation as the SDK's files: base_state.json's text (bound LLMs resolved inline, or
+/// profile references) and the event files (name, text).
+pub fn export_conversation_files<S: ConversationStore + ProfileStore>(
+    store: &S,
+    id: &ConversationId,
+    secrets: SecretsOut<'_>,
+    profile_refs: bool,
+) -> Result<(String, Vec<(String, String)>), StoreError> {
+    let c = store
+        .get_conversation(id)?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "conversation",
+            name: id.to_string(),
+        })?;
+    let mut resolved = BTreeMap::new();
+    for (usage, source) in &c.llms {
+        let llm = match source {
+            LlmSource::Profile(name) => match store.get_profile(name)? {
+                Some(p) => p.llm,
+                None => continue,
+            },
+            LlmSource::Inline(l) => (**l).clone(),
+        };
+        resolved.insert(usage.clone(), llm);
+    }
+    let mut events: Vec<Event> = Vec::new();
+    loop {
+        let query = EventQuery {
+            after_seq: events.last().map(|e| e.seq),
+            limit: 1000,
+            ..EventQuery::default()
+        };
+        let page = store.list_events(id, &query)?;
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    let form = if profile_refs {
+        LlmForm::ProfileRefs(secrets)
+    } else {
+        LlmForm::Inline(secrets)
+    };
+    Ok(export_conversation(&c, &resolved, &events, &form))
 }

@@ -10,7 +10,9 @@ use sled::Transactional;
 use tokio::sync::broadcast;
 
 use super::sled::SledStore;
-use super::{Change, ConversationStore, EventBatch, EventQuery, StoreError};
+use super::{
+    Change, ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError,
+};
 use crate::domain::{
     Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName, Timestamp,
 };
@@ -419,6 +421,71 @@ impl ConversationStore for SledStore {
             }
         }
         Ok(out)
+    }
+
+    async fn import_conversation(
+        &self,
+        mut c: Conversation,
+        events: Vec<NewEvent>,
+        policy: ConflictPolicy,
+        dry_run: bool,
+    ) -> Result<ImportOutcome, StoreError> {
+        let (epoch, outcome) = {
+            let _guard = self.lock();
+            self.check_profiles_exist(&c)?;
+            let old = self.read_conversation(&c.id)?;
+            let now = Timestamp::now();
+            let outcome = match (&old, policy) {
+                (Some(_), ConflictPolicy::Skip | ConflictPolicy::Fail) => {
+                    return Ok(ImportOutcome::Skipped(
+                        "a conversation with that id exists".into(),
+                    ));
+                }
+                (Some(o), ConflictPolicy::Overwrite) => {
+                    (c.revision, c.create_time) = (o.revision + 1, o.create_time);
+                    ImportOutcome::Updated(c.revision)
+                }
+                (None, _) => {
+                    (c.revision, c.create_time) = (1, now);
+                    ImportOutcome::Created(1)
+                }
+            };
+            if dry_run {
+                return Ok(outcome);
+            }
+            c.update_time = now;
+            c.event_count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+            let mut ops = Vec::with_capacity(events.len() + 4);
+            if old.is_some() {
+                for key in self.events.scan_prefix(c.id.as_bytes()).keys() {
+                    ops.push(Op::Del(TreeId::Events, key?.to_vec()));
+                }
+            }
+            for (seq, e) in (0..).zip(events) {
+                let e = Event {
+                    seq,
+                    id: e.id,
+                    kind: e.kind,
+                    source: e.source,
+                    timestamp: e.timestamp,
+                    body: e.body,
+                };
+                ops.push(Op::Put(TreeId::Events, event_key(&c.id, seq), encode(&e)?));
+            }
+            ops.push(Op::Put(
+                TreeId::Conversations,
+                c.id.as_bytes().to_vec(),
+                encode(&c)?,
+            ));
+            Self::binding_ops(old.as_ref(), Some(&c), &mut ops);
+            self.apply(&ops)?;
+            (
+                self.flusher.committed(std::iter::empty::<Change>()),
+                outcome,
+            )
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(outcome)
     }
 
     fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {

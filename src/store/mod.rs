@@ -299,6 +299,16 @@ pub trait ConversationStore: Send + Sync + 'static {
         query: &EventQuery,
     ) -> Result<Vec<Event>, StoreError>;
 
+    /// Imports a conversation with its events in one transaction (per `policy`; nothing written on
+    /// `dry_run`); OVERWRITE replaces the stored conversation and all of its events.
+    fn import_conversation(
+        &self,
+        c: Conversation,
+        events: Vec<NewEvent>,
+        policy: ConflictPolicy,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<ImportOutcome, StoreError>> + Send;
+
     /// Live appended events (subscribe before reading the stored ones, then skip by seq).
     fn subscribe_events(&self) -> broadcast::Receiver<EventBatch>;
 }
