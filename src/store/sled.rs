@@ -305,7 +305,7 @@ impl ProfileStore for SledStore {
         name: &ProfileName,
         expected_revision: Option<i64>,
         allow_missing: bool,
-        _force: bool,
+        force: bool,
     ) -> Result<Option<Profile>, StoreError> {
         let (epoch, deleted) = {
             let _guard = self.lock();
@@ -314,6 +314,19 @@ impl ProfileStore for SledStore {
                 None => return Err(not_found(name)),
                 Some(record) => {
                     check_revision(&record.profile, expected_revision)?;
+                    let users = self.conversations_bound_to(name, 6)?;
+                    if !users.is_empty() && !force {
+                        let mut list: Vec<String> =
+                            users.iter().take(5).map(ToString::to_string).collect();
+                        if users.len() > 5 {
+                            list.push("...".into());
+                        }
+                        return Err(StoreError::FailedPrecondition(format!(
+                            "profile {name:?} is bound by conversations {}: switch them to another LLM first, or delete with force",
+                            list.join(", ")
+                        )));
+                    }
+                    // With force, bindings stay: they resolve again if the name is re-created.
                     self.profiles.remove(name.as_str().as_bytes())?;
                     let change = ProfileChange::Delete {
                         seq: self.next_seq()?,
