@@ -253,3 +253,196 @@ pub fn skip_without(tool: &str, found: bool) -> bool {
     eprintln!("SKIPPED: {tool} not found; install it or set REGISTRY_REQUIRE_E2E=1 to make this a failure");
     true
 }
+
+// ---- Conversations ----
+
+use profile_registry::pb::conversation_service_client::ConversationServiceClient;
+
+impl TestApp {
+    /// Starts a server on the data dir of an earlier (stopped) TestApp, e.g. to check what survives
+    /// a restart: `let app = TestApp::spawn_in(app.stop().await).await`.
+    pub async fn spawn_in(dir: TempDir) -> Self {
+        let args = serve_args(&dir.path().join("data"));
+        let app = Application::build(args).await.expect("server builds");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn conversations(&self) -> ConversationServiceClient<Channel> {
+        ConversationServiceClient::new(self.channel().await)
+    }
+}
+
+/// A binding of an LLM usage to a profile by name.
+pub fn bound(profile: &str) -> pb::LlmBinding {
+    pb::LlmBinding {
+        source: Some(pb::llm_binding::Source::Profile(profile.into())),
+        resolved: None,
+    }
+}
+
+/// A binding to an inline LLM configuration.
+pub fn inline(model: &str, api_key: Option<&str>) -> pb::LlmBinding {
+    pb::LlmBinding {
+        source: Some(pb::llm_binding::Source::Inline(pb::LlmConfig {
+            model: model.into(),
+            api_key: api_key.map(Into::into),
+            ..Default::default()
+        })),
+        resolved: None,
+    }
+}
+
+/// The profile name a binding names, if it is bound to a profile.
+pub fn bound_profile(b: &pb::LlmBinding) -> Option<&str> {
+    match &b.source {
+        Some(pb::llm_binding::Source::Profile(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// A conversation message whose "agent" LLM is `agent` (no id: the server generates one).
+pub fn conversation(agent: pb::LlmBinding, title: &str) -> pb::Conversation {
+    pb::Conversation {
+        llms: [("agent".to_owned(), agent)].into(),
+        title: title.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn create_conversation(
+    client: &mut ConversationServiceClient<Channel>,
+    c: pb::Conversation,
+) -> pb::Conversation {
+    client
+        .create_conversation(pb::CreateConversationRequest {
+            conversation: Some(c),
+        })
+        .await
+        .expect("create conversation succeeds")
+        .into_inner()
+}
+
+pub async fn get_conversation(
+    client: &mut ConversationServiceClient<Channel>,
+    id: &str,
+    resolve_llms: bool,
+    reveal_secrets: bool,
+) -> pb::Conversation {
+    client
+        .get_conversation(pb::GetConversationRequest {
+            id: id.into(),
+            resolve_llms,
+            reveal_secrets,
+        })
+        .await
+        .expect("get conversation succeeds")
+        .into_inner()
+}
+
+/// Every conversation id a ListConversations filter yields, through pagination.
+pub async fn conversation_ids(
+    client: &mut ConversationServiceClient<Channel>,
+    execution_status: pb::ExecutionStatus,
+    profile: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_conversations(pb::ListConversationsRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                execution_status: execution_status as i32,
+                profile: profile.into(),
+            })
+            .await
+            .expect("list conversations succeeds")
+            .into_inner();
+        out.extend(page.conversations.into_iter().map(|c| c.id));
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// A JSON-ish value for event bodies and states.
+pub fn sv(s: &str) -> prost_types::Value {
+    prost_types::Value::from(s.to_owned())
+}
+
+/// An SDK-style event body: {"id", "kind": "MessageEvent", "source", "timestamp", "llm_message"}.
+pub fn message_event(id: &str, source: &str, text: &str) -> pb::Event {
+    let message = prost_types::Struct {
+        fields: [
+            ("role".to_owned(), sv(source)),
+            (
+                "content".to_owned(),
+                prost_types::Value::from(vec![struct_value(prost_types::Struct {
+                    fields: [
+                        ("type".to_owned(), sv("text")),
+                        ("text".to_owned(), sv(text)),
+                    ]
+                    .into(),
+                })]),
+            ),
+        ]
+        .into(),
+    };
+    pb::Event {
+        body: Some(prost_types::Struct {
+            fields: [
+                ("id".to_owned(), sv(id)),
+                ("kind".to_owned(), sv("MessageEvent")),
+                ("source".to_owned(), sv(source)),
+                ("timestamp".to_owned(), sv("2025-10-01T12:00:00.000001")),
+                ("llm_message".to_owned(), struct_value(message)),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Every event of a conversation in seq order, through pagination.
+pub async fn all_events(
+    client: &mut ConversationServiceClient<Channel>,
+    id: &str,
+) -> Vec<pb::Event> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_events(pb::ListEventsRequest {
+                conversation_id: id.into(),
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list events succeeds")
+            .into_inner();
+        out.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// A Struct as a Value.
+pub fn struct_value(s: prost_types::Struct) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::StructValue(s)),
+    }
+}

@@ -1,6 +1,8 @@
 //! Black-box tests: a real server on 127.0.0.1:0 with its own temp data dir, real clients.
 mod bad_input;
+mod conversation_crash;
 mod conversation_files;
+mod conversations;
 mod e2e;
 mod helpers;
 mod process;
