@@ -268,6 +268,14 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                     if wants("state") {
                         c.state = new.state;
                     }
+                    // The same rule as SwitchLlm: a running agent's LLMs do not change under it.
+                    let running = crate::domain::ExecutionStatus::Running;
+                    if old.execution_status == running && c.execution_status == running && c.llms != old.llms {
+                        return Err(StoreError::FailedPrecondition(format!(
+                            "conversation {} is RUNNING: pause it (or let it finish) before changing its LLMs",
+                            old.id
+                        )));
+                    }
                     Ok(c)
                 })
                 .await?;

@@ -1219,3 +1219,40 @@ async fn watch_from_the_middle_gets_exactly_the_later_events_in_order() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }
+
+#[tokio::test]
+async fn update_cannot_change_the_llms_of_a_running_conversation() {
+    let (_app, mut c) = app_with_profiles().await;
+    let mut conv = conversation(bound("alpha"), "running");
+    conv.execution_status = pb::ExecutionStatus::Running as i32;
+    let created = create_conversation(&mut c, conv).await;
+
+    let mut changed = created.clone();
+    changed.llms.insert("agent".into(), bound("beta"));
+    let err = c
+        .update_conversation(pb::UpdateConversationRequest {
+            conversation: Some(changed),
+            update_mask: mask(&["llms"]),
+            expected_revision: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let unchanged = get_conversation(&mut c, &created.id, false, false).await;
+    assert_eq!(unchanged, created);
+
+    // Pausing in the same update is allowed: the agent is no longer running on it.
+    let mut paused = created.clone();
+    paused.llms.insert("agent".into(), bound("beta"));
+    paused.execution_status = pb::ExecutionStatus::Paused as i32;
+    let updated = c
+        .update_conversation(pb::UpdateConversationRequest {
+            conversation: Some(paused),
+            update_mask: mask(&["llms", "execution_status"]),
+            expected_revision: Some(created.revision),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bound_profile(&updated.llms["agent"]), Some("beta"));
+}
