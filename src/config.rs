@@ -37,10 +37,28 @@ pub enum Command {
     Import(ImportArgs),
     /// Export the registry's profiles as an SDK profiles folder, byte for byte what the SDK writes.
     Export(ExportArgs),
+    /// Make a bearer token: prints the token (give it to the client; it is not stored) and the
+    /// line to add to the --auth-tokens-file (which holds only its SHA-256).
+    NewToken(NewTokenArgs),
     /// Import SDK conversation folders (`<id hex>/base_state.json` and `events/`) into the registry.
     ImportConversations(ImportConversationsArgs),
     /// Export conversations as SDK conversation folders, the agent's LLM inline (resolved from its profile).
     ExportConversations(ExportConversationsArgs),
+    /// Re-encrypt every stored secret with the first key of --secret-key-file (stop the server first).
+    RotateKeys(RotateKeysArgs),
+}
+
+/// Settings of `rotate-keys`.
+#[derive(Clone, Debug, Args)]
+pub struct RotateKeysArgs {
+    /// The server's database folder (only while no server holds it).
+    #[arg(long = "data-dir", env = "REGISTRY_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Key file, one `<key id>:<base64 of 32 bytes>` per line: the first encrypts, every one decrypts
+    /// [default: the data dir's own secret.key].
+    #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// Settings of `import-conversations`.
@@ -102,6 +120,18 @@ pub struct ExportConversationsArgs {
     pub ids: Vec<String>,
 }
 
+/// Settings of `new-token`.
+#[derive(Clone, Debug, Args)]
+pub struct NewTokenArgs {
+    /// The token's name: who it is for; it appears in audit lines.
+    #[arg(long, env = "REGISTRY_TOKEN_NAME")]
+    pub name: String,
+
+    /// Its roles, comma-separated: reader, writer, secrets, admin.
+    #[arg(long, env = "REGISTRY_TOKEN_ROLES", default_value = "reader")]
+    pub roles: String,
+}
+
 /// Where a client command sends its work.
 #[derive(Clone, Debug, Args)]
 pub struct TargetArgs {
@@ -116,6 +146,10 @@ pub struct TargetArgs {
     /// Work on this database folder directly instead of a server (only while no server holds it).
     #[arg(long = "data-dir", env = "REGISTRY_DIRECT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir: the server's key file (`<key id>:<base64>` lines) [default: the data dir's secret.key].
+    #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// What an import does with a profile name that exists.
@@ -218,6 +252,12 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Keys that encrypt secrets at rest, one `<key id>:<base64 of 32 bytes>` per line (e.g. a mounted
+    /// Kubernetes Secret): the first encrypts, every one decrypts. Default: `<data dir>/secret.key`,
+    /// generated on first start (the key then lives beside the data).
+    #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
     /// On SIGTERM/SIGINT, how long in-flight calls may take before they are cut (e.g. 10s, 500ms).
     #[arg(long, env = "REGISTRY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -237,6 +277,43 @@ pub struct ServeArgs {
     /// Largest page_size a list call may ask for (INVALID_ARGUMENT above).
     #[arg(long, env = "REGISTRY_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: usize,
+
+    /// Concurrent streams (calls) one HTTP/2 connection may open (RST_STREAM/REFUSED above).
+    #[arg(
+        long,
+        env = "REGISTRY_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Deadline of a unary call (and of a stream's start) unless the client sets a shorter one (e.g. 30s).
+    #[arg(long, env = "REGISTRY_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Serve TLS with this PEM certificate chain (needs --tls-key); re-read when the file changes.
+    #[arg(long, env = "REGISTRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert; re-read when the file changes.
+    #[arg(long, env = "REGISTRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates that chain to these PEM CA certificates (mutual TLS).
+    #[arg(long, env = "REGISTRY_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// File of bearer tokens (one `name:role,role:sha256:<hex>` per line; see `new-token`); re-read when it changes.
+    #[arg(long, env = "REGISTRY_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Serve without authentication on a non-loopback address (without a tokens file the server
+    /// otherwise refuses to listen anywhere but loopback).
+    #[arg(long, env = "REGISTRY_INSECURE_ALLOW_UNAUTHENTICATED")]
+    pub insecure_allow_unauthenticated: bool,
+
+    /// Require a valid token (any role) for reflection too; health always stays open.
+    #[arg(long, env = "REGISTRY_PROTECT_REFLECTION")]
+    pub protect_reflection: bool,
 
     /// Import this SDK profiles folder at start, before serving (e.g. a mounted ConfigMap or Secret).
     #[arg(long, env = "REGISTRY_IMPORT_ON_START")]

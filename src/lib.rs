@@ -1,4 +1,5 @@
 //! profile-registry: a gRPC registry of OpenHands LLM profiles over an embedded sled database.
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -9,6 +10,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// Code generated from `proto/` by tonic-prost-build, and the descriptor set served by reflection.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

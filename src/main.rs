@@ -15,8 +15,10 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args).await.map(|()| true),
         Some(Command::Import(args)) => cli::profiles::run_import(args).await,
         Some(Command::Export(args)) => cli::profiles::run_export(args).await,
+        Some(Command::NewToken(args)) => new_token(&args),
         Some(Command::ImportConversations(args)) => cli::conversations::run_import(args).await,
         Some(Command::ExportConversations(args)) => cli::conversations::run_export(args).await,
+        Some(Command::RotateKeys(args)) => cli::keys::run_rotate(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -33,4 +35,25 @@ async fn serve(args: profile_registry::config::ServeArgs) -> anyhow::Result<()> 
         .await?
         .run_until(shutdown_signal())
         .await
+}
+
+fn new_token(args: &profile_registry::config::NewTokenArgs) -> anyhow::Result<bool> {
+    let (name, roles) = (args.name.trim(), args.roles.trim());
+    anyhow::ensure!(
+        !name.is_empty() && !name.contains(':'),
+        "--name must be non-empty and without ':'"
+    );
+    let token = format!(
+        "prt_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let line = format!(
+        "{name}:{roles}:sha256:{}",
+        profile_registry::auth::token_hash_hex(&token)
+    );
+    profile_registry::auth::check_tokens_line(&line)?;
+    println!("token: {token}");
+    println!("tokens-file line: {line}");
+    Ok(true)
 }

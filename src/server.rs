@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 
+use crate::auth::{AuthLayer, Authenticator};
 use crate::cli::fernet_key_from_env;
 use crate::config::ServeArgs;
 use crate::health::HealthState;
@@ -22,12 +23,15 @@ use crate::service::profile::ProfileApi;
 use crate::service::transfer::{import_documents, Outcome};
 use crate::service::Limits;
 use crate::store::{ProfileStore, SledStore, StoreOptions};
+use crate::tls::{ReloadingTls, TlsFiles};
 
 /// A bound, not yet serving server: the port is known (tests bind port 0), the store is open.
 pub struct Application {
     listener: TcpListener,
     store: Arc<SledStore>,
     args: ServeArgs,
+    auth: Option<Arc<Authenticator>>,
+    tls: Option<Arc<ReloadingTls>>,
 }
 
 impl Application {
@@ -35,6 +39,19 @@ impl Application {
     pub async fn build(args: ServeArgs) -> anyhow::Result<Self> {
         let options = StoreOptions {
             cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
+            secret_key_file: args.secret_key_file.clone(),
+        };
+        let auth = authenticator(&args)?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca.clone(),
+                };
+                Some(Arc::new(ReloadingTls::load(files).context("TLS")?))
+            }
+            _ => None,
         };
         let store = SledStore::open(&args.data_dir, &options)?;
         if let Some(dir) = &args.import_on_start {
@@ -47,6 +64,8 @@ impl Application {
             listener,
             store,
             args,
+            auth,
+            tls,
         })
     }
 
@@ -62,6 +81,8 @@ impl Application {
             listener,
             store,
             args,
+            auth,
+            tls,
         } = self;
         let addr = listener.local_addr()?;
         let limits = limits(&args);
@@ -86,18 +107,32 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (drain_tx, drain_rx) = oneshot::channel::<()>();
-        let serve = Server::builder()
+        let router = Server::builder()
             .tcp_nodelay(true)
+            .max_concurrent_streams(args.max_streams_per_connection)
+            .timeout(args.request_timeout)
+            .layer(AuthLayer::new(auth))
             .add_service(health.service(stop_rx))
             .add_service(profile_service)
             .add_service(conversation_service)
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = drain_rx.await;
-            });
+            .add_service(reflection_v1alpha);
+        let drained = async {
+            let _ = drain_rx.await;
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let serve: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match tls {
+            Some(tls) => Box::pin(
+                router.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), drained),
+            ),
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), drained),
+            ),
+        };
         tokio::pin!(serve);
-        tracing::info!(%addr, data_dir = %args.data_dir.display(), "listening on {addr}");
+        tracing::info!(%addr, scheme, data_dir = %args.data_dir.display(), "listening on {addr}");
 
         tokio::select! {
             r = &mut serve => return r.context("the server stopped"),
@@ -163,6 +198,23 @@ fn limits(args: &ServeArgs) -> Limits {
         max_page_size: args.max_page_size,
         ..Limits::default()
     }
+}
+
+/// The tokens, or none; without them the server listens only on loopback unless told otherwise.
+fn authenticator(args: &ServeArgs) -> anyhow::Result<Option<Arc<Authenticator>>> {
+    if let Some(path) = &args.auth_tokens_file {
+        let auth = Authenticator::load(path, args.protect_reflection)?;
+        tracing::info!(file = %path.display(), tokens = auth.len(), "authentication on: bearer tokens required");
+        return Ok(Some(Arc::new(auth)));
+    }
+    if !args.listen.ip().is_loopback() && !args.insecure_allow_unauthenticated {
+        anyhow::bail!(
+            "refusing to serve {} without authentication: give --auth-tokens-file, listen on loopback, or pass --insecure-allow-unauthenticated",
+            args.listen
+        );
+    }
+    tracing::warn!(listen = %args.listen, "authentication is OFF: every caller may read and change profiles and reveal secrets");
+    Ok(None)
 }
 
 /// Reflection over our protos, health, and google.rpc error details (so grpcurl decodes BadRequest).

@@ -232,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
     let target = TargetArgs {
         server: server.clone(),
         data_dir: None,
+        secret_key_file: None,
     };
 
     let imported = import(&input, &target, args.profiles).await?;

@@ -1,5 +1,6 @@
 //! Client commands: import and export of SDK profile folders, against a server or a data dir.
 pub mod conversations;
+pub mod keys;
 pub mod profiles;
 mod target;
 

@@ -38,7 +38,11 @@ impl Target {
     /// Connects to the server, or opens the data dir when one is given.
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Self> {
         if let Some(dir) = &args.data_dir {
-            return match SledStore::open(dir, &StoreOptions::default()) {
+            let options = StoreOptions {
+                secret_key_file: args.secret_key_file.clone(),
+                ..StoreOptions::default()
+            };
+            return match SledStore::open(dir, &options) {
                 Ok(store) => Ok(Self::Local(store)),
                 Err(e @ OpenError::InUse { .. }) => Err(anyhow::Error::new(e)
                     .context("a server holds this data dir: use --server to go through it")),

@@ -11,7 +11,11 @@ use super::convert::{
     binding_from_pb, conversation_from_pb, conversation_to_pb, event_to_pb, events_from_pb,
     llm_from_pb, status_from_pb,
 };
-use super::{conflict_policy, observe, page_token, parse_fernet_key, secrets_out, Limits};
+use super::{
+    audit_secret_access, conflict_policy, observe, page_token, parse_fernet_key, secrets_out,
+    Limits,
+};
+use crate::auth::principal;
 use crate::domain::{Conversation, ConversationId, LlmConfig, LlmSource, ProfileName, Violation};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
@@ -99,9 +103,6 @@ impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
         } else {
             BTreeMap::new()
         };
-        if reveal {
-            tracing::info!(conversation = %c.id, "secrets revealed");
-        }
         Ok(conversation_to_pb(
             if reveal { c } else { c.masked() },
             resolved,
@@ -137,6 +138,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         &self,
         req: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
+        let who = principal(&req);
         let pb::GetConversationRequest {
             id,
             resolve_llms,
@@ -148,6 +150,9 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 .store
                 .get_conversation(&id)?
                 .ok_or_else(|| not_found(&id))?;
+            if reveal_secrets {
+                audit_secret_access(&who, "reveal secrets", &id.to_string())?;
+            }
             Ok(Response::new(self.respond(
                 c,
                 resolve_llms,
@@ -508,6 +513,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         &self,
         req: Request<pb::ExportConversationRequest>,
     ) -> Result<Response<pb::ExportConversationResponse>, Status> {
+        let who = principal(&req);
         let pb::ExportConversationRequest {
             id,
             secrets,
@@ -518,8 +524,9 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let id = parse_id(&id, "id")?;
             let key = parse_fernet_key(&fernet_key)?;
             let secrets = secrets_out(secrets, key.as_ref())?;
-            if matches!(secrets, crate::openhands::profile::SecretsOut::Plaintext) {
-                tracing::warn!(conversation = %id, "secrets exported in plaintext");
+            match secrets {
+                crate::openhands::profile::SecretsOut::Redacted => {}
+                _ => audit_secret_access(&who, "export conversation secrets", &id.to_string())?,
             }
             let (base_state_json, files) =
                 export_conversation_files(&*self.store, &id, secrets, profile_refs)?;

@@ -127,3 +127,15 @@ pub(crate) fn conflict_policy(raw: i32) -> Result<crate::store::ConflictPolicy, 
         )),
     }
 }
+
+/// An action that exposes secret values: PERMISSION_DENIED without the `secrets` role, and one
+/// audit line (who, what, which resource; never a value) when allowed.
+pub(crate) fn audit_secret_access(
+    who: &crate::auth::Principal,
+    action: &str,
+    resource: &str,
+) -> Result<(), tonic::Status> {
+    who.require(crate::auth::Role::Secrets, action)?;
+    tracing::info!(target: "audit", who = %who.name, action, resource, "secret access");
+    Ok(())
+}

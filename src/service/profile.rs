@@ -8,7 +8,11 @@ use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use super::convert::{profile_from_pb, profile_to_pb};
-use super::{conflict_policy, observe, page_token, parse_fernet_key, secrets_out, Limits};
+use super::{
+    audit_secret_access, conflict_policy, observe, page_token, parse_fernet_key, secrets_out,
+    Limits,
+};
+use crate::auth::principal;
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
@@ -92,6 +96,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         &self,
         req: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let who = principal(&req);
         let pb::GetProfileRequest {
             name,
             reveal_secrets,
@@ -103,7 +108,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
                 .get_profile(&name)?
                 .ok_or_else(|| not_found(&name))?;
             if reveal_secrets {
-                tracing::info!(profile = %name, "secrets revealed");
+                audit_secret_access(&who, "reveal secrets", name.as_str())?;
                 Ok(Response::new(profile_to_pb(p)))
             } else {
                 Ok(Response::new(profile_to_pb(p.masked())))
@@ -300,6 +305,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         &self,
         req: Request<pb::ExportProfilesRequest>,
     ) -> Result<Response<pb::ExportProfilesResponse>, Status> {
+        let who = principal(&req);
         let pb::ExportProfilesRequest {
             names,
             secrets,
@@ -321,11 +327,14 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             };
             let after = page_token::decode(EXPORT_LISTING, &page_token)?;
             let page = export_documents(&*self.store, &names, &mode, after.as_deref(), size)?;
-            if matches!(mode, SecretsOut::Plaintext) {
-                tracing::warn!(
-                    profiles = page.documents.len(),
-                    "secrets exported in plaintext"
-                );
+            match mode {
+                SecretsOut::Redacted => {}
+                SecretsOut::Plaintext => {
+                    audit_secret_access(&who, "export secrets in plaintext", &names_or_all(&names))?
+                }
+                SecretsOut::Encrypted(_) => {
+                    audit_secret_access(&who, "export secrets encrypted", &names_or_all(&names))?
+                }
             }
             Ok(Response::new(pb::ExportProfilesResponse {
                 documents: page
@@ -340,6 +349,18 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             }))
         })
         .await
+    }
+}
+
+fn names_or_all(names: &[ProfileName]) -> String {
+    if names.is_empty() {
+        "all profiles".to_owned()
+    } else {
+        names
+            .iter()
+            .map(ProfileName::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -32,6 +32,8 @@ pub(super) enum Op {
     Del(TreeId, Vec<u8>),
 }
 
+/// Plain JSON, for records without secrets (events). Profiles and conversations go through
+/// `SledStore::encode_profile` / `encode_conversation`, which seal their secrets.
 pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Storage(e.to_string()))
 }
@@ -121,7 +123,10 @@ impl SledStore {
     ) -> Result<Option<Conversation>, StoreError> {
         self.conversations
             .get(id.as_bytes())?
-            .map(|b| decode("conversations", id.as_bytes(), &b))
+            .map(|b| {
+                let c = decode("conversations", id.as_bytes(), &b)?;
+                self.open_conversation(id.as_bytes(), c)
+            })
             .transpose()
     }
 
@@ -195,7 +200,7 @@ impl ConversationStore for SledStore {
             let mut ops = vec![Op::Put(
                 TreeId::Conversations,
                 c.id.as_bytes().to_vec(),
-                encode(&c)?,
+                self.encode_conversation(&c)?,
             )];
             Self::binding_ops(None, Some(&c), &mut ops);
             self.apply(&ops)?;
@@ -249,7 +254,9 @@ impl ConversationStore for SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            match decode::<Conversation>("conversations", &key, &bytes) {
+            let c = decode::<Conversation>("conversations", &key, &bytes)
+                .and_then(|c| self.open_conversation(&key, c));
+            match c {
                 Ok(c) if wanted(&c) => out.push(c),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "skipping a damaged conversation record"),
@@ -291,7 +298,7 @@ impl ConversationStore for SledStore {
                 let mut ops = vec![Op::Put(
                     TreeId::Conversations,
                     id.as_bytes().to_vec(),
-                    encode(&new)?,
+                    self.encode_conversation(&new)?,
                 )];
                 Self::binding_ops(Some(&old), Some(&new), &mut ops);
                 self.apply(&ops)?;
@@ -378,7 +385,7 @@ impl ConversationStore for SledStore {
             ops.push(Op::Put(
                 TreeId::Conversations,
                 id.as_bytes().to_vec(),
-                encode(&c)?,
+                self.encode_conversation(&c)?,
             ));
             self.apply(&ops)?;
             let batch = EventBatch {
@@ -475,7 +482,7 @@ impl ConversationStore for SledStore {
             ops.push(Op::Put(
                 TreeId::Conversations,
                 c.id.as_bytes().to_vec(),
-                encode(&c)?,
+                self.encode_conversation(&c)?,
             ));
             Self::binding_ops(old.as_ref(), Some(&c), &mut ops);
             self.apply(&ops)?;

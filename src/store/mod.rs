@@ -1,5 +1,6 @@
 //! Storage: the traits the services call, and their sled implementation.
 mod conversations;
+pub mod crypto;
 mod flush;
 pub mod sled;
 
@@ -12,7 +13,7 @@ use crate::domain::{
     Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
 };
 
-pub use self::sled::{OpenError, SledStore, StoreOptions};
+pub use self::sled::{OpenError, RotationReport, SledStore, StoreOptions};
 
 /// What can go wrong in the store: expected outcomes first, then fail-stop storage errors.
 #[derive(Debug, thiserror::Error)]

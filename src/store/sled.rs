@@ -1,4 +1,5 @@
 //! The sled implementation of the store: one tree per resource, JSON records, group-committed flushes.
+use std::convert::Infallible;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -8,13 +9,16 @@ use serde::{Deserialize, Serialize};
 use sled::Tree;
 use tokio::sync::broadcast;
 
-use super::conversations::{encode, Op, TreeId};
+use super::conversations::{Op, TreeId};
+use super::crypto::{KeyError, KeySource, SecretCipher};
 use super::flush::Flusher;
 use super::{
     Change, ConflictPolicy, EventBatch, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch,
     PutMode, PutOutcome, StoreError,
 };
-use crate::domain::{LlmConfig, LlmSource, Profile, ProfileName, Timestamp};
+use crate::domain::{
+    Conversation, LlmConfig, LlmSource, Profile, ProfileName, Secret, SecretField, Timestamp,
+};
 
 /// How many changes a watcher may fall behind before it is cut off.
 const WATCH_BACKLOG: usize = 4096;
@@ -24,12 +28,16 @@ const WATCH_BACKLOG: usize = 4096;
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// The keys that encrypt secrets at rest (`<key id>:<base64>` lines, the first encrypts); `None`:
+    /// the data dir's own `secret.key`, created on first open.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 32 * 1024 * 1024,
+            secret_key_file: None,
         }
     }
 }
@@ -61,6 +69,9 @@ pub enum OpenError {
         /// sled's reason.
         reason: String,
     },
+    /// The encryption keys cannot be read or created.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
 }
 
 /// The stored form of a profile: the profile and the change seq of its last write.
@@ -82,7 +93,34 @@ pub struct SledStore {
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
     pub(super) event_changes: broadcast::Sender<EventBatch>,
+    cipher: SecretCipher,
     _lock_file: File,
+}
+
+/// What `rotate-keys` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The key every secret is now sealed with.
+    pub key_id: String,
+    /// Profiles whose secrets were re-encrypted.
+    pub profiles: usize,
+    /// Conversations whose inline secrets were re-encrypted.
+    pub conversations: usize,
+    /// Secrets re-encrypted, in all.
+    pub secrets: usize,
+    /// Secrets re-encrypted, by the key id they had (`plaintext` for an earlier version's value).
+    pub by_old_key: std::collections::BTreeMap<String, usize>,
+    /// Records left as they were because a secret does not open, with the reason (no secret in it).
+    pub damaged: Vec<String>,
+}
+
+impl RotationReport {
+    fn count(&mut self, old_keys: Vec<String>) {
+        self.secrets += old_keys.len();
+        for k in old_keys {
+            *self.by_old_key.entry(k).or_default() += 1;
+        }
+    }
 }
 
 impl SledStore {
@@ -105,6 +143,14 @@ impl SledStore {
                 dir: dir.to_owned(),
                 lock: lock_path,
             });
+        }
+        let (cipher, source) = SecretCipher::load(options.secret_key_file.as_deref(), dir)?;
+        if let KeySource::Local { path, created } = &source {
+            tracing::warn!(
+                key_file = %path.display(),
+                created,
+                "the encryption key lives beside the data (in the data dir): whoever can read the data dir can read every secret; give --secret-key-file (e.g. a mounted Kubernetes Secret) to keep it apart"
+            );
         }
         let corrupt = |reason: String| OpenError::Corrupt {
             dir: dir.to_owned(),
@@ -155,6 +201,7 @@ impl SledStore {
             flusher,
             changes,
             event_changes,
+            cipher,
             _lock_file: lock_file,
         }))
     }
@@ -172,23 +219,221 @@ impl SledStore {
     pub(super) fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
         self.profiles
             .get(name.as_bytes())?
-            .map(|bytes| decode_profile(name.as_bytes(), &bytes))
+            .map(|bytes| self.decode_profile(name.as_bytes(), &bytes))
             .transpose()
     }
 
     fn write_profile(&self, record: &ProfileRecord) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Storage(e.to_string()))?;
+        let bytes = self.encode_profile(record)?;
         self.profiles
             .insert(record.profile.name.as_str().as_bytes(), bytes)?;
         Ok(())
     }
+
+    /// The stored bytes of a profile: its secrets sealed under the record's name (so a rename,
+    /// which encodes under the new name, re-seals them).
+    pub(super) fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
+        let mut sealed = ProfileRecord {
+            seq: record.seq,
+            profile: record.profile.clone(),
+        };
+        let Ok(()) = profile_secrets(&mut sealed, |aad, s| {
+            *s = Secret::new(self.cipher.seal(s.expose(), aad));
+            Ok::<(), Infallible>(())
+        });
+        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    fn decode_profile(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: format!("profiles/{}", String::from_utf8_lossy(key)),
+            reason,
+        };
+        let mut record: ProfileRecord =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        profile_secrets(&mut record, |aad, s| {
+            let plain = self
+                .cipher
+                .open(s.expose(), aad)
+                .map_err(|e| corrupt(format!("{aad}: {e}")))?;
+            *s = Secret::new(plain);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(record)
+    }
+
+    /// The stored bytes of a conversation: its inline LLMs' secrets sealed under its id and usage.
+    pub(super) fn encode_conversation(&self, c: &Conversation) -> Result<Vec<u8>, StoreError> {
+        let mut sealed = c.clone();
+        let Ok(()) = conversation_secrets(&mut sealed, |aad, s| {
+            *s = Secret::new(self.cipher.seal(s.expose(), aad));
+            Ok::<(), Infallible>(())
+        });
+        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    /// Opens the secrets of a decoded conversation record stored under `key`.
+    pub(super) fn open_conversation(
+        &self,
+        key: &[u8],
+        mut c: Conversation,
+    ) -> Result<Conversation, StoreError> {
+        conversation_secrets(&mut c, |aad, s| {
+            let plain = self
+                .cipher
+                .open(s.expose(), aad)
+                .map_err(|e| StoreError::Corrupt {
+                    key: format!(
+                        "conversations/{}",
+                        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    ),
+                    reason: format!("{aad}: {e}"),
+                })?;
+            *s = Secret::new(plain);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(c)
+    }
+
+    /// The stored bytes of a profile record (secrets sealed), for tests and repair tools.
+    #[doc(hidden)]
+    pub fn raw_profile_record(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.profiles.get(name.as_bytes())?.map(|b| b.to_vec()))
+    }
+
+    /// Replaces the stored bytes of a profile record as they are, for tests and repair tools.
+    #[doc(hidden)]
+    pub fn put_raw_profile_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.profiles.insert(name.as_bytes(), bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Opens one stored secret and seals it again with the first key; returns the key id it had.
+    fn reseal(&self, aad: &str, s: &mut Secret) -> Result<String, String> {
+        let old = SecretCipher::key_id_of(s.expose())
+            .unwrap_or("plaintext")
+            .to_owned();
+        let plain = self
+            .cipher
+            .open(s.expose(), aad)
+            .map_err(|e| format!("{aad}: {e}"))?;
+        *s = Secret::new(self.cipher.seal(&plain, aad));
+        Ok(old)
+    }
+
+    /// Re-encrypts every secret (profiles and inline LLMs of conversations) with the first key, in
+    /// one transaction. Records whose secrets do not open are left as they are and reported.
+    pub async fn rotate_keys(&self) -> Result<RotationReport, StoreError> {
+        let (epoch, report) = {
+            let _guard = self.lock();
+            let mut report = RotationReport {
+                key_id: self.cipher.sealing_key_id().to_owned(),
+                ..RotationReport::default()
+            };
+            let mut ops = Vec::new();
+            for item in self.profiles.iter() {
+                let (key, bytes) = item?;
+                let label = format!("profiles/{}", String::from_utf8_lossy(&key));
+                let mut record: ProfileRecord = match serde_json::from_slice(&bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report.damaged.push(format!("{label}: {e}"));
+                        continue;
+                    }
+                };
+                let mut old_keys = Vec::new();
+                match profile_secrets(&mut record, |aad, s| {
+                    old_keys.push(self.reseal(aad, s)?);
+                    Ok::<(), String>(())
+                }) {
+                    Err(reason) => report.damaged.push(format!("{label}: {reason}")),
+                    Ok(()) if old_keys.is_empty() => {}
+                    Ok(()) => {
+                        report.count(old_keys);
+                        report.profiles += 1;
+                        let bytes = serde_json::to_vec(&record)
+                            .map_err(|e| StoreError::Storage(e.to_string()))?;
+                        ops.push(Op::Put(TreeId::Profiles, key.to_vec(), bytes));
+                    }
+                }
+            }
+            for item in self.conversations.iter() {
+                let (key, bytes) = item?;
+                let label = format!(
+                    "conversations/{}",
+                    key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                );
+                let mut c: Conversation = match serde_json::from_slice(&bytes) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        report.damaged.push(format!("{label}: {e}"));
+                        continue;
+                    }
+                };
+                let mut old_keys = Vec::new();
+                match conversation_secrets(&mut c, |aad, s| {
+                    old_keys.push(self.reseal(aad, s)?);
+                    Ok::<(), String>(())
+                }) {
+                    Err(reason) => report.damaged.push(format!("{label}: {reason}")),
+                    Ok(()) if old_keys.is_empty() => {}
+                    Ok(()) => {
+                        report.count(old_keys);
+                        report.conversations += 1;
+                        let bytes = serde_json::to_vec(&c)
+                            .map_err(|e| StoreError::Storage(e.to_string()))?;
+                        ops.push(Op::Put(TreeId::Conversations, key.to_vec(), bytes));
+                    }
+                }
+            }
+            if ops.is_empty() {
+                (self.flusher.written(), report)
+            } else {
+                self.apply(&ops)?;
+                (self.flusher.committed(std::iter::empty::<Change>()), report)
+            }
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(report)
+    }
 }
 
-fn decode_profile(key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: format!("profiles/{}", String::from_utf8_lossy(key)),
-        reason: e.to_string(),
-    })
+/// Calls `f` with the associated data and value of every set secret of `llm`, at `place`.
+fn llm_secrets<E>(
+    llm: &mut LlmConfig,
+    place: &str,
+    f: &mut impl FnMut(&str, &mut Secret) -> Result<(), E>,
+) -> Result<(), E> {
+    for field in SecretField::ALL {
+        if let Some(s) = llm.secret_mut(field) {
+            f(&format!("{place}/{}", field.key()), s)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every secret of a profile record, bound to `profile/<name>/<field>`.
+fn profile_secrets<E>(
+    record: &mut ProfileRecord,
+    mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
+) -> Result<(), E> {
+    let place = format!("profile/{}", record.profile.name);
+    llm_secrets(&mut record.profile.llm, &place, &mut f)
+}
+
+/// Every inline secret of a conversation, bound to `conversation/<id>/llms/<usage>/<field>`.
+fn conversation_secrets<E>(
+    c: &mut Conversation,
+    mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
+) -> Result<(), E> {
+    let id = c.id;
+    for (usage, source) in &mut c.llms {
+        if let LlmSource::Inline(llm) = source {
+            llm_secrets(llm, &format!("conversation/{id}/llms/{usage}"), &mut f)?;
+        }
+    }
+    Ok(())
 }
 
 fn check_revision(profile: &Profile, expected: Option<i64>) -> Result<(), StoreError> {
@@ -229,7 +474,7 @@ impl ProfileStore for SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            match decode_profile(&key, &bytes) {
+            match self.decode_profile(&key, &bytes) {
                 Ok(r) => out.push(r.profile),
                 Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
             }
@@ -377,7 +622,7 @@ impl ProfileStore for SledStore {
                 Op::Put(
                     TreeId::Profiles,
                     to.as_str().as_bytes().to_vec(),
-                    encode(&record)?,
+                    self.encode_profile(&record)?,
                 ),
             ];
             let now = record.profile.update_time;
@@ -395,7 +640,7 @@ impl ProfileStore for SledStore {
                 ops.push(Op::Put(
                     TreeId::Conversations,
                     id.as_bytes().to_vec(),
-                    encode(&c)?,
+                    self.encode_conversation(&c)?,
                 ));
                 Self::binding_ops(Some(&before), Some(&c), &mut ops);
             }
@@ -486,8 +731,7 @@ impl ProfileStore for SledStore {
                     },
                 };
                 if !dry_run {
-                    let bytes = serde_json::to_vec(&record)
-                        .map_err(|e| StoreError::Storage(e.to_string()))?;
+                    let bytes = self.encode_profile(&record)?;
                     batch.insert(name.as_str().as_bytes(), bytes);
                     changes.push(ProfileChange::Put {
                         seq: record.seq,
@@ -513,7 +757,7 @@ impl ProfileStore for SledStore {
         if snapshot {
             for item in self.profiles.iter() {
                 let (key, bytes) = item?;
-                match decode_profile(&key, &bytes) {
+                match self.decode_profile(&key, &bytes) {
                     Ok(r) => out.push((r.seq, r.profile)),
                     Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
                 }

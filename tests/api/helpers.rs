@@ -262,7 +262,13 @@ impl TestApp {
     /// Starts a server on the data dir of an earlier (stopped) TestApp, e.g. to check what survives
     /// a restart: `let app = TestApp::spawn_in(app.stop().await).await`.
     pub async fn spawn_in(dir: TempDir) -> Self {
-        let args = serve_args(&dir.path().join("data"));
+        Self::spawn_in_with(dir, |_| {}).await
+    }
+
+    /// [`TestApp::spawn_in`] with settings changed by `tune`.
+    pub async fn spawn_in_with(dir: TempDir, tune: impl FnOnce(&mut ServeArgs)) -> Self {
+        let mut args = serve_args(&dir.path().join("data"));
+        tune(&mut args);
         let app = Application::build(args).await.expect("server builds");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel();

@@ -182,3 +182,21 @@ async fn watch_started_during_writes_has_no_gap() {
         "the watched state must equal the stored state"
     );
 }
+
+#[tokio::test]
+async fn the_request_deadline_does_not_cut_open_watch_streams() {
+    let app = TestApp::spawn_with(|a| a.request_timeout = Duration::from_millis(300)).await;
+    let mut w = app.profiles().await;
+    let mut stream = w
+        .watch_profiles(pb::WatchProfilesRequest {
+            send_initial: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut c = app.profiles().await;
+    create(&mut c, profile("late", "gpt-4o", None)).await;
+    let e = next(&mut stream).await;
+    assert_eq!((e.r#type(), e.name.as_str()), (Type::Put, "late"));
+}

@@ -1,0 +1,458 @@
+//! Authentication and roles: bearer tokens from a file of hashed tokens, checked in constant time
+//! by a tower layer in front of every service; the caller's identity travels in request extensions
+//! so handlers can check the `secrets` role for reveals and plaintext exports.
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::Status;
+
+/// What a caller may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Get, list and watch (secrets masked).
+    Reader,
+    /// Reader, plus every write (create, update, delete, rename, import, switch, append).
+    Writer,
+    /// Reveal secrets and export them in plaintext or encrypted.
+    Secrets,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "reader" => Some(Self::Reader),
+            "writer" => Some(Self::Writer),
+            "secrets" => Some(Self::Secrets),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Reader => "reader",
+            Self::Writer => "writer",
+            Self::Secrets => "secrets",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// Who is calling: the token's name and roles (the token itself is never kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's name from the tokens file ("anonymous" when authentication is off).
+    pub name: String,
+    roles: BTreeSet<Role>,
+}
+
+impl Principal {
+    /// The caller when authentication is off: every role.
+    pub fn anonymous() -> Self {
+        Self {
+            name: "anonymous".into(),
+            roles: [Role::Admin].into(),
+        }
+    }
+
+    /// Whether the caller holds `role` (admin holds all; writer holds reader).
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&Role::Admin)
+            || self.roles.contains(&role)
+            || (role == Role::Reader && self.roles.contains(&Role::Writer))
+    }
+
+    /// PERMISSION_DENIED unless the caller holds `role`; `what` names the action.
+    pub fn require(&self, role: Role, what: &str) -> Result<(), Status> {
+        if self.has(role) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "token {:?} lacks the {} role needed to {what}",
+                self.name,
+                role.name()
+            )))
+        }
+    }
+}
+
+/// The caller of a request (anonymous admin when no layer put one there, i.e. auth is off).
+pub fn principal<T>(req: &tonic::Request<T>) -> Principal {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(Principal::anonymous)
+}
+
+struct Entry {
+    name: String,
+    roles: BTreeSet<Role>,
+    hash: [u8; 32],
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Entry({}, {:?})", self.name, self.roles)
+    }
+}
+
+/// Parses a tokens file: one `name:role,role:sha256:<hex of the token's SHA-256>` per line; blank
+/// lines and `#` comments are ignored. Errors name the line, never a hash.
+fn parse_tokens(text: &str, path: &Path) -> Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| format!("{}: line {}: {why}", path.display(), i + 1);
+        let mut parts = line.splitn(4, ':');
+        let (Some(name), Some(roles), Some("sha256"), Some(hex)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("expected name:roles:sha256:<64 hex digits>"));
+        };
+        if name.is_empty() {
+            return Err(bad("the name is empty"));
+        }
+        let roles = roles
+            .split(',')
+            .map(|r| {
+                Role::parse(r).ok_or_else(|| {
+                    bad(&format!(
+                        "unknown role {r:?} (reader, writer, secrets, admin)"
+                    ))
+                })
+            })
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let hash = decode_hex32(hex.trim()).ok_or_else(|| bad("the hash must be 64 hex digits"))?;
+        out.push(Entry {
+            name: name.to_owned(),
+            roles,
+            hash,
+        });
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no tokens", path.display()));
+    }
+    Ok(out)
+}
+
+fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Checks one tokens-file line (as `new-token` prints it).
+pub fn check_tokens_line(line: &str) -> anyhow::Result<()> {
+    parse_tokens(line, Path::new("<line>"))
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The SHA-256 of a token, as hex: what a tokens file holds.
+pub fn token_hash_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The tokens, re-read when the file changes (a mounted Kubernetes Secret is updated in place).
+pub struct Authenticator {
+    path: PathBuf,
+    state: Mutex<(Vec<Entry>, Option<SystemTime>, Instant)>,
+    protect_reflection: bool,
+}
+
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Authenticator({}, {} tokens)",
+            self.path.display(),
+            self.len()
+        )
+    }
+}
+
+impl Authenticator {
+    /// Loads the tokens file; an unreadable or malformed file is an error at start.
+    pub fn load(path: &Path, protect_reflection: bool) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--auth-tokens-file {}: {e}", path.display()))?;
+        let entries = parse_tokens(&text, path).map_err(|e| anyhow::anyhow!(e))?;
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(Self {
+            path: path.to_owned(),
+            state: Mutex::new((entries, mtime, Instant::now())),
+            protect_reflection,
+        })
+    }
+
+    /// How many tokens are loaded.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .len()
+    }
+
+    /// Whether no token is loaded (never true after a successful load).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn maybe_reload(&self) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.2.elapsed() < RELOAD_CHECK {
+            return;
+        }
+        st.2 = Instant::now();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime == st.1 {
+            return;
+        }
+        match std::fs::read_to_string(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_tokens(&t, &self.path))
+        {
+            Ok(entries) => {
+                tracing::info!(file = %self.path.display(), tokens = entries.len(), "tokens file reloaded");
+                *st = (entries, mtime, Instant::now());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tokens file changed but cannot be read; keeping the previous tokens")
+            }
+        }
+    }
+
+    /// The caller presenting `authorization` (`Bearer <token>`), compared in constant time with
+    /// every entry.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, Status> {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "missing bearer token: send the metadata authorization: Bearer <token>",
+                )
+            })?;
+        self.maybe_reload();
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut found: Option<&Entry> = None;
+        for e in &st.0 {
+            if bool::from(e.hash.ct_eq(&presented)) {
+                found = Some(e);
+            }
+        }
+        found
+            .map(|e| Principal {
+                name: e.name.clone(),
+                roles: e.roles.clone(),
+            })
+            .ok_or_else(|| Status::unauthenticated("invalid bearer token"))
+    }
+}
+
+/// The role a method needs before its request is decoded; `None` for open services.
+fn required_role(path: &str, protect_reflection: bool) -> Option<Role> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    match service {
+        "grpc.health.v1.Health" => None,
+        s if s.starts_with("grpc.reflection.") => protect_reflection.then_some(Role::Reader),
+        "profileregistry.v1.ProfileService" => Some(match method {
+            "GetProfile" | "ListProfiles" | "WatchProfiles" | "ValidateProfile"
+            | "ExportProfiles" => Role::Reader,
+            _ => Role::Writer,
+        }),
+        "profileregistry.v1.ConversationService" => Some(match method {
+            "GetConversation" | "ListConversations" | "ListEvents" | "WatchEvents"
+            | "ExportConversation" => Role::Reader,
+            _ => Role::Writer,
+        }),
+        _ => Some(Role::Admin),
+    }
+}
+
+/// The tower layer that authenticates every call (absent when authentication is off).
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Option<Arc<Authenticator>>,
+}
+
+impl AuthLayer {
+    /// Authenticates with `auth`, or lets every call through as anonymous admin when `None`.
+    pub fn new(auth: Option<Arc<Authenticator>>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Option<Arc<Authenticator>>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let principal = match &self.auth {
+            None => Ok(Principal::anonymous()),
+            Some(auth) => match required_role(req.uri().path(), auth.protect_reflection) {
+                None => Ok(Principal::anonymous()),
+                Some(role) => {
+                    let header = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok());
+                    auth.authenticate(header).and_then(|p| {
+                        let method = req
+                            .uri()
+                            .path()
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned();
+                        p.require(role, &format!("call {method}")).map(|()| p)
+                    })
+                }
+            },
+        };
+        match principal {
+            Ok(p) => {
+                req.extensions_mut().insert(p);
+                Box::pin(self.inner.call(req))
+            }
+            Err(status) => {
+                tracing::info!(path = req.uri().path(), code = ?status.code(), "rpc refused");
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(lines: &str) -> Authenticator {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, lines).unwrap();
+        Authenticator::load(&path, false).unwrap()
+    }
+
+    #[test]
+    fn tokens_match_by_hash_and_carry_roles() {
+        let a = auth(&format!(
+            "# ops\nci:reader,writer:sha256:{}\n",
+            token_hash_hex("tok-1")
+        ));
+        let p = a.authenticate(Some("Bearer tok-1")).unwrap();
+        assert_eq!(p.name, "ci");
+        assert!(p.has(Role::Reader) && p.has(Role::Writer) && !p.has(Role::Secrets));
+        assert_eq!(
+            a.authenticate(Some("Bearer tok-2")).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            a.authenticate(None).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn malformed_files_name_the_line_and_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "ok:reader:sha256:00\n").unwrap();
+        let err = Authenticator::load(&path, false).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        std::fs::write(&path, format!("x:root:sha256:{}", token_hash_hex("t"))).unwrap();
+        let err = Authenticator::load(&path, false).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown role") && !err.contains(&token_hash_hex("t")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn methods_need_the_right_role() {
+        assert_eq!(required_role("/grpc.health.v1.Health/Check", true), None);
+        assert_eq!(
+            required_role(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                false
+            ),
+            None
+        );
+        assert_eq!(
+            required_role("/profileregistry.v1.ProfileService/GetProfile", false),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            required_role("/profileregistry.v1.ProfileService/CreateProfile", false),
+            Some(Role::Writer)
+        );
+        assert_eq!(
+            required_role("/profileregistry.v1.ConversationService/WatchEvents", false),
+            Some(Role::Reader)
+        );
+        assert_eq!(required_role("/other.Service/X", false), Some(Role::Admin));
+    }
+}

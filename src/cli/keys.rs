@@ -1,0 +1,41 @@
+//! `profile-registry rotate-keys`: re-encrypt every stored secret with the first configured key.
+use crate::config::RotateKeysArgs;
+use crate::store::{OpenError, SledStore, StoreOptions};
+
+/// Opens the data dir directly (refused while a server holds it), re-encrypts every secret in one
+/// transaction and prints the counts; returns false when some records could not be re-encrypted.
+pub async fn run_rotate(args: RotateKeysArgs) -> anyhow::Result<bool> {
+    let options = StoreOptions {
+        secret_key_file: args.secret_key_file.clone(),
+        ..StoreOptions::default()
+    };
+    let store = match SledStore::open(&args.data_dir, &options) {
+        Ok(store) => store,
+        Err(e @ OpenError::InUse { .. }) => {
+            return Err(anyhow::Error::new(e)
+                .context("rotate-keys needs the data dir to itself: stop the server first"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let report = store.rotate_keys().await?;
+    for d in &report.damaged {
+        eprintln!("DAMAGED {d} (left as it was)");
+    }
+    let by_key = report
+        .by_old_key
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "{}: re-encrypted {} secrets with key {:?}: {} profiles, {} conversations; by previous key: {}; damaged records: {}",
+        args.data_dir.display(),
+        report.secrets,
+        report.key_id,
+        report.profiles,
+        report.conversations,
+        if by_key.is_empty() { "none" } else { &by_key },
+        report.damaged.len(),
+    );
+    Ok(report.damaged.is_empty())
+}

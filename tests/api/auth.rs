@@ -1,0 +1,423 @@
+//! Authentication and roles over a real server: a role x rpc table, open health, audit lines.
+use std::process::Command;
+
+use profile_registry::auth::token_hash_hex;
+use profile_registry::pb;
+use profile_registry::pb::conversation_service_client::ConversationServiceClient;
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use crate::helpers::{binary, connect, profile, ChildServer, TestApp};
+
+/// Adds `authorization: Bearer <token>` to every call (nothing when `None`).
+#[derive(Clone)]
+struct Bearer(Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        Ok(req)
+    }
+}
+
+type Profiles = ProfileServiceClient<InterceptedService<Channel, Bearer>>;
+type Conversations = ConversationServiceClient<InterceptedService<Channel, Bearer>>;
+
+const TOKENS: [(&str, &str, &str); 5] = [
+    ("viewer", "reader", "tok-reader-0001"),
+    ("editor", "writer", "tok-writer-0001"),
+    ("auditor", "reader,secrets", "tok-secrets-0001"),
+    ("root", "admin", "tok-admin-0001"),
+    ("secrets-only", "secrets", "tok-secretsonly-0001"),
+];
+
+fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("tokens");
+    let lines: Vec<String> = TOKENS
+        .iter()
+        .map(|(name, roles, token)| format!("{name}:{roles}:sha256:{}", token_hash_hex(token)))
+        .collect();
+    std::fs::write(&path, format!("# test tokens\n{}\n", lines.join("\n"))).unwrap();
+    path
+}
+
+async fn secured_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tokens_file(dir.path());
+    let app = TestApp::spawn_with(|a| a.auth_tokens_file = Some(path)).await;
+    std::mem::forget(dir); // the tokens file must outlive the server
+    app
+}
+
+fn clients(channel: &Channel, token: Option<&str>) -> (Profiles, Conversations) {
+    let b = Bearer(token.map(str::to_owned));
+    (
+        ProfileServiceClient::with_interceptor(channel.clone(), b.clone()),
+        ConversationServiceClient::with_interceptor(channel.clone(), b),
+    )
+}
+
+fn code<T>(r: Result<tonic::Response<T>, Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// One call of each kind; `n` makes names unique per row so writes do not collide.
+async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> Code {
+    use pb::export_profiles_request::Secrets;
+    let name = format!("p{n}");
+    match rpc {
+        "GetProfile" => code(
+            p.get_profile(pb::GetProfileRequest {
+                name: "base".into(),
+                reveal_secrets: false,
+            })
+            .await,
+        ),
+        "GetProfile+reveal" => code(
+            p.get_profile(pb::GetProfileRequest {
+                name: "base".into(),
+                reveal_secrets: true,
+            })
+            .await,
+        ),
+        "ListProfiles" => code(p.list_profiles(pb::ListProfilesRequest::default()).await),
+        "ValidateProfile" => code(
+            p.validate_profile(pb::ValidateProfileRequest {
+                profile: Some(profile("v", "m", None)),
+            })
+            .await,
+        ),
+        "WatchProfiles" => code(
+            p.watch_profiles(pb::WatchProfilesRequest {
+                send_initial: false,
+            })
+            .await,
+        ),
+        "ExportProfiles" => code(
+            p.export_profiles(pb::ExportProfilesRequest {
+                secrets: Secrets::Redacted as i32,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "ExportProfiles+plaintext" => code(
+            p.export_profiles(pb::ExportProfilesRequest {
+                secrets: Secrets::Plaintext as i32,
+                ..Default::default()
+            })
+            .await,
+        ),
+        "CreateProfile" => code(
+            p.create_profile(pb::CreateProfileRequest {
+                profile: Some(profile(&name, "m", Some("sk-x"))),
+            })
+            .await,
+        ),
+        "UpdateProfile" => code(
+            p.update_profile(pb::UpdateProfileRequest {
+                profile: Some(profile(&name, "m2", None)),
+                allow_missing: true,
+                expected_revision: None,
+            })
+            .await,
+        ),
+        "DeleteProfile" => code(
+            p.delete_profile(pb::DeleteProfileRequest {
+                name: name.clone(),
+                expected_revision: None,
+                allow_missing: true,
+                force: false,
+            })
+            .await,
+        ),
+        "RenameProfile" => code(
+            p.rename_profile(pb::RenameProfileRequest {
+                name: "nothing-here".into(),
+                new_name: name,
+            })
+            .await,
+        ),
+        "ImportProfiles" => code(
+            p.import_profiles(pb::ImportProfilesRequest {
+                documents: vec![pb::ProfileDocument {
+                    name,
+                    json: "{\"model\": \"m\"}".into(),
+                }],
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetConversation" => code(
+            c.get_conversation(pb::GetConversationRequest {
+                id: CONV.into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "GetConversation+reveal" => code(
+            c.get_conversation(pb::GetConversationRequest {
+                id: CONV.into(),
+                reveal_secrets: true,
+                resolve_llms: true,
+            })
+            .await,
+        ),
+        "ListConversations" => code(
+            c.list_conversations(pb::ListConversationsRequest::default())
+                .await,
+        ),
+        "ListEvents" => code(
+            c.list_events(pb::ListEventsRequest {
+                conversation_id: CONV.into(),
+                ..Default::default()
+            })
+            .await,
+        ),
+        "AppendEvents" => code(
+            c.append_events(pb::AppendEventsRequest {
+                conversation_id: CONV.into(),
+                events: vec![pb::Event {
+                    kind: "MessageEvent".into(),
+                    ..Default::default()
+                }],
+                expected_next_seq: None,
+            })
+            .await,
+        ),
+        "SwitchLlm" => code(
+            c.switch_llm(pb::SwitchLlmRequest {
+                id: CONV.into(),
+                usage_id: String::new(),
+                target: Some(pb::switch_llm_request::Target::Profile("base".into())),
+                expected_revision: None,
+            })
+            .await,
+        ),
+        other => panic!("no call for {other}"),
+    }
+}
+
+const CONV: &str = "0b5c6f5e-1c2d-4e8f-9a0b-1c2d3e4f5a6b";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_may_call_exactly_its_rpcs() {
+    let app = secured_app().await;
+    let channel = app.channel().await;
+    let (mut admin_p, mut admin_c) = clients(&channel, Some("tok-admin-0001"));
+    admin_p
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(profile("base", "m", Some("sk-base"))),
+        })
+        .await
+        .unwrap();
+    let binding = pb::LlmBinding {
+        source: Some(pb::llm_binding::Source::Profile("base".into())),
+        resolved: None,
+    };
+    admin_c
+        .create_conversation(pb::CreateConversationRequest {
+            conversation: Some(pb::Conversation {
+                id: CONV.into(),
+                llms: [("agent".to_owned(), binding)].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+
+    use Code::{Ok as OK, PermissionDenied as DENIED, Unauthenticated as UNAUTH};
+    // rpc, then the code for: no token, a wrong token, reader, writer, reader+secrets, admin, secrets alone.
+    let table: [(&str, [Code; 7]); 19] = [
+        ("GetProfile", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        (
+            "GetProfile+reveal",
+            [UNAUTH, UNAUTH, DENIED, DENIED, OK, OK, DENIED],
+        ),
+        ("ListProfiles", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        ("ValidateProfile", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        ("WatchProfiles", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        ("ExportProfiles", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        (
+            "ExportProfiles+plaintext",
+            [UNAUTH, UNAUTH, DENIED, DENIED, OK, OK, DENIED],
+        ),
+        (
+            "CreateProfile",
+            [UNAUTH, UNAUTH, DENIED, OK, DENIED, OK, DENIED],
+        ),
+        (
+            "UpdateProfile",
+            [UNAUTH, UNAUTH, DENIED, OK, DENIED, OK, DENIED],
+        ),
+        (
+            "DeleteProfile",
+            [UNAUTH, UNAUTH, DENIED, OK, DENIED, OK, DENIED],
+        ),
+        (
+            "RenameProfile",
+            [
+                UNAUTH,
+                UNAUTH,
+                DENIED,
+                Code::NotFound,
+                DENIED,
+                Code::NotFound,
+                DENIED,
+            ],
+        ),
+        (
+            "ImportProfiles",
+            [UNAUTH, UNAUTH, DENIED, OK, DENIED, OK, DENIED],
+        ),
+        ("GetConversation", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        (
+            "GetConversation+reveal",
+            [UNAUTH, UNAUTH, DENIED, DENIED, OK, OK, DENIED],
+        ),
+        (
+            "ListConversations",
+            [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED],
+        ),
+        ("ListEvents", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        (
+            "AppendEvents",
+            [UNAUTH, UNAUTH, DENIED, OK, DENIED, OK, DENIED],
+        ),
+        (
+            "SwitchLlm",
+            [UNAUTH, UNAUTH, DENIED, OK, DENIED, OK, DENIED],
+        ),
+        ("GetProfile", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+    ];
+    let callers = [
+        None,
+        Some("tok-wrong"),
+        Some(TOKENS[0].2),
+        Some(TOKENS[1].2),
+        Some(TOKENS[2].2),
+        Some(TOKENS[3].2),
+        Some(TOKENS[4].2),
+    ];
+    let mut n = 0;
+    for (rpc, want) in table {
+        for (caller, want) in callers.iter().zip(want) {
+            n += 1;
+            let (mut p, mut c) = clients(&channel, *caller);
+            let got = call(rpc, &mut p, &mut c, n).await;
+            assert_eq!(got, want, "{rpc} with token {caller:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_stay_open() {
+    let app = secured_app().await;
+    let mut h = app.health().await;
+    let r = h
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    let mut r = ServerReflectionClient::new(connect(app.addr).await);
+    let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut s = r
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.message().await.unwrap().is_some());
+}
+
+#[test]
+fn without_tokens_it_refuses_a_public_address_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("REGISTRY_INSECURE_ALLOW_UNAUTHENTICATED")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--auth-tokens-file") && err.contains("--insecure-allow-unauthenticated"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reveals_are_audited_with_the_token_name_and_never_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tokens_file(dir.path());
+    let server = ChildServer::start(
+        &dir.path().join("data"),
+        &["--auth-tokens-file", path.to_str().unwrap()],
+    );
+    let channel = connect(server.addr).await;
+    let (mut admin, _) = clients(&channel, Some("tok-admin-0001"));
+    admin
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(profile("vault", "m", Some("sk-AUDITED-VALUE-42"))),
+        })
+        .await
+        .unwrap();
+    let (mut auditor, _) = clients(&channel, Some("tok-secrets-0001"));
+    let got = auditor
+        .get_profile(pb::GetProfileRequest {
+            name: "vault".into(),
+            reveal_secrets: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.llm.unwrap().api_key.as_deref(),
+        Some("sk-AUDITED-VALUE-42")
+    );
+    let (mut reader, _) = clients(&channel, Some("tok-reader-0001"));
+    let denied = reader
+        .get_profile(pb::GetProfileRequest {
+            name: "vault".into(),
+            reveal_secrets: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        denied.message().contains("viewer") && denied.message().contains("secrets"),
+        "{denied:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log = server.log();
+    let audit = log
+        .lines()
+        .find(|l| l.contains("secret access"))
+        .unwrap_or_else(|| panic!("no audit line in:\n{log}"));
+    assert!(
+        audit.contains("auditor") && audit.contains("vault") && audit.contains("reveal"),
+        "{audit}"
+    );
+    assert!(
+        !log.contains("sk-AUDITED-VALUE-42"),
+        "a secret reached the log"
+    );
+    assert!(!log.contains("tok-secrets-0001"), "a token reached the log");
+}

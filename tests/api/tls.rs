@@ -1,0 +1,198 @@
+//! TLS and mutual TLS with certificates made in the test, certificate reload, and grpcurl -cacert.
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use profile_registry::pb;
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, SanType,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::e2e::tools::grpcurl;
+use crate::helpers::{profile, skip_without, TestApp};
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        Self {
+            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf certificate and key (PEM) for `purpose`.
+    fn leaf(&self, purpose: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        p.extended_key_usages = vec![purpose];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write_server_files(dir: &Path, ca: &Ca) {
+    let (cert, key) = ca.leaf(ExtendedKeyUsagePurpose::ServerAuth);
+    std::fs::write(dir.join("server.crt"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key).unwrap();
+}
+
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    identity: Option<(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn can_create(channel: Channel, name: &str) -> bool {
+    ProfileServiceClient::new(channel)
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(profile(name, "gpt-4o", None)),
+        })
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_and_follows_rotated_certificates() {
+    let files = tempfile::tempdir().unwrap();
+    let (ca1, ca2) = (Ca::new("ca-one"), Ca::new("ca-two"));
+    write_server_files(files.path(), &ca1);
+    let (cert, key) = (
+        files.path().join("server.crt"),
+        files.path().join("server.key"),
+    );
+    let app = TestApp::spawn_with(|a| {
+        a.tls_cert = Some(cert.clone());
+        a.tls_key = Some(key.clone());
+    })
+    .await;
+
+    assert!(can_create(tls_channel(app.addr, &ca1, None).await.unwrap(), "over-tls").await);
+    let plain = Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await;
+    let plain_ok = match plain {
+        Ok(ch) => can_create(ch, "plaintext").await,
+        Err(_) => false,
+    };
+    assert!(!plain_ok, "a plaintext client must not get through");
+
+    // cert-manager replaces the files: new connections get the new certificate.
+    write_server_files(files.path(), &ca2);
+    let mut rotated = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(ch) = tls_channel(app.addr, &ca2, None).await {
+            if can_create(ch, "after-rotation").await {
+                rotated = true;
+                break;
+            }
+        }
+    }
+    assert!(rotated, "the rotated certificate was not picked up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let files = tempfile::tempdir().unwrap();
+    let (ca, clients_ca, other_ca) = (
+        Ca::new("server-ca"),
+        Ca::new("clients-ca"),
+        Ca::new("stranger-ca"),
+    );
+    write_server_files(files.path(), &ca);
+    std::fs::write(files.path().join("clients.pem"), clients_ca.pem()).unwrap();
+    let app = TestApp::spawn_with(|a| {
+        a.tls_cert = Some(files.path().join("server.crt"));
+        a.tls_key = Some(files.path().join("server.key"));
+        a.tls_client_ca = Some(files.path().join("clients.pem"));
+    })
+    .await;
+
+    let good = clients_ca.leaf(ExtendedKeyUsagePurpose::ClientAuth);
+    assert!(
+        can_create(
+            tls_channel(app.addr, &ca, Some(good)).await.unwrap(),
+            "with-cert"
+        )
+        .await
+    );
+    for (case, identity) in [
+        ("no client certificate", None),
+        (
+            "a stranger's certificate",
+            Some(other_ca.leaf(ExtendedKeyUsagePurpose::ClientAuth)),
+        ),
+    ] {
+        let ok = match tls_channel(app.addr, &ca, identity).await {
+            Ok(ch) => can_create(ch, "refused").await,
+            Err(_) => false,
+        };
+        assert!(!ok, "{case} must be refused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_with_cacert_works() {
+    let Some(grpcurl) = grpcurl() else {
+        skip_without("grpcurl", false);
+        return;
+    };
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("grpcurl-ca");
+    write_server_files(files.path(), &ca);
+    std::fs::write(files.path().join("ca.pem"), ca.pem()).unwrap();
+    let app = TestApp::spawn_with(|a| {
+        a.tls_cert = Some(files.path().join("server.crt"));
+        a.tls_key = Some(files.path().join("server.key"));
+    })
+    .await;
+    let ca_path = files.path().join("ca.pem");
+    let addr = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(grpcurl)
+            .arg("-cacert")
+            .arg(&ca_path)
+            .args([addr.as_str(), "list"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("profileregistry.v1.ProfileService"),
+        "{stdout}"
+    );
+}
