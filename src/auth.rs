@@ -380,6 +380,16 @@ where
             }
             Err(status) => {
                 tracing::info!(path = req.uri().path(), code = ?status.code(), "rpc refused");
+                if let Some((service, method)) =
+                    req.uri().path().trim_start_matches('/').split_once('/')
+                {
+                    let service = if service.ends_with("ConversationService") {
+                        "profileregistry.v1.ConversationService"
+                    } else {
+                        "profileregistry.v1.ProfileService"
+                    };
+                    crate::metrics::record_call(service, method, status.code(), 0.0);
+                }
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }

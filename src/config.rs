@@ -302,6 +302,10 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when unset), e.g. 0.0.0.0:9090.
+    #[arg(long, env = "REGISTRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// File of bearer tokens (one `name:role,role:sha256:<hex>` per line; see `new-token`); re-read when it changes.
     #[arg(long, env = "REGISTRY_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,

@@ -132,6 +132,11 @@ impl Application {
             ),
         };
         tokio::pin!(serve);
+        if let Some(metrics_addr) = args.metrics_listen {
+            let bound = crate::metrics::serve(metrics_addr, Arc::clone(&store)).await?;
+            tracing::info!(%bound, "metrics at http://{bound}/metrics");
+        }
+        tracing::info!(config = ?args, "effective configuration");
         tracing::info!(%addr, scheme, data_dir = %args.data_dir.display(), "listening on {addr}");
 
         tokio::select! {

@@ -70,6 +70,12 @@ pub(crate) async fn observe<T>(
         Err(s) => s.code(),
     };
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    crate::metrics::record_call(
+        service_of(method),
+        method,
+        code,
+        started.elapsed().as_secs_f64(),
+    );
     match code {
         Code::Internal | Code::Unknown | Code::DataLoss => {
             tracing::error!(method, resource, code = ?code, latency_us, "rpc");
@@ -138,4 +144,13 @@ pub(crate) fn audit_secret_access(
     who.require(crate::auth::Role::Secrets, action)?;
     tracing::info!(target: "audit", who = %who.name, action, resource, "secret access");
     Ok(())
+}
+
+/// The proto service a method name belongs to.
+fn service_of(method: &str) -> &'static str {
+    if method.contains("Profile") {
+        "profileregistry.v1.ProfileService"
+    } else {
+        "profileregistry.v1.ConversationService"
+    }
 }

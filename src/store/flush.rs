@@ -146,6 +146,7 @@ fn run<E>(shared: &Shared<E>) {
             }
             ready
         };
+        crate::metrics::record_flush(started.elapsed().as_secs_f64());
         tracing::trace!(
             epoch = target,
             micros = started.elapsed().as_micros() as u64,

@@ -206,6 +206,16 @@ impl SledStore {
         }))
     }
 
+    /// How many profiles and conversations are stored (a scan of the keys: call it off the hot path).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.profiles.len(), self.conversations.len())
+    }
+
+    /// The database's size on disk, in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write_lock
             .lock()

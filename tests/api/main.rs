@@ -14,3 +14,4 @@ mod secrets_at_rest;
 mod tls;
 mod transfer;
 mod watch;
+mod metrics;

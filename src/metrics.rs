@@ -1,0 +1,98 @@
+//! Prometheus metrics on a separate port (`--metrics-listen`): call counts and latency histograms
+//! by service, method and status code, profile and conversation counts, database size and flush
+//! latency. Recording goes through the `metrics` facade; rendering is metrics-exporter-prometheus.
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::store::SledStore;
+
+/// Seconds buckets for call and flush latency.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// The process-wide recorder (one per process, however many servers a test starts).
+fn handle() -> anyhow::Result<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let h = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| h))
+}
+
+/// Records one finished call.
+pub fn record_call(service: &'static str, method: &str, code: tonic::Code, seconds: f64) {
+    let labels = [
+        ("service", service.to_owned()),
+        ("method", method.to_owned()),
+        ("code", format!("{code:?}")),
+    ];
+    metrics::counter!("grpc_server_handled_total", &labels).increment(1);
+    metrics::histogram!("grpc_server_handling_seconds", &labels).record(seconds);
+}
+
+/// Records one flush of the database to disk.
+pub fn record_flush(seconds: f64) {
+    metrics::histogram!("registry_flush_seconds").record(seconds);
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends, and refreshes the store gauges.
+pub async fn serve(addr: SocketAddr, store: Arc<SledStore>) -> anyhow::Result<SocketAddr> {
+    let handle = handle()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-listen {addr}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let (counts, size) = {
+                let store = Arc::clone(&store);
+                match tokio::task::spawn_blocking(move || (store.counts(), store.size_on_disk()))
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(_) => return,
+                }
+            };
+            metrics::gauge!("registry_profiles").set(counts.0 as f64);
+            metrics::gauge!("registry_conversations").set(counts.1 as f64);
+            metrics::gauge!("registry_database_bytes").set(size as f64);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if request.starts_with("GET /metrics") {
+                    ("200 OK", handle.render())
+                } else {
+                    ("404 Not Found", "metrics are at /metrics\n".to_owned())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    Ok(bound)
+}
