@@ -1,10 +1,11 @@
-//! Real outside clients: grpcurl (the README's examples, as printed) and Python grpcio.
+//! Real outside clients: grpcurl (the README's examples, as printed), Python grpcio and TypeScript
+//! on Node.js (@grpc/grpc-js).
 pub mod tools;
 
 use std::process::Command;
 
 use crate::helpers::{skip_without, TestApp};
-use tools::{grpcurl, python_with_grpc};
+use tools::{grpcurl, node_client, python_with_grpc};
 
 /// Runs every grpcurl command in README.md, in order, against a fresh server; each must succeed
 /// unless the block is marked as showing an error.
@@ -139,6 +140,7 @@ async fn python_grpcio_client_round_trip() {
         Command::new(python)
             .arg(format!("{root}/tests/clients/python/profile_client.py"))
             .args(["--server", &addr, "--proto-dir", &format!("{root}/proto")])
+            .env_remove("REGISTRY_TOKEN")
             .output()
             .unwrap()
     })
@@ -156,6 +158,56 @@ async fn python_grpcio_client_round_trip() {
         "masked api_key",
         "revealed api_key",
         "NOT_FOUND mapped",
+        "list has py-profile (1 profiles)",
+        "watch initial PUT py-profile",
+        "watch PUT py-watched",
+        "watch cancelled",
+    ] {
+        assert!(stdout.contains(step), "missing step {step:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_grpc_js_client_round_trip() {
+    let client = node_client();
+    if skip_without(
+        "node with tests/clients/node/node_modules (npm ci)",
+        client.is_some(),
+    ) {
+        return;
+    }
+    let client = client.unwrap();
+    let app = TestApp::spawn().await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let addr = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&client.node)
+            .arg(&client.tsx)
+            .arg("profile_client.ts")
+            .args(["--server", &addr, "--proto-dir", &format!("{root}/proto")])
+            .current_dir(&client.dir)
+            .env_remove("REGISTRY_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "health SERVING",
+        "created revision 1",
+        "masked api_key",
+        "revealed api_key",
+        "list has ts-profile (1 profiles)",
+        "watch initial PUT ts-profile",
+        "watch PUT ts-watched",
+        "watch cancelled",
+        "NOT_FOUND mapped to grpc.status.NOT_FOUND",
     ] {
         assert!(stdout.contains(step), "missing step {step:?} in:\n{stdout}");
     }

@@ -103,3 +103,37 @@ pub fn message_names(text: &str) -> Vec<String> {
     out.dedup();
     out
 }
+
+/// How to run the TypeScript client: Node.js ($REGISTRY_NODE, else `node` on PATH) and tsx from
+/// tests/clients/node/node_modules (present after `npm ci` there).
+pub struct NodeClient {
+    pub node: PathBuf,
+    /// node_modules/tsx/dist/cli.mjs, run by `node` so no shell shim or PATH lookup is needed.
+    pub tsx: PathBuf,
+    /// tests/clients/node: the client's folder (its node_modules and proto/).
+    pub dir: PathBuf,
+}
+
+/// Node.js 18 or newer plus the client's installed node_modules (@grpc/grpc-js, @grpc/proto-loader, tsx).
+pub fn node_client() -> Option<NodeClient> {
+    let node = PathBuf::from(std::env::var("REGISTRY_NODE").unwrap_or_else(|_| "node".into()));
+    let out = Command::new(&node).arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()?;
+    if !out.status.success() || major < 18 {
+        return None;
+    }
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/node"));
+    let modules = dir.join("node_modules");
+    let tsx = modules.join("tsx/dist/cli.mjs");
+    let installed = tsx.is_file()
+        && modules.join("@grpc/grpc-js/package.json").is_file()
+        && modules.join("@grpc/proto-loader/package.json").is_file();
+    installed.then_some(NodeClient { node, tsx, dir })
+}

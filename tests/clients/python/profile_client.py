@@ -1,6 +1,7 @@
 """A Python grpcio client of profile-registry: stubs generated from proto/ at run time.
 
-Usage: profile_client.py --server HOST:PORT --proto-dir PROTO_DIR
+Usage: profile_client.py --server HOST:PORT --proto-dir PROTO_DIR [--token TOKEN]
+(--token, or env REGISTRY_TOKEN, is sent as `authorization: Bearer <token>` when the server has a tokens file.)
 Prints one line per step; exits non-zero on the first failed expectation.
 """
 import argparse
@@ -35,7 +36,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
     ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
     a = ap.parse_args()
+    md = [("authorization", f"Bearer {a.token}")] if a.token else None
     out = tempfile.mkdtemp()
     generate(a.proto_dir, out)
     sys.path.insert(0, out)
@@ -44,31 +47,67 @@ def main() -> None:
 
     with grpc.insecure_channel(a.server) as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10, metadata=md).status
         expect(status == health_pb2.HealthCheckResponse.SERVING, f"health is {status}")
         print("health SERVING")
 
         stub = rpc.ProfileServiceStub(ch)
         llm = pb.LlmConfig(model="openai/gpt-4o", api_key="sk-python-1", temperature=0.3)
         llm.extra.update({"num_retries": 5, "extra_headers": {"X-Team": "Zürich"}})
-        created = stub.CreateProfile(pb.CreateProfileRequest(profile=pb.Profile(name="py-profile", llm=llm)), timeout=10)
+        created = stub.CreateProfile(pb.CreateProfileRequest(profile=pb.Profile(name="py-profile", llm=llm)), timeout=10, metadata=md)
         expect(created.revision == 1, f"revision {created.revision}")
         print("created revision 1")
 
-        got = stub.GetProfile(pb.GetProfileRequest(name="py-profile"), timeout=10)
+        got = stub.GetProfile(pb.GetProfileRequest(name="py-profile"), timeout=10, metadata=md)
         expect(got.llm.api_key == "**********", "api_key should be masked")
         expect(got.llm.extra["extra_headers"]["X-Team"] == "Zürich", "extra kept verbatim")
         print("masked api_key")
-        got = stub.GetProfile(pb.GetProfileRequest(name="py-profile", reveal_secrets=True), timeout=10)
+        got = stub.GetProfile(pb.GetProfileRequest(name="py-profile", reveal_secrets=True), timeout=10, metadata=md)
         expect(got.llm.api_key == "sk-python-1", "reveal_secrets should reveal")
         print("revealed api_key")
 
         try:
-            stub.GetProfile(pb.GetProfileRequest(name="no-such-profile"), timeout=10)
+            stub.GetProfile(pb.GetProfileRequest(name="no-such-profile"), timeout=10, metadata=md)
             expect(False, "GetProfile of a missing profile should fail")
         except grpc.RpcError as e:
             expect(e.code() == grpc.StatusCode.NOT_FOUND, f"got {e.code()}")
             print("NOT_FOUND mapped to grpc.StatusCode.NOT_FOUND")
+
+        # ListProfiles, following next_page_token to the last page.
+        names, token = [], ""
+        while True:
+            page = stub.ListProfiles(pb.ListProfilesRequest(page_size=10, page_token=token), timeout=10, metadata=md)
+            for p in page.profiles:
+                expect(p.llm.api_key in ("", "**********"), f"listed {p.name} with an unmasked api_key")
+                names.append(p.name)
+            token = page.next_page_token
+            if not token:
+                break
+        expect("py-profile" in names, f"py-profile not listed: {names}")
+        print(f"list has py-profile ({len(names)} profiles)")
+
+        # WatchProfiles: the current profiles first (initial), then live changes. The deadline only
+        # bounds this example; a real watcher leaves it open.
+        watch = stub.WatchProfiles(pb.WatchProfilesRequest(send_initial=True), timeout=30, metadata=md)
+        event = next(e for e in watch if e.name == "py-profile")
+        expect(event.type == pb.ProfileEvent.PUT and event.initial, f"initial event {event}")
+        print("watch initial PUT py-profile")
+        stub.CreateProfile(
+            pb.CreateProfileRequest(profile=pb.Profile(name="py-watched", llm=pb.LlmConfig(model="openai/gpt-4o-mini"))),
+            timeout=10,
+            metadata=md,
+        )
+        event = next(e for e in watch if e.name == "py-watched")
+        expect(event.type == pb.ProfileEvent.PUT and not event.initial and event.revision == 1, f"live event {event}")
+        expect(event.profile.llm.model == "openai/gpt-4o-mini", f"live event profile {event.profile}")
+        print("watch PUT py-watched")
+        watch.cancel()
+        try:
+            next(watch)
+            expect(False, "a cancelled watch should end")
+        except grpc.RpcError as e:
+            expect(e.code() == grpc.StatusCode.CANCELLED, f"watch ended with {e.code()}")
+        print("watch cancelled")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,403 @@
+//! deploy/: every Kubernetes manifest passes `kubernetes-validate --strict`, and the base keeps the
+//! properties the server depends on (one writer per volume, gRPC probes on the gRPC port, a
+//! termination grace longer than the server's shutdown grace plus the preStop pause, "restricted"
+//! Pod Security).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::skip_without;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Every YAML file under deploy/ that is a Kubernetes object (complete, or a strategic-merge patch
+/// that is itself a valid partial object): all but the kustomization.yaml files.
+fn resource_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("deploy/ is readable") {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                && path.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&deploy_dir(), &mut out);
+    out.sort();
+    out
+}
+
+/// `program args...` runs and succeeds.
+fn found(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The documents of a YAML file, as JSON (PyYAML's safe loader, which kubernetes-validate brings).
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             with open(sys.argv[1]) as f:\n    \
+                 print(json.dumps([d for d in yaml.safe_load_all(f) if d is not None]))",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "parsing {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("PyYAML printed JSON")
+}
+
+fn only_doc(path: &str) -> Value {
+    let mut docs = yaml_docs(&deploy_dir().join(path));
+    assert_eq!(docs.len(), 1, "{path}: one object per file");
+    docs.remove(0)
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{pointer} is a string in {v}"))
+}
+
+fn int_at(v: &Value, pointer: &str) -> i64 {
+    v.pointer(pointer)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("{pointer} is an integer in {v}"))
+}
+
+fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|l| l.iter().find(|x| x["name"] == name))
+        .unwrap_or_else(|| panic!("no entry named {name:?} in {list}"))
+}
+
+fn kubernetes_validate(paths: &[PathBuf]) {
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(paths)
+        .output()
+        .expect("kubernetes-validate runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{report}");
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict failed:\n{report}"
+    );
+    for path in paths {
+        assert!(
+            report.contains(&format!("{} passed", path.display())),
+            "{} was not reported as passed:\n{report}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn manifests_pass_strict_schema_validation() {
+    if skip_without(
+        "kubernetes-validate",
+        found("kubernetes-validate", &["--version"]),
+    ) {
+        return;
+    }
+    let files = resource_files();
+    for expected in [
+        "base/configmap.yaml",
+        "base/service.yaml",
+        "base/statefulset.yaml",
+        "components/tls/configmap-tls.yaml",
+        "components/tls/statefulset-tls.yaml",
+        "overlays/example/namespace.yaml",
+        "overlays/example/configmap-patch.yaml",
+        "overlays/example/statefulset-patch.yaml",
+    ] {
+        assert!(
+            files.contains(&deploy_dir().join(expected)),
+            "deploy/{expected} is missing"
+        );
+    }
+    kubernetes_validate(&files);
+
+    // What `kubectl apply -k` would send, when kubectl (with its built-in kustomize) is here.
+    if !found("kubectl", &["version", "--client"]) {
+        eprintln!("NOTE: kubectl not found: the rendered kustomizations were not validated");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rendered = Vec::new();
+    for kustomization in ["base", "overlays/example"] {
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(deploy_dir().join(kustomization))
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl kustomize deploy/{kustomization}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = dir
+            .path()
+            .join(format!("{}.yaml", kustomization.replace('/', "-")));
+        std::fs::write(&file, &out.stdout).unwrap();
+        rendered.push(file);
+    }
+    kubernetes_validate(&rendered);
+}
+
+#[test]
+fn base_statefulset_keeps_the_servers_invariants() {
+    if skip_without(
+        "python3 with PyYAML",
+        found("python3", &["-c", "import yaml"]),
+    ) {
+        return;
+    }
+    let config = only_doc("base/configmap.yaml");
+    let sts = only_doc("base/statefulset.yaml");
+    let service = only_doc("base/service.yaml");
+    assert_eq!(config["kind"], "ConfigMap");
+    assert_eq!(sts["kind"], "StatefulSet");
+    let setting = |key: &str| str_at(&config, &format!("/data/{key}")).to_owned();
+
+    // One pod per volume: sled is a single-writer embedded database.
+    assert_eq!(int_at(&sts, "/spec/replicas"), 1, "replicas must stay 1");
+
+    let pod = &sts["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(
+        str_at(c, "/envFrom/0/configMapRef/name"),
+        str_at(&config, "/metadata/name"),
+        "the container reads its settings from the ConfigMap"
+    );
+
+    // Probes: native gRPC, on the container's gRPC port as a number, which is where the server listens.
+    let grpc_port = int_at(named(&c["ports"], "grpc"), "/containerPort");
+    assert!(
+        setting("REGISTRY_LISTEN").ends_with(&format!(":{grpc_port}")),
+        "REGISTRY_LISTEN {} is not on the grpc port {grpc_port}",
+        setting("REGISTRY_LISTEN")
+    );
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let p = &c[probe];
+        assert!(p.is_object(), "{probe} is missing");
+        for other in ["httpGet", "tcpSocket", "exec"] {
+            assert!(
+                p.get(other).is_none(),
+                "{probe} must be a grpc probe, has {other}"
+            );
+        }
+        assert!(
+            p["grpc"]["port"].is_number(),
+            "{probe}: grpc.port must be a number (named ports are not allowed), got {}",
+            p["grpc"]["port"]
+        );
+        assert_eq!(int_at(p, "/grpc/port"), grpc_port, "{probe} port");
+    }
+    if let Some(service) = c["readinessProbe"]["grpc"].get("service") {
+        assert_eq!(service, "", "readiness checks the overall health");
+    }
+
+    // Metrics: the container port the Service scrapes is where the server serves them.
+    let metrics_port = int_at(named(&c["ports"], "metrics"), "/containerPort");
+    assert!(setting("REGISTRY_METRICS_LISTEN").ends_with(&format!(":{metrics_port}")));
+    for (name, port) in [("grpc", 50051), ("metrics", 9090)] {
+        let sp = named(&service["spec"]["ports"], name);
+        assert_eq!(int_at(sp, "/port"), port, "Service port {name}");
+        assert_eq!(
+            str_at(sp, "/targetPort"),
+            name,
+            "Service port {name} targets the named port"
+        );
+    }
+    assert_eq!(
+        service["spec"]["selector"], sts["spec"]["selector"]["matchLabels"],
+        "the Service selects the StatefulSet's pods"
+    );
+
+    // Shutdown: SIGKILL must not come before the server's grace after the preStop pause.
+    let grace = profile_registry::config::parse_duration(&setting("REGISTRY_SHUTDOWN_GRACE"))
+        .expect("REGISTRY_SHUTDOWN_GRACE parses as the server parses it");
+    let pause = int_at(c, "/lifecycle/preStop/sleep/seconds");
+    let termination = int_at(pod, "/terminationGracePeriodSeconds");
+    assert!(
+        termination as f64 > grace.as_secs_f64() + pause as f64,
+        "terminationGracePeriodSeconds {termination} must exceed shutdown grace {grace:?} + preStop {pause}s"
+    );
+
+    // Pod Security Standards "restricted".
+    let psc = &pod["securityContext"];
+    let csc = &c["securityContext"];
+    let either = |key: &str| csc.get(key).or_else(|| psc.get(key)).cloned();
+    assert_eq!(either("runAsNonRoot"), Some(Value::Bool(true)));
+    assert_ne!(int_at(psc, "/runAsUser"), 0);
+    assert_eq!(
+        int_at(psc, "/runAsUser"),
+        65532,
+        "the distroless nonroot user"
+    );
+    assert_eq!(int_at(psc, "/runAsGroup"), 65532);
+    assert_eq!(
+        int_at(psc, "/fsGroup"),
+        65532,
+        "the volume is writable by the server"
+    );
+    assert_eq!(
+        either("seccompProfile").as_ref().map(|s| &s["type"]),
+        Some(&Value::from("RuntimeDefault"))
+    );
+    assert_eq!(csc["allowPrivilegeEscalation"], false);
+    assert_eq!(csc["readOnlyRootFilesystem"], true);
+    assert_ne!(csc["privileged"], true);
+    assert!(
+        csc["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.contains(&Value::from("ALL"))),
+        "capabilities.drop must contain ALL"
+    );
+    assert!(csc["capabilities"].get("add").is_none());
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(pod[key], true, "{key}");
+    }
+    assert!(c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object());
+
+    // The data dir lives on the claimed volume (the root filesystem is read-only): the claim is
+    // mounted at the data dir's parent, and the server creates the data dir inside it.
+    let data_dir = PathBuf::from(setting("REGISTRY_DATA_DIR"));
+    let templates = sts["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .expect("volumeClaimTemplates");
+    assert_eq!(templates.len(), 1);
+    let claim = str_at(&templates[0], "/metadata/name");
+    let mount = named(&c["volumeMounts"], claim);
+    assert_eq!(
+        Path::new(str_at(mount, "/mountPath")),
+        data_dir.parent().unwrap()
+    );
+    assert_ne!(mount["readOnly"], true);
+    assert!(templates[0]["spec"]["resources"]["requests"]["storage"].is_string());
+
+    // Secrets are referenced (never shipped), mounted read-only, and the settings point into them.
+    assert_secret_file(
+        &sts,
+        &config,
+        "REGISTRY_AUTH_TOKENS_FILE",
+        "profile-registry-tokens",
+        "tokens",
+    );
+    assert_secret_file(
+        &sts,
+        &config,
+        "REGISTRY_SECRET_KEY_FILE",
+        "profile-registry-keys",
+        "keys",
+    );
+    for f in resource_files() {
+        for doc in yaml_docs(&f) {
+            assert_ne!(doc["kind"], "Secret", "{} ships a Secret", f.display());
+        }
+    }
+
+    // Opt-in TLS: the component mounts the kubernetes.io/tls Secret and points the server at it.
+    let mut tls_sts = only_doc("components/tls/statefulset-tls.yaml");
+    let tls_config = only_doc("components/tls/configmap-tls.yaml");
+    // The patch merges into the base container and volumes by name.
+    let base_volumes = pod["volumes"].as_array().unwrap().clone();
+    let tls_pod = &mut tls_sts["spec"]["template"]["spec"];
+    tls_pod["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .extend(base_volumes);
+    assert_eq!(str_at(tls_pod, "/containers/0/name"), str_at(c, "/name"));
+    assert_secret_file(
+        &tls_sts,
+        &tls_config,
+        "REGISTRY_TLS_CERT",
+        "profile-registry-tls",
+        "tls.crt",
+    );
+    assert_secret_file(
+        &tls_sts,
+        &tls_config,
+        "REGISTRY_TLS_KEY",
+        "profile-registry-tls",
+        "tls.key",
+    );
+}
+
+/// `setting` (from `config`) names a file `key` of Secret `secret`, mounted read-only in `sts`.
+fn assert_secret_file(sts: &Value, config: &Value, setting: &str, secret: &str, key: &str) {
+    let pod = &sts["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["secret"]["secretName"] == secret))
+        .unwrap_or_else(|| panic!("no volume of Secret {secret}"));
+    if let Some(items) = volume["secret"]["items"].as_array() {
+        assert!(
+            items.iter().any(|i| i["key"] == key && i["path"] == key),
+            "Secret {secret}: key {key} is not projected as {key}"
+        );
+    }
+    let mount = named(
+        &pod["containers"][0]["volumeMounts"],
+        str_at(volume, "/name"),
+    );
+    assert_eq!(
+        mount["readOnly"], true,
+        "Secret {secret} is mounted read-only"
+    );
+    let expected = Path::new(str_at(mount, "/mountPath")).join(key);
+    assert_eq!(
+        Path::new(str_at(config, &format!("/data/{setting}"))),
+        expected,
+        "{setting}"
+    );
+}
+
+#[test]
+fn containerfile_builds_the_locked_binary_into_distroless_nonroot() {
+    let text = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    for needle in [
+        "cargo build --release --locked --bin profile-registry",
+        "FROM gcr.io/distroless/cc-debian12:nonroot",
+        "USER 65532:65532",
+        "EXPOSE 50051 9090",
+        r#"ENTRYPOINT ["/profile-registry"]"#,
+        r#"CMD ["serve"]"#,
+    ] {
+        assert!(
+            text.contains(needle),
+            "deploy/Containerfile lacks {needle:?}"
+        );
+    }
+    // Every source the build needs is copied (build.rs compiles proto/ with protox).
+    for path in ["Cargo.toml", "Cargo.lock", "build.rs", "proto", "src"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("COPY ") && l.contains(path)),
+            "deploy/Containerfile does not COPY {path}"
+        );
+    }
+}
