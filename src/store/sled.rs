@@ -332,6 +332,52 @@ impl SledStore {
         Ok(old)
     }
 
+    /// Re-seals the secrets of every record of one tree into `ops`; damaged records go to the report.
+    /// Returns how many records changed.
+    #[allow(clippy::too_many_arguments)]
+    fn reseal_tree<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        tree: &Tree,
+        tree_id: TreeId,
+        label: impl Fn(&[u8]) -> String,
+        secrets: impl Fn(
+            &mut T,
+            &mut dyn FnMut(&str, &mut Secret) -> Result<(), String>,
+        ) -> Result<(), String>,
+        report: &mut RotationReport,
+        ops: &mut Vec<Op>,
+    ) -> Result<usize, StoreError> {
+        let mut changed = 0;
+        for item in tree.iter() {
+            let (key, bytes) = item?;
+            let label = label(&key);
+            let mut record: T = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.damaged.push(format!("{label}: {e}"));
+                    continue;
+                }
+            };
+            let mut old_keys = Vec::new();
+            let mut reseal = |aad: &str, s: &mut Secret| {
+                old_keys.push(self.reseal(aad, s)?);
+                Ok::<(), String>(())
+            };
+            match secrets(&mut record, &mut reseal) {
+                Err(reason) => report.damaged.push(format!("{label}: {reason}")),
+                Ok(()) if old_keys.is_empty() => {}
+                Ok(()) => {
+                    report.count(old_keys);
+                    changed += 1;
+                    let bytes = serde_json::to_vec(&record)
+                        .map_err(|e| StoreError::Storage(e.to_string()))?;
+                    ops.push(Op::Put(tree_id, key.to_vec(), bytes));
+                }
+            }
+        }
+        Ok(changed)
+    }
+
     /// Re-encrypts every secret (profiles and inline LLMs of conversations) with the first key, in
     /// one transaction. Records whose secrets do not open are left as they are and reported.
     pub async fn rotate_keys(&self) -> Result<RotationReport, StoreError> {
@@ -342,61 +388,27 @@ impl SledStore {
                 ..RotationReport::default()
             };
             let mut ops = Vec::new();
-            for item in self.profiles.iter() {
-                let (key, bytes) = item?;
-                let label = format!("profiles/{}", String::from_utf8_lossy(&key));
-                let mut record: ProfileRecord = match serde_json::from_slice(&bytes) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        report.damaged.push(format!("{label}: {e}"));
-                        continue;
-                    }
-                };
-                let mut old_keys = Vec::new();
-                match profile_secrets(&mut record, |aad, s| {
-                    old_keys.push(self.reseal(aad, s)?);
-                    Ok::<(), String>(())
-                }) {
-                    Err(reason) => report.damaged.push(format!("{label}: {reason}")),
-                    Ok(()) if old_keys.is_empty() => {}
-                    Ok(()) => {
-                        report.count(old_keys);
-                        report.profiles += 1;
-                        let bytes = serde_json::to_vec(&record)
-                            .map_err(|e| StoreError::Storage(e.to_string()))?;
-                        ops.push(Op::Put(TreeId::Profiles, key.to_vec(), bytes));
-                    }
-                }
-            }
-            for item in self.conversations.iter() {
-                let (key, bytes) = item?;
-                let label = format!(
-                    "conversations/{}",
-                    key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                );
-                let mut c: Conversation = match serde_json::from_slice(&bytes) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        report.damaged.push(format!("{label}: {e}"));
-                        continue;
-                    }
-                };
-                let mut old_keys = Vec::new();
-                match conversation_secrets(&mut c, |aad, s| {
-                    old_keys.push(self.reseal(aad, s)?);
-                    Ok::<(), String>(())
-                }) {
-                    Err(reason) => report.damaged.push(format!("{label}: {reason}")),
-                    Ok(()) if old_keys.is_empty() => {}
-                    Ok(()) => {
-                        report.count(old_keys);
-                        report.conversations += 1;
-                        let bytes = serde_json::to_vec(&c)
-                            .map_err(|e| StoreError::Storage(e.to_string()))?;
-                        ops.push(Op::Put(TreeId::Conversations, key.to_vec(), bytes));
-                    }
-                }
-            }
+            report.profiles = self.reseal_tree(
+                &self.profiles,
+                TreeId::Profiles,
+                |key| format!("profiles/{}", String::from_utf8_lossy(key)),
+                |r: &mut ProfileRecord, f| profile_secrets(r, f),
+                &mut report,
+                &mut ops,
+            )?;
+            report.conversations = self.reseal_tree(
+                &self.conversations,
+                TreeId::Conversations,
+                |key| {
+                    format!(
+                        "conversations/{}",
+                        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    )
+                },
+                |c: &mut Conversation, f| conversation_secrets(c, f),
+                &mut report,
+                &mut ops,
+            )?;
             if ops.is_empty() {
                 (self.flusher.written(), report)
             } else {
