@@ -123,12 +123,7 @@ impl Target {
                     .iter()
                     .map(|n| ProfileName::parse(n, "--name").map_err(|v| anyhow::anyhow!("{v}")))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let secrets = match (mode, key) {
-                    (SecretsMode::Redacted, _) => SecretsOut::Redacted,
-                    (SecretsMode::Plaintext, _) => SecretsOut::Plaintext,
-                    (SecretsMode::Encrypted, Some(k)) => SecretsOut::Encrypted(k),
-                    (SecretsMode::Encrypted, None) => unreachable!("checked above"),
-                };
+                let secrets = secrets_out(mode, key)?;
                 let mut after = None;
                 loop {
                     let ExportPage {
@@ -376,12 +371,7 @@ impl Target {
         for id in ids {
             match self {
                 Self::Local(store) => {
-                    let secrets = match (mode, key) {
-                        (SecretsMode::Redacted, _) => SecretsOut::Redacted,
-                        (SecretsMode::Plaintext, _) => SecretsOut::Plaintext,
-                        (SecretsMode::Encrypted, Some(k)) => SecretsOut::Encrypted(k),
-                        (SecretsMode::Encrypted, None) => unreachable!("checked above"),
-                    };
+                    let secrets = secrets_out(mode, key)?;
                     let (base, files) =
                         export_conversation_files(&**store, &id, secrets, profile_refs)?;
                     out.push((id.simple(), base, files));
@@ -446,6 +436,18 @@ impl Target {
             }
         }
     }
+}
+
+/// The local form of `--secrets`; encrypted needs the SDK's key.
+fn secrets_out(mode: SecretsMode, key: Option<&FernetKey>) -> anyhow::Result<SecretsOut<'_>> {
+    Ok(match (mode, key) {
+        (SecretsMode::Redacted, _) => SecretsOut::Redacted,
+        (SecretsMode::Plaintext, _) => SecretsOut::Plaintext,
+        (SecretsMode::Encrypted, Some(k)) => SecretsOut::Encrypted(k),
+        (SecretsMode::Encrypted, None) => {
+            bail!("--secrets encrypted needs the SDK's key: set the variable named by --fernet-key-env (OH_SECRET_KEY)")
+        }
+    })
 }
 
 fn secrets_pb(mode: SecretsMode) -> pb::export_profiles_request::Secrets {

@@ -22,7 +22,7 @@ use crate::health::async_stream;
 use crate::pb;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::service::transfer::{
-    export_conversation_files, import_conversation_files, TransferError,
+    export_conversation_files, import_conversation_files, resolve_llms, TransferError,
 };
 use crate::store::ImportOutcome;
 use crate::store::{ConversationStore, EventQuery, ProfileStore, StoreError};
@@ -78,18 +78,15 @@ impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
         c: &Conversation,
         reveal: bool,
     ) -> Result<BTreeMap<String, LlmConfig>, Status> {
-        let mut out = BTreeMap::new();
-        for (usage, source) in &c.llms {
-            let llm = match source {
-                LlmSource::Profile(name) => match self.store.get_profile(name)? {
-                    Some(p) => p.llm,
-                    None => continue,
-                },
-                LlmSource::Inline(l) => (**l).clone(),
-            };
-            out.insert(usage.clone(), if reveal { llm } else { llm.masked() });
-        }
-        Ok(out)
+        let resolved = resolve_llms(&*self.store, c)?;
+        Ok(if reveal {
+            resolved
+        } else {
+            resolved
+                .into_iter()
+                .map(|(usage, llm)| (usage, llm.masked()))
+                .collect()
+        })
     }
 
     fn respond(

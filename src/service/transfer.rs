@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::domain::{
-    conversation_violations, ConversationId, Event, LlmSource, ProfileName, Violation,
+    conversation_violations, Conversation, ConversationId, Event, LlmConfig, LlmSource,
+    ProfileName, Violation,
 };
 use crate::openhands::conversation::{export_conversation, parse_conversation, LlmForm};
 use crate::openhands::profile::{export_file, name_from_file, parse_file, SecretsOut};
@@ -196,6 +197,26 @@ pub async fn import_conversation_files<S: ConversationStore>(
     Ok((id, outcome, count))
 }
 
+/// The configuration in effect for each LLM usage of `c`: its profile's (left out when the profile
+/// was deleted with force) or its inline one. Secrets are unmasked: mask them before responding.
+pub fn resolve_llms<S: ProfileStore>(
+    store: &S,
+    c: &Conversation,
+) -> Result<BTreeMap<String, LlmConfig>, StoreError> {
+    let mut out = BTreeMap::new();
+    for (usage, source) in &c.llms {
+        let llm = match source {
+            LlmSource::Profile(name) => match store.get_profile(name)? {
+                Some(p) => p.llm,
+                None => continue,
+            },
+            LlmSource::Inline(l) => (**l).clone(),
+        };
+        out.insert(usage.clone(), llm);
+    }
+    Ok(out)
+}
+
 /// One conversation as the SDK's files: base_state.json's text (bound LLMs resolved inline, or
 /// profile references) and the event files (name, text).
 pub fn export_conversation_files<S: ConversationStore + ProfileStore>(
@@ -210,17 +231,7 @@ pub fn export_conversation_files<S: ConversationStore + ProfileStore>(
             kind: "conversation",
             name: id.to_string(),
         })?;
-    let mut resolved = BTreeMap::new();
-    for (usage, source) in &c.llms {
-        let llm = match source {
-            LlmSource::Profile(name) => match store.get_profile(name)? {
-                Some(p) => p.llm,
-                None => continue,
-            },
-            LlmSource::Inline(l) => (**l).clone(),
-        };
-        resolved.insert(usage.clone(), llm);
-    }
+    let resolved = resolve_llms(store, &c)?;
     let mut events: Vec<Event> = Vec::new();
     loop {
         let query = EventQuery {

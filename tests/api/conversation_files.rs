@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use profile_registry::pb;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
 
-use crate::helpers::{create, profile, skip_without, TestApp};
+use crate::helpers::{create, profile, sdk_pythons, skip_without, TestApp};
 
 const VERSIONS: [&str; 2] = ["1.43.1", "1.58.2"];
 const OH_SECRET_KEY: &str = "test-secret-key-0001";
@@ -284,17 +284,6 @@ fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join("events").join(e.file_name())).unwrap();
     }
-}
-
-/// Pythons with the real openhands-sdk: $REGISTRY_SDK_PYTHONS, colon-separated, as "version=path"
-/// is not needed: the check script reports the version it runs.
-fn sdk_pythons() -> Vec<PathBuf> {
-    std::env::var("REGISTRY_SDK_PYTHONS")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .collect()
 }
 
 /// Folders re-exported by the registry resume in the real SDK with the same state and events.

@@ -39,21 +39,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(tune: impl FnOnce(&mut ServeArgs)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = serve_args(&dir.path().join("data"));
-        tune(&mut args);
-        let app = Application::build(args).await.expect("server builds");
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::spawn_in_with(tempfile::tempdir().unwrap(), tune).await
     }
 
     pub fn url(&self) -> String {
@@ -451,4 +437,22 @@ pub fn struct_value(s: prost_types::Struct) -> prost_types::Value {
     prost_types::Value {
         kind: Some(prost_types::value::Kind::StructValue(s)),
     }
+}
+
+/// Pythons with the real openhands-sdk, from `$REGISTRY_SDK_PYTHONS` (colon-separated, in the order
+/// 1.43.1, 1.58.2 as .ci/run sets it); those that cannot import the SDK are left out.
+pub fn sdk_pythons() -> Vec<PathBuf> {
+    std::env::var("REGISTRY_SDK_PYTHONS")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| {
+            Command::new(p)
+                .args(["-c", "import openhands.sdk.llm.llm_profile_store"])
+                .env("OPENHANDS_SUPPRESS_BANNER", "1")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect()
 }

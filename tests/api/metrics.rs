@@ -53,10 +53,9 @@ async fn metrics_count_calls_by_method_and_code() {
         ],
     )
     .unwrap_or_else(|| panic!("no CreateProfile counter in:\n{text}"));
-    assert!(
-        created.trim_end().ends_with(" 1") || created.contains("} "),
-        "{created}"
-    );
+    // The recorder is process-wide, so other tests' creates may be counted too.
+    let created: f64 = created.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(created >= 1.0, "{created}");
     let missing = line_with(
         &text,
         &[

@@ -9,7 +9,9 @@ use profile_registry::pb;
 use profile_registry::pb::import_result::Outcome;
 use tonic::Code;
 
-use crate::helpers::{binary, create, full_listing, profile, skip_without, ChildServer, TestApp};
+use crate::helpers::{
+    binary, create, full_listing, profile, sdk_pythons, skip_without, ChildServer, TestApp,
+};
 
 const VERSIONS: [&str; 2] = ["1.43.1", "1.58.2"];
 const OH_SECRET_KEY: &str = "test-secret-key-0001";
@@ -543,23 +545,6 @@ async fn import_on_start_seeds_from_a_mounted_folder() {
         server.log().contains("escape.json"),
         "the refused link is logged"
     );
-}
-
-/// Pythons with the real openhands-sdk: $REGISTRY_SDK_PYTHONS, colon-separated.
-fn sdk_pythons() -> Vec<PathBuf> {
-    std::env::var("REGISTRY_SDK_PYTHONS")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| {
-            Command::new(p)
-                .args(["-c", "import openhands.sdk.llm.llm_profile_store"])
-                .env("OPENHANDS_SUPPRESS_BANNER", "1")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect()
 }
 
 /// Every exported folder (each fixture version and secret form) loads in every real SDK version with
