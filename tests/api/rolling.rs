@@ -11,7 +11,8 @@ use profile_registry::pb::profile_service_client::ProfileServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::helpers::{connect, full_listing, profile, ChildServer};
+use crate::e2e::tools::python_with_grpc;
+use crate::helpers::{connect, full_listing, profile, skip_without, ChildServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_survive_a_rolling_restart() {
@@ -135,17 +136,94 @@ async fn calls_survive_a_rolling_restart() {
         codes.get("Ok").copied().unwrap_or(0) > before,
         "no call succeeded on the new server: {codes:?}"
     );
-    let mut c = ProfileServiceClient::new(connect(new.addr).await);
+    let acked = acked.lock().unwrap().clone();
+    assert_acknowledged_present(new.addr, &acked).await;
+}
+
+/// Every acknowledged revision (or a later one) is what the new server stores.
+async fn assert_acknowledged_present(addr: SocketAddr, acked: &BTreeMap<String, i64>) {
+    let mut c = ProfileServiceClient::new(connect(addr).await);
     let stored: BTreeMap<String, i64> = full_listing(&mut c)
         .await
         .into_iter()
         .map(|(n, r, _)| (n, r))
         .collect();
-    for (name, rev) in acked.lock().unwrap().iter() {
+    for (name, rev) in acked {
         let got = stored.get(name).copied().unwrap_or(0);
         assert!(
             got >= *rev,
             "{name}: acknowledged revision {rev}, stored {got}"
         );
     }
+}
+
+/// The same rolling restart driven by Python's grpcio (a C-core client, as most runtimes use):
+/// here every failed call must be UNAVAILABLE, or ABORTED for a write that landed unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_client_sees_only_unavailable_during_a_rolling_restart() {
+    let Some(python) = python_with_grpc() else {
+        skip_without("python3 with grpcio and grpcio-tools", false);
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (target_file, stop_file) = (files.path().join("target"), files.path().join("stop"));
+    let mut old = ChildServer::start(dir.path(), &["--shutdown-grace", "5s"]);
+    std::fs::write(&target_file, old.addr.to_string()).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut client = std::process::Command::new(python)
+        .arg(format!("{root}/tests/clients/python/rolling_client.py"))
+        .arg("--target-file")
+        .arg(&target_file)
+        .arg("--stop-file")
+        .arg(&stop_file)
+        .args(["--proto-dir", &format!("{root}/proto")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(client.stdout.take().unwrap()));
+    let first = tokio::task::block_in_place(|| lines.next());
+    assert_eq!(
+        first.and_then(Result::ok).as_deref(),
+        Some("running"),
+        "the Python client made no successful call"
+    );
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    old.signal("TERM");
+    let (old_exit, _) = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(10)));
+    assert_eq!(old_exit, Some(0));
+    let new = ChildServer::start(dir.path(), &[]);
+    std::fs::write(&target_file, new.addr.to_string()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::write(&stop_file, "").unwrap();
+    let report = tokio::task::block_in_place(|| lines.next())
+        .and_then(Result::ok)
+        .expect("the Python client reports its outcome");
+    assert!(client.wait().unwrap().success());
+
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    eprintln!("grpcio rolling restart: {}", report["codes"]);
+    let codes = report["codes"].as_object().unwrap();
+    for code in codes.keys() {
+        assert!(
+            ["OK", "UNAVAILABLE", "ABORTED"].contains(&code.as_str()),
+            "a call failed with {code}: {report}"
+        );
+    }
+    assert!(
+        codes.get("UNAVAILABLE").is_some(),
+        "the restart was not seen at all: {report}"
+    );
+    let acked: BTreeMap<String, i64> = report["acked"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(n, r)| (n.clone(), r.as_i64().unwrap()))
+        .collect();
+    assert!(
+        acked.len() == 4,
+        "every writer got an acknowledgement: {report}"
+    );
+    assert_acknowledged_present(new.addr, &acked).await;
 }
