@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
-use profile_registry::cli::profiles::write_folder;
+use profile_registry::cli::profiles::export_to_folder;
 use profile_registry::cli::Target;
 use profile_registry::config::{OnConflict, SecretsMode, ServeArgs, TargetArgs};
 use profile_registry::openhands::folder::ProfilesDir;
@@ -138,15 +138,17 @@ async fn import(dir: &Path, target: &TargetArgs, n: usize) -> anyhow::Result<Pha
 async fn export(out: &Path, target: &TargetArgs) -> anyhow::Result<Phase> {
     let started = Instant::now();
     let mut target = Target::open(target).await?;
-    let docs = target.export(&[], SecretsMode::Plaintext, None).await?;
-    let fetched = started.elapsed();
-    write_folder(out, &docs, false, &|_| {})?;
-    println!(
-        "export: {:.3} s fetching from the server, {:.3} s writing files",
-        fetched.as_secs_f64(),
-        (started.elapsed() - fetched).as_secs_f64()
-    );
-    Ok(Phase::since("export", docs.len(), started))
+    let (files, _) = export_to_folder(
+        &mut target,
+        out,
+        &[],
+        SecretsMode::Plaintext,
+        None,
+        false,
+        &|_, _| {},
+    )
+    .await?;
+    Ok(Phase::since("export", files, started))
 }
 
 /// Every generated file must come back byte for byte.

@@ -7,7 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{fernet_key_from_env, Target};
 use crate::config::{ExportArgs, ImportArgs, SecretsMode};
-use crate::openhands::folder::{default_dir, ProfilesDir, Refused};
+use crate::openhands::folder::{default_dir, ProfilesDir, Refused, Staging};
+use crate::openhands::secrets::FernetKey;
 use crate::service::transfer::{ImportReport, Outcome};
 use crate::service::Limits;
 
@@ -88,11 +89,20 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     let dir: PathBuf = args.dir.clone().unwrap_or_else(default_dir);
     let key = fernet_key_from_env(&args.fernet_key_env);
     let mut target = Target::open(&args.target).await?;
-    let docs = target
-        .export(&args.names, args.secrets, key.as_ref())
-        .await?;
-    let bar = progress(docs.len(), "files");
-    let pruned = write_folder(&dir, &docs, args.prune, &|n| bar.set_position(n as u64))?;
+    let bar = progress(0, "files");
+    let (exported, pruned) = export_to_folder(
+        &mut target,
+        &dir,
+        &args.names,
+        args.secrets,
+        key.as_ref(),
+        args.prune,
+        &|n, len| {
+            bar.set_length(len as u64);
+            bar.set_position(n as u64)
+        },
+    )
+    .await?;
     bar.finish_and_clear();
     for name in &pruned {
         eprintln!("PRUNED {name}.json");
@@ -103,30 +113,62 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
         SecretsMode::Encrypted => "encrypted",
     };
     println!(
-        "{}: exported {} profiles (secrets {secrets}), pruned {}",
+        "{}: exported {exported} profiles (secrets {secrets}), pruned {}",
         dir.display(),
-        docs.len(),
         pruned.len()
     );
     Ok(true)
 }
 
-/// Writes exported files into `dir` (created when missing) under the SDK's lock; with `prune`,
-/// deletes the folder's other profile files. Returns the pruned names.
-pub fn write_folder(
+/// Exports from `target` into `dir` (created when missing) under the SDK's lock: a thread writes
+/// each page's files while the next page is fetched, then all are put in place at once (see
+/// [`Staging`]). With `prune`, deletes the folder's other profile files. `done(n, of)` follows the
+/// files put in place. Returns how many files were exported and the pruned names.
+pub async fn export_to_folder(
+    target: &mut Target,
     dir: &Path,
-    docs: &[(String, String)],
+    names: &[String],
+    mode: SecretsMode,
+    key: Option<&FernetKey>,
     prune: bool,
-    done: &dyn Fn(usize),
-) -> anyhow::Result<Vec<String>> {
+    done: &dyn Fn(usize, usize),
+) -> anyhow::Result<(usize, Vec<String>)> {
     let folder = ProfilesDir::lock(dir, true)
         .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?;
-    folder
-        .write_all(docs, done)
+    let (pages, received) = std::sync::mpsc::sync_channel::<Vec<(String, String)>>(4);
+    let path = folder.path().to_owned();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut staging = Staging::new(&path);
+        let mut written = BTreeSet::new();
+        for page in received {
+            for (name, text) in page {
+                staging.stage(format!("{name}.json"), &text)?;
+                written.insert(name);
+            }
+        }
+        Ok((staging, written))
+    });
+    let fetched = target
+        .export_pages(names, mode, key, &mut |page| {
+            // A closed channel means the writer failed: its error is reported below.
+            pages
+                .send(page)
+                .map_err(|_| anyhow::anyhow!("the writer stopped"))
+        })
+        .await;
+    drop(pages);
+    let written = writer.await.context("the file writer panicked")?;
+    fetched?;
+    let (staging, written) =
+        written.with_context(|| format!("cannot write into {}", dir.display()))?;
+    let len = staging.len();
+    staging
+        .commit(&|n| done(n, len))
         .with_context(|| format!("cannot write into {}", dir.display()))?;
-    if !prune {
-        return Ok(Vec::new());
-    }
-    let keep: BTreeSet<String> = docs.iter().map(|(n, _)| n.clone()).collect();
-    Ok(folder.prune(&keep)?)
+    let pruned = if prune {
+        folder.prune(&written)?
+    } else {
+        Vec::new()
+    };
+    Ok((len, pruned))
 }

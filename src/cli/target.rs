@@ -113,10 +113,27 @@ impl Target {
         mode: SecretsMode,
         key: Option<&FernetKey>,
     ) -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        self.export_pages(names, mode, key, &mut |page| {
+            out.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Exports profiles as SDK files, handing each page of (name, text) to `page` as it arrives, so
+    /// that the caller can write one page while the next is fetched.
+    pub async fn export_pages(
+        &mut self,
+        names: &[String],
+        mode: SecretsMode,
+        key: Option<&FernetKey>,
+        page: &mut (dyn FnMut(Vec<(String, String)>) -> anyhow::Result<()> + Send),
+    ) -> anyhow::Result<()> {
         if mode == SecretsMode::Encrypted && key.is_none() {
             bail!("--secrets encrypted needs the SDK's key: set the variable named by --fernet-key-env (OH_SECRET_KEY)");
         }
-        let mut out = Vec::new();
         match self {
             Self::Local(store) => {
                 let names = names
@@ -130,10 +147,10 @@ impl Target {
                         documents,
                         more_after,
                     } = export_documents(&**store, &names, &secrets, after.as_deref(), 1000)?;
-                    out.extend(documents);
+                    page(documents)?;
                     match more_after {
                         Some(a) => after = Some(a),
-                        None => return Ok(out),
+                        None => return Ok(()),
                     }
                 }
             }
@@ -153,9 +170,14 @@ impl Target {
                         .await
                         .map_err(status_error)?
                         .into_inner();
-                    out.extend(resp.documents.into_iter().map(|d| (d.name, d.json)));
+                    page(
+                        resp.documents
+                            .into_iter()
+                            .map(|d| (d.name, d.json))
+                            .collect(),
+                    )?;
                     if resp.next_page_token.is_empty() {
-                        return Ok(out);
+                        return Ok(());
                     }
                     page_token = resp.next_page_token;
                 }

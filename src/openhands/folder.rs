@@ -23,28 +23,67 @@ pub fn default_dir() -> PathBuf {
     home.join(".openhands").join("profiles")
 }
 
-/// Writes files into `dir` atomically, as the SDK does: each goes to a `tmpXXXX.tmp` in the folder
-/// (mode 0600); one `syncfs` makes all of their contents durable; then each is renamed over its
-/// target and the folder is synced. A crash leaves every file either old or new, never partial, and
-/// costs two syncs instead of one per file. `done` is told how many files are in place.
+/// Writes files into `dir` atomically, as the SDK does (see [`Staging`]). `done` is told how many
+/// files are in place.
 pub fn write_files(dir: &Path, files: &[(String, &str)], done: &dyn Fn(usize)) -> io::Result<()> {
-    let mut staged = Vec::with_capacity(files.len());
+    let mut staging = Staging::new(dir);
     for (name, text) in files {
+        staging.stage(name.clone(), text)?;
+    }
+    staging.commit(done)
+}
+
+/// Files written into a folder but not yet in place. Each goes to a `tmpXXXX.tmp` in the folder
+/// (mode 0600); [`Staging::commit`] makes all of their contents durable with one `syncfs`, renames
+/// each over its target and syncs the folder. A crash leaves every file either old or new, never
+/// partial, and costs two syncs instead of one per file. Dropped uncommitted, it deletes its temp
+/// files.
+pub struct Staging {
+    dir: PathBuf,
+    staged: Vec<(tempfile::TempPath, String)>,
+}
+
+impl Staging {
+    /// Stages into `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            staged: Vec::new(),
+        }
+    }
+
+    /// Writes `text` to a temp file that [`Staging::commit`] renames to `name`.
+    pub fn stage(&mut self, name: String, text: &str) -> io::Result<()> {
         let mut tmp = tempfile::Builder::new()
             .prefix("tmp")
             .suffix(".tmp")
             .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(dir)?;
+            .tempfile_in(&self.dir)?;
         tmp.write_all(text.as_bytes())?;
-        staged.push((tmp.into_temp_path(), name));
+        self.staged.push((tmp.into_temp_path(), name));
+        Ok(())
     }
-    let folder = File::open(dir)?;
-    sync_filesystem(&folder)?;
-    for (i, (tmp, name)) in staged.into_iter().enumerate() {
-        tmp.persist(dir.join(name)).map_err(|e| e.error)?;
-        done(i + 1);
+
+    /// How many files are staged.
+    pub fn len(&self) -> usize {
+        self.staged.len()
     }
-    folder.sync_all()
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Puts every staged file in place (syncfs, renames, folder sync); `done` is told how many are.
+    pub fn commit(self, done: &dyn Fn(usize)) -> io::Result<()> {
+        let folder = File::open(&self.dir)?;
+        sync_filesystem(&folder)?;
+        for (i, (tmp, name)) in self.staged.into_iter().enumerate() {
+            tmp.persist(self.dir.join(name)).map_err(|e| e.error)?;
+            done(i + 1);
+        }
+        folder.sync_all()
+    }
 }
 
 /// Flushes every dirty page of the file system holding `file` (Linux `syncfs`).
@@ -193,15 +232,6 @@ impl ProfilesDir {
             }
         }
         Ok((docs, refused))
-    }
-
-    /// Writes every `<name>.json` atomically (see [`write_files`]); `done` is told how many are in place.
-    pub fn write_all(&self, docs: &[(String, String)], done: &dyn Fn(usize)) -> io::Result<()> {
-        let files: Vec<(String, &str)> = docs
-            .iter()
-            .map(|(n, t)| (format!("{n}.json"), t.as_str()))
-            .collect();
-        write_files(&self.path, &files, done)
     }
 
     /// Deletes the `*.json` profile files whose names are not in `keep`; returns their names.
