@@ -57,6 +57,9 @@ impl<E: Send + 'static> Flusher<E> {
             durable: watch::channel(0).0,
             publish,
         });
+        if ack_before_flush() {
+            tracing::warn!("FAULT INJECTION: writes are acknowledged before they are on disk (REGISTRY_FAULT_ACK_BEFORE_FLUSH=1, debug builds only)");
+        }
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("sled-flusher".into())
@@ -85,6 +88,9 @@ impl<E: Send + 'static> Flusher<E> {
 
     /// Waits until the write of `epoch` is on disk.
     pub(crate) async fn wait(&self, epoch: u64) -> Result<(), StoreError> {
+        if ack_before_flush() {
+            return Ok(());
+        }
         let mut rx = self.shared.durable.subscribe();
         if *rx.borrow_and_update() < epoch {
             {
@@ -117,11 +123,36 @@ impl<E: Send + 'static> Drop for Flusher<E> {
     }
 }
 
+/// A deliberately broken build for the reliability campaign: with REGISTRY_FAULT_ACK_BEFORE_FLUSH=1,
+/// a debug build acknowledges writes at once and flushes them every 100 ms. The campaign must
+/// notice; release builds ignore the variable.
+fn ack_before_flush() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("REGISTRY_FAULT_ACK_BEFORE_FLUSH").is_ok_and(|v| v == "1"))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
 fn run<E>(shared: &Shared<E>) {
     loop {
         let target = {
             let mut st = shared.lock();
             while st.requested <= *shared.durable.borrow() && !st.stop {
+                if ack_before_flush() {
+                    // The broken build flushes on its own, every 100 ms.
+                    st = shared
+                        .wake
+                        .wait_timeout(st, std::time::Duration::from_millis(100))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    st.requested = st.written;
+                    continue;
+                }
                 st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
             }
             if st.stop {

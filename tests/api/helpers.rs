@@ -103,6 +103,13 @@ pub async fn create(client: &mut ProfileServiceClient<Channel>, p: pb::Profile) 
 pub async fn full_listing(
     client: &mut ProfileServiceClient<Channel>,
 ) -> Vec<(String, i64, pb::LlmConfig)> {
+    try_full_listing(client).await.expect("list succeeds")
+}
+
+/// [`full_listing`], or the first error.
+pub async fn try_full_listing(
+    client: &mut ProfileServiceClient<Channel>,
+) -> Result<Vec<(String, i64, pb::LlmConfig)>, tonic::Status> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
@@ -111,8 +118,7 @@ pub async fn full_listing(
                 page_size: 1000,
                 page_token: token.clone(),
             })
-            .await
-            .expect("list succeeds")
+            .await?
             .into_inner();
         out.extend(
             page.profiles
@@ -120,7 +126,7 @@ pub async fn full_listing(
                 .map(|p| (p.name, p.revision, p.llm.unwrap_or_default())),
         );
         if page.next_page_token.is_empty() {
-            return out;
+            return Ok(out);
         }
         token = page.next_page_token;
     }
@@ -141,7 +147,13 @@ pub struct ChildServer {
 impl ChildServer {
     /// Starts the binary on `data_dir` and waits until it reports its address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like [`ChildServer::start`], with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
