@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sled::Tree;
 use tokio::sync::broadcast;
 
-use super::conversations::{Op, TreeId};
+use super::conversations::{json_error, Op, TreeId};
 use super::crypto::{KeyError, KeySource, SecretCipher};
 use super::flush::Flusher;
 use super::{
@@ -169,12 +169,12 @@ impl SledStore {
                 }
                 other => corrupt(other.to_string()),
             })?;
-        let tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(e.to_string()));
+        let tree = |t: TreeId| db.open_tree(t.name()).map_err(|e| corrupt(e.to_string()));
         let (profiles, conversations, events, bindings) = (
-            tree("profiles")?,
-            tree("conversations")?,
-            tree("events")?,
-            tree("bindings")?,
+            tree(TreeId::Profiles)?,
+            tree(TreeId::Conversations)?,
+            tree(TreeId::Events)?,
+            tree(TreeId::Bindings)?,
         );
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
@@ -216,6 +216,16 @@ impl SledStore {
         self.db.size_on_disk().unwrap_or(0)
     }
 
+    /// The sled tree of `t`.
+    pub(super) fn tree(&self, t: TreeId) -> &Tree {
+        match t {
+            TreeId::Profiles => &self.profiles,
+            TreeId::Conversations => &self.conversations,
+            TreeId::Bindings => &self.bindings,
+            TreeId::Events => &self.events,
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write_lock
             .lock()
@@ -254,13 +264,17 @@ impl SledStore {
         serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
     }
 
-    fn decode_profile(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+    pub(super) fn decode_profile(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<ProfileRecord, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             key: format!("profiles/{}", String::from_utf8_lossy(key)),
             reason,
         };
         let mut record: ProfileRecord =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| corrupt(json_error(&e)))?;
         profile_secrets(&mut record, |aad, s| {
             let plain = self
                 .cipher
@@ -354,7 +368,7 @@ impl SledStore {
             let mut record: T = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.damaged.push(format!("{label}: {e}"));
+                    report.damaged.push(format!("{label}: {}", json_error(&e)));
                     continue;
                 }
             };
@@ -436,7 +450,7 @@ fn llm_secrets<E>(
 }
 
 /// Every secret of a profile record, bound to `profile/<name>/<field>`.
-fn profile_secrets<E>(
+pub(super) fn profile_secrets<E>(
     record: &mut ProfileRecord,
     mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -445,7 +459,7 @@ fn profile_secrets<E>(
 }
 
 /// Every inline secret of a conversation, bound to `conversation/<id>/llms/<usage>/<field>`.
-fn conversation_secrets<E>(
+pub(super) fn conversation_secrets<E>(
     c: &mut Conversation,
     mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
 ) -> Result<(), E> {
