@@ -489,3 +489,74 @@ async fn backup_needs_the_admin_role_and_is_audited() {
         "{log}"
     );
 }
+
+/// How long a backup of 10,000 profiles holds writers off, seen by a writer updating in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --test api backup_of_10000 -- --ignored --nocapture"]
+async fn measure_how_long_a_backup_of_10000_profiles_blocks_writers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use profile_registry::pb::admin_service_client::AdminServiceClient;
+
+    let app = crate::helpers::TestApp::spawn().await;
+    let mut p = app.profiles().await;
+    for chunk in 0..10 {
+        let documents = (0..1000)
+            .map(|i| pb::ProfileDocument {
+                name: format!("p{:05}.json", chunk * 1000 + i),
+                json: format!(r#"{{"model": "gpt-4o", "api_key": "sk-test-{i}"}}"#),
+            })
+            .collect();
+        p.import_profiles(pb::ImportProfilesRequest {
+            documents,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (stop, mut p) = (Arc::clone(&stop), app.profiles().await);
+        async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                update(&mut p, "p00000", &format!("m{}", latencies.len())).await;
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut admin =
+        AdminServiceClient::new(app.channel().await).max_decoding_message_size(64 << 20);
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut stream = admin
+            .backup(pb::BackupRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut records = 0;
+        while let Some(chunk) = stream.message().await.unwrap() {
+            records += chunk.records.len();
+        }
+        assert_eq!(records, 10_000);
+        took.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = writer.await.unwrap();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "backups of 10,000 profiles took {took:?}; a writer meanwhile: {} writes, p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+}
