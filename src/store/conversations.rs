@@ -9,6 +9,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::broadcast;
 
+use super::maintenance::place;
 use super::sled::SledStore;
 use super::{
     Change, ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError,
@@ -94,15 +95,12 @@ fn id_from_key(key: &[u8]) -> Option<ConversationId> {
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
-    tree: &str,
+    tree: TreeId,
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: format!(
-            "{tree}/{}",
-            key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
+        key: place(tree, key),
         reason: json_error(&e),
     })
 }
@@ -166,7 +164,7 @@ impl SledStore {
         self.conversations
             .get(id.as_bytes())?
             .map(|b| {
-                let c = decode("conversations", id.as_bytes(), &b)?;
+                let c = decode(TreeId::Conversations, id.as_bytes(), &b)?;
                 self.open_conversation(id.as_bytes(), c)
             })
             .transpose()
@@ -296,7 +294,7 @@ impl ConversationStore for SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            let c = decode::<Conversation>("conversations", &key, &bytes)
+            let c = decode::<Conversation>(TreeId::Conversations, &key, &bytes)
                 .and_then(|c| self.open_conversation(&key, c));
             match c {
                 Ok(c) if wanted(&c) => out.push(c),
@@ -462,7 +460,15 @@ impl ConversationStore for SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            let e: Event = decode("events", &key, &bytes)?;
+            // A damaged event is skipped, like a damaged record in any listing: its seq is missing
+            // from the page, which a client can see (seqs are contiguous).
+            let e: Event = match decode(TreeId::Events, &key, &bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a damaged event record");
+                    continue;
+                }
+            };
             if (q.kind.is_empty() || e.kind == q.kind)
                 && (q.source.is_empty() || e.source == q.source)
             {

@@ -81,6 +81,20 @@ fn split_binding_key(key: &[u8]) -> Option<(String, ConversationId)> {
     Some((String::from_utf8(name.to_vec()).ok()?, conversation_id(id)?))
 }
 
+/// How a record is named in logs, errors and reports: `<tree>/<key>`, the key as a name, an id or
+/// an id and seq, or as hex when it has no such shape.
+pub(super) fn place(tree: TreeId, key: &[u8]) -> String {
+    let shaped = match tree {
+        TreeId::Profiles => Some(text_key(key)),
+        TreeId::Conversations => conversation_id(key).map(|id| id.to_string()),
+        TreeId::Bindings => {
+            split_binding_key(key).map(|(name, id)| format!("{}/{id}", text_key(name.as_bytes())))
+        }
+        TreeId::Events => split_event_key(key).map(|(id, seq)| format!("{id}/{seq}")),
+    };
+    format!("{}/{}", tree.name(), shaped.unwrap_or_else(|| hex(key)))
+}
+
 /// Why a record does not read, from a store error (the reason only: the place is reported apart).
 fn reason(e: StoreError) -> String {
     match e {
@@ -196,7 +210,7 @@ impl SledStore {
         for item in self.profiles.iter() {
             let (key, bytes) = item?;
             *report.counts.entry(TreeId::Profiles.name()).or_default() += 1;
-            let place = format!("profiles/{}", text_key(&key));
+            let place = place(TreeId::Profiles, &key);
             match self.decode_profile(&key, &bytes) {
                 Err(e) => report.problem(place, reason(e)),
                 Ok(r) if r.profile.name.as_str().as_bytes() != &*key => report.problem(
@@ -228,15 +242,12 @@ impl SledStore {
                 .counts
                 .entry(TreeId::Conversations.name())
                 .or_default() += 1;
+            let place = place(TreeId::Conversations, &key);
             let Some(id) = conversation_id(&key) else {
-                report.problem(
-                    format!("conversations/{}", hex(&key)),
-                    "the key is not a 16-byte conversation id",
-                );
+                report.problem(place, "the key is not a 16-byte conversation id");
                 continue;
             };
-            let place = format!("conversations/{id}");
-            let opened = decode::<Conversation>(TreeId::Conversations.name(), &key, &bytes)
+            let opened = decode::<Conversation>(TreeId::Conversations, &key, &bytes)
                 .and_then(|c| self.open_conversation(&key, c));
             let mut c = match opened {
                 Ok(c) => c,
@@ -288,14 +299,14 @@ impl SledStore {
         for key in self.bindings.iter().keys() {
             let key = key?;
             *report.counts.entry(TreeId::Bindings.name()).or_default() += 1;
+            let place = place(TreeId::Bindings, &key);
             let Some((name, id)) = split_binding_key(&key) else {
                 report.problem(
-                    format!("bindings/{}", hex(&key)),
+                    place,
                     "the key is not `<profile name> \\0 <16-byte conversation id>`",
                 );
                 continue;
             };
-            let place = format!("bindings/{}/{id}", text_key(name.as_bytes()));
             match conversations.get(id.as_bytes().as_slice()) {
                 None => report.problem(place, format!("conversation {id} does not exist")),
                 Some(Some(c)) if !c.bound_profiles().any(|p| p.as_str() == name) => {
@@ -320,14 +331,14 @@ impl SledStore {
         for item in self.events.iter() {
             let (key, bytes) = item?;
             *report.counts.entry(TreeId::Events.name()).or_default() += 1;
+            let place = place(TreeId::Events, &key);
             let Some((id, seq)) = split_event_key(&key) else {
                 report.problem(
-                    format!("events/{}", hex(&key)),
+                    place,
                     "the key is not a 16-byte conversation id and an 8-byte seq",
                 );
                 continue;
             };
-            let place = format!("events/{id}/{seq}");
             if !conversations.contains_key(id.as_bytes().as_slice()) {
                 report.problem(place.clone(), format!("conversation {id} does not exist"));
             }
@@ -339,7 +350,7 @@ impl SledStore {
                 );
             }
             *expected = seq + 1;
-            match decode::<Event>(TreeId::Events.name(), &key, &bytes) {
+            match decode::<Event>(TreeId::Events, &key, &bytes) {
                 Err(e) => report.problem(place, reason(e)),
                 Ok(e) if e.seq != seq => {
                     report.problem(place, format!("holds seq {} under another key", e.seq))
@@ -354,7 +365,7 @@ impl SledStore {
                 .unwrap_or(0);
             if c.event_count != n {
                 report.problem(
-                    format!("conversations/{}", c.id),
+                    place(TreeId::Conversations, c.id.as_bytes()),
                     format!(
                         "counts {} events but {n} are stored from seq 0 on",
                         c.event_count
@@ -384,5 +395,14 @@ mod tests {
         );
         assert_eq!(split_binding_key(b"short"), None);
         assert_eq!(text_key(b"a\nb\xff"), "a\\nb\u{fffd}");
+        assert_eq!(place(TreeId::Events, &event), format!("events/{id}/7"));
+        assert_eq!(
+            place(TreeId::Events, &event[..3]),
+            format!("events/{}", hex(&event[..3]))
+        );
+        assert_eq!(
+            place(TreeId::Conversations, id.as_bytes()),
+            format!("conversations/{id}")
+        );
     }
 }

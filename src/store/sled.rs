@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use super::conversations::{json_error, Op, TreeId};
 use super::crypto::{KeyError, KeySource, SecretCipher};
 use super::flush::Flusher;
+use super::maintenance::place;
 use super::{
     Change, ConflictPolicy, EventBatch, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch,
     PutMode, PutOutcome, StoreError,
@@ -270,7 +271,7 @@ impl SledStore {
         bytes: &[u8],
     ) -> Result<ProfileRecord, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
-            key: format!("profiles/{}", String::from_utf8_lossy(key)),
+            key: place(TreeId::Profiles, key),
             reason,
         };
         let mut record: ProfileRecord =
@@ -307,10 +308,7 @@ impl SledStore {
                 .cipher
                 .open(s.expose(), aad)
                 .map_err(|e| StoreError::Corrupt {
-                    key: format!(
-                        "conversations/{}",
-                        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                    ),
+                    key: place(TreeId::Conversations, key),
                     reason: format!("{aad}: {e}"),
                 })?;
             *s = Secret::new(plain);
@@ -348,12 +346,9 @@ impl SledStore {
 
     /// Re-seals the secrets of every record of one tree into `ops`; damaged records go to the report.
     /// Returns how many records changed.
-    #[allow(clippy::too_many_arguments)]
     fn reseal_tree<T: Serialize + serde::de::DeserializeOwned>(
         &self,
-        tree: &Tree,
         tree_id: TreeId,
-        label: impl Fn(&[u8]) -> String,
         secrets: impl Fn(
             &mut T,
             &mut dyn FnMut(&str, &mut Secret) -> Result<(), String>,
@@ -362,9 +357,9 @@ impl SledStore {
         ops: &mut Vec<Op>,
     ) -> Result<usize, StoreError> {
         let mut changed = 0;
-        for item in tree.iter() {
+        for item in self.tree(tree_id).iter() {
             let (key, bytes) = item?;
-            let label = label(&key);
+            let label = place(tree_id, &key);
             let mut record: T = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
@@ -403,22 +398,13 @@ impl SledStore {
             };
             let mut ops = Vec::new();
             report.profiles = self.reseal_tree(
-                &self.profiles,
                 TreeId::Profiles,
-                |key| format!("profiles/{}", String::from_utf8_lossy(key)),
                 |r: &mut ProfileRecord, f| profile_secrets(r, f),
                 &mut report,
                 &mut ops,
             )?;
             report.conversations = self.reseal_tree(
-                &self.conversations,
                 TreeId::Conversations,
-                |key| {
-                    format!(
-                        "conversations/{}",
-                        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                    )
-                },
                 |c: &mut Conversation, f| conversation_secrets(c, f),
                 &mut report,
                 &mut ops,

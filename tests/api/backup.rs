@@ -331,7 +331,17 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
         conversation(inline("gpt-4o", Some("sk-KNOWN-SECRET-inline")), "broken"),
     )
     .await;
-    create_conversation(&mut cl.1, conversation(bound("gamma"), "fine")).await;
+    let fine = create_conversation(&mut cl.1, conversation(bound("gamma"), "fine")).await;
+    cl.1.append_events(pb::AppendEventsRequest {
+        conversation_id: fine.id.clone(),
+        events: vec![
+            message_event("f0", "user", "a"),
+            message_event("f1", "agent", "b"),
+        ],
+        expected_next_seq: None,
+    })
+    .await
+    .unwrap();
     drop(server);
     let check = || {
         run(
@@ -348,6 +358,7 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
     let ghost = uuid::Uuid::new_v4();
     let talk_id = uuid::Uuid::parse_str(&talk.id).unwrap();
     let broken_id = uuid::Uuid::parse_str(&broken.id).unwrap();
+    let fine_id = uuid::Uuid::parse_str(&fine.id).unwrap();
     damage(&data, |db| {
         let profiles = db.open_tree("profiles").unwrap();
         profiles
@@ -369,7 +380,13 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
             .unwrap();
         let mut first_event = talk_id.as_bytes().to_vec();
         first_event.extend_from_slice(&0i64.to_be_bytes());
-        db.open_tree("events").unwrap().remove(first_event).unwrap();
+        let events = db.open_tree("events").unwrap();
+        events.remove(first_event).unwrap();
+        let mut fine_first = fine_id.as_bytes().to_vec();
+        fine_first.extend_from_slice(&0i64.to_be_bytes());
+        events
+            .insert(fine_first, &b"sk-KNOWN-SECRET-event"[..])
+            .unwrap();
         db.open_tree("conversations")
             .unwrap()
             .insert(broken_id.as_bytes(), &b"[1, 2"[..])
@@ -386,6 +403,7 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
         format!("PROBLEM bindings/alpha/{ghost}: conversation {ghost} does not exist"),
         format!("PROBLEM events/{talk_id}/1: seq 1 where 0 comes next"),
         format!("PROBLEM conversations/{broken_id}: JSON of the wrong shape"),
+        format!("PROBLEM events/{fine_id}/0: not valid JSON"),
     ] {
         assert!(report.contains(&place), "{place} missing from:\n{report}");
     }
@@ -425,12 +443,26 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
     let ids = conversation_ids(&mut cl.1, pb::ExecutionStatus::Unspecified, "").await;
     assert_eq!(ids.len(), 2);
     assert!(!ids.contains(&broken.id));
+    let seqs: Vec<i64> = all_events(&mut cl.1, &fine.id)
+        .await
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        [1],
+        "the damaged event is skipped, the next one served"
+    );
     let log = server.log();
     assert!(
         log.contains("profiles/garbage") && log.contains("profiles/beta"),
         "{log}"
     );
-    assert!(log.contains(&broken_id.simple().to_string()), "{log}");
+    assert!(
+        log.contains(&format!("conversations/{broken_id}"))
+            && log.contains(&format!("events/{fine_id}/0")),
+        "{log}"
+    );
     assert!(!log.contains("sk-KNOWN"), "{log}");
 }
 
