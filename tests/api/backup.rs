@@ -96,6 +96,20 @@ async fn state(
     (profiles, conversations)
 }
 
+/// Appends message events (event id, source) to a conversation, in one batch.
+async fn append(c: &mut ConversationServiceClient<Channel>, id: &str, events: &[(&str, &str)]) {
+    c.append_events(pb::AppendEventsRequest {
+        conversation_id: id.into(),
+        events: events
+            .iter()
+            .map(|(event, source)| message_event(event, source, "hello"))
+            .collect(),
+        expected_next_seq: None,
+    })
+    .await
+    .unwrap();
+}
+
 async fn update(p: &mut ProfileServiceClient<Channel>, name: &str, model: &str) -> pb::Profile {
     p.update_profile(pb::UpdateProfileRequest {
         profile: Some(profile(name, model, Some("**********"))),
@@ -131,18 +145,8 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     .unwrap();
     create(&mut cl.0, profile("gamma", "m", None)).await;
     let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "bound")).await;
-    for batch in [vec![("e0", "user"), ("e1", "agent")], vec![("e2", "user")]] {
-        cl.1.append_events(pb::AppendEventsRequest {
-            conversation_id: talk.id.clone(),
-            events: batch
-                .into_iter()
-                .map(|(id, source)| message_event(id, source, "hello"))
-                .collect(),
-            expected_next_seq: None,
-        })
-        .await
-        .unwrap();
-    }
+    append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
+    append(&mut cl.1, &talk.id, &[("e2", "user")]).await;
     create_conversation(
         &mut cl.1,
         conversation(inline("gpt-4o", Some("sk-KNOWN-inline")), "inline"),
@@ -316,32 +320,14 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
         .await;
     }
     let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "talk")).await;
-    cl.1.append_events(pb::AppendEventsRequest {
-        conversation_id: talk.id.clone(),
-        events: vec![
-            message_event("e0", "user", "a"),
-            message_event("e1", "agent", "b"),
-        ],
-        expected_next_seq: None,
-    })
-    .await
-    .unwrap();
+    append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
     let broken = create_conversation(
         &mut cl.1,
         conversation(inline("gpt-4o", Some("sk-KNOWN-SECRET-inline")), "broken"),
     )
     .await;
     let fine = create_conversation(&mut cl.1, conversation(bound("gamma"), "fine")).await;
-    cl.1.append_events(pb::AppendEventsRequest {
-        conversation_id: fine.id.clone(),
-        events: vec![
-            message_event("f0", "user", "a"),
-            message_event("f1", "agent", "b"),
-        ],
-        expected_next_seq: None,
-    })
-    .await
-    .unwrap();
+    append(&mut cl.1, &fine.id, &[("f0", "user"), ("f1", "agent")]).await;
     drop(server);
     let check = || {
         run(
