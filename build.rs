@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/profileregistry/v1/profile.proto",
         "proto/profileregistry/v1/conversation.proto",
+        "proto/profileregistry/v1/admin.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     for p in protos {

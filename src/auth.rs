@@ -297,6 +297,8 @@ fn required_role(path: &str, protect_reflection: bool) -> Option<Role> {
             | "ExportConversation" => Role::Reader,
             _ => Role::Writer,
         }),
+        // Backups carry every record, secrets sealed: admin only.
+        "profileregistry.v1.AdminService" => Some(Role::Admin),
         _ => Some(Role::Admin),
     }
 }
@@ -385,6 +387,8 @@ where
                 {
                     let service = if service.ends_with("ConversationService") {
                         "profileregistry.v1.ConversationService"
+                    } else if service.ends_with("AdminService") {
+                        "profileregistry.v1.AdminService"
                     } else {
                         "profileregistry.v1.ProfileService"
                     };
@@ -462,6 +466,10 @@ mod tests {
         assert_eq!(
             required_role("/profileregistry.v1.ConversationService/WatchEvents", false),
             Some(Role::Reader)
+        );
+        assert_eq!(
+            required_role("/profileregistry.v1.AdminService/Backup", false),
+            Some(Role::Admin)
         );
         assert_eq!(required_role("/other.Service/X", false), Some(Role::Admin));
     }

@@ -46,6 +46,63 @@ pub enum Command {
     ExportConversations(ExportConversationsArgs),
     /// Re-encrypt every stored secret with the first key of --secret-key-file (stop the server first).
     RotateKeys(RotateKeysArgs),
+    /// Write a consistent snapshot of a running server's records to FILE (needs the admin role).
+    /// Secrets stay encrypted as stored; the keys are not in the file: keep them apart.
+    Backup(BackupArgs),
+    /// Load a backup FILE into a new or empty data dir, revisions and all; give the key file of the
+    /// server it came from when it holds secrets.
+    Restore(RestoreArgs),
+    /// Verify every record of a data dir (decodes, decrypts, references; stop the server first);
+    /// exits 1 when anything is wrong.
+    Check(CheckArgs),
+}
+
+/// Settings of `backup`.
+#[derive(Clone, Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (replaced atomically when it exists).
+    pub file: PathBuf,
+
+    /// The running server to back up.
+    #[arg(
+        long,
+        env = "REGISTRY_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+
+    /// The environment variable holding a bearer token with the admin role (when the server
+    /// requires tokens).
+    #[arg(long, env = "REGISTRY_TOKEN_ENV", default_value = "REGISTRY_TOKEN")]
+    pub token_env: String,
+}
+
+/// Settings of `restore`.
+#[derive(Clone, Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+
+    /// The data dir to fill: it must not exist or be empty.
+    #[arg(long = "data-dir", env = "REGISTRY_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// The key file of the server the backup came from (its --secret-key-file, or its data dir's
+    /// secret.key); needed when the backup holds secrets. Serve the restored dir with it too.
+    #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+/// Settings of `check`.
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// The server's database folder (only while no server holds it).
+    #[arg(long = "data-dir", env = "REGISTRY_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// The server's key file [default: the data dir's own secret.key].
+    #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// Settings of `rotate-keys`.

@@ -19,6 +19,9 @@ async fn main() -> ExitCode {
         Some(Command::ImportConversations(args)) => cli::conversations::run_import(args).await,
         Some(Command::ExportConversations(args)) => cli::conversations::run_export(args).await,
         Some(Command::RotateKeys(args)) => cli::keys::run_rotate(args).await,
+        Some(Command::Backup(args)) => cli::backup::run_backup(args).await,
+        Some(Command::Restore(args)) => cli::backup::run_restore(args).await,
+        Some(Command::Check(args)) => cli::backup::run_check(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -16,8 +16,10 @@ use crate::config::ServeArgs;
 use crate::health::HealthState;
 use crate::openhands::folder::ProfilesDir;
 use crate::pb;
+use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::pb::profile_service_server::ProfileServiceServer;
+use crate::service::admin::AdminApi;
 use crate::service::conversation::ConversationApi;
 use crate::service::profile::ProfileApi;
 use crate::service::transfer::{import_documents, Outcome};
@@ -99,9 +101,11 @@ impl Application {
             stop_rx.clone(),
         ))
         .max_decoding_message_size(args.max_request_bytes);
+        let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&store)));
         let health = HealthState::serving(&[
             <ProfileServiceServer<ProfileApi<SledStore>> as NamedService>::NAME,
             <ConversationServiceServer<ConversationApi<SledStore>> as NamedService>::NAME,
+            <AdminServiceServer<AdminApi> as NamedService>::NAME,
         ]);
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -115,6 +119,7 @@ impl Application {
             .add_service(health.service(stop_rx))
             .add_service(profile_service)
             .add_service(conversation_service)
+            .add_service(admin_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         let drained = async {

@@ -1,22 +1,10 @@
 //! `profile-registry rotate-keys`: re-encrypt every stored secret with the first configured key.
 use crate::config::RotateKeysArgs;
-use crate::store::{OpenError, SledStore, StoreOptions};
 
 /// Opens the data dir directly (refused while a server holds it), re-encrypts every secret in one
 /// transaction and prints the counts; returns false when some records could not be re-encrypted.
 pub async fn run_rotate(args: RotateKeysArgs) -> anyhow::Result<bool> {
-    let options = StoreOptions {
-        secret_key_file: args.secret_key_file.clone(),
-        ..StoreOptions::default()
-    };
-    let store = match SledStore::open(&args.data_dir, &options) {
-        Ok(store) => store,
-        Err(e @ OpenError::InUse { .. }) => {
-            return Err(anyhow::Error::new(e)
-                .context("rotate-keys needs the data dir to itself: stop the server first"))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let store = super::open_offline(&args.data_dir, args.secret_key_file.clone(), "rotate-keys")?;
     let report = store.rotate_keys().await?;
     for d in &report.damaged {
         eprintln!("DAMAGED {d} (left as it was)");

@@ -24,7 +24,7 @@ use crate::store::{
 const CHUNK_BYTES: usize = 3 * 1024 * 1024;
 /// Export page size: 1000 profiles of at most 64 KiB fit the client's decoding limit below.
 const EXPORT_PAGE: i32 = 1000;
-const MAX_RESPONSE_BYTES: usize = 80 * 1024 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 80 * 1024 * 1024;
 
 /// Where the work goes.
 pub enum Target {
@@ -49,17 +49,7 @@ impl Target {
                 Err(e) => Err(e.into()),
             };
         }
-        let channel = Channel::from_shared(args.server.clone())
-            .with_context(|| {
-                format!(
-                    "--server {:?} is not a URL like http://127.0.0.1:50051",
-                    args.server
-                )
-            })?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", args.server))?;
-        Ok(Self::Remote(channel))
+        Ok(Self::Remote(connect(&args.server).await?))
     }
 
     /// Imports documents (name, file text); `progress` is told how many are done.
@@ -186,6 +176,15 @@ impl Target {
     }
 }
 
+/// A channel to the server at `server`, with errors that say what to fix.
+pub(crate) async fn connect(server: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(server.to_owned())
+        .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the server at {server}"))
+}
+
 fn profiles_client(channel: &Channel) -> ProfileServiceClient<Channel> {
     ProfileServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
@@ -203,7 +202,7 @@ fn on_conflict_pb(c: OnConflict) -> pb::import_profiles_request::OnConflict {
     }
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("the server refused: {:?}: {}", s.code(), s.message())
 }
 

@@ -1,4 +1,5 @@
 //! Thin gRPC handlers, one file per proto service: validate, call the store, convert back.
+pub mod admin;
 pub mod conversation;
 pub mod convert;
 pub mod page_token;
@@ -148,7 +149,9 @@ pub(crate) fn audit_secret_access(
 
 /// The proto service a method name belongs to.
 fn service_of(method: &str) -> &'static str {
-    if method.contains("Profile") {
+    if method == "Backup" {
+        "profileregistry.v1.AdminService"
+    } else if method.contains("Profile") {
         "profileregistry.v1.ProfileService"
     } else {
         "profileregistry.v1.ConversationService"

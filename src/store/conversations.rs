@@ -9,6 +9,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::broadcast;
 
+use super::maintenance::place;
 use super::sled::SledStore;
 use super::{
     Change, ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError,
@@ -17,13 +18,42 @@ use crate::domain::{
     Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName, Timestamp,
 };
 
-/// The tree a write goes to.
-#[derive(Clone, Copy)]
-pub(super) enum TreeId {
+/// A tree of the database: the unit of a write, and of a backup record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TreeId {
+    /// Profile records by name.
     Profiles,
+    /// Conversation records by id.
     Conversations,
+    /// The index of profile bindings: `profile \0 id`, empty values.
     Bindings,
+    /// Events by `id ++ seq`.
     Events,
+}
+
+impl TreeId {
+    /// Every tree, in the order a backup lists them.
+    pub const ALL: [Self; 4] = [
+        Self::Profiles,
+        Self::Conversations,
+        Self::Bindings,
+        Self::Events,
+    ];
+
+    /// The tree's name in the database (and in backups).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Profiles => "profiles",
+            Self::Conversations => "conversations",
+            Self::Bindings => "bindings",
+            Self::Events => "events",
+        }
+    }
+
+    /// The tree of a name, if it is one of ours.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
 }
 
 /// One write of a transaction.
@@ -52,7 +82,7 @@ fn binding_prefix(name: &ProfileName) -> Vec<u8> {
     k
 }
 
-fn event_key(id: &ConversationId, seq: i64) -> Vec<u8> {
+pub(super) fn event_key(id: &ConversationId, seq: i64) -> Vec<u8> {
     let mut k = Vec::with_capacity(24);
     k.extend_from_slice(id.as_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
@@ -64,18 +94,28 @@ fn id_from_key(key: &[u8]) -> Option<ConversationId> {
     Some(ConversationId::from_bytes(tail))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    tree: &str,
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    tree: TreeId,
     key: &[u8],
     bytes: &[u8],
 ) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: format!(
-            "{tree}/{}",
-            key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
-        reason: e.to_string(),
+        key: place(tree, key),
+        reason: json_error(&e),
     })
+}
+
+/// Why stored bytes do not decode, without quoting them: serde's own message can quote a value,
+/// and a damaged record's value may be a secret.
+pub(super) fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "not valid JSON",
+        Category::Data => "JSON of the wrong shape",
+        Category::Eof => "JSON cut short",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 fn not_found(id: &ConversationId) -> StoreError {
@@ -124,7 +164,7 @@ impl SledStore {
         self.conversations
             .get(id.as_bytes())?
             .map(|b| {
-                let c = decode("conversations", id.as_bytes(), &b)?;
+                let c = decode(TreeId::Conversations, id.as_bytes(), &b)?;
                 self.open_conversation(id.as_bytes(), c)
             })
             .transpose()
@@ -254,7 +294,7 @@ impl ConversationStore for SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            let c = decode::<Conversation>("conversations", &key, &bytes)
+            let c = decode::<Conversation>(TreeId::Conversations, &key, &bytes)
                 .and_then(|c| self.open_conversation(&key, c));
             match c {
                 Ok(c) if wanted(&c) => out.push(c),
@@ -420,7 +460,15 @@ impl ConversationStore for SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            let e: Event = decode("events", &key, &bytes)?;
+            // A damaged event is skipped, like a damaged record in any listing: its seq is missing
+            // from the page, which a client can see (seqs are contiguous).
+            let e: Event = match decode(TreeId::Events, &key, &bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping a damaged event record");
+                    continue;
+                }
+            };
             if (q.kind.is_empty() || e.kind == q.kind)
                 && (q.source.is_empty() || e.source == q.source)
             {

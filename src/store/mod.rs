@@ -2,6 +2,7 @@
 mod conversations;
 pub mod crypto;
 mod flush;
+mod maintenance;
 pub mod sled;
 
 use std::future::Future;
@@ -13,6 +14,8 @@ use crate::domain::{
     Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
 };
 
+pub use self::conversations::TreeId;
+pub use self::maintenance::{sealed_key_ids, CheckReport, RawRecord, Snapshot};
 pub use self::sled::{OpenError, RotationReport, SledStore, StoreOptions};
 
 /// What can go wrong in the store: expected outcomes first, then fail-stop storage errors.

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use sled::Tree;
 use tokio::sync::broadcast;
 
-use super::conversations::{Op, TreeId};
+use super::conversations::{json_error, Op, TreeId};
 use super::crypto::{KeyError, KeySource, SecretCipher};
 use super::flush::Flusher;
+use super::maintenance::place;
 use super::{
     Change, ConflictPolicy, EventBatch, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch,
     PutMode, PutOutcome, StoreError,
@@ -169,12 +170,12 @@ impl SledStore {
                 }
                 other => corrupt(other.to_string()),
             })?;
-        let tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(e.to_string()));
+        let tree = |t: TreeId| db.open_tree(t.name()).map_err(|e| corrupt(e.to_string()));
         let (profiles, conversations, events, bindings) = (
-            tree("profiles")?,
-            tree("conversations")?,
-            tree("events")?,
-            tree("bindings")?,
+            tree(TreeId::Profiles)?,
+            tree(TreeId::Conversations)?,
+            tree(TreeId::Events)?,
+            tree(TreeId::Bindings)?,
         );
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
@@ -216,6 +217,16 @@ impl SledStore {
         self.db.size_on_disk().unwrap_or(0)
     }
 
+    /// The sled tree of `t`.
+    pub(super) fn tree(&self, t: TreeId) -> &Tree {
+        match t {
+            TreeId::Profiles => &self.profiles,
+            TreeId::Conversations => &self.conversations,
+            TreeId::Bindings => &self.bindings,
+            TreeId::Events => &self.events,
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write_lock
             .lock()
@@ -254,13 +265,17 @@ impl SledStore {
         serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
     }
 
-    fn decode_profile(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+    pub(super) fn decode_profile(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<ProfileRecord, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
-            key: format!("profiles/{}", String::from_utf8_lossy(key)),
+            key: place(TreeId::Profiles, key),
             reason,
         };
         let mut record: ProfileRecord =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| corrupt(json_error(&e)))?;
         profile_secrets(&mut record, |aad, s| {
             let plain = self
                 .cipher
@@ -293,10 +308,7 @@ impl SledStore {
                 .cipher
                 .open(s.expose(), aad)
                 .map_err(|e| StoreError::Corrupt {
-                    key: format!(
-                        "conversations/{}",
-                        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                    ),
+                    key: place(TreeId::Conversations, key),
                     reason: format!("{aad}: {e}"),
                 })?;
             *s = Secret::new(plain);
@@ -334,12 +346,9 @@ impl SledStore {
 
     /// Re-seals the secrets of every record of one tree into `ops`; damaged records go to the report.
     /// Returns how many records changed.
-    #[allow(clippy::too_many_arguments)]
     fn reseal_tree<T: Serialize + serde::de::DeserializeOwned>(
         &self,
-        tree: &Tree,
         tree_id: TreeId,
-        label: impl Fn(&[u8]) -> String,
         secrets: impl Fn(
             &mut T,
             &mut dyn FnMut(&str, &mut Secret) -> Result<(), String>,
@@ -348,13 +357,13 @@ impl SledStore {
         ops: &mut Vec<Op>,
     ) -> Result<usize, StoreError> {
         let mut changed = 0;
-        for item in tree.iter() {
+        for item in self.tree(tree_id).iter() {
             let (key, bytes) = item?;
-            let label = label(&key);
+            let label = place(tree_id, &key);
             let mut record: T = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.damaged.push(format!("{label}: {e}"));
+                    report.damaged.push(format!("{label}: {}", json_error(&e)));
                     continue;
                 }
             };
@@ -389,22 +398,13 @@ impl SledStore {
             };
             let mut ops = Vec::new();
             report.profiles = self.reseal_tree(
-                &self.profiles,
                 TreeId::Profiles,
-                |key| format!("profiles/{}", String::from_utf8_lossy(key)),
                 |r: &mut ProfileRecord, f| profile_secrets(r, f),
                 &mut report,
                 &mut ops,
             )?;
             report.conversations = self.reseal_tree(
-                &self.conversations,
                 TreeId::Conversations,
-                |key| {
-                    format!(
-                        "conversations/{}",
-                        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                    )
-                },
                 |c: &mut Conversation, f| conversation_secrets(c, f),
                 &mut report,
                 &mut ops,
@@ -436,7 +436,7 @@ fn llm_secrets<E>(
 }
 
 /// Every secret of a profile record, bound to `profile/<name>/<field>`.
-fn profile_secrets<E>(
+pub(super) fn profile_secrets<E>(
     record: &mut ProfileRecord,
     mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -445,7 +445,7 @@ fn profile_secrets<E>(
 }
 
 /// Every inline secret of a conversation, bound to `conversation/<id>/llms/<usage>/<field>`.
-fn conversation_secrets<E>(
+pub(super) fn conversation_secrets<E>(
     c: &mut Conversation,
     mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
 ) -> Result<(), E> {

@@ -3,6 +3,7 @@ use std::process::Command;
 
 use profile_registry::auth::token_hash_hex;
 use profile_registry::pb;
+use profile_registry::pb::admin_service_client::AdminServiceClient;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
 use profile_registry::pb::profile_service_client::ProfileServiceClient;
 use tonic::service::interceptor::InterceptedService;
@@ -207,6 +208,13 @@ async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> C
 
 const CONV: &str = "0b5c6f5e-1c2d-4e8f-9a0b-1c2d3e4f5a6b";
 
+/// AdminService.Backup as `token`.
+async fn backup(channel: &Channel, token: Option<&str>) -> Code {
+    let mut admin =
+        AdminServiceClient::with_interceptor(channel.clone(), Bearer(token.map(str::to_owned)));
+    code(admin.backup(pb::BackupRequest {}).await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_may_call_exactly_its_rpcs() {
     let app = secured_app().await;
@@ -235,7 +243,7 @@ async fn each_role_may_call_exactly_its_rpcs() {
 
     use Code::{Ok as OK, PermissionDenied as DENIED, Unauthenticated as UNAUTH};
     // rpc, then the code for: no token, a wrong token, reader, writer, reader+secrets, admin, secrets alone.
-    let table: [(&str, [Code; 7]); 19] = [
+    let table: [(&str, [Code; 7]); 20] = [
         ("GetProfile", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
         (
             "GetProfile+reveal",
@@ -296,6 +304,10 @@ async fn each_role_may_call_exactly_its_rpcs() {
             [UNAUTH, UNAUTH, DENIED, OK, DENIED, OK, DENIED],
         ),
         ("GetProfile", [UNAUTH, UNAUTH, OK, OK, OK, OK, DENIED]),
+        (
+            "Backup",
+            [UNAUTH, UNAUTH, DENIED, DENIED, DENIED, OK, DENIED],
+        ),
     ];
     let callers = [
         None,
@@ -311,7 +323,11 @@ async fn each_role_may_call_exactly_its_rpcs() {
         for (caller, want) in callers.iter().zip(want) {
             n += 1;
             let (mut p, mut c) = clients(&channel, *caller);
-            let got = call(rpc, &mut p, &mut c, n).await;
+            let got = if rpc == "Backup" {
+                backup(&channel, *caller).await
+            } else {
+                call(rpc, &mut p, &mut c, n).await
+            };
             assert_eq!(got, want, "{rpc} with token {caller:?}");
         }
     }

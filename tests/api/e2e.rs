@@ -89,14 +89,20 @@ async fn grpcurl_lists_and_describes_every_rpc_and_field() {
         assert!(list.contains(s), "{s} missing from:\n{list}");
     }
     // Every rpc and every field carries a comment: grpcurl describe is the user's manual.
-    let service = run(vec![
-        "-plaintext".into(),
-        addr.clone(),
-        "describe".into(),
-        "profileregistry.v1.ProfileService".into(),
-    ]);
-    tools::assert_every_line_commented(&service, "rpc ");
-    let mut todo = tools::message_names(&service);
+    let mut todo = Vec::new();
+    for name in [
+        "profileregistry.v1.ProfileService",
+        "profileregistry.v1.AdminService",
+    ] {
+        let service = run(vec![
+            "-plaintext".into(),
+            addr.clone(),
+            "describe".into(),
+            name.into(),
+        ]);
+        tools::assert_every_line_commented(&service, "rpc ");
+        todo.extend(tools::message_names(&service));
+    }
     let mut done = std::collections::BTreeSet::new();
     while let Some(m) = todo.pop() {
         if !done.insert(m.clone()) {
@@ -112,7 +118,11 @@ async fn grpcurl_lists_and_describes_every_rpc_and_field() {
         todo.extend(tools::message_names(&text));
     }
     assert!(done.len() >= 20, "described only {done:?}");
-    for service in ["", "profileregistry.v1.ProfileService"] {
+    for service in [
+        "",
+        "profileregistry.v1.ProfileService",
+        "profileregistry.v1.AdminService",
+    ] {
         let out = run(vec![
             "-plaintext".into(),
             "-d".into(),

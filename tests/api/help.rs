@@ -3,7 +3,7 @@ use std::process::Command;
 
 use crate::helpers::binary;
 
-const COMMANDS: [&str; 8] = [
+const COMMANDS: [&str; 11] = [
     "",
     "serve",
     "import",
@@ -12,6 +12,9 @@ const COMMANDS: [&str; 8] = [
     "export-conversations",
     "new-token",
     "rotate-keys",
+    "backup",
+    "restore",
+    "check",
 ];
 
 #[test]

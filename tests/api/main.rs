@@ -1,5 +1,6 @@
 //! Black-box tests: a real server on 127.0.0.1:0 with its own temp data dir, real clients.
 mod auth;
+mod backup;
 mod bad_input;
 mod conversation_crash;
 mod conversation_files;

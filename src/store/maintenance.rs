@@ -1,0 +1,408 @@
+//! Whole-store maintenance: a consistent snapshot of every record (for backups), loading one into an
+//! empty store (restore), and the offline check of every record: decodes, decrypts, references.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use super::conversations::{binding_key, decode, TreeId};
+use super::crypto::SecretCipher;
+use super::sled::{conversation_secrets, profile_secrets, ProfileRecord, SledStore};
+use super::{ProfileStore, StoreError};
+use crate::domain::{Conversation, ConversationId, Event, Secret};
+
+/// One stored record, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Its tree.
+    pub tree: TreeId,
+    /// Its key, as stored.
+    pub key: Vec<u8>,
+    /// Its value, as stored (secret values sealed).
+    pub value: Vec<u8>,
+}
+
+/// A consistent copy of every record: no write is half in it.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The change sequence counter when it was taken: a restored store continues above it.
+    pub next_seq: u64,
+    /// Every record, tree by tree ([`TreeId::ALL`] order), each in key order.
+    pub records: Vec<RawRecord>,
+    /// How long writers were held off while it was copied.
+    pub blocked: Duration,
+}
+
+/// What [`SledStore::check`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Records read, by tree name.
+    pub counts: BTreeMap<&'static str, usize>,
+    /// Secret values that opened.
+    pub secrets: usize,
+    /// Records that are wrong: (tree/key, what is wrong). Never a secret value.
+    pub problems: Vec<(String, String)>,
+    /// States the server allows that are worth knowing, e.g. a conversation bound to a profile that
+    /// was deleted with force.
+    pub notes: Vec<(String, String)>,
+}
+
+impl CheckReport {
+    fn problem(&mut self, place: String, what: impl Into<String>) {
+        self.problems.push((place, what.into()));
+    }
+}
+
+/// A key as text for a report: printable, whatever the bytes.
+fn text_key(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).escape_debug().to_string()
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn conversation_id(bytes: &[u8]) -> Option<ConversationId> {
+    Some(ConversationId::from_bytes(bytes.try_into().ok()?))
+}
+
+/// An event key: the conversation id and the seq.
+fn split_event_key(key: &[u8]) -> Option<(ConversationId, i64)> {
+    let (id, seq) = key.split_at_checked(16)?;
+    Some((
+        conversation_id(id)?,
+        i64::from_be_bytes(seq.try_into().ok()?),
+    ))
+}
+
+/// A binding key: the profile name and the conversation id.
+fn split_binding_key(key: &[u8]) -> Option<(String, ConversationId)> {
+    let (name, rest) = key.split_at_checked(key.len().checked_sub(17)?)?;
+    let (zero, id) = rest.split_first()?;
+    (*zero == 0).then_some(())?;
+    Some((String::from_utf8(name.to_vec()).ok()?, conversation_id(id)?))
+}
+
+/// How a record is named in logs, errors and reports: `<tree>/<key>`, the key as a name, an id or
+/// an id and seq, or as hex when it has no such shape.
+pub(super) fn place(tree: TreeId, key: &[u8]) -> String {
+    let shaped = match tree {
+        TreeId::Profiles => Some(text_key(key)),
+        TreeId::Conversations => conversation_id(key).map(|id| id.to_string()),
+        TreeId::Bindings => {
+            split_binding_key(key).map(|(name, id)| format!("{}/{id}", text_key(name.as_bytes())))
+        }
+        TreeId::Events => split_event_key(key).map(|(id, seq)| format!("{id}/{seq}")),
+    };
+    format!("{}/{}", tree.name(), shaped.unwrap_or_else(|| hex(key)))
+}
+
+/// Why a record does not read, from a store error (the reason only: the place is reported apart).
+fn reason(e: StoreError) -> String {
+    match e {
+        StoreError::Corrupt { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// The key ids that seal the secrets of `records` (profiles and inline LLMs of conversations);
+/// records that do not decode are passed over (a check reports them).
+pub fn sealed_key_ids(records: &[RawRecord]) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut note = |_: &str, s: &mut Secret| {
+        if let Some(id) = SecretCipher::key_id_of(s.expose()) {
+            ids.insert(id.to_owned());
+        }
+        Ok::<(), ()>(())
+    };
+    for r in records {
+        match r.tree {
+            TreeId::Profiles => {
+                if let Ok(mut p) = serde_json::from_slice::<ProfileRecord>(&r.value) {
+                    let _ = profile_secrets(&mut p, &mut note);
+                }
+            }
+            TreeId::Conversations => {
+                if let Ok(mut c) = serde_json::from_slice::<Conversation>(&r.value) {
+                    let _ = conversation_secrets(&mut c, &mut note);
+                }
+            }
+            TreeId::Bindings | TreeId::Events => {}
+        }
+    }
+    ids
+}
+
+/// Counts the set secrets of a decoded (opened) record.
+fn count_secrets(
+    report: &mut CheckReport,
+    walk: impl FnOnce(&mut dyn FnMut(&str, &mut Secret) -> Result<(), ()>),
+) {
+    let mut n = 0;
+    walk(&mut |_, _| {
+        n += 1;
+        Ok(())
+    });
+    report.secrets += n;
+}
+
+impl SledStore {
+    /// Copies every record while writers are held off, so the copy is one consistent state. The
+    /// copy is in memory: writers wait only for the copying, not for the caller's use of it.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let _guard = self.lock();
+        let started = Instant::now();
+        let next_seq = self.next_seq()?;
+        let mut records = Vec::new();
+        for tree in TreeId::ALL {
+            for item in self.tree(tree).iter() {
+                let (key, value) = item?;
+                records.push(RawRecord {
+                    tree,
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                });
+            }
+        }
+        Ok(Snapshot {
+            next_seq,
+            records,
+            blocked: started.elapsed(),
+        })
+    }
+
+    /// Loads `records` as they are into this store, which must hold no record, moves the change
+    /// counter to at least `next_seq` (so watchers order new changes after the restored ones) and
+    /// flushes.
+    pub fn restore(&self, records: &[RawRecord], next_seq: u64) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        if let Some(t) = TreeId::ALL.into_iter().find(|t| !self.tree(*t).is_empty()) {
+            return Err(StoreError::FailedPrecondition(format!(
+                "the store already holds {} records: restore needs an empty data dir",
+                t.name()
+            )));
+        }
+        for tree in TreeId::ALL {
+            let mut batch = sled::Batch::default();
+            for r in records.iter().filter(|r| r.tree == tree) {
+                batch.insert(r.key.as_slice(), r.value.as_slice());
+            }
+            self.tree(tree).apply_batch(batch)?;
+        }
+        while self.next_seq()? < next_seq {}
+        ProfileStore::flush(self)?;
+        Ok(())
+    }
+
+    /// Reads every record: each must decode, each secret must open with the configured keys, and
+    /// references must hold (bindings index, conversations' profiles, events contiguous from 0 and
+    /// counted by their conversation). Reports what is wrong with its tree and key, never a value.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut report = CheckReport::default();
+        let profiles = self.check_profiles(&mut report)?;
+        let conversations = self.check_conversations(&mut report, &profiles)?;
+        self.check_bindings(&mut report, &conversations)?;
+        self.check_events(&mut report, &conversations)?;
+        Ok(report)
+    }
+
+    /// The keys of every profile record (damaged or not: a reference to one is not dangling).
+    fn check_profiles(&self, report: &mut CheckReport) -> Result<BTreeSet<Vec<u8>>, StoreError> {
+        let mut keys = BTreeSet::new();
+        for item in self.profiles.iter() {
+            let (key, bytes) = item?;
+            *report.counts.entry(TreeId::Profiles.name()).or_default() += 1;
+            let place = place(TreeId::Profiles, &key);
+            match self.decode_profile(&key, &bytes) {
+                Err(e) => report.problem(place, reason(e)),
+                Ok(r) if r.profile.name.as_str().as_bytes() != &*key => report.problem(
+                    place,
+                    format!(
+                        "holds the profile {:?} under another key",
+                        r.profile.name.as_str()
+                    ),
+                ),
+                Ok(mut r) => count_secrets(report, |f| {
+                    let _ = profile_secrets(&mut r, f);
+                }),
+            }
+            keys.insert(key.to_vec());
+        }
+        Ok(keys)
+    }
+
+    /// Every conversation key, with the record when it decodes.
+    fn check_conversations(
+        &self,
+        report: &mut CheckReport,
+        profiles: &BTreeSet<Vec<u8>>,
+    ) -> Result<HashMap<Vec<u8>, Option<Conversation>>, StoreError> {
+        let mut out = HashMap::new();
+        for item in self.conversations.iter() {
+            let (key, bytes) = item?;
+            *report
+                .counts
+                .entry(TreeId::Conversations.name())
+                .or_default() += 1;
+            let place = place(TreeId::Conversations, &key);
+            let Some(id) = conversation_id(&key) else {
+                report.problem(place, "the key is not a 16-byte conversation id");
+                continue;
+            };
+            let opened = decode::<Conversation>(TreeId::Conversations, &key, &bytes)
+                .and_then(|c| self.open_conversation(&key, c));
+            let mut c = match opened {
+                Ok(c) => c,
+                Err(e) => {
+                    report.problem(place, reason(e));
+                    out.insert(key.to_vec(), None);
+                    continue;
+                }
+            };
+            if c.id != id {
+                report.problem(
+                    place.clone(),
+                    format!("holds conversation {} under another key", c.id),
+                );
+            }
+            for name in c.bound_profiles() {
+                if !profiles.contains(name.as_str().as_bytes()) {
+                    report.notes.push((
+                        place.clone(),
+                        format!(
+                            "bound to profile {:?}, which does not exist (deleted with force?)",
+                            name.as_str()
+                        ),
+                    ));
+                }
+                if !self.bindings.contains_key(binding_key(name, &id))? {
+                    report.problem(
+                        place.clone(),
+                        format!(
+                            "binds profile {:?} but the bindings index lacks it",
+                            name.as_str()
+                        ),
+                    );
+                }
+            }
+            count_secrets(report, |f| {
+                let _ = conversation_secrets(&mut c, f);
+            });
+            out.insert(key.to_vec(), Some(c));
+        }
+        Ok(out)
+    }
+
+    fn check_bindings(
+        &self,
+        report: &mut CheckReport,
+        conversations: &HashMap<Vec<u8>, Option<Conversation>>,
+    ) -> Result<(), StoreError> {
+        for key in self.bindings.iter().keys() {
+            let key = key?;
+            *report.counts.entry(TreeId::Bindings.name()).or_default() += 1;
+            let place = place(TreeId::Bindings, &key);
+            let Some((name, id)) = split_binding_key(&key) else {
+                report.problem(
+                    place,
+                    "the key is not `<profile name> \\0 <16-byte conversation id>`",
+                );
+                continue;
+            };
+            match conversations.get(id.as_bytes().as_slice()) {
+                None => report.problem(place, format!("conversation {id} does not exist")),
+                Some(Some(c)) if !c.bound_profiles().any(|p| p.as_str() == name) => {
+                    report.problem(
+                        place,
+                        format!("conversation {id} does not bind profile {name:?}"),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_events(
+        &self,
+        report: &mut CheckReport,
+        conversations: &HashMap<Vec<u8>, Option<Conversation>>,
+    ) -> Result<(), StoreError> {
+        // Events are in key order: by conversation, then seq.
+        let mut stored: HashMap<ConversationId, i64> = HashMap::new();
+        for item in self.events.iter() {
+            let (key, bytes) = item?;
+            *report.counts.entry(TreeId::Events.name()).or_default() += 1;
+            let place = place(TreeId::Events, &key);
+            let Some((id, seq)) = split_event_key(&key) else {
+                report.problem(
+                    place,
+                    "the key is not a 16-byte conversation id and an 8-byte seq",
+                );
+                continue;
+            };
+            if !conversations.contains_key(id.as_bytes().as_slice()) {
+                report.problem(place.clone(), format!("conversation {id} does not exist"));
+            }
+            let expected = stored.entry(id).or_default();
+            if seq != *expected {
+                report.problem(
+                    place.clone(),
+                    format!("seq {seq} where {expected} comes next: the log is not contiguous"),
+                );
+            }
+            *expected = seq + 1;
+            match decode::<Event>(TreeId::Events, &key, &bytes) {
+                Err(e) => report.problem(place, reason(e)),
+                Ok(e) if e.seq != seq => {
+                    report.problem(place, format!("holds seq {} under another key", e.seq))
+                }
+                Ok(_) => {}
+            }
+        }
+        for (key, c) in conversations {
+            let Some(c) = c else { continue };
+            let n = conversation_id(key)
+                .and_then(|id| stored.get(&id).copied())
+                .unwrap_or(0);
+            if c.event_count != n {
+                report.problem(
+                    place(TreeId::Conversations, c.id.as_bytes()),
+                    format!(
+                        "counts {} events but {n} are stored from seq 0 on",
+                        c.event_count
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_and_refuse_other_shapes() {
+        let id = ConversationId::generate();
+        let mut event = id.as_bytes().to_vec();
+        event.extend_from_slice(&7i64.to_be_bytes());
+        assert_eq!(split_event_key(&event), Some((id, 7)));
+        assert_eq!(split_event_key(&event[..20]), None);
+        let name = crate::domain::ProfileName::parse("gpt", "name").expect("valid");
+        assert_eq!(
+            split_binding_key(&binding_key(&name, &id)),
+            Some(("gpt".to_owned(), id))
+        );
+        assert_eq!(split_binding_key(b"short"), None);
+        assert_eq!(text_key(b"a\nb\xff"), "a\\nb\u{fffd}");
+        assert_eq!(place(TreeId::Events, &event), format!("events/{id}/7"));
+        assert_eq!(
+            place(TreeId::Events, &event[..3]),
+            format!("events/{}", hex(&event[..3]))
+        );
+        assert_eq!(
+            place(TreeId::Conversations, id.as_bytes()),
+            format!("conversations/{id}")
+        );
+    }
+}

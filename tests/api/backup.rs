@@ -1,0 +1,580 @@
+//! Backup, restore and check: a round trip through a running server keeps every record (revisions,
+//! events, bindings, secrets); restore refuses what it must; check and the listings name a damaged
+//! record and never print a secret.
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use profile_registry::auth::token_hash_hex;
+use profile_registry::cli::backup::{encode, Backup};
+use profile_registry::pb;
+use profile_registry::pb::conversation_service_client::ConversationServiceClient;
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::helpers::{
+    all_events, binary, bound, connect, conversation, conversation_ids, create,
+    create_conversation, get_conversation, inline, message_event, profile, ChildServer,
+};
+
+/// Runs the binary with `args`, with none of the caller's REGISTRY_ variables.
+fn run<I, S>(args: I, env: &[(&str, &str)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(binary());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
+        cmd.env_remove(k);
+    }
+    cmd.args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn key_file(dir: &Path) -> PathBuf {
+    let path = dir.join("keys");
+    std::fs::write(&path, format!("k1:{}\n", STANDARD.encode([1u8; 32]))).unwrap();
+    path
+}
+
+type Clients = (
+    ProfileServiceClient<Channel>,
+    ConversationServiceClient<Channel>,
+);
+
+async fn clients(server: &ChildServer) -> Clients {
+    let channel = connect(server.addr).await;
+    (
+        ProfileServiceClient::new(channel.clone()),
+        ConversationServiceClient::new(channel),
+    )
+}
+
+/// Everything a client can see: each profile revealed, each conversation revealed, its events.
+async fn state(
+    (p, c): &mut Clients,
+) -> (Vec<pb::Profile>, Vec<(pb::Conversation, Vec<pb::Event>)>) {
+    let listed = p
+        .list_profiles(pb::ListProfilesRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profiles;
+    let mut profiles = Vec::new();
+    for l in listed {
+        let got = p
+            .get_profile(pb::GetProfileRequest {
+                name: l.name.clone(),
+                reveal_secrets: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((&got.name, got.revision), (&l.name, l.revision));
+        profiles.push(got);
+    }
+    let mut conversations = Vec::new();
+    for id in conversation_ids(c, pb::ExecutionStatus::Unspecified, "").await {
+        let conv = get_conversation(c, &id, false, true).await;
+        let events = all_events(c, &id).await;
+        conversations.push((conv, events));
+    }
+    (profiles, conversations)
+}
+
+/// Appends message events (event id, source) to a conversation, in one batch.
+async fn append(c: &mut ConversationServiceClient<Channel>, id: &str, events: &[(&str, &str)]) {
+    c.append_events(pb::AppendEventsRequest {
+        conversation_id: id.into(),
+        events: events
+            .iter()
+            .map(|(event, source)| message_event(event, source, "hello"))
+            .collect(),
+        expected_next_seq: None,
+    })
+    .await
+    .unwrap();
+}
+
+async fn update(p: &mut ProfileServiceClient<Channel>, name: &str, model: &str) -> pb::Profile {
+    p.update_profile(pb::UpdateProfileRequest {
+        profile: Some(profile(name, model, Some("**********"))),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_every_revision_event_binding_and_secret() {
+    // Arrange: profiles at several revisions (one renamed), a bound conversation with events, an
+    // inline one with a secret; all sealed with a key file.
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = key_file(tmp.path());
+    let key_arg = keys.to_str().unwrap();
+    let source = ChildServer::start(&tmp.path().join("source"), &["--secret-key-file", key_arg]);
+    let mut cl = clients(&source).await;
+    create(
+        &mut cl.0,
+        profile("alpha", "gpt-4o", Some("sk-KNOWN-alpha")),
+    )
+    .await;
+    update(&mut cl.0, "alpha", "gpt-4.1").await;
+    update(&mut cl.0, "alpha", "gpt-5").await;
+    create(&mut cl.0, profile("old", "claude", Some("sk-KNOWN-beta"))).await;
+    cl.0.rename_profile(pb::RenameProfileRequest {
+        name: "old".into(),
+        new_name: "beta".into(),
+    })
+    .await
+    .unwrap();
+    create(&mut cl.0, profile("gamma", "m", None)).await;
+    let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "bound")).await;
+    append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
+    append(&mut cl.1, &talk.id, &[("e2", "user")]).await;
+    create_conversation(
+        &mut cl.1,
+        conversation(inline("gpt-4o", Some("sk-KNOWN-inline")), "inline"),
+    )
+    .await;
+    let before = state(&mut cl).await;
+    assert_eq!(before.0.len(), 3);
+    assert_eq!(before.0[0].revision, 3);
+    assert_eq!(before.1.len(), 2);
+
+    // Act: back up from the running server, restore into a new dir, serve it.
+    let file = tmp.path().join("registry.backup");
+    let url = format!("http://{}", source.addr);
+    let out = run(
+        [
+            OsStr::new("backup"),
+            file.as_os_str(),
+            "--server".as_ref(),
+            url.as_ref(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("3 profiles, 2 conversations, 1 bindings, 3 events"),
+        "{}",
+        text(&out)
+    );
+    let held = run(
+        [
+            OsStr::new("check"),
+            "--data-dir".as_ref(),
+            tmp.path().join("source").as_os_str(),
+            "--secret-key-file".as_ref(),
+            keys.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(!held.status.success());
+    assert!(text(&held).contains("stop the server"), "{}", text(&held));
+    let restored_dir = tmp.path().join("restored");
+    let out = run(
+        [
+            OsStr::new("restore"),
+            file.as_os_str(),
+            "--data-dir".as_ref(),
+            restored_dir.as_os_str(),
+            "--secret-key-file".as_ref(),
+            keys.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no problems"), "{}", text(&out));
+    let restored = ChildServer::start(&restored_dir, &["--secret-key-file", key_arg]);
+    let mut cl2 = clients(&restored).await;
+
+    // Assert: the same state, secrets and all; the file holds no secret value; changes continue
+    // the revisions and reach watchers.
+    assert_eq!(state(&mut cl2).await, before);
+    assert_eq!(
+        before.0[1].llm.as_ref().unwrap().api_key.as_deref(),
+        Some("sk-KNOWN-beta")
+    );
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("sk-KNOWN"));
+    let mut watch = cl2
+        .0
+        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(update(&mut cl2.0, "alpha", "o3").await.revision, 4);
+    let live = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = watch.message().await.unwrap().unwrap();
+            if !e.initial {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the change after the restore reaches the watcher");
+    assert_eq!((live.name.as_str(), live.revision), ("alpha", 4));
+}
+
+#[test]
+fn restore_refuses_a_non_empty_dir_and_a_damaged_or_truncated_file() {
+    // Arrange: a valid (empty) backup, and a dir with a stray file.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("b");
+    let bytes = encode(&Backup {
+        next_seq: 7,
+        snapshot_time: "2026-01-01T00:00:00+00:00".into(),
+        records: Vec::new(),
+    });
+    std::fs::write(&file, &bytes).unwrap();
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("stray"), "x").unwrap();
+    let restore = |file: &Path, dir: &Path| {
+        run(
+            [
+                OsStr::new("restore"),
+                file.as_os_str(),
+                "--data-dir".as_ref(),
+                dir.as_os_str(),
+            ],
+            &[],
+        )
+    };
+
+    // Act + Assert: a non-empty dir is refused by name and left alone.
+    let out = restore(&file, &busy);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&busy.display().to_string()) && text(&out).contains("not empty"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
+
+    // A truncated and an altered file are refused before anything is created.
+    let target = tmp.path().join("new");
+    for (damaged, why) in [
+        (bytes[..bytes.len() - 5].to_vec(), "truncated"),
+        (
+            {
+                let mut b = bytes.clone();
+                b[20] ^= 1;
+                b
+            },
+            "checksum",
+        ),
+    ] {
+        let bad = tmp.path().join("bad");
+        std::fs::write(&bad, damaged).unwrap();
+        let out = restore(&bad, &target);
+        assert!(!out.status.success());
+        assert!(text(&out).contains(why), "{}", text(&out));
+        assert!(!target.exists(), "nothing may be created");
+    }
+
+    // The intact file restores into an empty dir.
+    let out = restore(&file, &target);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Writes raw records into a stopped server's data dir, as damage would.
+fn damage(data_dir: &Path, f: impl FnOnce(&sled::Db)) {
+    let db = sled::Config::new()
+        .path(data_dir.join("db"))
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    f(&db);
+    db.flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
+    // Arrange: three profiles with secrets, conversations with events.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    for name in ["alpha", "beta", "gamma"] {
+        create(
+            &mut cl.0,
+            profile(name, "gpt-4o", Some(&format!("sk-KNOWN-SECRET-{name}"))),
+        )
+        .await;
+    }
+    let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "talk")).await;
+    append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
+    let broken = create_conversation(
+        &mut cl.1,
+        conversation(inline("gpt-4o", Some("sk-KNOWN-SECRET-inline")), "broken"),
+    )
+    .await;
+    let fine = create_conversation(&mut cl.1, conversation(bound("gamma"), "fine")).await;
+    append(&mut cl.1, &fine.id, &[("f0", "user"), ("f1", "agent")]).await;
+    drop(server);
+    let check = || {
+        run(
+            [OsStr::new("check"), "--data-dir".as_ref(), data.as_os_str()],
+            &[],
+        )
+    };
+    let clean = check();
+    assert!(clean.status.success(), "{}", text(&clean));
+    assert!(text(&clean).contains("no problems"), "{}", text(&clean));
+
+    // Act: garbage in a profile record, alpha's sealed api_key moved into beta, a binding to a
+    // missing conversation, event 0 of a conversation lost, garbage in a conversation record.
+    let ghost = uuid::Uuid::new_v4();
+    let talk_id = uuid::Uuid::parse_str(&talk.id).unwrap();
+    let broken_id = uuid::Uuid::parse_str(&broken.id).unwrap();
+    let fine_id = uuid::Uuid::parse_str(&fine.id).unwrap();
+    damage(&data, |db| {
+        let profiles = db.open_tree("profiles").unwrap();
+        profiles
+            .insert("garbage", &b"{\"seq\": sk-KNOWN-SECRET-garbage"[..])
+            .unwrap();
+        let record = |name: &str| -> serde_json::Value {
+            serde_json::from_slice(&profiles.get(name).unwrap().unwrap()).unwrap()
+        };
+        let mut beta = record("beta");
+        beta["profile"]["llm"]["api_key"] = record("alpha")["profile"]["llm"]["api_key"].clone();
+        profiles
+            .insert("beta", serde_json::to_vec(&beta).unwrap())
+            .unwrap();
+        let mut binding = b"alpha\0".to_vec();
+        binding.extend_from_slice(ghost.as_bytes());
+        db.open_tree("bindings")
+            .unwrap()
+            .insert(binding, &[][..])
+            .unwrap();
+        let mut first_event = talk_id.as_bytes().to_vec();
+        first_event.extend_from_slice(&0i64.to_be_bytes());
+        let events = db.open_tree("events").unwrap();
+        events.remove(first_event).unwrap();
+        let mut fine_first = fine_id.as_bytes().to_vec();
+        fine_first.extend_from_slice(&0i64.to_be_bytes());
+        events
+            .insert(fine_first, &b"sk-KNOWN-SECRET-event"[..])
+            .unwrap();
+        db.open_tree("conversations")
+            .unwrap()
+            .insert(broken_id.as_bytes(), &b"[1, 2"[..])
+            .unwrap();
+    });
+    let damaged = check();
+
+    // Assert: check names each record by tree and key, exits 1, prints no secret.
+    let report = text(&damaged);
+    assert_eq!(damaged.status.code(), Some(1), "{report}");
+    for place in [
+        "PROBLEM profiles/garbage: not valid JSON".to_owned(),
+        "PROBLEM profiles/beta: profile/beta/api_key: integrity check failed".to_owned(),
+        format!("PROBLEM bindings/alpha/{ghost}: conversation {ghost} does not exist"),
+        format!("PROBLEM events/{talk_id}/1: seq 1 where 0 comes next"),
+        format!("PROBLEM conversations/{broken_id}: JSON of the wrong shape"),
+        format!("PROBLEM events/{fine_id}/0: not valid JSON"),
+    ] {
+        assert!(report.contains(&place), "{place} missing from:\n{report}");
+    }
+    assert!(!report.contains("sk-KNOWN"), "{report}");
+    assert!(!report.contains("enc:v1"), "{report}");
+
+    // The server serves the rest, skips the damaged records with a log line naming each, and
+    // answers a get of one with INTERNAL naming it.
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    let names: Vec<String> =
+        cl.0.list_profiles(pb::ListProfilesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .profiles
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+    assert_eq!(names, ["alpha", "gamma"]);
+    for name in ["beta", "garbage"] {
+        let err =
+            cl.0.get_profile(pb::GetProfileRequest {
+                name: name.into(),
+                reveal_secrets: true,
+            })
+            .await
+            .expect_err("a damaged record");
+        assert_eq!(err.code(), Code::Internal);
+        assert!(
+            err.message().contains(&format!("profiles/{name}")),
+            "{}",
+            err.message()
+        );
+        assert!(!err.message().contains("sk-KNOWN"), "{}", err.message());
+    }
+    let ids = conversation_ids(&mut cl.1, pb::ExecutionStatus::Unspecified, "").await;
+    assert_eq!(ids.len(), 2);
+    assert!(!ids.contains(&broken.id));
+    let seqs: Vec<i64> = all_events(&mut cl.1, &fine.id)
+        .await
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        [1],
+        "the damaged event is skipped, the next one served"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("profiles/garbage") && log.contains("profiles/beta"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("conversations/{broken_id}"))
+            && log.contains(&format!("events/{fine_id}/0")),
+        "{log}"
+    );
+    assert!(!log.contains("sk-KNOWN"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_needs_the_admin_role_and_is_audited() {
+    // Arrange
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "editor:writer,secrets:sha256:{}\nroot:admin:sha256:{}\n",
+            token_hash_hex("tok-writer"),
+            token_hash_hex("tok-admin")
+        ),
+    )
+    .unwrap();
+    let server = ChildServer::start(
+        &tmp.path().join("data"),
+        &["--auth-tokens-file", tokens.to_str().unwrap()],
+    );
+    let url = format!("http://{}", server.addr);
+    let file = tmp.path().join("b");
+    let backup = |token: Option<&str>| {
+        let env: Vec<(&str, &str)> = token.map(|t| ("REGISTRY_TOKEN", t)).into_iter().collect();
+        run(
+            [
+                OsStr::new("backup"),
+                file.as_os_str(),
+                "--server".as_ref(),
+                url.as_ref(),
+            ],
+            &env,
+        )
+    };
+
+    // Act + Assert
+    let none = backup(None);
+    assert!(!none.status.success());
+    assert!(text(&none).contains("Unauthenticated"), "{}", text(&none));
+    let writer = backup(Some("tok-writer"));
+    assert!(!writer.status.success());
+    assert!(
+        text(&writer).contains("PermissionDenied"),
+        "{}",
+        text(&writer)
+    );
+    assert!(!file.exists());
+    let admin = backup(Some("tok-admin"));
+    assert!(admin.status.success(), "{}", text(&admin));
+    assert!(file.exists());
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("secret access") && l.contains("root") && l.contains("back up")),
+        "{log}"
+    );
+}
+
+/// How long a backup of 10,000 profiles holds writers off, seen by a writer updating in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --test api backup_of_10000 -- --ignored --nocapture"]
+async fn measure_how_long_a_backup_of_10000_profiles_blocks_writers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use profile_registry::pb::admin_service_client::AdminServiceClient;
+
+    let app = crate::helpers::TestApp::spawn().await;
+    let mut p = app.profiles().await;
+    for chunk in 0..10 {
+        let documents = (0..1000)
+            .map(|i| pb::ProfileDocument {
+                name: format!("p{:05}.json", chunk * 1000 + i),
+                json: format!(r#"{{"model": "gpt-4o", "api_key": "sk-test-{i}"}}"#),
+            })
+            .collect();
+        p.import_profiles(pb::ImportProfilesRequest {
+            documents,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (stop, mut p) = (Arc::clone(&stop), app.profiles().await);
+        async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                update(&mut p, "p00000", &format!("m{}", latencies.len())).await;
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut admin =
+        AdminServiceClient::new(app.channel().await).max_decoding_message_size(64 << 20);
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut stream = admin
+            .backup(pb::BackupRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut records = 0;
+        while let Some(chunk) = stream.message().await.unwrap() {
+            records += chunk.records.len();
+        }
+        assert_eq!(records, 10_000);
+        took.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = writer.await.unwrap();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "backups of 10,000 profiles took {took:?}; a writer meanwhile: {} writes, p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+}
