@@ -9,6 +9,7 @@ mod deploy;
 mod e2e;
 mod help;
 mod helpers;
+mod large_data;
 mod leaks;
 mod metrics;
 mod process;
