@@ -1,6 +1,7 @@
 //! Black-box tests: a real server on 127.0.0.1:0 with its own temp data dir, real clients.
 mod auth;
 mod bad_input;
+mod bench_smoke;
 mod conversation_crash;
 mod conversation_files;
 mod conversations;
