@@ -431,12 +431,13 @@ async fn server_rows(
                 let s = measure(c, args.duration, move |w, n| row(w, n)).await?;
                 let per_call = |b: u64, a: u64| (a - b) as f64 / s.all_calls.max(1) as f64;
                 match server {
-                    Some(_) => {
+                    Some(pid) => {
                         let cpu = (
                             per_call(before.0, load::cpu_us(server)?),
                             per_call(before.1, load::cpu_us(None)?),
                         );
-                        report.row_cpu(name, c, s, cpu);
+                        let rss_kib = procs::rss_kib(pid)?;
+                        report.row_probed(name, c, s, report::Probe { cpu, rss_kib });
                     }
                     None => report.row(name, c, s),
                 }

@@ -31,8 +31,17 @@ struct Row {
     name: &'static str,
     concurrency: usize,
     result: Result<Sample, String>,
+    /// What was read from the server's process around the row.
+    probe: Option<Probe>,
+}
+
+/// Figures of the server process around one row.
+#[derive(Clone, Copy)]
+pub struct Probe {
     /// CPU microseconds per call: the server's and the benchmark client's.
-    cpu: Option<(f64, f64)>,
+    pub cpu: (f64, f64),
+    /// The server's resident set size after the row.
+    pub rss_kib: u64,
 }
 
 /// One target: what it asks, the figure, and whether it is met (`None`: not measured).
@@ -92,17 +101,17 @@ impl Report {
             name,
             concurrency,
             result: Ok(s),
-            cpu: None,
+            probe: None,
         });
     }
 
-    /// A row with the CPU time per call of the server and of the client.
-    pub fn row_cpu(&mut self, name: &'static str, concurrency: usize, s: Sample, cpu: (f64, f64)) {
+    /// A row with what was read from the server process around it.
+    pub fn row_probed(&mut self, name: &'static str, concurrency: usize, s: Sample, p: Probe) {
         self.rows.push(Row {
             name,
             concurrency,
             result: Ok(s),
-            cpu: Some(cpu),
+            probe: Some(p),
         });
     }
 
@@ -111,7 +120,7 @@ impl Report {
             name,
             concurrency: 0,
             result: Err(reason.to_owned()),
-            cpu: None,
+            probe: None,
         });
     }
 
@@ -290,8 +299,8 @@ impl Report {
         };
         println!();
         println!(
-            "{:<31} {:>4} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7}  target",
-            "row", "conc", "calls/s", "p50 us", "p99 us", "x base", "srv cpu", "cli cpu"
+            "{:<31} {:>4} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7} {:>7}  target",
+            "row", "conc", "calls/s", "p50 us", "p99 us", "x base", "srv cpu", "cli cpu", "rss MiB"
         );
         for r in &self.rows {
             match &r.result {
@@ -305,9 +314,10 @@ impl Report {
                         .filter(|t| t.row == Some((r.name, r.concurrency)))
                         .map(|t| format!("{}: {} {}", t.text, t.figure, verdict(t.met)))
                         .collect();
-                    let (server, client) = r.cpu.unwrap_or((f64::NAN, f64::NAN));
+                    let (server, client) = r.probe.map_or((f64::NAN, f64::NAN), |p| p.cpu);
+                    let rss = r.probe.map_or(f64::NAN, |p| p.rss_kib as f64 / 1024.0);
                     println!(
-                        "{:<31} {:>4} {:>9.0} {:>8} {:>8} {:>7.2} {:>7} {:>7}  {}",
+                        "{:<31} {:>4} {:>9.0} {:>8} {:>8} {:>7.2} {:>7} {:>7} {:>7}  {}",
                         r.name,
                         r.concurrency,
                         s.rate,
@@ -316,6 +326,7 @@ impl Report {
                         base,
                         us(server),
                         us(client),
+                        us(rss),
                         notes.join("; ")
                     );
                 }
@@ -343,8 +354,9 @@ impl Report {
                     "p50_us": finite(s.p50_us),
                     "p99_us": finite(s.p99_us),
                     "ratio_to_baseline": self.get(HEALTH, r.concurrency).map(|h| s.rate / h.rate),
-                    "server_cpu_us_per_call": r.cpu.map(|c| c.0),
-                    "client_cpu_us_per_call": r.cpu.map(|c| c.1),
+                    "server_cpu_us_per_call": r.probe.map(|p| p.cpu.0),
+                    "client_cpu_us_per_call": r.probe.map(|p| p.cpu.1),
+                    "server_rss_kib_after": r.probe.map(|p| p.rss_kib),
                 }),
                 Err(why) => json!({"row": r.name, "skipped": why}),
             })
