@@ -21,6 +21,70 @@ pub const ETCD_PUT: &str = "etcd Put";
 pub const GET_SMALL: &str = "GetProfile, small store";
 pub const GET_LARGE: &str = "GetProfile, large store";
 
+/// Throughput targets: what, the row, the row it is compared with, the least ratio of their rates.
+type RateTarget = (
+    &'static str,
+    (&'static str, usize),
+    (&'static str, usize),
+    f64,
+);
+const RATE_TARGETS: [RateTarget; 9] = [
+    (
+        "GetProfile c1 calls/s >= 0.85 x Health/Check",
+        (GET_PROFILE, 1),
+        (HEALTH, 1),
+        0.85,
+    ),
+    (
+        "GetProfile c64 calls/s >= 0.85 x Health/Check",
+        (GET_PROFILE, 64),
+        (HEALTH, 64),
+        0.85,
+    ),
+    (
+        "GetProfile c64 >= 10 x SDK load",
+        (GET_PROFILE, 64),
+        (SDK_LOAD, 1),
+        10.0,
+    ),
+    (
+        "GetProfile c64 >= etcd Range c64",
+        (GET_PROFILE, 64),
+        (ETCD_RANGE, 64),
+        1.0,
+    ),
+    (
+        "UpdateProfile c64 >= 10 x UpdateProfile c1",
+        (UPDATE_PROFILE, 64),
+        (UPDATE_PROFILE, 1),
+        10.0,
+    ),
+    (
+        "UpdateProfile c64 >= 2 x SDK save",
+        (UPDATE_PROFILE, 64),
+        (SDK_SAVE, 1),
+        2.0,
+    ),
+    (
+        "UpdateProfile c64 >= etcd Put c64",
+        (UPDATE_PROFILE, 64),
+        (ETCD_PUT, 64),
+        1.0,
+    ),
+    (
+        "AppendEvents (batch 1) c64 >= 10 x c1",
+        (APPEND_1, 64),
+        (APPEND_1, 1),
+        10.0,
+    ),
+    (
+        "GetProfile large store >= 0.9 x small store",
+        (GET_LARGE, 64),
+        (GET_SMALL, 64),
+        0.9,
+    ),
+];
+
 /// The 10,000-file import/export target: under 2 s each way, scaled to the number of files.
 const TRANSFER_SECONDS_PER_10K: f64 = 2.0;
 const MAX_RSS_KIB: u64 = 64 * 1024;
@@ -192,64 +256,15 @@ impl Report {
 
     fn targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
-        let mut at_least = |text: String, row: (&'static str, usize), value: Option<f64>, min| {
+        for (text, row, versus, min) in RATE_TARGETS {
+            let value = self.ratio(row, versus);
             out.push(Target {
-                text,
+                text: text.to_owned(),
                 figure: value.map_or_else(|| "not measured".into(), |v| format!("{v:.2}x")),
                 met: value.map(|v| v >= min),
                 row: Some(row),
             });
-        };
-        for c in [1, 64] {
-            at_least(
-                format!("GetProfile c{c} calls/s >= 0.85 x Health/Check"),
-                (GET_PROFILE, c),
-                self.ratio((GET_PROFILE, c), (HEALTH, c)),
-                0.85,
-            );
         }
-        at_least(
-            "GetProfile c64 >= 10 x SDK load".into(),
-            (GET_PROFILE, 64),
-            self.ratio((GET_PROFILE, 64), (SDK_LOAD, 1)),
-            10.0,
-        );
-        at_least(
-            "GetProfile c64 >= etcd Range c64".into(),
-            (GET_PROFILE, 64),
-            self.ratio((GET_PROFILE, 64), (ETCD_RANGE, 64)),
-            1.0,
-        );
-        at_least(
-            "UpdateProfile c64 >= 10 x UpdateProfile c1".into(),
-            (UPDATE_PROFILE, 64),
-            self.ratio((UPDATE_PROFILE, 64), (UPDATE_PROFILE, 1)),
-            10.0,
-        );
-        at_least(
-            "UpdateProfile c64 >= 2 x SDK save".into(),
-            (UPDATE_PROFILE, 64),
-            self.ratio((UPDATE_PROFILE, 64), (SDK_SAVE, 1)),
-            2.0,
-        );
-        at_least(
-            "UpdateProfile c64 >= etcd Put c64".into(),
-            (UPDATE_PROFILE, 64),
-            self.ratio((UPDATE_PROFILE, 64), (ETCD_PUT, 64)),
-            1.0,
-        );
-        at_least(
-            "AppendEvents (batch 1) c64 >= 10 x c1".into(),
-            (APPEND_1, 64),
-            self.ratio((APPEND_1, 64), (APPEND_1, 1)),
-            10.0,
-        );
-        at_least(
-            "GetProfile large store >= 0.9 x small store".into(),
-            (GET_LARGE, 64),
-            self.ratio((GET_LARGE, 64), (GET_SMALL, 64)),
-            0.9,
-        );
         for c in [1, 64] {
             let p99 = self
                 .get(GET_PROFILE, c)
