@@ -2,6 +2,7 @@
 mod auth;
 mod backup;
 mod bad_input;
+mod bench_smoke;
 mod conversation_crash;
 mod conversation_files;
 mod conversations;

@@ -1,0 +1,69 @@
+//! The benchmark completes on a tiny data set and prints every row and target (no timing asserted:
+//! the figures mean something only in a release run; see README, Performance).
+use std::process::Command;
+
+use crate::helpers::binary;
+
+const ROWS: [&str; 14] = [
+    "Health/Check",
+    "GetProfile",
+    "ListProfiles (page 100)",
+    "UpdateProfile (durable)",
+    "GetConversation (resolve_llms)",
+    "AppendEvents (batch 1)",
+    "AppendEvents (batch 100)",
+    "ListEvents (page 100)",
+    "SDK LLMProfileStore.load",
+    "SDK LLMProfileStore.save",
+    "etcd Range (serializable)",
+    "etcd Put",
+    "GetProfile, small store",
+    "GetProfile, large store",
+];
+
+const TARGETS: [&str; 6] = [
+    "GetProfile c64 >= 10 x SDK load",
+    "UpdateProfile c64 >= etcd Put c64",
+    "AppendEvents (batch 1) c64 >= 10 x c1",
+    "server RSS after the full run <= 64 MiB",
+    "start to SERVING on the data set <= 0.5 s",
+    "import of 100 SDK files",
+];
+
+#[test]
+fn the_benchmark_completes_and_prints_every_row() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+
+    // Act
+    let out = Command::new(env!("CARGO_BIN_EXE_registry-bench"))
+        .args(["--profiles", "100", "--conversations", "4", "--events", "3"])
+        .args(["--duration", "200ms", "--connections", "2"])
+        .args(["--small-profiles", "100", "--large-profiles", "300"])
+        .arg("--server-bin")
+        .arg(binary())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+
+    // Assert
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the benchmark failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ROWS.iter().chain(&TARGETS) {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(name)),
+            "no {name:?} line in:\n{stdout}"
+        );
+    }
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = figures["rows"].as_array().unwrap();
+    assert!(rows.len() >= ROWS.len(), "{figures}");
+    assert_eq!(figures["setup"]["profiles"], 100);
+}
