@@ -6,7 +6,8 @@ Each writer thread updates its own profile (roll-py<i>) with expected_revision, 
 every call it reads HOST:PORT from --target-file (the test rewrites it when the new server is up) and
 reconnects when it changed. It prints `running` once the first call has succeeded, and when
 --stop-file appears it prints one JSON line: {"codes": {CODE: count}, "acked": {name: revision},
-"unexpected": [first few "CODE: message" of calls that failed other than UNAVAILABLE/ABORTED]}.
+"ok_by_target": {HOST:PORT: successful calls}, "unexpected": [first few "CODE: message" of calls that
+failed other than UNAVAILABLE/ABORTED]}.
 """
 import argparse
 import importlib
@@ -38,6 +39,7 @@ def main() -> None:
 
     lock = threading.Lock()
     codes: dict = {}
+    ok_by_target: dict = {}
     acked: dict = {}
     unexpected: list = []
     first_ok = threading.Event()
@@ -68,6 +70,7 @@ def main() -> None:
                 reply = stub.UpdateProfile(req, timeout=10)
                 with lock:
                     acked[name] = reply.revision
+                    ok_by_target[target] = ok_by_target.get(target, 0) + 1
                 count("OK")
                 first_ok.set()
             except grpc.RpcError as e:
@@ -96,7 +99,7 @@ def main() -> None:
         print("running", flush=True)
     for t in threads:
         t.join()
-    print(json.dumps({"codes": codes, "acked": acked, "unexpected": unexpected}), flush=True)
+    print(json.dumps({"codes": codes, "acked": acked, "ok_by_target": ok_by_target, "unexpected": unexpected}), flush=True)
 
 
 if __name__ == "__main__":
