@@ -136,6 +136,8 @@ fn outcome_unknown(s: &Status) -> bool {
         s.code(),
         Code::Unavailable | Code::Cancelled | Code::Unknown | Code::DeadlineExceeded
     ) || s.message().contains("shutting down")
+        // tonic's name for a connection that closed under the request.
+        || (s.code() == Code::Internal && s.message().starts_with("h2 protocol error"))
 }
 
 fn timed<T>(t: T) -> Request<T> {
