@@ -11,6 +11,7 @@ mod help;
 mod helpers;
 mod leaks;
 mod metrics;
+mod misbehaving;
 mod process;
 mod profiles;
 mod props;
