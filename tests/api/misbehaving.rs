@@ -23,9 +23,10 @@ use crate::helpers::{
 };
 
 /// The most resident memory (VmRSS) the server may reach in any of these tests, debug build.
-/// Measured peaks: 46 MiB (huge messages, vanishing clients), 53 MiB (event watcher), 87 MiB
-/// (thousands of streams), 160 MiB (profile watcher: ~130 MiB of it the database writing 40 MiB
-/// of profiles, ~30 MiB the 4096-change backlog).
+/// Measured peaks: 46 MiB (huge messages, vanishing clients), 53 MiB (event watcher), 88 MiB
+/// (thousands of streams), 89 MiB (96 idle profile watchers; 311 MiB when each queued 64 events),
+/// 166 MiB (profile watcher: ~130 MiB of it the database writing 40 MiB of profiles, ~30 MiB the
+/// 4096-change backlog).
 const RSS_BOUND_MIB: u64 = 256;
 
 /// Liveness, not a benchmark: each call of the well-behaved client must finish within this.
@@ -166,12 +167,37 @@ async fn read_to_status<T>(stream: &mut Streaming<T>) -> (usize, Status) {
     }
 }
 
-/// An SDK profile file of about 8 KiB.
-fn big_profile_json() -> String {
+/// An SDK profile file of about `kib` KiB.
+fn big_profile_json(kib: usize) -> String {
     format!(
         r#"{{"model": "gpt-4o", "notes": "{}"}}"#,
-        "x".repeat(8 * 1024)
+        "x".repeat(kib * 1024)
     )
+}
+
+/// Imports `count` profiles of `kib` KiB in requests of `per_request`, as a well-behaved writer.
+async fn import_big_profiles(addr: SocketAddr, count: usize, per_request: usize, kib: usize) {
+    let mut p = ProfileServiceClient::new(connect(addr).await);
+    for chunk in 0..count / per_request {
+        let documents = (0..per_request)
+            .map(|i| pb::ProfileDocument {
+                name: format!("big-{chunk:03}-{i:03}.json"),
+                json: big_profile_json(kib),
+            })
+            .collect();
+        let req = pb::ImportProfilesRequest {
+            documents,
+            ..Default::default()
+        };
+        let report = within(p.import_profiles(req), "ImportProfiles").await;
+        assert_eq!(report.results.len(), per_request);
+        let created = pb::import_result::Outcome::Created as i32;
+        assert!(
+            report.results.iter().all(|r| r.outcome == created),
+            "{:?}",
+            report.results[0]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,24 +214,10 @@ async fn a_profile_watcher_that_never_reads_is_cut_off_after_the_backlog() {
         .into_inner();
 
     // 5,000 changes of 8 KiB profiles, more than the backlog, while the other client works.
-    let writer = async {
-        let mut p = ProfileServiceClient::new(connect(server.addr).await);
-        for chunk in 0..20 {
-            let documents = (0..250)
-                .map(|i| pb::ProfileDocument {
-                    name: format!("big-{chunk:02}-{i:03}.json"),
-                    json: big_profile_json(),
-                })
-                .collect();
-            let req = pb::ImportProfilesRequest {
-                documents,
-                ..Default::default()
-            };
-            let report = within(p.import_profiles(req), "ImportProfiles").await;
-            assert_eq!(report.results.len(), 250);
-        }
-    };
-    tokio::join!(writer, well_behaved(server.addr, "steady"));
+    tokio::join!(
+        import_big_profiles(server.addr, 5000, 250, 8),
+        well_behaved(server.addr, "steady")
+    );
 
     let (received, status) = read_to_status(&mut slow).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -218,6 +230,29 @@ async fn a_profile_watcher_that_never_reads_is_cut_off_after_the_backlog() {
         "only what was in flight arrives first ({received} changes)"
     );
     peak.assert_bounded("profile watcher that never reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_profile_watchers_that_never_read_each_hold_only_a_few_changes() {
+    const WATCHERS: usize = 96;
+    let (_dir, server) = start();
+    let peak = PeakRss::start(server.child.id());
+    let client = ProfileServiceClient::new(tiny_window(server.addr).await);
+    let mut slow = Vec::with_capacity(WATCHERS);
+    for _ in 0..WATCHERS {
+        let req = pb::WatchProfilesRequest {
+            send_initial: false,
+        };
+        let mut c = client.clone();
+        slow.push(within(c.watch_profiles(req), "WatchProfiles").await);
+    }
+
+    // 100 changes of 40 KiB profiles reach every watcher's queue; then the other client works.
+    import_big_profiles(server.addr, 100, 50, 40).await;
+    well_behaved(server.addr, "steady").await;
+    peak.assert_bounded("many profile watchers that never read");
+
+    drop(slow);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
