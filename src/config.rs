@@ -327,7 +327,7 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_MAX_PROFILE_BYTES", default_value_t = 64 * 1024)]
     pub max_profile_bytes: usize,
 
-    /// Largest gRPC request message accepted, in bytes (RESOURCE_EXHAUSTED above).
+    /// Largest gRPC request message accepted, in bytes (OUT_OF_RANGE above).
     #[arg(long, env = "REGISTRY_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_request_bytes: usize,
 

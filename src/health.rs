@@ -110,6 +110,12 @@ impl Health for HealthService {
     }
 }
 
+/// How many messages a stream's task may get ahead of what HTTP/2 lets out. Each is the task's own
+/// copy (a watch event holds a whole profile), so a client that stops reading holds this many per
+/// stream: with 64, 96 idle watchers of 40 KiB profiles held 240 MiB. The shared watch backlog, not
+/// this, is what absorbs bursts.
+const STREAM_QUEUE: usize = 4;
+
 /// A stream fed by a task: `body` gets the sender; the stream ends when it returns.
 pub(crate) fn async_stream<T, F, Fut>(body: F) -> tokio_stream::wrappers::ReceiverStream<T>
 where
@@ -117,7 +123,7 @@ where
     F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
     tokio::spawn(body(tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -571,9 +571,10 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
     }
 }
 
-/// Sends the stored events after `after_seq` a page at a time, then live ones; an event is sent
-/// only when its seq is the next one expected, so there is no duplicate and, since live batches
-/// arrive in commit order, no gap.
+/// Sends the stored events after `after_seq` a page at a time, then, each time a live batch says
+/// the log grew past what was sent, the new ones from the store: every event once, in seq order.
+/// Live batches carry no events, so a watcher that stops reading pins no event in memory, and one
+/// that falls behind the channel's backlog just reads on from the store.
 async fn tail_events<S: ConversationStore>(
     store: Arc<S>,
     id: ConversationId,
@@ -584,54 +585,44 @@ async fn tail_events<S: ConversationStore>(
 ) {
     let mut next = after_seq.map_or(0, |s| s.saturating_add(1)).max(0);
     loop {
-        let query = EventQuery {
-            after_seq: Some(next - 1),
-            limit: 500,
-            ..EventQuery::default()
-        };
-        let page = match store.list_events(&id, &query) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
+        loop {
+            let query = EventQuery {
+                after_seq: Some(next - 1),
+                limit: 500,
+                ..EventQuery::default()
+            };
+            let page = match store.list_events(&id, &query) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            if page.is_empty() {
+                break;
             }
-        };
-        if page.is_empty() {
-            break;
+            for e in page {
+                next = e.seq + 1;
+                if tx.send(Ok(event_to_pb(e))).await.is_err() {
+                    return;
+                }
+            }
         }
-        for e in page {
-            next = e.seq + 1;
-            if tx.send(Ok(event_to_pb(e))).await.is_err() {
-                return;
-            }
-        }
-    }
-    loop {
-        let batch = tokio::select! {
-            r = live.recv() => r,
-            _ = shutdown.changed() => {
-                let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again with after_seq"))).await;
-                return;
-            }
-            () = tx.closed() => return,
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                let msg = format!("this watcher fell {n} appends behind and was cut off; watch again with after_seq");
-                let _ = tx.send(Err(Status::resource_exhausted(msg))).await;
-                return;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if batch.conversation != id {
-            continue;
-        }
-        let from = next;
-        for e in batch.events.iter().filter(|e| e.seq >= from) {
-            next = e.seq + 1;
-            if tx.send(Ok(event_to_pb(e.clone()))).await.is_err() {
-                return;
+        loop {
+            let batch = tokio::select! {
+                r = live.recv() => r,
+                _ = shutdown.changed() => {
+                    let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again with after_seq"))).await;
+                    return;
+                }
+                () = tx.closed() => return,
+            };
+            match batch {
+                Ok(b) if b.conversation == id && b.next_seq > next => break,
+                Ok(_) => {}
+                // Missed notifications lose no event: the store has them all.
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }

@@ -2,7 +2,6 @@
 //! bindings (`profile \0 id`), and events keyed by `id ++ seq` (big-endian, so ranges are in order).
 //! Every multi-record change is one sled transaction over all trees.
 use std::ops::Bound;
-use std::sync::Arc;
 
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -407,7 +406,7 @@ impl ConversationStore for SledStore {
                 return Ok((first, first));
             }
             let mut ops = Vec::with_capacity(events.len() + 1);
-            let mut stored = Vec::with_capacity(events.len());
+            let appended = i64::try_from(events.len()).unwrap_or(i64::MAX);
             for (i, e) in events.into_iter().enumerate() {
                 let seq = first + i64::try_from(i).unwrap_or(i64::MAX);
                 let e = Event {
@@ -419,9 +418,8 @@ impl ConversationStore for SledStore {
                     body: e.body,
                 };
                 ops.push(Op::Put(TreeId::Events, event_key(id, seq), encode(&e)?));
-                stored.push(e);
             }
-            c.event_count = first + i64::try_from(stored.len()).unwrap_or(i64::MAX);
+            c.event_count = first.saturating_add(appended);
             ops.push(Op::Put(
                 TreeId::Conversations,
                 id.as_bytes().to_vec(),
@@ -430,7 +428,7 @@ impl ConversationStore for SledStore {
             self.apply(&ops)?;
             let batch = EventBatch {
                 conversation: *id,
-                events: Arc::new(stored),
+                next_seq: c.event_count,
             };
             (self.flusher.committed([batch]), first, c.event_count)
         };

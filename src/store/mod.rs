@@ -142,13 +142,16 @@ pub enum ProfileChange {
     },
 }
 
-/// Events appended to one conversation, published once durable.
-#[derive(Clone, Debug)]
+/// Events appended to one conversation, published once durable. It names only where the log now
+/// ends, not the events themselves: a watcher that stops reading keeps at most the channel's
+/// backlog of these few bytes alive, never the (up to request-sized) events; watchers read the
+/// events from the store.
+#[derive(Clone, Copy, Debug)]
 pub struct EventBatch {
     /// The conversation.
     pub conversation: ConversationId,
-    /// The events, in seq order.
-    pub events: Arc<Vec<Event>>,
+    /// The seq after the last appended event.
+    pub next_seq: i64,
 }
 
 /// Every kind of change the flusher publishes.

@@ -13,6 +13,7 @@ mod helpers;
 mod large_data;
 mod leaks;
 mod metrics;
+mod misbehaving;
 mod process;
 mod profiles;
 mod props;
