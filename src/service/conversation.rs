@@ -571,6 +571,13 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
     }
 }
 
+/// The end of a watch on a conversation that was deleted.
+fn gone(id: &ConversationId) -> Status {
+    Status::not_found(format!(
+        "conversation {id} was deleted; its events are gone"
+    ))
+}
+
 /// Sends the stored events after `after_seq` a page at a time, then, each time a live batch says
 /// the log grew past what was sent, the new ones from the store: every event once, in seq order.
 /// Live batches carry no events, so a watcher that stops reading pins no event in memory, and one
@@ -618,10 +625,21 @@ async fn tail_events<S: ConversationStore>(
                 () = tx.closed() => return,
             };
             match batch {
+                Ok(b) if b.conversation == id && b.deleted => {
+                    let _ = tx.send(Err(gone(&id))).await;
+                    return;
+                }
                 Ok(b) if b.conversation == id && b.next_seq > next => break,
                 Ok(_) => {}
-                // Missed notifications lose no event: the store has them all.
-                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                // Missed notifications lose no event (the store has them all), but may hide a
+                // deletion: look.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if !matches!(store.get_conversation(&id), Ok(Some(_))) {
+                        let _ = tx.send(Err(gone(&id))).await;
+                        return;
+                    }
+                    break;
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

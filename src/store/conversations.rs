@@ -376,10 +376,12 @@ impl ConversationStore for SledStore {
                         events += 1;
                     }
                     self.apply(&ops)?;
-                    (
-                        self.flusher.committed(std::iter::empty::<Change>()),
-                        Some((old, events)),
-                    )
+                    let gone = EventBatch {
+                        conversation: *id,
+                        next_seq: old.event_count,
+                        deleted: true,
+                    };
+                    (self.flusher.committed([gone]), Some((old, events)))
                 }
             }
         };
@@ -429,6 +431,7 @@ impl ConversationStore for SledStore {
             let batch = EventBatch {
                 conversation: *id,
                 next_seq: c.event_count,
+                deleted: false,
             };
             (self.flusher.committed([batch]), first, c.event_count)
         };

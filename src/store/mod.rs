@@ -142,7 +142,7 @@ pub enum ProfileChange {
     },
 }
 
-/// Events appended to one conversation, published once durable. It names only where the log now
+/// Events appended to one conversation (or its deletion), published once durable. It names only where the log now
 /// ends, not the events themselves: a watcher that stops reading keeps at most the channel's
 /// backlog of these few bytes alive, never the (up to request-sized) events; watchers read the
 /// events from the store.
@@ -152,6 +152,8 @@ pub struct EventBatch {
     pub conversation: ConversationId,
     /// The seq after the last appended event.
     pub next_seq: i64,
+    /// The conversation was deleted (with its log): its watchers end with NOT_FOUND.
+    pub deleted: bool,
 }
 
 /// Every kind of change the flusher publishes.

@@ -1218,6 +1218,20 @@ async fn watch_from_the_middle_gets_exactly_the_later_events_in_order() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // Deleting the conversation ends its watchers with NOT_FOUND.
+    c.delete_conversation(pb::DeleteConversationRequest {
+        id: id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the watch ends when its conversation is deleted (hang guard)");
+    let err = end.expect_err("a deleted conversation's watch ends with an error");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("deleted"), "{err:?}");
 }
 
 #[tokio::test]
