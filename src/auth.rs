@@ -168,10 +168,7 @@ pub fn check_tokens_line(line: &str) -> anyhow::Result<()> {
 
 /// The SHA-256 of a token, as hex: what a tokens file holds.
 pub fn token_hash_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::sha256_hex(token.as_bytes())
 }
 
 /// The tokens, re-read when the file changes (a mounted Kubernetes Secret is updated in place).
@@ -297,8 +294,7 @@ fn required_role(path: &str, protect_reflection: bool) -> Option<Role> {
             | "ExportConversation" => Role::Reader,
             _ => Role::Writer,
         }),
-        // Backups carry every record, secrets sealed: admin only.
-        "profileregistry.v1.AdminService" => Some(Role::Admin),
+        // AdminService (backups carry every record, secrets sealed) and anything else: admin only.
         _ => Some(Role::Admin),
     }
 }
@@ -353,27 +349,29 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let principal = match &self.auth {
-            None => Ok(Principal::anonymous()),
-            Some(auth) => match required_role(req.uri().path(), auth.protect_reflection) {
-                None => Ok(Principal::anonymous()),
-                Some(role) => {
-                    let header = req
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok());
-                    auth.authenticate(header).and_then(|p| {
-                        let method = req
-                            .uri()
-                            .path()
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned();
-                        p.require(role, &format!("call {method}")).map(|()| p)
-                    })
-                }
-            },
+        // Without auth, or on an open method, the call goes through as is: handlers that ask
+        // `principal()` get the anonymous one.
+        let Some(auth) = &self.auth else {
+            return Box::pin(self.inner.call(req));
+        };
+        let principal = match required_role(req.uri().path(), auth.protect_reflection) {
+            None => return Box::pin(self.inner.call(req)),
+            Some(role) => {
+                let header = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
+                auth.authenticate(header).and_then(|p| {
+                    let method = req
+                        .uri()
+                        .path()
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    p.require(role, &format!("call {method}")).map(|()| p)
+                })
+            }
         };
         match principal {
             Ok(p) => {

@@ -13,6 +13,17 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 
+/// Lower-case hex of `bytes` (digests in files and reports, keys without a readable shape).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of `bytes`, as hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 /// Code generated from `proto/` by tonic-prost-build, and the descriptor set served by reflection.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {

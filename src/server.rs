@@ -112,7 +112,6 @@ impl Application {
 
         let (drain_tx, drain_rx) = oneshot::channel::<()>();
         let router = Server::builder()
-            .tcp_nodelay(true)
             .max_concurrent_streams(args.max_streams_per_connection)
             .timeout(args.request_timeout)
             .layer(AuthLayer::new(auth))

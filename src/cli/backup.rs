@@ -12,13 +12,13 @@ use anyhow::{bail, ensure, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::open_offline;
 use super::target::{connect, status_error, MAX_RESPONSE_BYTES};
 use crate::config::{BackupArgs, CheckArgs, RestoreArgs};
 use crate::pb;
 use crate::pb::admin_service_client::AdminServiceClient;
+use crate::sha256_hex;
 use crate::store::crypto::{SecretCipher, LOCAL_KEY_FILE};
 use crate::store::{sealed_key_ids, CheckReport, RawRecord, TreeId};
 
@@ -57,13 +57,6 @@ pub struct Backup {
     pub snapshot_time: String,
     /// Every record.
     pub records: Vec<RawRecord>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn json_line(out: &mut Vec<u8>, v: &impl Serialize) {

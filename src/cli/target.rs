@@ -96,22 +96,6 @@ impl Target {
         }
     }
 
-    /// Exports profiles as SDK files, every page, in name order.
-    pub async fn export(
-        &mut self,
-        names: &[String],
-        mode: SecretsMode,
-        key: Option<&FernetKey>,
-    ) -> anyhow::Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        self.export_pages(names, mode, key, &mut |page| {
-            out.extend(page);
-            Ok(())
-        })
-        .await?;
-        Ok(out)
-    }
-
     /// Exports profiles as SDK files, handing each page of (name, text) to `page` as it arrives, so
     /// that the caller can write one page while the next is fetched.
     pub async fn export_pages(

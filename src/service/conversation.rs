@@ -270,13 +270,11 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                     if wants("state") {
                         c.state = new.state;
                     }
-                    // The same rule as SwitchLlm: a running agent's LLMs do not change under it.
-                    let running = crate::domain::ExecutionStatus::Running;
-                    if old.execution_status == running && c.execution_status == running && c.llms != old.llms {
-                        return Err(StoreError::FailedPrecondition(format!(
-                            "conversation {} is RUNNING: pause it (or let it finish) before changing its LLMs",
-                            old.id
-                        )));
+                    // The same rule as SwitchLlm (a status change to RUNNING may come with new LLMs).
+                    if c.execution_status == crate::domain::ExecutionStatus::Running
+                        && c.llms != old.llms
+                    {
+                        refuse_while_running(old, "changing its LLMs")?;
                     }
                     Ok(c)
                 })
@@ -322,12 +320,21 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         } = req.into_inner();
         observe("SwitchLlm", &id, async {
             let id = parse_id(&id, "id")?;
-            let usage = if usage_id.is_empty() { "agent".to_owned() } else { usage_id };
+            let usage = if usage_id.is_empty() {
+                "agent".to_owned()
+            } else {
+                usage_id
+            };
             let mut violations = Vec::new();
             let source = match target {
-                Some(pb::switch_llm_request::Target::Profile(p)) => {
-                    binding_from_pb(pb::LlmBinding { source: Some(pb::llm_binding::Source::Profile(p)), resolved: None }, "target", &mut violations)
-                }
+                Some(pb::switch_llm_request::Target::Profile(p)) => binding_from_pb(
+                    pb::LlmBinding {
+                        source: Some(pb::llm_binding::Source::Profile(p)),
+                        resolved: None,
+                    },
+                    "target",
+                    &mut violations,
+                ),
                 Some(pb::switch_llm_request::Target::Llm(l)) => {
                     let llm = llm_from_pb(l, "llm", &mut violations);
                     violations.extend(llm.violations("llm"));
@@ -345,12 +352,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let switched = self
                 .store
                 .update_conversation(&id, expected_revision, move |old| {
-                    if old.execution_status == crate::domain::ExecutionStatus::Running {
-                        return Err(StoreError::FailedPrecondition(format!(
-                            "conversation {} is RUNNING: pause it (or let it finish) before switching its LLM",
-                            old.id
-                        )));
-                    }
+                    refuse_while_running(old, "switching its LLM")?;
                     let mut c = old.clone();
                     let source = merge_inline(source, old.llms.get(&usage));
                     c.llms.insert(usage, source);
@@ -569,6 +571,17 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         })
         .await
     }
+}
+
+/// A running agent's LLMs do not change under it: FAILED_PRECONDITION while `old` is RUNNING.
+fn refuse_while_running(old: &Conversation, doing: &str) -> Result<(), StoreError> {
+    if old.execution_status == crate::domain::ExecutionStatus::Running {
+        return Err(StoreError::FailedPrecondition(format!(
+            "conversation {} is RUNNING: pause it (or let it finish) before {doing}",
+            old.id
+        )));
+    }
+    Ok(())
 }
 
 /// The end of a watch on a conversation that was deleted.

@@ -8,6 +8,7 @@ use super::crypto::SecretCipher;
 use super::sled::{conversation_secrets, profile_secrets, ProfileRecord, SledStore};
 use super::{ProfileStore, StoreError};
 use crate::domain::{Conversation, ConversationId, Event, Secret};
+use crate::hex;
 
 /// One stored record, byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,10 +55,6 @@ impl CheckReport {
 /// A key as text for a report: printable, whatever the bytes.
 fn text_key(key: &[u8]) -> String {
     String::from_utf8_lossy(key).escape_debug().to_string()
-}
-
-fn hex(key: &[u8]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn conversation_id(bytes: &[u8]) -> Option<ConversationId> {

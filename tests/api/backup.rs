@@ -520,20 +520,16 @@ async fn measure_how_long_a_backup_of_10000_profiles_blocks_writers() {
 
     let app = crate::helpers::TestApp::spawn().await;
     let mut p = app.profiles().await;
-    for chunk in 0..10 {
-        let documents = (0..1000)
-            .map(|i| pb::ProfileDocument {
-                name: format!("p{:05}.json", chunk * 1000 + i),
-                json: format!(r#"{{"model": "gpt-4o", "api_key": "sk-test-{i}"}}"#),
-            })
-            .collect();
-        p.import_profiles(pb::ImportProfilesRequest {
-            documents,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    crate::helpers::import_generated(&mut p, 10_000, |i| {
+        (
+            format!("p{i:05}.json"),
+            format!(
+                r#"{{"model": "gpt-4o", "api_key": "sk-test-{}"}}"#,
+                i % 1000
+            ),
+        )
+    })
+    .await;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn({
         let (stop, mut p) = (Arc::clone(&stop), app.profiles().await);

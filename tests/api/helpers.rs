@@ -99,6 +99,39 @@ pub async fn create(client: &mut ProfileServiceClient<Channel>, p: pb::Profile) 
         .into_inner()
 }
 
+/// Imports `count` generated profile files, 1,000 a call: `file(i)` gives the i-th (name, JSON).
+pub async fn import_generated(
+    client: &mut ProfileServiceClient<Channel>,
+    count: usize,
+    file: impl Fn(usize) -> (String, String),
+) {
+    for start in (0..count).step_by(1000) {
+        let documents = (start..count.min(start + 1000))
+            .map(|i| {
+                let (name, json) = file(i);
+                pb::ProfileDocument { name, json }
+            })
+            .collect();
+        client
+            .import_profiles(pb::ImportProfilesRequest {
+                documents,
+                ..Default::default()
+            })
+            .await
+            .expect("import succeeds");
+    }
+}
+
+/// The resident memory of process `pid`, in MiB; `None` once it is gone.
+pub fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib / 1024)
+}
+
 /// Every profile with its revision, through pagination: the observable state of the store.
 pub async fn full_listing(
     client: &mut ProfileServiceClient<Channel>,

@@ -10,22 +10,13 @@ use profile_registry::pb::conversation_service_client::ConversationServiceClient
 use profile_registry::pb::profile_service_client::ProfileServiceClient;
 use tonic::transport::Channel;
 
-use crate::helpers::{connect, conversation, inline, ChildServer};
+use crate::helpers::{connect, conversation, import_generated, inline, rss_mib, ChildServer};
 
 fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn millis(d: Duration) -> String {
@@ -73,23 +64,15 @@ async fn large_data_stays_healthy() {
     let mut c = ConversationServiceClient::new(channel);
 
     let t = Instant::now();
-    for chunk in (0..profiles).collect::<Vec<_>>().chunks(1000) {
-        let documents = chunk
-            .iter()
-            .map(|i| pb::ProfileDocument {
-                name: format!("large-{i:06}"),
-                json: format!(
-                    r#"{{"model": "anthropic/claude-sonnet-4-5-20250929", "base_url": "https://llm{i}.example.com", "api_key": "sk-large-{i:06}", "temperature": 0.2, "max_output_tokens": 8192, "usage_id": "agent"}}"#
-                ),
-            })
-            .collect();
-        p.import_profiles(pb::ImportProfilesRequest {
-            documents,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    import_generated(&mut p, profiles, |i| {
+        (
+            format!("large-{i:06}"),
+            format!(
+                r#"{{"model": "anthropic/claude-sonnet-4-5-20250929", "base_url": "https://llm{i}.example.com", "api_key": "sk-large-{i:06}", "temperature": 0.2, "max_output_tokens": 8192, "usage_id": "agent"}}"#
+            ),
+        )
+    })
+    .await;
     let load_profiles = t.elapsed();
 
     let t = Instant::now();
@@ -133,7 +116,7 @@ async fn large_data_stays_healthy() {
         ids.push(conv.id);
     }
     let load_events = t.elapsed();
-    let rss_loaded = rss_mib(server.child.id());
+    let rss_loaded = rss_mib(server.child.id()).expect("the server runs");
     drop(p);
     drop(c);
     drop(server);
@@ -152,11 +135,11 @@ async fn large_data_stays_healthy() {
     .await
     .unwrap();
     let startup = t.elapsed();
-    let rss_started = rss_mib(server.child.id());
+    let rss_started = rss_mib(server.child.id()).expect("the server runs");
 
     let (items, pages, slowest, mean) = walk_profiles(&mut p, 100).await;
     assert_eq!(items, profiles);
-    let rss_listed = rss_mib(server.child.id());
+    let rss_listed = rss_mib(server.child.id()).expect("the server runs");
 
     let t = Instant::now();
     for i in (0..profiles).step_by((profiles / 1000).max(1)) {
@@ -197,7 +180,7 @@ async fn large_data_stays_healthy() {
         }
     }
     assert_eq!(ev_items, ids.len().min(10) * (events / conversations));
-    let rss_end = rss_mib(server.child.id());
+    let rss_end = rss_mib(server.child.id()).expect("the server runs");
 
     println!(
         "large data: {profiles} profiles, {conversations} conversations x {} events",
@@ -205,17 +188,17 @@ async fn large_data_stays_healthy() {
     );
     println!("  load: profiles {:.1} s (ImportProfiles, 1000 a call), events {:.1} s (AppendEvents, 500 a call)", load_profiles.as_secs_f64(), load_events.as_secs_f64());
     println!(
-        "  data dir: {:.0} MiB; RSS after loading {rss_loaded:.0} MiB",
+        "  data dir: {:.0} MiB; RSS after loading {rss_loaded} MiB",
         db_bytes as f64 / 1048576.0
     );
     println!(
-        "  restart to first served GetProfile: {}; RSS then {rss_started:.0} MiB",
+        "  restart to first served GetProfile: {}; RSS then {rss_started} MiB",
         millis(startup)
     );
-    println!("  ListProfiles page 100, all {pages} pages: mean {}, slowest {}; RSS after {rss_listed:.0} MiB", millis(mean), millis(slowest));
+    println!("  ListProfiles page 100, all {pages} pages: mean {}, slowest {}; RSS after {rss_listed} MiB", millis(mean), millis(slowest));
     println!("  GetProfile over the key range: mean {}", millis(get_mean));
     println!(
-        "  ListEvents page 100, {ev_pages} pages: mean {}, slowest {}; RSS at end {rss_end:.0} MiB",
+        "  ListEvents page 100, {ev_pages} pages: mean {}, slowest {}; RSS at end {rss_end} MiB",
         millis(ev_total / ev_pages as u32),
         millis(ev_slowest)
     );

@@ -19,7 +19,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
 use crate::helpers::{
-    connect, conversation, create, create_conversation, inline, message_event, profile, ChildServer,
+    connect, conversation, create, create_conversation, inline, message_event, profile, rss_mib,
+    ChildServer,
 };
 
 /// The most resident memory (VmRSS) the server may reach in any of these tests, debug build.
@@ -40,16 +41,6 @@ fn start() -> (tempfile::TempDir, ChildServer) {
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(&dir.path().join("data"), &[]);
     (dir, server)
-}
-
-/// The resident memory of process `pid`, in MiB; `None` once it is gone.
-fn rss_mib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
-    Some(kib / 1024)
 }
 
 /// How many files (sockets included) process `pid` has open.
