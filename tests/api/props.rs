@@ -3,10 +3,10 @@
 use profile_registry::domain::ProfileName;
 use profile_registry::openhands::profile::{name_from_file, parse_file};
 use profile_registry::pb;
-use profile_registry::service::convert::profile_from_pb;
-use profile_registry::service::{page_token, Limits};
-use profile_registry::store::{ProfileStore, PutMode, SledStore, StoreOptions};
+use profile_registry::service::page_token;
 use proptest::prelude::*;
+
+use crate::helpers::{create, full_listing, profile, TestApp};
 
 fn any_value() -> impl Strategy<Value = prost_types::Value> {
     use prost_types::value::Kind;
@@ -79,23 +79,33 @@ proptest! {
 
     #[test]
     fn refused_profiles_leave_the_store_unchanged(p in any_profile()) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("data"), &StoreOptions::default()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let keep = ProfileName::parse("keep", "name").unwrap();
-            let llm = profile_from_pb(Some(crate::helpers::profile("keep", "gpt-4o", Some("k"))), &Limits::default()).unwrap().1;
-            store.put_profile(keep, llm, PutMode::Create, None).await.unwrap();
-            let before = store.list_profiles(None, 100).unwrap();
-            match profile_from_pb(Some(p), &Limits::default()) {
-                Ok((name, llm)) => {
+            // Through the real server: the refusal must come before anything is written.
+            let app = TestApp::spawn().await;
+            let mut c = app.profiles().await;
+            create(&mut c, profile("keep", "gpt-4o", Some("k"))).await;
+            let before = full_listing(&mut c).await;
+            let req = pb::UpdateProfileRequest {
+                profile: Some(p.clone()),
+                allow_missing: true,
+                expected_revision: None,
+            };
+            match c.update_profile(req).await {
+                Ok(stored) => {
                     // Valid input may be stored: it must then read back whole.
-                    let (stored, _) = store.put_profile(name.clone(), llm, PutMode::Upsert, None).await.unwrap();
-                    assert_eq!(store.get_profile(&name).unwrap(), Some(stored));
+                    let stored = stored.into_inner();
+                    let got = c
+                        .get_profile(pb::GetProfileRequest { name: p.name.clone(), reveal_secrets: false })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert_eq!(got, stored);
+                    assert_eq!(got.llm.map(|l| l.model), p.llm.map(|l| l.model));
                 }
-                Err(violations) => {
-                    assert!(!violations.is_empty());
-                    assert_eq!(store.list_profiles(None, 100).unwrap(), before, "a refused profile changed the store");
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+                    assert_eq!(full_listing(&mut c).await, before, "a refused profile changed the store");
                 }
             }
         });
