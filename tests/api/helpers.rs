@@ -132,6 +132,36 @@ pub fn rss_mib(pid: u32) -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// The forms a secret could leak in (raw, base64 std/url/url-nopad, hex lower/upper): none may
+/// appear in a data dir, a log or an error.
+pub fn secret_forms(secret: &str) -> Vec<(&'static str, Vec<u8>)> {
+    use base64::Engine;
+    let hex = profile_registry::hex(secret.as_bytes());
+    vec![
+        ("raw", secret.as_bytes().to_vec()),
+        (
+            "base64",
+            base64::engine::general_purpose::STANDARD
+                .encode(secret)
+                .into_bytes(),
+        ),
+        (
+            "base64url",
+            base64::engine::general_purpose::URL_SAFE
+                .encode(secret)
+                .into_bytes(),
+        ),
+        (
+            "base64url-nopad",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(secret)
+                .into_bytes(),
+        ),
+        ("hex", hex.clone().into_bytes()),
+        ("HEX", hex.to_uppercase().into_bytes()),
+    ]
+}
+
 /// Every profile with its revision, through pagination: the observable state of the store.
 pub async fn full_listing(
     client: &mut ProfileServiceClient<Channel>,

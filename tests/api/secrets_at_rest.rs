@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use profile_registry::pb;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
@@ -14,7 +14,7 @@ use tonic::Code;
 
 use crate::helpers::{
     binary, conversation, create, create_conversation, full_listing, get_conversation, inline,
-    message_event, profile, TestApp,
+    message_event, profile, secret_forms, TestApp,
 };
 
 /// Every file under `dir`, recursively.
@@ -29,22 +29,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// The forms of `secret` that must not appear anywhere in the data dir.
-fn forms(secret: &str) -> Vec<(&'static str, Vec<u8>)> {
-    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
-    vec![
-        ("raw", secret.as_bytes().to_vec()),
-        ("base64", STANDARD.encode(secret).into_bytes()),
-        ("base64url", URL_SAFE.encode(secret).into_bytes()),
-        (
-            "base64url-nopad",
-            URL_SAFE_NO_PAD.encode(secret).into_bytes(),
-        ),
-        ("hex", hex.clone().into_bytes()),
-        ("HEX", hex.to_uppercase().into_bytes()),
-    ]
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -231,7 +215,7 @@ async fn no_secret_value_is_found_in_the_data_dir_in_any_encoding() {
         // The scan sees record contents: the non-secret fields are stored as they are.
         plain_fields_seen |= contains(&bytes, b"\"model\":\"gpt-4.1\"");
         for value in &values {
-            for (form, needle) in forms(value) {
+            for (form, needle) in secret_forms(value) {
                 assert!(
                     !contains(&bytes, &needle),
                     "{} holds the {form} form of a secret",
