@@ -120,7 +120,7 @@ impl Target {
                     let ExportPage {
                         documents,
                         more_after,
-                    } = export_documents(&**store, &names, &secrets, after.as_deref(), 1000)?;
+                    } = export_documents(&**store, &names, &secrets, after.as_deref(), 1000).await?;
                     page(documents)?;
                     match more_after {
                         Some(a) => after = Some(a),
@@ -378,7 +378,7 @@ impl Target {
                 Self::Local(store) => {
                     let secrets = secrets_out(mode, key)?;
                     let (base, files) =
-                        export_conversation_files(&**store, &id, secrets, profile_refs)?;
+                        export_conversation_files(&**store, &id, secrets, profile_refs).await?;
                     out.push((id.simple(), base, files));
                 }
                 Self::Remote(channel) => {
@@ -408,7 +408,7 @@ impl Target {
         let mut ids = Vec::new();
         match self {
             Self::Local(store) => loop {
-                let page = store.list_conversations(ids.last().copied(), 1000, None, None)?;
+                let page = store.list_conversations(ids.last().copied(), 1000, None, None).await?;
                 if page.is_empty() {
                     return Ok(ids);
                 }

@@ -73,12 +73,12 @@ fn merge_inline(new: LlmSource, old: Option<&LlmSource>) -> LlmSource {
 impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
     /// Each binding's configuration in effect: the profile's (absent when the profile was deleted
     /// with force) or the inline one; masked unless `reveal`.
-    fn resolve(
+    async fn resolve(
         &self,
         c: &Conversation,
         reveal: bool,
     ) -> Result<BTreeMap<String, LlmConfig>, Status> {
-        let resolved = resolve_llms(&*self.store, c)?;
+        let resolved = resolve_llms(&*self.store, c).await?;
         Ok(if reveal {
             resolved
         } else {
@@ -89,14 +89,14 @@ impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
         })
     }
 
-    fn respond(
+    async fn respond(
         &self,
         c: Conversation,
         resolve: bool,
         reveal: bool,
     ) -> Result<pb::Conversation, Status> {
         let resolved = if resolve {
-            self.resolve(&c, reveal)?
+            self.resolve(&c, reveal).await?
         } else {
             BTreeMap::new()
         };
@@ -126,7 +126,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 .map(|(u, s)| (u, merge_inline(s, None)))
                 .collect();
             let created = self.store.create_conversation(c).await?;
-            Ok(Response::new(self.respond(created, false, false)?))
+            Ok(Response::new(self.respond(created, false, false).await?))
         })
         .await
     }
@@ -145,7 +145,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let id = parse_id(&id, "id")?;
             let c = self
                 .store
-                .get_conversation(&id)?
+                .get_conversation(&id).await?
                 .ok_or_else(|| not_found(&id))?;
             if reveal_secrets {
                 audit_secret_access(&who, "reveal secrets", &id.to_string())?;
@@ -154,7 +154,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 c,
                 resolve_llms,
                 reveal_secrets,
-            )?))
+            ).await?))
         })
         .await
     }
@@ -186,7 +186,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 .transpose()?;
             let mut page =
                 self.store
-                    .list_conversations(after, size + 1, status, profile.as_ref())?;
+                    .list_conversations(after, size + 1, status, profile.as_ref()).await?;
             let next_page_token = if page.len() > size {
                 page.truncate(size);
                 page.last()
@@ -279,7 +279,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                     Ok(c)
                 })
                 .await?;
-            Ok(Response::new(self.respond(updated, false, false)?))
+            Ok(Response::new(self.respond(updated, false, false).await?))
         })
         .await
     }
@@ -359,7 +359,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                     Ok(c)
                 })
                 .await?;
-            Ok(Response::new(self.respond(switched, false, false)?))
+            Ok(Response::new(self.respond(switched, false, false).await?))
         })
         .await
     }
@@ -404,7 +404,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         observe("ListEvents", &conversation_id, async {
             let id = parse_id(&conversation_id, "conversation_id")?;
             let size = self.limits.page_size(page_size)?;
-            if self.store.get_conversation(&id)?.is_none() {
+            if self.store.get_conversation(&id).await?.is_none() {
                 return Err(not_found(&id));
             }
             let listing = format!("events|{id}|{after_seq:?}|{kind}|{source}|{descending}");
@@ -429,7 +429,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                     query.after_seq = Some(c);
                 }
             }
-            let mut events = self.store.list_events(&id, &query)?;
+            let mut events = self.store.list_events(&id, &query).await?;
             let next_page_token = if events.len() > size {
                 events.truncate(size);
                 events
@@ -528,7 +528,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 _ => audit_secret_access(&who, "export conversation secrets", &id.to_string())?,
             }
             let (base_state_json, files) =
-                export_conversation_files(&*self.store, &id, secrets, profile_refs)?;
+                export_conversation_files(&*self.store, &id, secrets, profile_refs).await?;
             Ok(Response::new(pb::ExportConversationResponse {
                 id: id.to_string(),
                 dir_name: id.simple(),
@@ -559,7 +559,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             }
             // Subscribe before reading the stored events, so nothing falls between the two.
             let live = self.store.subscribe_events();
-            if self.store.get_conversation(&id)?.is_none() {
+            if self.store.get_conversation(&id).await?.is_none() {
                 return Err(not_found(&id));
             }
             let store = Arc::clone(&self.store);
@@ -611,7 +611,7 @@ async fn tail_events<S: ConversationStore>(
                 limit: 500,
                 ..EventQuery::default()
             };
-            let page = match store.list_events(&id, &query) {
+            let page = match store.list_events(&id, &query).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(e.into())).await;
@@ -647,7 +647,7 @@ async fn tail_events<S: ConversationStore>(
                 // Missed notifications lose no event (the store has them all), but may hide a
                 // deletion: look.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if !matches!(store.get_conversation(&id), Ok(Some(_))) {
+                    if !matches!(store.get_conversation(&id).await, Ok(Some(_))) {
                         let _ = tx.send(Err(gone(&id))).await;
                         return;
                     }

@@ -105,7 +105,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             let name = parse_name(&name, "name")?;
             let p = self
                 .store
-                .get_profile(&name)?
+                .get_profile(&name).await?
                 .ok_or_else(|| not_found(&name))?;
             if reveal_secrets {
                 audit_secret_access(&who, "reveal secrets", name.as_str())?;
@@ -128,7 +128,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         observe("ListProfiles", "", async {
             let size = self.limits.page_size(page_size)?;
             let after = page_token::decode(LISTING, &page_token)?;
-            let mut page = self.store.list_profiles(after.as_deref(), size + 1)?;
+            let mut page = self.store.list_profiles(after.as_deref(), size + 1).await?;
             let next_page_token = if page.len() > size {
                 page.truncate(size);
                 page.last()
@@ -261,7 +261,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             if *self.shutdown.borrow() {
                 return Err(Status::unavailable("the server is shutting down"));
             }
-            let watch = self.store.watch_profiles(send_initial)?;
+            let watch = self.store.watch_profiles(send_initial).await?;
             let shutdown = self.shutdown.clone();
             let stream: EventStream =
                 Box::pin(async_stream(move |tx| forward_changes(watch, shutdown, tx)));
@@ -326,7 +326,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
                 n => self.limits.page_size(n)?,
             };
             let after = page_token::decode(EXPORT_LISTING, &page_token)?;
-            let page = export_documents(&*self.store, &names, &mode, after.as_deref(), size)?;
+            let page = export_documents(&*self.store, &names, &mode, after.as_deref(), size).await?;
             match mode {
                 SecretsOut::Redacted => {}
                 SecretsOut::Plaintext => {
@@ -394,6 +394,7 @@ async fn forward_changes(
 ) {
     let ProfileWatch {
         snapshot,
+        covered,
         mut changes,
     } = watch;
     let mut seen: HashMap<ProfileName, u64> = HashMap::with_capacity(snapshot.len());
@@ -429,7 +430,7 @@ async fn forward_changes(
             ProfileChange::Put { seq, profile } => (*seq, &profile.name),
             ProfileChange::Delete { seq, name, .. } => (*seq, name),
         };
-        if seq <= newest && seen.get(name).is_some_and(|s| *s >= seq) {
+        if seq < covered || (seq <= newest && seen.get(name).is_some_and(|s| *s >= seq)) {
             continue;
         }
         let e = match change {

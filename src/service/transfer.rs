@@ -108,7 +108,7 @@ pub struct ExportPage {
 }
 
 /// Renders the named profiles (all of them, a page at a time, when `names` is empty) as SDK files.
-pub fn export_documents<S: ProfileStore>(
+pub async fn export_documents<S: ProfileStore>(
     store: &S,
     names: &[ProfileName],
     secrets: &SecretsOut<'_>,
@@ -118,7 +118,7 @@ pub fn export_documents<S: ProfileStore>(
     let mut profiles = Vec::new();
     let mut more_after = None;
     if names.is_empty() {
-        profiles = store.list_profiles(after, page_size.saturating_add(1))?;
+        profiles = store.list_profiles(after, page_size.saturating_add(1)).await?;
         if profiles.len() > page_size {
             profiles.truncate(page_size);
             more_after = profiles.last().map(|p| p.name.to_string());
@@ -126,7 +126,7 @@ pub fn export_documents<S: ProfileStore>(
     } else {
         for name in names {
             let p = store
-                .get_profile(name)?
+                .get_profile(name).await?
                 .ok_or_else(|| StoreError::NotFound {
                     kind: "profile",
                     name: name.to_string(),
@@ -199,14 +199,14 @@ pub async fn import_conversation_files<S: ConversationStore>(
 
 /// The configuration in effect for each LLM usage of `c`: its profile's (left out when the profile
 /// was deleted with force) or its inline one. Secrets are unmasked: mask them before responding.
-pub fn resolve_llms<S: ProfileStore>(
+pub async fn resolve_llms<S: ProfileStore>(
     store: &S,
     c: &Conversation,
 ) -> Result<BTreeMap<String, LlmConfig>, StoreError> {
     let mut out = BTreeMap::new();
     for (usage, source) in &c.llms {
         let llm = match source {
-            LlmSource::Profile(name) => match store.get_profile(name)? {
+            LlmSource::Profile(name) => match store.get_profile(name).await? {
                 Some(p) => p.llm,
                 None => continue,
             },
@@ -219,19 +219,19 @@ pub fn resolve_llms<S: ProfileStore>(
 
 /// One conversation as the SDK's files: base_state.json's text (bound LLMs resolved inline, or
 /// profile references) and the event files (name, text).
-pub fn export_conversation_files<S: ConversationStore + ProfileStore>(
+pub async fn export_conversation_files<S: ConversationStore + ProfileStore>(
     store: &S,
     id: &ConversationId,
     secrets: SecretsOut<'_>,
     profile_refs: bool,
 ) -> Result<(String, Vec<(String, String)>), StoreError> {
     let c = store
-        .get_conversation(id)?
+        .get_conversation(id).await?
         .ok_or_else(|| StoreError::NotFound {
             kind: "conversation",
             name: id.to_string(),
         })?;
-    let resolved = resolve_llms(store, &c)?;
+    let resolved = resolve_llms(store, &c).await?;
     let mut events: Vec<Event> = Vec::new();
     loop {
         let query = EventQuery {
@@ -239,7 +239,7 @@ pub fn export_conversation_files<S: ConversationStore + ProfileStore>(
             limit: 1000,
             ..EventQuery::default()
         };
-        let page = store.list_events(id, &query)?;
+        let page = store.list_events(id, &query).await?;
         if page.is_empty() {
             break;
         }

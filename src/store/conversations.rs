@@ -9,12 +9,13 @@ use sled::Transactional;
 use tokio::sync::broadcast;
 
 use super::maintenance::place;
+use super::rules;
 use super::sled::SledStore;
 use super::{
     Change, ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError,
 };
 use crate::domain::{
-    Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName, Timestamp,
+    Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName,
 };
 
 /// A tree of the database: the unit of a write, and of a backup record.
@@ -117,12 +118,7 @@ pub(super) fn json_error(e: &serde_json::Error) -> String {
     format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
-fn not_found(id: &ConversationId) -> StoreError {
-    StoreError::NotFound {
-        kind: "conversation",
-        name: id.to_string(),
-    }
-}
+use rules::conversation_not_found as not_found;
 
 impl SledStore {
     /// Applies `ops` atomically across every tree.
@@ -224,8 +220,8 @@ impl SledStore {
 }
 
 impl ConversationStore for SledStore {
-    async fn create_conversation(&self, mut c: Conversation) -> Result<Conversation, StoreError> {
-        let epoch = {
+    async fn create_conversation(&self, c: Conversation) -> Result<Conversation, StoreError> {
+        let (epoch, c) = {
             let _guard = self.lock();
             if self.conversations.contains_key(c.id.as_bytes())? {
                 return Err(StoreError::AlreadyExists {
@@ -234,8 +230,7 @@ impl ConversationStore for SledStore {
                 });
             }
             self.check_profiles_exist(&c)?;
-            let now = Timestamp::now();
-            (c.revision, c.create_time, c.update_time, c.event_count) = (1, now, now, 0);
+            let c = rules::created(c);
             let mut ops = vec![Op::Put(
                 TreeId::Conversations,
                 c.id.as_bytes().to_vec(),
@@ -243,17 +238,20 @@ impl ConversationStore for SledStore {
             )];
             Self::binding_ops(None, Some(&c), &mut ops);
             self.apply(&ops)?;
-            self.flusher.committed(std::iter::empty::<Change>())
+            (self.flusher.committed(std::iter::empty::<Change>()), c)
         };
         self.flusher.wait(epoch).await?;
         Ok(c)
     }
 
-    fn get_conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError> {
+    async fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
         self.read_conversation(id)
     }
 
-    fn list_conversations(
+    async fn list_conversations(
         &self,
         after: Option<ConversationId>,
         limit: usize,
@@ -316,24 +314,9 @@ impl ConversationStore for SledStore {
         let (epoch, result) = {
             let _guard = self.lock();
             let old = self.read_conversation(id)?.ok_or_else(|| not_found(id))?;
-            if let Some(expected) = expected_revision.filter(|e| *e != old.revision) {
-                return Err(StoreError::RevisionMismatch {
-                    kind: "conversation",
-                    name: id.to_string(),
-                    expected,
-                    actual: old.revision,
-                });
-            }
-            let mut new = change(&old)?;
-            if new.same_content(&old) {
-                (self.flusher.written(), old)
-            } else {
+            rules::check_conversation_revision(&old, expected_revision)?;
+            if let Some(new) = rules::updated(&old, change)? {
                 self.check_profiles_exist(&new)?;
-                new.id = old.id;
-                new.revision = old.revision + 1;
-                new.create_time = old.create_time;
-                new.update_time = Timestamp::now();
-                new.event_count = old.event_count;
                 let mut ops = vec![Op::Put(
                     TreeId::Conversations,
                     id.as_bytes().to_vec(),
@@ -342,6 +325,8 @@ impl ConversationStore for SledStore {
                 Self::binding_ops(Some(&old), Some(&new), &mut ops);
                 self.apply(&ops)?;
                 (self.flusher.committed(std::iter::empty::<Change>()), new)
+            } else {
+                (self.flusher.written(), old)
             }
         };
         self.flusher.wait(epoch).await?;
@@ -360,14 +345,7 @@ impl ConversationStore for SledStore {
                 None if allow_missing => (self.flusher.written(), None),
                 None => return Err(not_found(id)),
                 Some(old) => {
-                    if let Some(expected) = expected_revision.filter(|e| *e != old.revision) {
-                        return Err(StoreError::RevisionMismatch {
-                            kind: "conversation",
-                            name: id.to_string(),
-                            expected,
-                            actual: old.revision,
-                        });
-                    }
+                    rules::check_conversation_revision(&old, expected_revision)?;
                     let mut ops = vec![Op::Del(TreeId::Conversations, id.as_bytes().to_vec())];
                     Self::binding_ops(Some(&old), None, &mut ops);
                     let mut events = 0;
@@ -399,27 +377,14 @@ impl ConversationStore for SledStore {
             let _guard = self.lock();
             let mut c = self.read_conversation(id)?.ok_or_else(|| not_found(id))?;
             let first = c.event_count;
-            if let Some(expected) = expected_next_seq.filter(|e| *e != first) {
-                return Err(StoreError::Aborted(format!(
-                    "conversation {id} has next seq {first}, not the expected {expected}; read the new events and retry"
-                )));
-            }
+            rules::check_next_seq(id, first, expected_next_seq)?;
             if events.is_empty() {
                 return Ok((first, first));
             }
             let mut ops = Vec::with_capacity(events.len() + 1);
             let appended = i64::try_from(events.len()).unwrap_or(i64::MAX);
-            for (i, e) in events.into_iter().enumerate() {
-                let seq = first + i64::try_from(i).unwrap_or(i64::MAX);
-                let e = Event {
-                    seq,
-                    id: e.id,
-                    kind: e.kind,
-                    source: e.source,
-                    timestamp: e.timestamp,
-                    body: e.body,
-                };
-                ops.push(Op::Put(TreeId::Events, event_key(id, seq), encode(&e)?));
+            for e in rules::numbered(first, events) {
+                ops.push(Op::Put(TreeId::Events, event_key(id, e.seq), encode(&e)?));
             }
             c.event_count = first.saturating_add(appended);
             ops.push(Op::Put(
@@ -439,7 +404,11 @@ impl ConversationStore for SledStore {
         Ok((first, next))
     }
 
-    fn list_events(&self, id: &ConversationId, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+    async fn list_events(
+        &self,
+        id: &ConversationId,
+        q: &EventQuery,
+    ) -> Result<Vec<Event>, StoreError> {
         let lo = match q.after_seq {
             Some(s) if s >= 0 => Bound::Excluded(event_key(id, s)),
             _ => Bound::Included(event_key(id, 0)),
@@ -481,7 +450,7 @@ impl ConversationStore for SledStore {
 
     async fn import_conversation(
         &self,
-        mut c: Conversation,
+        c: Conversation,
         events: Vec<NewEvent>,
         policy: ConflictPolicy,
         dry_run: bool,
@@ -490,43 +459,22 @@ impl ConversationStore for SledStore {
             let _guard = self.lock();
             self.check_profiles_exist(&c)?;
             let old = self.read_conversation(&c.id)?;
-            let now = Timestamp::now();
-            let outcome = match (&old, policy) {
-                (Some(_), ConflictPolicy::Skip | ConflictPolicy::Fail) => {
-                    return Ok(ImportOutcome::Skipped(
-                        "a conversation with that id exists".into(),
-                    ));
-                }
-                (Some(o), ConflictPolicy::Overwrite) => {
-                    (c.revision, c.create_time) = (o.revision + 1, o.create_time);
-                    ImportOutcome::Updated(c.revision)
-                }
-                (None, _) => {
-                    (c.revision, c.create_time) = (1, now);
-                    ImportOutcome::Created(1)
-                }
-            };
+            let (c, outcome) =
+                match rules::plan_import_conversation(c, old.as_ref(), events.len(), policy) {
+                    Ok(plan) => plan,
+                    Err(skipped) => return Ok(skipped),
+                };
             if dry_run {
                 return Ok(outcome);
             }
-            c.update_time = now;
-            c.event_count = i64::try_from(events.len()).unwrap_or(i64::MAX);
             let mut ops = Vec::with_capacity(events.len() + 4);
             if old.is_some() {
                 for key in self.events.scan_prefix(c.id.as_bytes()).keys() {
                     ops.push(Op::Del(TreeId::Events, key?.to_vec()));
                 }
             }
-            for (seq, e) in (0..).zip(events) {
-                let e = Event {
-                    seq,
-                    id: e.id,
-                    kind: e.kind,
-                    source: e.source,
-                    timestamp: e.timestamp,
-                    body: e.body,
-                };
-                ops.push(Op::Put(TreeId::Events, event_key(&c.id, seq), encode(&e)?));
+            for e in rules::numbered(0, events) {
+                ops.push(Op::Put(TreeId::Events, event_key(&c.id, e.seq), encode(&e)?));
             }
             ops.push(Op::Put(
                 TreeId::Conversations,

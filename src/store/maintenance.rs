@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::conversations::{binding_key, decode, TreeId};
 use super::crypto::SecretCipher;
-use super::sled::{conversation_secrets, profile_secrets, ProfileRecord, SledStore};
+use super::codec::{conversation_secrets, profile_secrets, ProfileRecord};
+use super::sled::SledStore;
 use super::{ProfileStore, StoreError};
 use crate::domain::{Conversation, ConversationId, Event, Secret};
 use crate::hex;

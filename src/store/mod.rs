@@ -1,8 +1,11 @@
 //! Storage: the traits the services call, and their sled implementation.
+pub mod codec;
 mod conversations;
 pub mod crypto;
 mod flush;
 mod maintenance;
+pub mod postgres;
+mod rules;
 pub mod sled;
 
 use std::future::Future;
@@ -199,6 +202,8 @@ pub struct EventQuery {
 pub struct ProfileWatch {
     /// Current profiles with the change seq of their last write.
     pub snapshot: Vec<(u64, Profile)>,
+    /// Every change below this seq is in the snapshot already (0: unknown, skip by name).
+    pub covered: u64,
     /// Live changes.
     pub changes: broadcast::Receiver<ProfileChange>,
 }
@@ -206,10 +211,17 @@ pub struct ProfileWatch {
 /// Profiles, by name.
 pub trait ProfileStore: Send + Sync + 'static {
     /// One profile, or `None`.
-    fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError>;
+    fn get_profile(
+        &self,
+        name: &ProfileName,
+    ) -> impl Future<Output = Result<Option<Profile>, StoreError>> + Send;
 
     /// Up to `limit` profiles in name order, after the name `after` when given.
-    fn list_profiles(&self, after: Option<&str>, limit: usize) -> Result<Vec<Profile>, StoreError>;
+    fn list_profiles(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Profile>, StoreError>> + Send;
 
     /// Creates or replaces a profile's configuration (secret and extra merge rules applied against
     /// the stored one); durable when it returns.
@@ -247,7 +259,10 @@ pub trait ProfileStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ImportOutcome>, StoreError>> + Send;
 
     /// Starts a watch: subscribe first, then (optionally) the snapshot.
-    fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError>;
+    fn watch_profiles(
+        &self,
+        snapshot: bool,
+    ) -> impl Future<Output = Result<ProfileWatch, StoreError>> + Send;
 
     /// Flushes everything to disk.
     fn flush(&self) -> Result<(), StoreError>;
@@ -262,7 +277,10 @@ pub trait ConversationStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
 
     /// One conversation, or `None`.
-    fn get_conversation(&self, id: &ConversationId) -> Result<Option<Conversation>, StoreError>;
+    fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> impl Future<Output = Result<Option<Conversation>, StoreError>> + Send;
 
     /// Up to `limit` conversations by id after `after`, filtered by status and bound profile (the
     /// profile filter reads an index, not every conversation).
@@ -272,7 +290,7 @@ pub trait ConversationStore: Send + Sync + 'static {
         limit: usize,
         status: Option<ExecutionStatus>,
         profile: Option<&ProfileName>,
-    ) -> Result<Vec<Conversation>, StoreError>;
+    ) -> impl Future<Output = Result<Vec<Conversation>, StoreError>> + Send;
 
     /// Replaces the mutable fields with what `change` makes of the stored conversation; checks
     /// `expected_revision` and that bound profiles exist; durable when it returns.
@@ -306,7 +324,7 @@ pub trait ConversationStore: Send + Sync + 'static {
         &self,
         id: &ConversationId,
         query: &EventQuery,
-    ) -> Result<Vec<Event>, StoreError>;
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
 
     /// Imports a conversation with its events in one transaction (per `policy`; nothing written on
     /// `dry_run`); OVERWRITE replaces the stored conversation and all of its events.

@@ -1,24 +1,26 @@
 //! The sled implementation of the store: one tree per resource, JSON records, group-committed flushes.
-use std::convert::Infallible;
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use fs2::FileExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sled::Tree;
 use tokio::sync::broadcast;
 
+use super::codec::{conversation_secrets, profile_secrets, Codec, ProfileRecord};
 use super::conversations::{json_error, Op, TreeId};
 use super::crypto::{KeyError, KeySource, SecretCipher};
 use super::flush::Flusher;
 use super::maintenance::place;
+use super::rules::{self, PutPlan};
 use super::{
     Change, ConflictPolicy, EventBatch, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch,
     PutMode, PutOutcome, StoreError,
 };
 use crate::domain::{
-    Conversation, LlmConfig, LlmSource, Profile, ProfileName, Secret, SecretField, Timestamp,
+    Conversation, LlmConfig, Profile, ProfileName, Secret,
 };
 
 /// How many changes a watcher may fall behind before it is cut off.
@@ -75,13 +77,6 @@ pub enum OpenError {
     Keys(#[from] KeyError),
 }
 
-/// The stored form of a profile: the profile and the change seq of its last write.
-#[derive(Serialize, Deserialize)]
-pub(super) struct ProfileRecord {
-    pub(super) seq: u64,
-    pub(super) profile: Profile,
-}
-
 /// The sled store. Writes are serialized by one lock (they take microseconds); the expensive part,
 /// the flush, is shared by every writer waiting at that moment.
 pub struct SledStore {
@@ -94,7 +89,7 @@ pub struct SledStore {
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
     pub(super) event_changes: broadcast::Sender<EventBatch>,
-    cipher: SecretCipher,
+    codec: Codec,
     _lock_file: File,
 }
 
@@ -202,7 +197,7 @@ impl SledStore {
             flusher,
             changes,
             event_changes,
-            cipher,
+            codec: Codec::new(cipher),
             _lock_file: lock_file,
         }))
     }
@@ -251,18 +246,8 @@ impl SledStore {
         Ok(())
     }
 
-    /// The stored bytes of a profile: its secrets sealed under the record's name (so a rename,
-    /// which encodes under the new name, re-seals them).
     pub(super) fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
-        let mut sealed = ProfileRecord {
-            seq: record.seq,
-            profile: record.profile.clone(),
-        };
-        let Ok(()) = profile_secrets(&mut sealed, |aad, s| {
-            *s = Secret::new(self.cipher.seal(s.expose(), aad));
-            Ok::<(), Infallible>(())
-        });
-        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+        self.codec.encode_profile(record)
     }
 
     pub(super) fn decode_profile(
@@ -270,51 +255,19 @@ impl SledStore {
         key: &[u8],
         bytes: &[u8],
     ) -> Result<ProfileRecord, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: place(TreeId::Profiles, key),
-            reason,
-        };
-        let mut record: ProfileRecord =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(json_error(&e)))?;
-        profile_secrets(&mut record, |aad, s| {
-            let plain = self
-                .cipher
-                .open(s.expose(), aad)
-                .map_err(|e| corrupt(format!("{aad}: {e}")))?;
-            *s = Secret::new(plain);
-            Ok::<(), StoreError>(())
-        })?;
-        Ok(record)
+        self.codec.decode_profile(key, bytes)
     }
 
-    /// The stored bytes of a conversation: its inline LLMs' secrets sealed under its id and usage.
     pub(super) fn encode_conversation(&self, c: &Conversation) -> Result<Vec<u8>, StoreError> {
-        let mut sealed = c.clone();
-        let Ok(()) = conversation_secrets(&mut sealed, |aad, s| {
-            *s = Secret::new(self.cipher.seal(s.expose(), aad));
-            Ok::<(), Infallible>(())
-        });
-        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+        self.codec.encode_conversation(c)
     }
 
-    /// Opens the secrets of a decoded conversation record stored under `key`.
     pub(super) fn open_conversation(
         &self,
         key: &[u8],
-        mut c: Conversation,
+        c: Conversation,
     ) -> Result<Conversation, StoreError> {
-        conversation_secrets(&mut c, |aad, s| {
-            let plain = self
-                .cipher
-                .open(s.expose(), aad)
-                .map_err(|e| StoreError::Corrupt {
-                    key: place(TreeId::Conversations, key),
-                    reason: format!("{aad}: {e}"),
-                })?;
-            *s = Secret::new(plain);
-            Ok::<(), StoreError>(())
-        })?;
-        Ok(c)
+        self.codec.open_conversation(key, c)
     }
 
     /// The stored bytes of a profile record (secrets sealed), for tests and repair tools.
@@ -337,10 +290,11 @@ impl SledStore {
             .unwrap_or("plaintext")
             .to_owned();
         let plain = self
-            .cipher
+            .codec
+            .cipher()
             .open(s.expose(), aad)
             .map_err(|e| format!("{aad}: {e}"))?;
-        *s = Secret::new(self.cipher.seal(&plain, aad));
+        *s = Secret::new(self.codec.cipher().seal(&plain, aad));
         Ok(old)
     }
 
@@ -393,7 +347,7 @@ impl SledStore {
         let (epoch, report) = {
             let _guard = self.lock();
             let mut report = RotationReport {
-                key_id: self.cipher.sealing_key_id().to_owned(),
+                key_id: self.codec.cipher().sealing_key_id().to_owned(),
                 ..RotationReport::default()
             };
             let mut ops = Vec::new();
@@ -421,68 +375,16 @@ impl SledStore {
     }
 }
 
-/// Calls `f` with the associated data and value of every set secret of `llm`, at `place`.
-fn llm_secrets<E>(
-    llm: &mut LlmConfig,
-    place: &str,
-    f: &mut impl FnMut(&str, &mut Secret) -> Result<(), E>,
-) -> Result<(), E> {
-    for field in SecretField::ALL {
-        if let Some(s) = llm.secret_mut(field) {
-            f(&format!("{place}/{}", field.key()), s)?;
-        }
-    }
-    Ok(())
-}
-
-/// Every secret of a profile record, bound to `profile/<name>/<field>`.
-pub(super) fn profile_secrets<E>(
-    record: &mut ProfileRecord,
-    mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
-) -> Result<(), E> {
-    let place = format!("profile/{}", record.profile.name);
-    llm_secrets(&mut record.profile.llm, &place, &mut f)
-}
-
-/// Every inline secret of a conversation, bound to `conversation/<id>/llms/<usage>/<field>`.
-pub(super) fn conversation_secrets<E>(
-    c: &mut Conversation,
-    mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
-) -> Result<(), E> {
-    let id = c.id;
-    for (usage, source) in &mut c.llms {
-        if let LlmSource::Inline(llm) = source {
-            llm_secrets(llm, &format!("conversation/{id}/llms/{usage}"), &mut f)?;
-        }
-    }
-    Ok(())
-}
-
-fn check_revision(profile: &Profile, expected: Option<i64>) -> Result<(), StoreError> {
-    match expected {
-        Some(expected) if expected != profile.revision => Err(StoreError::RevisionMismatch {
-            kind: "profile",
-            name: profile.name.to_string(),
-            expected,
-            actual: profile.revision,
-        }),
-        _ => Ok(()),
-    }
-}
-
-fn not_found(name: &ProfileName) -> StoreError {
-    StoreError::NotFound {
-        kind: "profile",
-        name: name.to_string(),
-    }
-}
-
 impl ProfileStore for SledStore {
-    fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
+    async fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
         Ok(self.read_profile(name.as_str())?.map(|r| r.profile))
     }
 
-    fn list_profiles(&self, after: Option<&str>, limit: usize) -> Result<Vec<Profile>, StoreError> {
+    async fn list_profiles(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Profile>, StoreError> {
         let range = match after {
             Some(a) => self.profiles.range::<&[u8], _>((
                 std::ops::Bound::Excluded(a.as_bytes()),
@@ -514,45 +416,12 @@ impl ProfileStore for SledStore {
         let (epoch, result) = {
             let _guard = self.lock();
             let old = self.read_profile(name.as_str())?.map(|r| r.profile);
-            match (&old, mode) {
-                (Some(_), PutMode::Create) => {
-                    return Err(StoreError::AlreadyExists {
-                        kind: "profile",
-                        name: name.to_string(),
-                    })
-                }
-                (None, PutMode::Update) => return Err(not_found(&name)),
-                (None, _) if expected_revision.is_some_and(|r| r != 0) => {
-                    return Err(StoreError::RevisionMismatch {
-                        kind: "profile",
-                        name: name.to_string(),
-                        expected: expected_revision.unwrap_or_default(),
-                        actual: 0,
-                    })
-                }
-                (Some(old), _) => check_revision(old, expected_revision)?,
-                (None, _) => {}
-            }
-            let llm = llm.merge_onto(old.as_ref().map(|p| &p.llm));
-            match old {
-                Some(old) if old.llm.same_content(&llm) => {
-                    (self.flusher.written(), (old, PutOutcome::Unchanged))
-                }
-                old => {
-                    let now = Timestamp::now();
-                    let (revision, create_time, outcome) = match &old {
-                        Some(o) => (o.revision + 1, o.create_time, PutOutcome::Updated),
-                        None => (1, now, PutOutcome::Created),
-                    };
+            match rules::plan_put(old, name, llm, mode, expected_revision)? {
+                PutPlan::Unchanged(old) => (self.flusher.written(), (old, PutOutcome::Unchanged)),
+                PutPlan::Write(profile, outcome) => {
                     let record = ProfileRecord {
                         seq: self.next_seq()?,
-                        profile: Profile {
-                            name,
-                            llm,
-                            revision,
-                            create_time,
-                            update_time: now,
-                        },
+                        profile,
                     };
                     self.write_profile(&record)?;
                     let change = ProfileChange::Put {
@@ -578,21 +447,10 @@ impl ProfileStore for SledStore {
             let _guard = self.lock();
             match self.read_profile(name.as_str())? {
                 None if allow_missing => (self.flusher.written(), None),
-                None => return Err(not_found(name)),
+                None => return Err(rules::not_found(name)),
                 Some(record) => {
-                    check_revision(&record.profile, expected_revision)?;
-                    let users = self.conversations_bound_to(name, 6)?;
-                    if !users.is_empty() && !force {
-                        let mut list: Vec<String> =
-                            users.iter().take(5).map(ToString::to_string).collect();
-                        if users.len() > 5 {
-                            list.push("...".into());
-                        }
-                        return Err(StoreError::FailedPrecondition(format!(
-                            "profile {name:?} is bound by conversations {}: switch them to another LLM first, or delete with force",
-                            list.join(", ")
-                        )));
-                    }
+                    rules::check_revision(&record.profile, expected_revision)?;
+                    rules::check_unbound(name, &self.conversations_bound_to(name, 6)?, force)?;
                     // With force, bindings stay: they resolve again if the name is re-created.
                     self.profiles.remove(name.as_str().as_bytes())?;
                     let change = ProfileChange::Delete {
@@ -617,7 +475,7 @@ impl ProfileStore for SledStore {
             let _guard = self.lock();
             let old = self
                 .read_profile(from.as_str())?
-                .ok_or_else(|| not_found(from))?
+                .ok_or_else(|| rules::not_found(from))?
                 .profile;
             if from == to {
                 return Ok(old);
@@ -631,12 +489,7 @@ impl ProfileStore for SledStore {
             let delete_seq = self.next_seq()?;
             let record = ProfileRecord {
                 seq: self.next_seq()?,
-                profile: Profile {
-                    name: to.clone(),
-                    revision: old.revision + 1,
-                    update_time: Timestamp::now(),
-                    ..old.clone()
-                },
+                profile: rules::renamed(&old, to),
             };
             // Conversations bound to the old name follow it, in the same transaction.
             let mut ops = vec![
@@ -649,16 +502,10 @@ impl ProfileStore for SledStore {
             ];
             let now = record.profile.update_time;
             for id in self.conversations_bound_to(from, usize::MAX)? {
-                let Some(mut c) = self.read_conversation(&id)? else {
+                let Some(before) = self.read_conversation(&id)? else {
                     continue;
                 };
-                let before = c.clone();
-                for source in c.llms.values_mut() {
-                    if matches!(source, LlmSource::Profile(p) if p == from) {
-                        *source = LlmSource::Profile(to.clone());
-                    }
-                }
-                (c.revision, c.update_time) = (c.revision + 1, now);
+                let c = rules::rebound(before.clone(), from, to, now);
                 ops.push(Op::Put(
                     TreeId::Conversations,
                     id.as_bytes().to_vec(),
@@ -692,79 +539,30 @@ impl ProfileStore for SledStore {
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         let (epoch, outcomes) = {
             let _guard = self.lock();
-            let mut batch_view: std::collections::HashMap<ProfileName, Profile> =
-                std::collections::HashMap::new();
-            if policy == ConflictPolicy::Fail {
-                let mut seen = std::collections::HashSet::new();
-                let conflicts: Vec<bool> = items
-                    .iter()
-                    .map(|(name, _)| {
-                        Ok(!seen.insert(name.clone())
-                            || self.profiles.contains_key(name.as_str())?)
-                    })
-                    .collect::<Result<_, StoreError>>()?;
-                if conflicts.iter().any(|c| *c) {
-                    return Ok(conflicts
-                        .into_iter()
-                        .map(|c| {
-                            ImportOutcome::Skipped(if c {
-                                "a profile of that name exists and on_conflict is FAIL: nothing was written".into()
-                            } else {
-                                "not written: another document conflicts and on_conflict is FAIL".into()
-                            })
-                        })
-                        .collect());
+            let mut stored = HashMap::new();
+            for (name, _) in &items {
+                if let Some(r) = self.read_profile(name.as_str())? {
+                    stored.insert(name.clone(), r.profile);
                 }
             }
-            let now = Timestamp::now();
-            let mut batch = sled::Batch::default();
-            let mut changes = Vec::new();
-            let mut outcomes = Vec::with_capacity(items.len());
-            for (name, llm) in items {
-                let old = match batch_view.get(&name) {
-                    Some(p) => Some(p.clone()),
-                    None => self.read_profile(name.as_str())?.map(|r| r.profile),
-                };
-                let llm = llm.merge_onto(old.as_ref().map(|p| &p.llm));
-                let (revision, create_time, outcome): (i64, Timestamp, fn(i64) -> ImportOutcome) =
-                    match &old {
-                        Some(o) if o.llm.same_content(&llm) => {
-                            outcomes.push(ImportOutcome::Unchanged(o.revision));
-                            continue;
-                        }
-                        Some(_) if policy == ConflictPolicy::Skip => {
-                            outcomes.push(ImportOutcome::Skipped(
-                            "a profile of that name exists with other content (on_conflict SKIP)".into(),
-                        ));
-                            continue;
-                        }
-                        Some(o) => (o.revision + 1, o.create_time, ImportOutcome::Updated),
-                        None => (1, now, ImportOutcome::Created),
-                    };
-                outcomes.push(outcome(revision));
-                let record = ProfileRecord {
-                    seq: if dry_run { 0 } else { self.next_seq()? },
-                    profile: Profile {
-                        name: name.clone(),
-                        llm,
-                        revision,
-                        create_time,
-                        update_time: now,
-                    },
-                };
-                if !dry_run {
-                    let bytes = self.encode_profile(&record)?;
-                    batch.insert(name.as_str().as_bytes(), bytes);
-                    changes.push(ProfileChange::Put {
-                        seq: record.seq,
-                        profile: Arc::new(record.profile.clone()),
-                    });
-                }
-                batch_view.insert(name, record.profile);
-            }
-            if dry_run || changes.is_empty() {
+            let (outcomes, writes) = rules::plan_import(items, policy, stored);
+            if dry_run || writes.is_empty() {
                 (self.flusher.written(), outcomes)
             } else {
+                let mut batch = sled::Batch::default();
+                let mut changes = Vec::with_capacity(writes.len());
+                for profile in writes {
+                    let record = ProfileRecord {
+                        seq: self.next_seq()?,
+                        profile,
+                    };
+                    let bytes = self.encode_profile(&record)?;
+                    batch.insert(record.profile.name.as_str().as_bytes(), bytes);
+                    changes.push(ProfileChange::Put {
+                        seq: record.seq,
+                        profile: Arc::new(record.profile),
+                    });
+                }
                 self.profiles.apply_batch(batch)?;
                 (self.flusher.committed(changes), outcomes)
             }
@@ -773,7 +571,7 @@ impl ProfileStore for SledStore {
         Ok(outcomes)
     }
 
-    fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
+    async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
         let changes = self.changes.subscribe();
         let mut out = Vec::new();
         if snapshot {
@@ -787,6 +585,7 @@ impl ProfileStore for SledStore {
         }
         Ok(ProfileWatch {
             snapshot: out,
+            covered: 0,
             changes,
         })
     }

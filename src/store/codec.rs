@@ -1,0 +1,147 @@
+//! The stored form of records, shared by every backend: JSON, with each secret value sealed under
+//! the place it belongs to (so a record copied to another name or id does not open).
+use std::convert::Infallible;
+
+use serde::{Deserialize, Serialize};
+
+use super::conversations::{json_error, TreeId};
+use super::crypto::SecretCipher;
+use super::maintenance::place;
+use super::StoreError;
+use crate::domain::{Conversation, LlmConfig, LlmSource, Profile, Secret, SecretField};
+
+/// The stored form of a profile: the profile and the change seq of its last write.
+#[derive(Serialize, Deserialize)]
+pub struct ProfileRecord {
+    /// The store-wide change seq of its last write.
+    pub seq: u64,
+    /// The profile.
+    pub profile: Profile,
+}
+
+/// Seals and opens records with the store's keys.
+pub struct Codec {
+    cipher: SecretCipher,
+}
+
+impl Codec {
+    /// A codec over `cipher`.
+    pub fn new(cipher: SecretCipher) -> Self {
+        Self { cipher }
+    }
+
+    /// The keys.
+    pub fn cipher(&self) -> &SecretCipher {
+        &self.cipher
+    }
+
+    /// The stored bytes of a profile: its secrets sealed under the record's name (so a rename,
+    /// which encodes under the new name, re-seals them).
+    pub fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
+        let mut sealed = ProfileRecord {
+            seq: record.seq,
+            profile: record.profile.clone(),
+        };
+        let Ok(()) = profile_secrets(&mut sealed, |aad, s| {
+            *s = Secret::new(self.cipher.seal(s.expose(), aad));
+            Ok::<(), Infallible>(())
+        });
+        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    pub fn decode_profile(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<ProfileRecord, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: place(TreeId::Profiles, key),
+            reason,
+        };
+        let mut record: ProfileRecord =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(json_error(&e)))?;
+        profile_secrets(&mut record, |aad, s| {
+            let plain = self
+                .cipher
+                .open(s.expose(), aad)
+                .map_err(|e| corrupt(format!("{aad}: {e}")))?;
+            *s = Secret::new(plain);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(record)
+    }
+
+    /// The stored bytes of a conversation: its inline LLMs' secrets sealed under its id and usage.
+    pub fn encode_conversation(&self, c: &Conversation) -> Result<Vec<u8>, StoreError> {
+        let mut sealed = c.clone();
+        let Ok(()) = conversation_secrets(&mut sealed, |aad, s| {
+            *s = Secret::new(self.cipher.seal(s.expose(), aad));
+            Ok::<(), Infallible>(())
+        });
+        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    /// Opens the secrets of a decoded conversation record stored under `key`.
+    pub fn open_conversation(
+        &self,
+        key: &[u8],
+        mut c: Conversation,
+    ) -> Result<Conversation, StoreError> {
+        conversation_secrets(&mut c, |aad, s| {
+            let plain = self
+                .cipher
+                .open(s.expose(), aad)
+                .map_err(|e| StoreError::Corrupt {
+                    key: place(TreeId::Conversations, key),
+                    reason: format!("{aad}: {e}"),
+                })?;
+            *s = Secret::new(plain);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(c)
+    }
+
+    /// Decodes a conversation record stored under `key` and opens its secrets.
+    pub fn decode_conversation(&self, key: &[u8], bytes: &[u8]) -> Result<Conversation, StoreError> {
+        let c = super::conversations::decode(TreeId::Conversations, key, bytes)?;
+        self.open_conversation(key, c)
+    }
+}
+
+/// Calls `f` with the associated data and value of every set secret of `llm`, at `place`.
+fn llm_secrets<E>(
+    llm: &mut LlmConfig,
+    place: &str,
+    f: &mut impl FnMut(&str, &mut Secret) -> Result<(), E>,
+) -> Result<(), E> {
+    for field in SecretField::ALL {
+        if let Some(s) = llm.secret_mut(field) {
+            f(&format!("{place}/{}", field.key()), s)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every secret of a profile record, bound to `profile/<name>/<field>`.
+pub fn profile_secrets<E>(
+    record: &mut ProfileRecord,
+    mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
+) -> Result<(), E> {
+    let place = format!("profile/{}", record.profile.name);
+    llm_secrets(&mut record.profile.llm, &place, &mut f)
+}
+
+/// Every inline secret of a conversation, bound to `conversation/<id>/llms/<usage>/<field>`.
+pub fn conversation_secrets<E>(
+    c: &mut Conversation,
+    mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
+) -> Result<(), E> {
+    let id = c.id;
+    for (usage, source) in &mut c.llms {
+        if let LlmSource::Inline(llm) = source {
+            llm_secrets(llm, &format!("conversation/{id}/llms/{usage}"), &mut f)?;
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,293 @@
+//! The rules every backend applies inside its write transaction: what a put, delete, rename or import
+//! makes of the stored records, and when it is refused. Pure functions over what was read, so the
+//! sled and PostgreSQL stores cannot drift apart.
+use std::collections::{HashMap, HashSet};
+
+use super::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
+use crate::domain::{
+    Conversation, ConversationId, Event, LlmConfig, LlmSource, NewEvent, Profile, ProfileName,
+    Timestamp,
+};
+
+/// What a put does.
+pub enum PutPlan {
+    /// The stored profile already has this content: nothing to write.
+    Unchanged(Profile),
+    /// Write this profile (the caller gives it its change seq).
+    Write(Profile, PutOutcome),
+}
+
+pub fn not_found(name: &ProfileName) -> StoreError {
+    StoreError::NotFound {
+        kind: "profile",
+        name: name.to_string(),
+    }
+}
+
+pub fn check_revision(profile: &Profile, expected: Option<i64>) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != profile.revision => Err(StoreError::RevisionMismatch {
+            kind: "profile",
+            name: profile.name.to_string(),
+            expected,
+            actual: profile.revision,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A put of `llm` under `name` over the stored `old`.
+pub fn plan_put(
+    old: Option<Profile>,
+    name: ProfileName,
+    llm: LlmConfig,
+    mode: PutMode,
+    expected_revision: Option<i64>,
+) -> Result<PutPlan, StoreError> {
+    match (&old, mode) {
+        (Some(_), PutMode::Create) => {
+            return Err(StoreError::AlreadyExists {
+                kind: "profile",
+                name: name.to_string(),
+            })
+        }
+        (None, PutMode::Update) => return Err(not_found(&name)),
+        (None, _) if expected_revision.is_some_and(|r| r != 0) => {
+            return Err(StoreError::RevisionMismatch {
+                kind: "profile",
+                name: name.to_string(),
+                expected: expected_revision.unwrap_or_default(),
+                actual: 0,
+            })
+        }
+        (Some(old), _) => check_revision(old, expected_revision)?,
+        (None, _) => {}
+    }
+    let llm = llm.merge_onto(old.as_ref().map(|p| &p.llm));
+    Ok(match old {
+        Some(old) if old.llm.same_content(&llm) => PutPlan::Unchanged(old),
+        old => {
+            let now = Timestamp::now();
+            let (revision, create_time, outcome) = match &old {
+                Some(o) => (o.revision + 1, o.create_time, PutOutcome::Updated),
+                None => (1, now, PutOutcome::Created),
+            };
+            PutPlan::Write(
+                Profile {
+                    name,
+                    llm,
+                    revision,
+                    create_time,
+                    update_time: now,
+                },
+                outcome,
+            )
+        }
+    })
+}
+
+/// Refuses to delete a profile that conversations are bound to (`users`: up to 6 of them), unless
+/// `force`.
+pub fn check_unbound(
+    name: &ProfileName,
+    users: &[ConversationId],
+    force: bool,
+) -> Result<(), StoreError> {
+    if users.is_empty() || force {
+        return Ok(());
+    }
+    let mut list: Vec<String> = users.iter().take(5).map(ToString::to_string).collect();
+    if users.len() > 5 {
+        list.push("...".into());
+    }
+    Err(StoreError::FailedPrecondition(format!(
+        "profile {name:?} is bound by conversations {}: switch them to another LLM first, or delete with force",
+        list.join(", ")
+    )))
+}
+
+/// The profile `old` under its new name `to`.
+pub fn renamed(old: &Profile, to: &ProfileName) -> Profile {
+    Profile {
+        name: to.clone(),
+        revision: old.revision + 1,
+        update_time: Timestamp::now(),
+        ..old.clone()
+    }
+}
+
+/// A conversation bound to `from`, bound to `to` instead (one revision later).
+pub fn rebound(mut c: Conversation, from: &ProfileName, to: &ProfileName, now: Timestamp) -> Conversation {
+    for source in c.llms.values_mut() {
+        if matches!(source, LlmSource::Profile(p) if p == from) {
+            *source = LlmSource::Profile(to.clone());
+        }
+    }
+    (c.revision, c.update_time) = (c.revision + 1, now);
+    c
+}
+
+const FAIL_EXISTS: &str =
+    "a profile of that name exists and on_conflict is FAIL: nothing was written";
+const FAIL_OTHER: &str = "not written: another document conflicts and on_conflict is FAIL";
+
+/// An import of `items` over the stored profiles `stored` (every name of `items` that exists):
+/// each item's outcome, and the profiles to write in order (the caller gives each its change seq).
+/// The same name twice sees its first occurrence as existing.
+pub fn plan_import(
+    items: Vec<(ProfileName, LlmConfig)>,
+    policy: ConflictPolicy,
+    mut stored: HashMap<ProfileName, Profile>,
+) -> (Vec<ImportOutcome>, Vec<Profile>) {
+    if policy == ConflictPolicy::Fail {
+        let mut seen = HashSet::new();
+        let conflicts: Vec<bool> = items
+            .iter()
+            .map(|(name, _)| !seen.insert(name.clone()) || stored.contains_key(name))
+            .collect();
+        if conflicts.iter().any(|c| *c) {
+            let outcomes = conflicts
+                .into_iter()
+                .map(|c| ImportOutcome::Skipped(if c { FAIL_EXISTS } else { FAIL_OTHER }.into()))
+                .collect();
+            return (outcomes, Vec::new());
+        }
+    }
+    let now = Timestamp::now();
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut writes = Vec::new();
+    for (name, llm) in items {
+        let old = stored.get(&name);
+        let llm = llm.merge_onto(old.map(|p| &p.llm));
+        let (revision, create_time, outcome): (i64, Timestamp, fn(i64) -> ImportOutcome) =
+            match old {
+                Some(o) if o.llm.same_content(&llm) => {
+                    outcomes.push(ImportOutcome::Unchanged(o.revision));
+                    continue;
+                }
+                Some(_) if policy == ConflictPolicy::Skip => {
+                    outcomes.push(ImportOutcome::Skipped(
+                        "a profile of that name exists with other content (on_conflict SKIP)".into(),
+                    ));
+                    continue;
+                }
+                Some(o) => (o.revision + 1, o.create_time, ImportOutcome::Updated),
+                None => (1, now, ImportOutcome::Created),
+            };
+        outcomes.push(outcome(revision));
+        let profile = Profile {
+            name: name.clone(),
+            llm,
+            revision,
+            create_time,
+            update_time: now,
+        };
+        writes.push(profile.clone());
+        stored.insert(name, profile);
+    }
+    (outcomes, writes)
+}
+
+pub fn conversation_not_found(id: &ConversationId) -> StoreError {
+    StoreError::NotFound {
+        kind: "conversation",
+        name: id.to_string(),
+    }
+}
+
+pub fn check_conversation_revision(
+    c: &Conversation,
+    expected: Option<i64>,
+) -> Result<(), StoreError> {
+    match expected.filter(|e| *e != c.revision) {
+        Some(expected) => Err(StoreError::RevisionMismatch {
+            kind: "conversation",
+            name: c.id.to_string(),
+            expected,
+            actual: c.revision,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A new conversation as stored: revision 1, no events.
+pub fn created(mut c: Conversation) -> Conversation {
+    let now = Timestamp::now();
+    (c.revision, c.create_time, c.update_time, c.event_count) = (1, now, now, 0);
+    c
+}
+
+/// What `change` makes of the stored `old`: `None` when the content stays the same.
+pub fn updated<F>(old: &Conversation, change: F) -> Result<Option<Conversation>, StoreError>
+where
+    F: FnOnce(&Conversation) -> Result<Conversation, StoreError>,
+{
+    let mut new = change(old)?;
+    if new.same_content(old) {
+        return Ok(None);
+    }
+    new.id = old.id;
+    new.revision = old.revision + 1;
+    new.create_time = old.create_time;
+    new.update_time = Timestamp::now();
+    new.event_count = old.event_count;
+    Ok(Some(new))
+}
+
+/// Refuses an append when the caller expected another next seq.
+pub fn check_next_seq(
+    id: &ConversationId,
+    next: i64,
+    expected: Option<i64>,
+) -> Result<(), StoreError> {
+    match expected.filter(|e| *e != next) {
+        Some(expected) => Err(StoreError::Aborted(format!(
+            "conversation {id} has next seq {next}, not the expected {expected}; read the new events and retry"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `events` numbered from `first`.
+pub fn numbered(first: i64, events: Vec<NewEvent>) -> Vec<Event> {
+    (first..)
+        .zip(events)
+        .map(|(seq, e)| Event {
+            seq,
+            id: e.id,
+            kind: e.kind,
+            source: e.source,
+            timestamp: e.timestamp,
+            body: e.body,
+        })
+        .collect()
+}
+
+/// An import of `c` over the stored `old`: the conversation to store with its outcome, or (Err) the
+/// outcome of skipping it.
+pub fn plan_import_conversation(
+    mut c: Conversation,
+    old: Option<&Conversation>,
+    events: usize,
+    policy: ConflictPolicy,
+) -> Result<(Conversation, ImportOutcome), ImportOutcome> {
+    let now = Timestamp::now();
+    let outcome = match (old, policy) {
+        (Some(_), ConflictPolicy::Skip | ConflictPolicy::Fail) => {
+            return Err(ImportOutcome::Skipped(
+                "a conversation with that id exists".into(),
+            ));
+        }
+        (Some(o), ConflictPolicy::Overwrite) => {
+            (c.revision, c.create_time) = (o.revision + 1, o.create_time);
+            ImportOutcome::Updated(c.revision)
+        }
+        (None, _) => {
+            (c.revision, c.create_time) = (1, now);
+            ImportOutcome::Created(1)
+        }
+    };
+    c.update_time = now;
+    c.event_count = i64::try_from(events).unwrap_or(i64::MAX);
+    Ok((c, outcome))
+}
