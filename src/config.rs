@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Import an SDK profiles folder (`<name>.json` files) into the registry.
     Import(ImportArgs),
     /// Export the registry's profiles as an SDK profiles folder, byte for byte what the SDK writes.
@@ -55,6 +55,38 @@ pub enum Command {
     /// Verify every record of a data dir (decodes, decrypts, references; stop the server first);
     /// exits 1 when anything is wrong.
     Check(CheckArgs),
+    /// Apply the PostgreSQL schema (servers also do it at start); prints the versions applied.
+    Migrate(MigrateArgs),
+    /// Copy every record, revisions included, from one store to another, empty one (sled data dir
+    /// to PostgreSQL or back); stop the servers of both first. Secrets move still encrypted: serve
+    /// the target with the same keys.
+    MigrateStore(MigrateStoreArgs),
+}
+
+/// Settings of `migrate`.
+#[derive(Clone, Debug, Args)]
+pub struct MigrateArgs {
+    /// The database, `postgres://user:password@host:port/database` (prefer the env variable: a
+    /// password on the command line shows in `ps`).
+    #[arg(long, env = "REGISTRY_STORE", hide_env_values = true)]
+    pub store: String,
+}
+
+/// Settings of `migrate-store`.
+#[derive(Clone, Debug, Args)]
+pub struct MigrateStoreArgs {
+    /// Where the records are: a sled data dir path, or a postgres:// URL.
+    #[arg(long, env = "REGISTRY_MIGRATE_FROM", hide_env_values = true)]
+    pub from: String,
+
+    /// Where they go (must hold no record): a postgres:// URL, or a sled data dir path.
+    #[arg(long, env = "REGISTRY_MIGRATE_TO", hide_env_values = true)]
+    pub to: String,
+
+    /// The keys the records' secrets are sealed with (`<key id>:<base64>` lines). Default for a sled
+    /// source: its `<data dir>/secret.key`. Needed with a PostgreSQL source.
+    #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// Settings of `backup`.
@@ -305,9 +337,21 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Folder of the embedded database; created when missing, locked while served.
+    /// Folder of the embedded database; created when missing, locked while served. Not used with
+    /// --store.
     #[arg(long, env = "REGISTRY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Run on PostgreSQL instead of sled, for several replicas on one database:
+    /// `postgres://user:password@host:port/database` (prefer the env variable: a password on the
+    /// command line shows in `ps`). The schema is applied at start; --secret-key-file is required.
+    /// Default: sled in --data-dir.
+    #[arg(long, env = "REGISTRY_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+
+    /// Connections to PostgreSQL per server (the change listener has one more).
+    #[arg(long, env = "REGISTRY_STORE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub store_max_connections: u32,
 
     /// Keys that encrypt secrets at rest, one `<key id>:<base64 of 32 bytes>` per line (e.g. a mounted
     /// Kubernetes Secret): the first encrypts, every one decrypts. Default: `<data dir>/secret.key`,

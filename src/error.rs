@@ -38,6 +38,10 @@ impl From<StoreError> for Status {
                     "stored record {key:?} is damaged; see the server log"
                 ))
             }
+            StoreError::Unavailable(ref detail) => {
+                tracing::warn!(error = %detail, "database unavailable");
+                Status::unavailable("the database cannot be reached right now; retry")
+            }
             StoreError::Storage(ref detail) => {
                 tracing::error!(error = %detail, "storage failure");
                 Status::internal("internal storage error; see the server log")

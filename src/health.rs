@@ -28,12 +28,24 @@ impl HealthState {
         }
     }
 
+    /// Flips every service, and the overall status, to SERVING.
+    pub fn set_serving(&self) {
+        self.set_all(ServingStatus::Serving);
+    }
+
     /// Flips every service, and the overall status, to NOT_SERVING.
     pub fn set_not_serving(&self) {
-        self.statuses.send_modify(|m| {
+        self.set_all(ServingStatus::NotServing);
+    }
+
+    fn set_all(&self, status: ServingStatus) {
+        self.statuses.send_if_modified(|m| {
+            let mut changed = false;
             for s in m.values_mut() {
-                *s = ServingStatus::NotServing;
+                changed |= *s != status;
+                *s = status;
             }
+            changed
         });
     }
 

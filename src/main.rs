@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     telemetry::init(&cli.log);
     let result = match cli.command {
         None => serve(cli.serve).await.map(|()| true),
-        Some(Command::Serve(args)) => serve(args).await.map(|()| true),
+        Some(Command::Serve(args)) => serve(*args).await.map(|()| true),
         Some(Command::Import(args)) => cli::profiles::run_import(args).await,
         Some(Command::Export(args)) => cli::profiles::run_export(args).await,
         Some(Command::NewToken(args)) => new_token(&args),
@@ -22,6 +22,8 @@ async fn main() -> ExitCode {
         Some(Command::Backup(args)) => cli::backup::run_backup(args).await,
         Some(Command::Restore(args)) => cli::backup::run_restore(args).await,
         Some(Command::Check(args)) => cli::backup::run_check(args).await,
+        Some(Command::Migrate(args)) => cli::stores::run_migrate(args).await,
+        Some(Command::MigrateStore(args)) => cli::stores::run_migrate_store(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

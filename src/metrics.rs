@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::store::SledStore;
+use crate::store::Store;
 
 /// Seconds buckets for call and flush latency.
 const BUCKETS: [f64; 14] = [
@@ -48,7 +48,7 @@ pub fn record_flush(seconds: f64) {
 }
 
 /// Serves `GET /metrics` on `addr` until the process ends, and refreshes the store gauges.
-pub async fn serve(addr: SocketAddr, store: Arc<SledStore>) -> anyhow::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, store: Arc<Store>) -> anyhow::Result<SocketAddr> {
     let handle = handle()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -56,15 +56,8 @@ pub async fn serve(addr: SocketAddr, store: Arc<SledStore>) -> anyhow::Result<So
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let (counts, size) = {
-                let store = Arc::clone(&store);
-                match tokio::task::spawn_blocking(move || (store.counts(), store.size_on_disk()))
-                    .await
-                {
-                    Ok(v) => v,
-                    Err(_) => return,
-                }
-            };
+            let counts = store.counts().await.unwrap_or_default();
+            let size = store.size_on_disk().await;
             metrics::gauge!("registry_profiles").set(counts.0 as f64);
             metrics::gauge!("registry_conversations").set(counts.1 as f64);
             metrics::gauge!("registry_database_bytes").set(size as f64);

@@ -24,13 +24,15 @@ use crate::service::conversation::ConversationApi;
 use crate::service::profile::ProfileApi;
 use crate::service::transfer::{import_documents, Outcome};
 use crate::service::Limits;
-use crate::store::{ProfileStore, SledStore, StoreOptions};
+use crate::store::postgres::PgOptions;
+use crate::store::{Location, ProfileStore, Store, StoreOptions};
 use crate::tls::{ReloadingTls, TlsFiles};
 
 /// A bound, not yet serving server: the port is known (tests bind port 0), the store is open.
 pub struct Application {
     listener: TcpListener,
-    store: Arc<SledStore>,
+    store: Arc<Store>,
+    location: Location,
     args: ServeArgs,
     auth: Option<Arc<Authenticator>>,
     tls: Option<Arc<ReloadingTls>>,
@@ -55,7 +57,14 @@ impl Application {
             }
             _ => None,
         };
-        let store = SledStore::open(&args.data_dir, &options)?;
+        let location = Location::of(args.store.as_deref(), &args.data_dir)
+            .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+        let pg = PgOptions {
+            max_connections: args.store_max_connections.max(1),
+            ..PgOptions::default()
+        };
+        let store = Store::open(&location, &options, &pg).await?;
+        tracing::info!(store = %location.describe(), "store open");
         if let Some(dir) = &args.import_on_start {
             seed(&store, dir, &args).await?;
         }
@@ -65,6 +74,7 @@ impl Application {
         Ok(Self {
             listener,
             store,
+            location,
             args,
             auth,
             tls,
@@ -82,6 +92,7 @@ impl Application {
         let Self {
             listener,
             store,
+            location,
             args,
             auth,
             tls,
@@ -103,8 +114,8 @@ impl Application {
         .max_decoding_message_size(args.max_request_bytes);
         let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&store)));
         let health = HealthState::serving(&[
-            <ProfileServiceServer<ProfileApi<SledStore>> as NamedService>::NAME,
-            <ConversationServiceServer<ConversationApi<SledStore>> as NamedService>::NAME,
+            <ProfileServiceServer<ProfileApi<Store>> as NamedService>::NAME,
+            <ConversationServiceServer<ConversationApi<Store>> as NamedService>::NAME,
             <AdminServiceServer<AdminApi> as NamedService>::NAME,
         ]);
         let reflection_v1 = reflection().build_v1()?;
@@ -144,8 +155,19 @@ impl Application {
             let bound = crate::metrics::serve(metrics_addr, Arc::clone(&store)).await?;
             tracing::info!(%bound, "metrics at http://{bound}/metrics");
         }
-        tracing::info!(config = ?args, "effective configuration");
-        tracing::info!(%addr, scheme, data_dir = %args.data_dir.display(), "listening on {addr}");
+        if let Some(connected) = store.connected() {
+            tokio::spawn(follow_database(
+                connected,
+                health.clone(),
+                stop_tx.subscribe(),
+            ));
+        }
+        let shown = ServeArgs {
+            store: args.store.as_ref().map(|_| location.describe()),
+            ..args.clone()
+        };
+        tracing::info!(config = ?shown, "effective configuration");
+        tracing::info!(%addr, scheme, store = %location.describe(), "listening on {addr}");
 
         tokio::select! {
             r = &mut serve => return r.context("the server stopped"),
@@ -168,9 +190,33 @@ impl Application {
     }
 }
 
+/// Readiness follows the database connection (PostgreSQL): NOT_SERVING while it is down, SERVING
+/// again once it is back, until shutdown.
+async fn follow_database(
+    mut connected: watch::Receiver<bool>,
+    health: HealthState,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let up = *connected.borrow_and_update();
+        if *stop.borrow() {
+            return;
+        }
+        if up {
+            health.set_serving();
+        } else {
+            health.set_not_serving();
+        }
+        tokio::select! {
+            r = connected.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// `--import-on-start`: imports a profiles folder before serving. Bad files are logged and skipped;
 /// a folder that cannot be read stops the start.
-async fn seed(store: &SledStore, dir: &std::path::Path, args: &ServeArgs) -> anyhow::Result<()> {
+async fn seed(store: &Store, dir: &std::path::Path, args: &ServeArgs) -> anyhow::Result<()> {
     let folder = ProfilesDir::lock(dir, false).with_context(|| {
         format!(
             "--import-on-start: cannot read the profiles folder {}",

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod conversations;
 pub mod keys;
 pub mod profiles;
+pub mod stores;
 mod target;
 
 pub use target::Target;

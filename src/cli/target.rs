@@ -120,7 +120,8 @@ impl Target {
                     let ExportPage {
                         documents,
                         more_after,
-                    } = export_documents(&**store, &names, &secrets, after.as_deref(), 1000).await?;
+                    } = export_documents(&**store, &names, &secrets, after.as_deref(), 1000)
+                        .await?;
                     page(documents)?;
                     match more_after {
                         Some(a) => after = Some(a),
@@ -408,7 +409,9 @@ impl Target {
         let mut ids = Vec::new();
         match self {
             Self::Local(store) => loop {
-                let page = store.list_conversations(ids.last().copied(), 1000, None, None).await?;
+                let page = store
+                    .list_conversations(ids.last().copied(), 1000, None, None)
+                    .await?;
                 if page.is_empty() {
                     return Ok(ids);
                 }

@@ -9,7 +9,7 @@ use super::{audit_secret_access, observe};
 use crate::auth::principal;
 use crate::pb;
 use crate::pb::admin_service_server::AdminService;
-use crate::store::{RawRecord, SledStore, Snapshot, StoreError};
+use crate::store::{RawRecord, Snapshot, Store};
 
 /// The record bytes a backup chunk carries at most (a larger single record goes alone).
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -19,12 +19,12 @@ pub const BACKUP_FORMAT_VERSION: i32 = 1;
 
 /// The AdminService handlers: shared state only.
 pub struct AdminApi {
-    store: Arc<SledStore>,
+    store: Arc<Store>,
 }
 
 impl AdminApi {
     /// Handlers over `store`.
-    pub fn new(store: Arc<SledStore>) -> Self {
+    pub fn new(store: Arc<Store>) -> Self {
         Self { store }
     }
 }
@@ -74,10 +74,7 @@ impl AdminService for AdminApi {
         observe("Backup", "*", async {
             // A backup carries every secret (sealed): audited as a secret access.
             audit_secret_access(&who, "back up every record", "*")?;
-            let store = Arc::clone(&self.store);
-            let snapshot = tokio::task::spawn_blocking(move || store.snapshot())
-                .await
-                .map_err(|e| StoreError::Storage(format!("backup task: {e}")))??;
+            let snapshot = self.store.snapshot().await?;
             tracing::info!(
                 records = snapshot.records.len(),
                 writers_blocked_ms = snapshot.blocked.as_secs_f64() * 1000.0,

@@ -145,16 +145,15 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let id = parse_id(&id, "id")?;
             let c = self
                 .store
-                .get_conversation(&id).await?
+                .get_conversation(&id)
+                .await?
                 .ok_or_else(|| not_found(&id))?;
             if reveal_secrets {
                 audit_secret_access(&who, "reveal secrets", &id.to_string())?;
             }
-            Ok(Response::new(self.respond(
-                c,
-                resolve_llms,
-                reveal_secrets,
-            ).await?))
+            Ok(Response::new(
+                self.respond(c, resolve_llms, reveal_secrets).await?,
+            ))
         })
         .await
     }
@@ -184,9 +183,10 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let after = page_token::decode(&listing, &page_token)?
                 .map(|a| parse_id(&a, "page_token"))
                 .transpose()?;
-            let mut page =
-                self.store
-                    .list_conversations(after, size + 1, status, profile.as_ref()).await?;
+            let mut page = self
+                .store
+                .list_conversations(after, size + 1, status, profile.as_ref())
+                .await?;
             let next_page_token = if page.len() > size {
                 page.truncate(size);
                 page.last()

@@ -105,7 +105,8 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             let name = parse_name(&name, "name")?;
             let p = self
                 .store
-                .get_profile(&name).await?
+                .get_profile(&name)
+                .await?
                 .ok_or_else(|| not_found(&name))?;
             if reveal_secrets {
                 audit_secret_access(&who, "reveal secrets", name.as_str())?;
@@ -326,7 +327,8 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
                 n => self.limits.page_size(n)?,
             };
             let after = page_token::decode(EXPORT_LISTING, &page_token)?;
-            let page = export_documents(&*self.store, &names, &mode, after.as_deref(), size).await?;
+            let page =
+                export_documents(&*self.store, &names, &mode, after.as_deref(), size).await?;
             match mode {
                 SecretsOut::Redacted => {}
                 SecretsOut::Plaintext => {

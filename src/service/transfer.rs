@@ -118,7 +118,9 @@ pub async fn export_documents<S: ProfileStore>(
     let mut profiles = Vec::new();
     let mut more_after = None;
     if names.is_empty() {
-        profiles = store.list_profiles(after, page_size.saturating_add(1)).await?;
+        profiles = store
+            .list_profiles(after, page_size.saturating_add(1))
+            .await?;
         if profiles.len() > page_size {
             profiles.truncate(page_size);
             more_after = profiles.last().map(|p| p.name.to_string());
@@ -126,7 +128,8 @@ pub async fn export_documents<S: ProfileStore>(
     } else {
         for name in names {
             let p = store
-                .get_profile(name).await?
+                .get_profile(name)
+                .await?
                 .ok_or_else(|| StoreError::NotFound {
                     kind: "profile",
                     name: name.to_string(),
@@ -226,7 +229,8 @@ pub async fn export_conversation_files<S: ConversationStore + ProfileStore>(
     profile_refs: bool,
 ) -> Result<(String, Vec<(String, String)>), StoreError> {
     let c = store
-        .get_conversation(id).await?
+        .get_conversation(id)
+        .await?
         .ok_or_else(|| StoreError::NotFound {
             kind: "conversation",
             name: id.to_string(),

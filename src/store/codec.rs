@@ -49,11 +49,7 @@ impl Codec {
         serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
     }
 
-    pub fn decode_profile(
-        &self,
-        key: &[u8],
-        bytes: &[u8],
-    ) -> Result<ProfileRecord, StoreError> {
+    pub fn decode_profile(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             key: place(TreeId::Profiles, key),
             reason,
@@ -102,7 +98,11 @@ impl Codec {
     }
 
     /// Decodes a conversation record stored under `key` and opens its secrets.
-    pub fn decode_conversation(&self, key: &[u8], bytes: &[u8]) -> Result<Conversation, StoreError> {
+    pub fn decode_conversation(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<Conversation, StoreError> {
         let c = super::conversations::decode(TreeId::Conversations, key, bytes)?;
         self.open_conversation(key, c)
     }
@@ -144,4 +144,3 @@ pub fn conversation_secrets<E>(
     }
     Ok(())
 }
-

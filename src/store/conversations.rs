@@ -14,9 +14,7 @@ use super::sled::SledStore;
 use super::{
     Change, ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError,
 };
-use crate::domain::{
-    Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName,
-};
+use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
 
 /// A tree of the database: the unit of a write, and of a backup record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -474,7 +472,11 @@ impl ConversationStore for SledStore {
                 }
             }
             for e in rules::numbered(0, events) {
-                ops.push(Op::Put(TreeId::Events, event_key(&c.id, e.seq), encode(&e)?));
+                ops.push(Op::Put(
+                    TreeId::Events,
+                    event_key(&c.id, e.seq),
+                    encode(&e)?,
+                ));
             }
             ops.push(Op::Put(
                 TreeId::Conversations,

@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use super::codec::{conversation_secrets, profile_secrets, ProfileRecord};
 use super::conversations::{binding_key, decode, TreeId};
 use super::crypto::SecretCipher;
-use super::codec::{conversation_secrets, profile_secrets, ProfileRecord};
 use super::sled::SledStore;
 use super::{ProfileStore, StoreError};
 use crate::domain::{Conversation, ConversationId, Event, Secret};

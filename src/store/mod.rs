@@ -1,4 +1,5 @@
-//! Storage: the traits the services call, and their sled implementation.
+//! Storage: the traits the services call, and their sled and PostgreSQL implementations.
+mod any;
 pub mod codec;
 mod conversations;
 pub mod crypto;
@@ -17,6 +18,7 @@ use crate::domain::{
     Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
 };
 
+pub use self::any::{Location, Store};
 pub use self::conversations::TreeId;
 pub use self::maintenance::{sealed_key_ids, CheckReport, RawRecord, Snapshot};
 pub use self::sled::{OpenError, RotationReport, SledStore, StoreOptions};
@@ -66,6 +68,9 @@ pub enum StoreError {
         /// Why it does not decode.
         reason: String,
     },
+    /// The database cannot be reached now (PostgreSQL connection lost, pool exhausted): retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The database failed (I/O, flush): fail-stop.
     #[error("storage failure: {0}")]
     Storage(String),

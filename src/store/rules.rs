@@ -117,7 +117,12 @@ pub fn renamed(old: &Profile, to: &ProfileName) -> Profile {
 }
 
 /// A conversation bound to `from`, bound to `to` instead (one revision later).
-pub fn rebound(mut c: Conversation, from: &ProfileName, to: &ProfileName, now: Timestamp) -> Conversation {
+pub fn rebound(
+    mut c: Conversation,
+    from: &ProfileName,
+    to: &ProfileName,
+    now: Timestamp,
+) -> Conversation {
     for source in c.llms.values_mut() {
         if matches!(source, LlmSource::Profile(p) if p == from) {
             *source = LlmSource::Profile(to.clone());
@@ -159,21 +164,21 @@ pub fn plan_import(
     for (name, llm) in items {
         let old = stored.get(&name);
         let llm = llm.merge_onto(old.map(|p| &p.llm));
-        let (revision, create_time, outcome): (i64, Timestamp, fn(i64) -> ImportOutcome) =
-            match old {
-                Some(o) if o.llm.same_content(&llm) => {
-                    outcomes.push(ImportOutcome::Unchanged(o.revision));
-                    continue;
-                }
-                Some(_) if policy == ConflictPolicy::Skip => {
-                    outcomes.push(ImportOutcome::Skipped(
-                        "a profile of that name exists with other content (on_conflict SKIP)".into(),
-                    ));
-                    continue;
-                }
-                Some(o) => (o.revision + 1, o.create_time, ImportOutcome::Updated),
-                None => (1, now, ImportOutcome::Created),
-            };
+        let (revision, create_time, outcome): (i64, Timestamp, fn(i64) -> ImportOutcome) = match old
+        {
+            Some(o) if o.llm.same_content(&llm) => {
+                outcomes.push(ImportOutcome::Unchanged(o.revision));
+                continue;
+            }
+            Some(_) if policy == ConflictPolicy::Skip => {
+                outcomes.push(ImportOutcome::Skipped(
+                    "a profile of that name exists with other content (on_conflict SKIP)".into(),
+                ));
+                continue;
+            }
+            Some(o) => (o.revision + 1, o.create_time, ImportOutcome::Updated),
+            None => (1, now, ImportOutcome::Created),
+        };
         outcomes.push(outcome(revision));
         let profile = Profile {
             name: name.clone(),

@@ -19,9 +19,7 @@ use super::{
     Change, ConflictPolicy, EventBatch, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch,
     PutMode, PutOutcome, StoreError,
 };
-use crate::domain::{
-    Conversation, LlmConfig, Profile, ProfileName, Secret,
-};
+use crate::domain::{Conversation, LlmConfig, Profile, ProfileName, Secret};
 
 /// How many changes a watcher may fall behind before it is cut off.
 const WATCH_BACKLOG: usize = 4096;

@@ -16,6 +16,7 @@ use profile_registry::pb::profile_service_client::ProfileServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::helpers::sled_only;
 use crate::helpers::{
     all_events, binary, bound, connect, conversation, conversation_ids, create,
     create_conversation, get_conversation, inline, message_event, profile, ChildServer,
@@ -122,6 +123,9 @@ async fn update(p: &mut ProfileServiceClient<Channel>, name: &str, model: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_every_revision_event_binding_and_secret() {
+    if sled_only("restore and check work on a sled data dir") {
+        return;
+    }
     // Arrange: profiles at several revisions (one renamed), a bound conversation with events, an
     // inline one with a secret; all sealed with a key file.
     let tmp = tempfile::tempdir().unwrap();
@@ -307,6 +311,9 @@ fn damage(data_dir: &Path, f: impl FnOnce(&sled::Db)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
+    if sled_only("check works on a sled data dir") {
+        return;
+    }
     // Arrange: three profiles with secrets, conversations with events.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

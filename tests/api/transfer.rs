@@ -9,6 +9,7 @@ use profile_registry::pb;
 use profile_registry::pb::import_result::Outcome;
 use tonic::Code;
 
+use crate::helpers::sled_only;
 use crate::helpers::{
     binary, create, full_listing, profile, sdk_pythons, skip_without, ChildServer, TestApp,
 };
@@ -457,6 +458,9 @@ async fn export_keeps_other_files_unless_prune() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_dir_mode_works_without_a_server_and_refuses_with_one() {
+    if sled_only("--data-dir mode is sled's") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let source = fixtures().join("1.58.2").join("redacted");

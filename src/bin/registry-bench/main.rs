@@ -85,6 +85,12 @@ struct Args {
     #[arg(long)]
     only: Vec<String>,
 
+    /// Also measure GetProfile and durable UpdateProfile on PostgreSQL, next to sled's: a server on a
+    /// fresh database created through this URL (`postgres://user@host:port/db`, a role that may
+    /// CREATE DATABASE) and dropped afterwards.
+    #[arg(long, env = "REGISTRY_BENCH_STORE", hide_env_values = true)]
+    store: Option<String>,
+
     /// Also write every figure to this file as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -447,6 +453,83 @@ async fn server_rows(
     Ok(())
 }
 
+/// GetProfile and UpdateProfile on a server running on PostgreSQL (`--store`), with the same data
+/// set of profiles as the main server.
+async fn postgres_rows(
+    report: &mut Report,
+    args: &Args,
+    bin: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if !report.wants(report::PG_GET_PROFILE) && !report.wants(report::PG_UPDATE_PROFILE) {
+        return Ok(());
+    }
+    let (Some(admin), Some(bin)) = (&args.store, bin) else {
+        let why = "needs --store postgres://... (and a server started by the benchmark)";
+        report.skip(report::PG_GET_PROFILE, why);
+        report.skip(report::PG_UPDATE_PROFILE, why);
+        return Ok(());
+    };
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .context("--store: cannot connect")?;
+    let db = format!("registry_bench_{}", std::process::id());
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .execute(&pool)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&pool)
+        .await
+        .context("--store: cannot CREATE DATABASE")?;
+    let (base, _) = admin
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit_once('/'))
+        .context("--store: a URL ending in /database")?;
+    let url = format!("{base}/{db}");
+    let work = tempfile::tempdir()?;
+    let key = work.path().join("keys");
+    std::fs::write(&key, "bench:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")?;
+    let extra = [
+        "--store".to_owned(),
+        url,
+        "--secret-key-file".to_owned(),
+        key.display().to_string(),
+    ];
+    let result = async {
+        let server = Server::start_with(bin, &work.path().join("data"), &extra).await?;
+        transfer::import_documents(
+            &target_args(&server.url),
+            transfer::documents(args.profiles),
+        )
+        .await?;
+        let clients = Clients::connect(&server.url, args.connections).await?;
+        let bases = Arc::new(update_bases(&clients, args).await?);
+        let rows = server_calls(&clients, args, Arc::new(Vec::new()), bases);
+        for c in CONCURRENCY {
+            for (name, pg_name) in [
+                (report::GET_PROFILE, report::PG_GET_PROFILE),
+                (report::UPDATE_PROFILE, report::PG_UPDATE_PROFILE),
+            ] {
+                let Some((_, row)) = rows.iter().find(|(n, _)| *n == name) else {
+                    continue;
+                };
+                let row = Arc::clone(row);
+                let s = measure(c, args.duration, move |w, n| row(w, n)).await?;
+                report.row(pg_name, c, s);
+            }
+        }
+        drop(clients);
+        server.stop()
+    }
+    .await;
+    let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&pool)
+        .await;
+    result?;
+    dropped?;
+    Ok(())
+}
+
 /// GetProfile at concurrency 64 on a fresh server holding `n` profiles.
 async fn get_profile_at(bin: &std::path::Path, n: usize, args: &Args) -> anyhow::Result<Sample> {
     let work = tempfile::tempdir()?;
@@ -598,6 +681,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     etcd_rows(&mut report, &args).await?;
+    postgres_rows(&mut report, &args, bin.as_deref()).await?;
 
     match bin.as_ref().filter(|_| report.wants(report::GET_LARGE)) {
         Some(bin) => {

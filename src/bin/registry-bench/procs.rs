@@ -22,6 +22,11 @@ pub struct Server {
 impl Server {
     /// Starts `bin serve` on `data_dir` and waits until Health/Check answers SERVING.
     pub async fn start(bin: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin, data_dir, &[]).await
+    }
+
+    /// [`Server::start`] with more arguments (e.g. `--store URL`).
+    pub async fn start_with(bin: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let started = Instant::now();
         let mut child = Command::new(bin)
             .arg("serve")
@@ -29,6 +34,7 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

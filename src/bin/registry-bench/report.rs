@@ -20,6 +20,8 @@ pub const ETCD_RANGE: &str = "etcd Range (serializable)";
 pub const ETCD_PUT: &str = "etcd Put";
 pub const GET_SMALL: &str = "GetProfile, small store";
 pub const GET_LARGE: &str = "GetProfile, large store";
+pub const PG_GET_PROFILE: &str = "GetProfile (PostgreSQL)";
+pub const PG_UPDATE_PROFILE: &str = "UpdateProfile (durable, PostgreSQL)";
 
 /// Throughput targets: what, the row, the row it is compared with, the least ratio of their rates.
 type RateTarget = (
@@ -28,7 +30,7 @@ type RateTarget = (
     (&'static str, usize),
     f64,
 );
-const RATE_TARGETS: [RateTarget; 9] = [
+const RATE_TARGETS: [RateTarget; 11] = [
     (
         "GetProfile c1 calls/s >= 0.85 x Health/Check",
         (GET_PROFILE, 1),
@@ -76,6 +78,18 @@ const RATE_TARGETS: [RateTarget; 9] = [
         (APPEND_1, 64),
         (APPEND_1, 1),
         10.0,
+    ),
+    (
+        "GetProfile c1 on PostgreSQL >= 0.8 x sled",
+        (PG_GET_PROFILE, 1),
+        (GET_PROFILE, 1),
+        0.8,
+    ),
+    (
+        "GetProfile c64 on PostgreSQL >= 0.8 x sled",
+        (PG_GET_PROFILE, 64),
+        (GET_PROFILE, 64),
+        0.8,
     ),
     (
         "GetProfile large store >= 0.9 x small store",

@@ -1,0 +1,250 @@
+//! Each replica's view of changes made anywhere: a LISTEN connection; on a profile notification it
+//! reads `profile_changes` after the last seq it saw, in seq order, drops those names from the cache
+//! and hands the changes to its watchers. Event notifications name the conversation and its new
+//! next seq; watchers read the events themselves. While the connection is down the cache is off
+//! (every read goes to the database) and readiness is false.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::{broadcast, watch};
+
+use super::{store_error, CHANNEL};
+use crate::domain::{ConversationId, Profile, ProfileName};
+use crate::store::codec::Codec;
+use crate::store::{EventBatch, ProfileChange, StoreError};
+
+/// Profiles read through this replica, valid while the listener is connected. A read that missed
+/// inserts only if no invalidation happened since it started (`generation`), so a slow read never
+/// puts back a value that a change already replaced.
+pub struct ProfileCache {
+    entries: Mutex<HashMap<String, Profile>>,
+    generation: AtomicU64,
+    enabled: AtomicBool,
+    capacity: usize,
+}
+
+impl ProfileCache {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            enabled: AtomicBool::new(false),
+            capacity,
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Profile>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<Profile> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        self.map().get(name).cloned()
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(super) fn insert(&self, generation: u64, p: &Profile) {
+        let mut map = self.map();
+        if !self.enabled.load(Ordering::Acquire) || self.generation() != generation {
+            return;
+        }
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(p.name.to_string(), p.clone());
+    }
+
+    pub(super) fn invalidate(&self, name: &str) {
+        let mut map = self.map();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.remove(name);
+    }
+
+    fn set_enabled(&self, on: bool) {
+        let mut map = self.map();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
+        self.enabled.store(on, Ordering::Release);
+    }
+}
+
+pub(super) struct Listener {
+    pub pool: PgPool,
+    pub codec: Arc<Codec>,
+    pub cache: Arc<ProfileCache>,
+    pub changes: broadcast::Sender<ProfileChange>,
+    pub event_changes: broadcast::Sender<EventBatch>,
+    pub connected: watch::Sender<bool>,
+    pub last_seq: u64,
+}
+
+/// With no notification for this long, the listener reads the change log anyway (and so checks the
+/// connection), and prunes old change rows now and then.
+const IDLE: Duration = Duration::from_secs(1);
+/// Change rows older than this are pruned: a replica away longer starts over with an empty cache.
+const KEEP_CHANGES: &str = "1 hour";
+
+pub(super) async fn run(mut l: Listener) {
+    let mut idle_rounds: u64 = 0;
+    loop {
+        let mut listener = match connect(&l.pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                l.down(&e);
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+        };
+        // Changes made while we were away: read them, then trust the cache again.
+        if let Err(e) = l.catch_up().await {
+            l.down(&e);
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        l.cache.set_enabled(true);
+        l.connected.send_replace(true);
+        loop {
+            let outcome = match tokio::time::timeout(IDLE, listener.try_recv()).await {
+                Ok(Ok(Some(n))) => l.handle(n.payload()).await,
+                Ok(Ok(None)) => Err(StoreError::Unavailable(
+                    "the listen connection closed".into(),
+                )),
+                Ok(Err(e)) => Err(store_error(e)),
+                Err(_) => {
+                    idle_rounds += 1;
+                    if idle_rounds % 60 == 0 {
+                        prune(&l.pool).await;
+                    }
+                    l.catch_up().await
+                }
+            };
+            if let Err(e) = outcome {
+                l.down(&e);
+                break;
+            }
+        }
+    }
+}
+
+async fn connect(pool: &PgPool) -> Result<PgListener, StoreError> {
+    let mut listener = PgListener::connect_with(pool).await.map_err(store_error)?;
+    listener.listen(CHANNEL).await.map_err(store_error)?;
+    Ok(listener)
+}
+
+async fn prune(pool: &PgPool) {
+    let sql = format!(
+        "DELETE FROM profile_changes WHERE change_time < now() - interval '{KEEP_CHANGES}'"
+    );
+    if let Err(e) = sqlx::query(&sql).execute(pool).await {
+        tracing::warn!(error = %e, "pruning old profile changes failed");
+    }
+}
+
+impl Listener {
+    fn down(&mut self, e: &StoreError) {
+        if *self.connected.borrow() {
+            tracing::warn!(error = %e, "lost the database's change notifications: cache off, not ready, reconnecting");
+        }
+        self.cache.set_enabled(false);
+        self.connected.send_replace(false);
+    }
+
+    async fn handle(&mut self, payload: &str) -> Result<(), StoreError> {
+        let mut parts = payload.split(' ');
+        match parts.next() {
+            Some("p") => {
+                for name in parts {
+                    if name == "*" {
+                        self.cache.set_enabled(true);
+                    } else {
+                        self.cache.invalidate(name);
+                    }
+                }
+                self.catch_up().await
+            }
+            Some("e") => {
+                let batch = (|| {
+                    let id = ConversationId::parse(parts.next()?, "id").ok()?;
+                    let next_seq = parts.next()?.parse().ok()?;
+                    let deleted = parts.next()? == "1";
+                    Some(EventBatch {
+                        conversation: id,
+                        next_seq,
+                        deleted,
+                    })
+                })();
+                match batch {
+                    Some(b) => {
+                        let _ = self.event_changes.send(b);
+                    }
+                    None => tracing::warn!(payload, "ignoring a malformed change notification"),
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the changes after `last_seq` in order; drops their names from the cache and publishes
+    /// them. A gap (pruned rows) empties the cache.
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        loop {
+            let rows: Vec<(i64, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT seq, name, revision, record FROM profile_changes WHERE seq > $1 ORDER BY seq LIMIT 1000",
+            )
+            .bind(i64::try_from(self.last_seq).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+            let full = rows.len() == 1000;
+            for (seq, name, revision, record) in rows {
+                let seq = u64::try_from(seq).unwrap_or(0);
+                if seq != self.last_seq + 1 {
+                    tracing::warn!(
+                        from = self.last_seq,
+                        to = seq,
+                        "profile changes were pruned before this replica read them: cache emptied"
+                    );
+                    self.cache.set_enabled(true);
+                }
+                self.last_seq = seq;
+                self.cache.invalidate(&name);
+                let change = match record {
+                    Some(bytes) => match self.codec.decode_profile(name.as_bytes(), &bytes) {
+                        Ok(r) => ProfileChange::Put {
+                            seq,
+                            profile: Arc::new(r.profile),
+                        },
+                        Err(e) => {
+                            tracing::error!(error = %e, "skipping a damaged profile change");
+                            continue;
+                        }
+                    },
+                    None => {
+                        let Ok(name) = ProfileName::parse(&name, "name") else {
+                            continue;
+                        };
+                        ProfileChange::Delete {
+                            seq,
+                            name,
+                            revision,
+                        }
+                    }
+                };
+                let _ = self.changes.send(change);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}

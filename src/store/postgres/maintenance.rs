@@ -1,0 +1,206 @@
+//! Whole-store copies for PostgreSQL: the same [`Snapshot`] of raw records as sled's (so backups,
+//! restores and `migrate-store` move records between backends byte for byte, secrets still sealed).
+use std::time::Duration;
+
+use super::{store_error, uuid, PgStore};
+use crate::domain::{Conversation, ConversationId, Event};
+use crate::store::codec::ProfileRecord;
+use crate::store::conversations::{binding_key, decode, event_key};
+use crate::store::{RawRecord, Snapshot, StoreError, TreeId};
+
+fn id_of(bytes: &[u8]) -> Option<ConversationId> {
+    Some(ConversationId::from_bytes(bytes.try_into().ok()?))
+}
+
+fn bad_key(tree: TreeId, key: &[u8]) -> StoreError {
+    StoreError::Corrupt {
+        key: crate::store::maintenance::place(tree, key),
+        reason: "not a key of this tree".into(),
+    }
+}
+
+/// A conversation record with `event_count` set: PostgreSQL keeps the count in its own column
+/// (appends do not rewrite the record), sled inside the record.
+fn with_event_count(record: &[u8], count: i64) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(record) {
+        Ok(mut map) => {
+            map.insert("event_count".into(), count.into());
+            serde_json::to_vec(&map).unwrap_or_else(|_| record.to_vec())
+        }
+        Err(_) => record.to_vec(),
+    }
+}
+
+impl PgStore {
+    /// Every record in one consistent read (REPEATABLE READ); writers are not held off.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let next_seq = super::rows::next_seq(&mut *tx).await?;
+        let mut records = Vec::new();
+        let profiles: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, record FROM profiles ORDER BY name")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        records.extend(profiles.into_iter().map(|(name, value)| RawRecord {
+            tree: TreeId::Profiles,
+            key: name.into_bytes(),
+            value,
+        }));
+        let conversations: Vec<(uuid::Uuid, Vec<u8>, i64)> =
+            sqlx::query_as("SELECT id, record, event_count FROM conversations ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        records.extend(
+            conversations
+                .into_iter()
+                .map(|(id, value, count)| RawRecord {
+                    tree: TreeId::Conversations,
+                    key: id.as_bytes().to_vec(),
+                    value: with_event_count(&value, count),
+                }),
+        );
+        let bindings: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+            "SELECT profile, conversation FROM bindings ORDER BY profile, conversation",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        for (profile, id) in bindings {
+            let id = ConversationId::from_bytes(id.into_bytes());
+            let Ok(name) = crate::domain::ProfileName::parse(&profile, "profile") else {
+                continue;
+            };
+            records.push(RawRecord {
+                tree: TreeId::Bindings,
+                key: binding_key(&name, &id),
+                value: Vec::new(),
+            });
+        }
+        let events: Vec<(uuid::Uuid, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT conversation, seq, record FROM events ORDER BY conversation, seq",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        records.extend(events.into_iter().map(|(id, seq, value)| RawRecord {
+            tree: TreeId::Events,
+            key: event_key(&ConversationId::from_bytes(id.into_bytes()), seq),
+            value,
+        }));
+        tx.commit().await.map_err(store_error)?;
+        Ok(Snapshot {
+            next_seq,
+            records,
+            blocked: Duration::ZERO,
+        })
+    }
+
+    /// Loads `records` as they are into this database, which must hold no record, in one
+    /// transaction, and moves the change counter to at least `next_seq`.
+    pub async fn restore(&self, records: &[RawRecord], next_seq: u64) -> Result<(), StoreError> {
+        let mut tx = self.begin(true).await?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM profiles) + (SELECT count(*) FROM conversations)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if held > 0 {
+            return Err(StoreError::FailedPrecondition(format!(
+                "the database already holds {held} profiles and conversations: restore needs an empty one"
+            )));
+        }
+        let mut max_seq = next_seq;
+        for tree in TreeId::ALL {
+            for r in records.iter().filter(|r| r.tree == tree) {
+                self.restore_one(&mut tx, r, &mut max_seq).await?;
+            }
+        }
+        sqlx::query("UPDATE registry_counter SET next_seq = GREATEST(next_seq, $1)")
+            .bind(i64::try_from(max_seq).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        self.commit(tx).await
+    }
+
+    async fn restore_one(
+        &self,
+        tx: &mut super::Tx,
+        r: &RawRecord,
+        max_seq: &mut u64,
+    ) -> Result<(), StoreError> {
+        match r.tree {
+            TreeId::Profiles => {
+                let record: ProfileRecord = decode(r.tree, &r.key, &r.value)?;
+                *max_seq = (*max_seq).max(record.seq + 1);
+                sqlx::query(
+                    "INSERT INTO profiles (name, seq, revision, record) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(std::str::from_utf8(&r.key).map_err(|_| bad_key(r.tree, &r.key))?)
+                .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
+                .bind(record.profile.revision)
+                .bind(&r.value)
+                .execute(&mut **tx)
+                .await
+                .map_err(store_error)?;
+            }
+            TreeId::Conversations => {
+                let c: Conversation = decode(r.tree, &r.key, &r.value)?;
+                let id = id_of(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                sqlx::query(
+                    "INSERT INTO conversations (id, execution_status, event_count, record) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(uuid(&id))
+                .bind(c.execution_status.sdk_name())
+                .bind(c.event_count)
+                .bind(&r.value)
+                .execute(&mut **tx)
+                .await
+                .map_err(store_error)?;
+            }
+            TreeId::Bindings => {
+                let split = r
+                    .key
+                    .len()
+                    .checked_sub(17)
+                    .ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let name =
+                    std::str::from_utf8(&r.key[..split]).map_err(|_| bad_key(r.tree, &r.key))?;
+                let id = id_of(&r.key[split + 1..]).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                sqlx::query("INSERT INTO bindings (profile, conversation) VALUES ($1, $2)")
+                    .bind(name)
+                    .bind(uuid(&id))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(store_error)?;
+            }
+            TreeId::Events => {
+                let e: Event = decode(r.tree, &r.key, &r.value)?;
+                let id = r
+                    .key
+                    .get(..16)
+                    .and_then(id_of)
+                    .ok_or_else(|| bad_key(r.tree, &r.key))?;
+                sqlx::query(
+                    "INSERT INTO events (conversation, seq, kind, source, record) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(uuid(&id))
+                .bind(e.seq)
+                .bind(&e.kind)
+                .bind(&e.source)
+                .bind(&r.value)
+                .execute(&mut **tx)
+                .await
+                .map_err(store_error)?;
+            }
+        }
+        Ok(())
+    }
+}
