@@ -1,7 +1,9 @@
 //! deploy/: every Kubernetes manifest passes `kubernetes-validate --strict`, and the base keeps the
 //! properties the server depends on (one writer per volume, gRPC probes on the gRPC port, a
 //! termination grace longer than the server's shutdown grace plus the preStop pause, "restricted"
-//! Pod Security).
+//! Pod Security), and the PostgreSQL overlay keeps those of stateless replicas (the store URL only
+//! from a Secret, the shared keys mounted, readiness on the gRPC health check, a disruption budget,
+//! no volume).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,17 +15,14 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
-/// Every YAML file under deploy/ that is a Kubernetes object (complete, or a strategic-merge patch
-/// that is itself a valid partial object): all but the kustomization.yaml files.
-fn resource_files() -> Vec<PathBuf> {
+/// Every YAML file under deploy/, sorted.
+fn yaml_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("deploy/ is readable") {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
-                && path.file_name().is_some_and(|n| n != "kustomization.yaml")
-            {
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 out.push(path);
             }
         }
@@ -32,6 +31,20 @@ fn resource_files() -> Vec<PathBuf> {
     walk(&deploy_dir(), &mut out);
     out.sort();
     out
+}
+
+fn is_kustomization_file(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == "kustomization.yaml" || n == "kustomization.yml")
+}
+
+/// Every YAML file under deploy/ that is a Kubernetes object (complete, or a strategic-merge patch
+/// that is itself a valid partial object): all but the kustomization files.
+fn resource_files() -> Vec<PathBuf> {
+    yaml_files()
+        .into_iter()
+        .filter(|p| !is_kustomization_file(p))
+        .collect()
 }
 
 /// `program args...` runs and succeeds.
@@ -87,6 +100,26 @@ fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no entry named {name:?} in {list}"))
 }
 
+/// Every kustomization under deploy/ that `kubectl apply -k` is meant for (components are not).
+const KUSTOMIZATIONS: [&str; 3] = ["base", "overlays/example", "overlays/postgres"];
+
+/// `kubectl kustomize deploy/<kustomization>`, written to a file in `dir`.
+fn kustomize(kustomization: &str, dir: &Path) -> PathBuf {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy_dir().join(kustomization))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/{kustomization}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = dir.join(format!("{}.yaml", kustomization.replace('/', "-")));
+    std::fs::write(&file, &out.stdout).unwrap();
+    file
+}
+
 fn kubernetes_validate(paths: &[PathBuf]) {
     let out = Command::new("kubernetes-validate")
         .arg("--strict")
@@ -130,6 +163,8 @@ fn manifests_pass_strict_schema_validation() {
         "overlays/example/namespace.yaml",
         "overlays/example/configmap-patch.yaml",
         "overlays/example/statefulset-patch.yaml",
+        "overlays/postgres/deployment.yaml",
+        "overlays/postgres/poddisruptionbudget.yaml",
     ] {
         assert!(
             files.contains(&deploy_dir().join(expected)),
@@ -143,25 +178,21 @@ fn manifests_pass_strict_schema_validation() {
         eprintln!("NOTE: kubectl not found: the rendered kustomizations were not validated");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut rendered = Vec::new();
-    for kustomization in ["base", "overlays/example"] {
-        let out = Command::new("kubectl")
-            .arg("kustomize")
-            .arg(deploy_dir().join(kustomization))
-            .output()
-            .expect("kubectl runs");
+    // Every Kustomization (not Component) under deploy/ is rendered: no overlay is missed.
+    for file in yaml_files().iter().filter(|p| is_kustomization_file(p)) {
+        let kind = &yaml_docs(file)[0]["kind"];
+        let dir = file.parent().unwrap().strip_prefix(deploy_dir()).unwrap();
         assert!(
-            out.status.success(),
-            "kubectl kustomize deploy/{kustomization}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            kind != "Kustomization" || KUSTOMIZATIONS.iter().any(|k| Path::new(k) == dir),
+            "deploy/{} is not in KUSTOMIZATIONS",
+            dir.display()
         );
-        let file = dir
-            .path()
-            .join(format!("{}.yaml", kustomization.replace('/', "-")));
-        std::fs::write(&file, &out.stdout).unwrap();
-        rendered.push(file);
     }
+    let dir = tempfile::tempdir().unwrap();
+    let rendered: Vec<PathBuf> = KUSTOMIZATIONS
+        .iter()
+        .map(|k| kustomize(k, dir.path()))
+        .collect();
     kubernetes_validate(&rendered);
 }
 
@@ -345,6 +376,211 @@ fn base_statefulset_keeps_the_servers_invariants() {
         "profile-registry-tls",
         "tls.key",
     );
+}
+
+#[test]
+fn postgres_overlay_runs_stateless_replicas_on_a_shared_store() {
+    if skip_without(
+        "python3 with PyYAML",
+        found("python3", &["-c", "import yaml"]),
+    ) {
+        return;
+    }
+    let base_config = only_doc("base/configmap.yaml");
+    let base_sts = only_doc("base/statefulset.yaml");
+    let service = only_doc("base/service.yaml");
+    let deploy = only_doc("overlays/postgres/deployment.yaml");
+    let pdb = only_doc("overlays/postgres/poddisruptionbudget.yaml");
+    assert_eq!(deploy["kind"], "Deployment");
+    assert_eq!(pdb["kind"], "PodDisruptionBudget");
+
+    // Replicated and stateless: three pods, no claim, no volume but the two Secrets.
+    let replicas = int_at(&deploy, "/spec/replicas");
+    assert_eq!(replicas, 3);
+    let pod = &deploy["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert!(deploy["spec"].get("volumeClaimTemplates").is_none());
+    for volume in pod["volumes"].as_array().expect("volumes") {
+        assert!(
+            volume["secret"].is_object(),
+            "only Secret volumes, got {volume}"
+        );
+    }
+    for mount in c["volumeMounts"].as_array().expect("volumeMounts") {
+        named(&pod["volumes"], str_at(mount, "/name"));
+    }
+
+    // A rollout brings a pod up (Ready: the database reachable) before it takes an old one down.
+    assert_eq!(str_at(&deploy, "/spec/strategy/type"), "RollingUpdate");
+    assert_eq!(
+        int_at(&deploy, "/spec/strategy/rollingUpdate/maxUnavailable"),
+        0
+    );
+    assert_eq!(int_at(&deploy, "/spec/strategy/rollingUpdate/maxSurge"), 1);
+
+    // The connection string (it holds a password) only ever comes from the Secret.
+    let store = named(&c["env"], "REGISTRY_STORE");
+    assert!(store.get("value").is_none(), "REGISTRY_STORE is a literal");
+    assert_eq!(
+        str_at(store, "/valueFrom/secretKeyRef/name"),
+        "profile-registry-postgres"
+    );
+    assert_eq!(str_at(store, "/valueFrom/secretKeyRef/key"), "url");
+    for f in resource_files() {
+        for doc in yaml_docs(&f) {
+            if doc["kind"] == "ConfigMap" {
+                assert!(
+                    doc["data"].get("REGISTRY_STORE").is_none(),
+                    "{} sets REGISTRY_STORE in a ConfigMap",
+                    f.display()
+                );
+            }
+        }
+    }
+
+    // Every replica mounts the same keys (required with PostgreSQL) and tokens as the base does.
+    assert_secret_file(
+        &deploy,
+        &base_config,
+        "REGISTRY_SECRET_KEY_FILE",
+        "profile-registry-keys",
+        "keys",
+    );
+    assert_secret_file(
+        &deploy,
+        &base_config,
+        "REGISTRY_AUTH_TOKENS_FILE",
+        "profile-registry-tokens",
+        "tokens",
+    );
+
+    // Readiness is the native gRPC health check on the gRPC port: NOT_SERVING while the database is
+    // down. Liveness must not be: a database outage would restart every replica at once.
+    let grpc_port = int_at(named(&c["ports"], "grpc"), "/containerPort");
+    assert_eq!(grpc_port, 50051);
+    let readiness = &c["readinessProbe"];
+    assert!(
+        readiness["grpc"]["port"].is_number(),
+        "readinessProbe: grpc.port must be a number, got {readiness}"
+    );
+    assert_eq!(int_at(readiness, "/grpc/port"), grpc_port);
+    if let Some(service) = readiness["grpc"].get("service") {
+        assert_eq!(service, "", "readiness checks the overall health");
+    }
+    for probe in ["startupProbe", "livenessProbe"] {
+        assert!(c[probe].get("grpc").is_none(), "{probe} must not be gRPC");
+        assert_eq!(int_at(&c[probe], "/tcpSocket/port"), grpc_port, "{probe}");
+    }
+
+    // Otherwise the base's pod: security context, ports, settings, Secret volumes, preStop, grace.
+    let base_pod = &base_sts["spec"]["template"]["spec"];
+    for key in [
+        "securityContext",
+        "terminationGracePeriodSeconds",
+        "automountServiceAccountToken",
+        "enableServiceLinks",
+        "volumes",
+    ] {
+        assert_eq!(pod[key], base_pod[key], "pod {key} differs from the base's");
+    }
+    let mut base_c = base_pod["containers"][0].clone();
+    let mut same_c = c.clone();
+    for probe in ["startupProbe", "livenessProbe"] {
+        base_c.as_object_mut().unwrap().remove(probe);
+        same_c.as_object_mut().unwrap().remove(probe);
+    }
+    same_c.as_object_mut().unwrap().remove("env");
+    base_c["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["name"] != "data");
+    assert_eq!(same_c, base_c, "the container differs from the base's");
+
+    // The Service and the budget select these pods; the budget lets one go at a time.
+    assert_selects(
+        "the Deployment",
+        &deploy["spec"]["selector"]["matchLabels"],
+        &deploy,
+    );
+    assert_selects("the Service", &service["spec"]["selector"], &deploy);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"],
+        "the budget covers the Deployment's pods"
+    );
+    assert!(pdb["spec"]["selector"].get("matchExpressions").is_none());
+    let allowed = match pdb["spec"].get("maxUnavailable") {
+        Some(max) => max.as_i64().expect("maxUnavailable is a number"),
+        None => replicas - int_at(&pdb, "/spec/minAvailable"),
+    };
+    assert_eq!(allowed, 1, "the budget allows one voluntary disruption");
+
+    // Spread over nodes, so a node failure takes one replica.
+    let spreads = pod["topologySpreadConstraints"]
+        .as_array()
+        .expect("topologySpreadConstraints");
+    let by_node = spreads
+        .iter()
+        .find(|s| s["topologyKey"] == "kubernetes.io/hostname")
+        .expect("a spread over kubernetes.io/hostname");
+    assert_selects(
+        "the spread",
+        &by_node["labelSelector"]["matchLabels"],
+        &deploy,
+    );
+
+    // What `kubectl apply -k` sends: the base's Service and settings, without the StatefulSet and
+    // its claim, and without a data dir.
+    if !found("kubectl", &["version", "--client"]) {
+        eprintln!("NOTE: kubectl not found: the rendered postgres overlay was not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs = yaml_docs(&kustomize("overlays/postgres", dir.path()));
+    let mut kinds: Vec<&str> = docs.iter().map(|d| str_at(d, "/kind")).collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
+    );
+    let of_kind = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    let config = of_kind("ConfigMap");
+    assert!(config["data"].get("REGISTRY_DATA_DIR").is_none());
+    let rendered = of_kind("Deployment");
+    assert_eq!(int_at(rendered, "/spec/replicas"), 3);
+    assert_secret_file(
+        rendered,
+        config,
+        "REGISTRY_SECRET_KEY_FILE",
+        "profile-registry-keys",
+        "keys",
+    );
+    assert_selects(
+        "the Service",
+        &of_kind("Service")["spec"]["selector"],
+        rendered,
+    );
+    assert_selects(
+        "the budget",
+        &of_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        rendered,
+    );
+}
+
+/// `selector` (label pairs) is not empty and matches the pod template of `workload`.
+fn assert_selects(what: &str, selector: &Value, workload: &Value) {
+    let labels = &workload["spec"]["template"]["metadata"]["labels"];
+    let pairs = selector
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: selector is not a map: {selector}"));
+    assert!(!pairs.is_empty(), "{what}: empty selector");
+    for (key, value) in pairs {
+        assert_eq!(
+            &labels[key], value,
+            "{what} selects {key}={value}, the pods have {labels}"
+        );
+    }
 }
 
 /// `setting` (from `config`) names a file `key` of Secret `secret`, mounted read-only in `sts`.
