@@ -418,6 +418,26 @@ fn server_calls(
     rows
 }
 
+/// Reads every profile once before the rows, as a server in steady use has: the same for both stores
+/// (sled's page cache, the PostgreSQL store's profile cache).
+async fn warm_up(clients: &Clients, profiles: usize) -> anyhow::Result<()> {
+    futures::stream::iter(0..profiles)
+        .map(|i| {
+            let mut p = clients.profiles(i);
+            async move {
+                p.get_profile(pb::GetProfileRequest {
+                    name: profile_name(i),
+                    reveal_secrets: false,
+                })
+                .await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<()>()
+        .await
+}
+
 /// Measures every row of the main server at each concurrency.
 async fn server_rows(
     report: &mut Report,
@@ -427,6 +447,7 @@ async fn server_rows(
     server: Option<u32>,
 ) -> anyhow::Result<()> {
     let ids = Arc::new(conversations.to_vec());
+    warm_up(clients, args.profiles).await?;
     let bases = Arc::new(update_bases(clients, args).await?);
     let rows = server_calls(clients, args, ids, bases);
     for c in CONCURRENCY {
@@ -503,6 +524,7 @@ async fn postgres_rows(
         )
         .await?;
         let clients = Clients::connect(&server.url, args.connections).await?;
+        warm_up(&clients, args.profiles).await?;
         let bases = Arc::new(update_bases(&clients, args).await?);
         let rows = server_calls(&clients, args, Arc::new(Vec::new()), bases);
         for c in CONCURRENCY {
