@@ -116,8 +116,22 @@ pub struct RestoreArgs {
     pub file: PathBuf,
 
     /// The data dir to fill: it must not exist or be empty.
-    #[arg(long = "data-dir", env = "REGISTRY_DATA_DIR")]
-    pub data_dir: PathBuf,
+    #[arg(
+        long = "data-dir",
+        env = "REGISTRY_DATA_DIR",
+        required_unless_present = "store"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    /// Or the PostgreSQL database to fill (`postgres://...`; it must hold no profile or
+    /// conversation); --secret-key-file is then required.
+    #[arg(
+        long,
+        env = "REGISTRY_STORE",
+        hide_env_values = true,
+        conflicts_with = "data_dir"
+    )]
+    pub store: Option<String>,
 
     /// The key file of the server the backup came from (its --secret-key-file, or its data dir's
     /// secret.key); needed when the backup holds secrets. Serve the restored dir with it too.
@@ -141,8 +155,22 @@ pub struct CheckArgs {
 #[derive(Clone, Debug, Args)]
 pub struct RotateKeysArgs {
     /// The server's database folder (only while no server holds it).
-    #[arg(long = "data-dir", env = "REGISTRY_DATA_DIR")]
-    pub data_dir: PathBuf,
+    #[arg(
+        long = "data-dir",
+        env = "REGISTRY_DATA_DIR",
+        required_unless_present = "store"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    /// Or the PostgreSQL database (`postgres://...`): rotated in one transaction while servers keep
+    /// serving; give --secret-key-file with the new key first and the old ones after it.
+    #[arg(
+        long,
+        env = "REGISTRY_STORE",
+        hide_env_values = true,
+        conflicts_with = "data_dir"
+    )]
+    pub store: Option<String>,
 
     /// Key file, one `<key id>:<base64 of 32 bytes>` per line: the first encrypts, every one decrypts
     /// [default: the data dir's own secret.key].
@@ -344,7 +372,8 @@ pub struct ServeArgs {
 
     /// Run on PostgreSQL instead of sled, for several replicas on one database:
     /// `postgres://user:password@host:port/database` (prefer the env variable: a password on the
-    /// command line shows in `ps`). The schema is applied at start; --secret-key-file is required.
+    /// command line shows in `ps`). The schema is applied at start. Give every replica the same
+    /// --secret-key-file (a replica whose keys do not open the database's secrets refuses to start).
     /// Default: sled in --data-dir.
     #[arg(long, env = "REGISTRY_STORE", hide_env_values = true)]
     pub store: Option<String>,

@@ -61,6 +61,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
         let pg = PgOptions {
             max_connections: args.store_max_connections.max(1),
+            local_key_dir: Some(args.data_dir.clone()),
             ..PgOptions::default()
         };
         let store = Store::open(&location, &options, &pg).await?;

@@ -20,7 +20,8 @@ use crate::pb;
 use crate::pb::admin_service_client::AdminServiceClient;
 use crate::sha256_hex;
 use crate::store::crypto::{SecretCipher, LOCAL_KEY_FILE};
-use crate::store::{sealed_key_ids, CheckReport, RawRecord, TreeId};
+use crate::store::postgres::{describe_url, PgOptions, PgStore};
+use crate::store::{sealed_key_ids, CheckReport, Location, RawRecord, TreeId};
 
 /// The `format` of a backup file's header.
 const FORMAT: &str = "profile-registry-backup";
@@ -256,7 +257,12 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {file}"))?;
     let backup =
         decode(&bytes).map_err(|e| anyhow::anyhow!("{file}: {e}; nothing was restored"))?;
-    let dir = &args.data_dir;
+    if let Some(store) = &args.store {
+        return restore_to_postgres(store, &backup, &args).await;
+    }
+    let Some(dir) = &args.data_dir else {
+        bail!("give --data-dir or --store");
+    };
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir)
             .with_context(|| format!("data dir {} cannot be read", dir.display()))?;
@@ -298,6 +304,39 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
     }
     let report = store.check()?;
     Ok(print_report(dir, &report))
+}
+
+/// `restore FILE --store postgres://...`: the records into an empty database, in one transaction.
+async fn restore_to_postgres(
+    store: &str,
+    backup: &Backup,
+    args: &RestoreArgs,
+) -> anyhow::Result<bool> {
+    let Location::Postgres(url) = Location::parse(store).map_err(anyhow::Error::msg)? else {
+        bail!("--store: give a postgres:// URL (or --data-dir for a sled data dir)");
+    };
+    let target =
+        PgStore::open(&url, args.secret_key_file.as_deref(), &PgOptions::default()).await?;
+    let ids = sealed_key_ids(&backup.records);
+    let keys_open = args
+        .secret_key_file
+        .as_deref()
+        .map(SecretCipher::from_key_file)
+        .transpose()?
+        .is_some_and(|c| ids.iter().all(|id| c.key_ids().any(|k| k == id.as_str())));
+    ensure!(
+        ids.is_empty() || keys_open,
+        "the backup holds secrets sealed with key ids {ids:?}: give --secret-key-file with the keys of the server it came from"
+    );
+    target.restore(&backup.records, backup.next_seq).await?;
+    println!(
+        "{}: restored {} records ({}) from the snapshot of {}; serve it with the same --secret-key-file",
+        describe_url(&url),
+        backup.records.len(),
+        describe(&count(&backup.records)),
+        backup.snapshot_time
+    );
+    Ok(true)
 }
 
 /// `check --data-dir DIR`: every record, offline; false when anything is wrong.

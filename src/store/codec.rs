@@ -19,6 +19,12 @@ pub struct ProfileRecord {
     pub profile: Profile,
 }
 
+/// A re-sealed record: its new bytes, and the key ids its secrets had.
+pub type Resealed = (Vec<u8>, Vec<String>);
+
+/// What [`Codec::reseal_record`] calls with each secret of a record and its associated data.
+pub type SecretVisitor<'a> = dyn FnMut(&str, &mut Secret) -> Result<(), String> + 'a;
+
 /// Seals and opens records with the store's keys.
 pub struct Codec {
     cipher: SecretCipher,
@@ -95,6 +101,41 @@ impl Codec {
             Ok::<(), StoreError>(())
         })?;
         Ok(c)
+    }
+
+    /// Opens one stored secret and seals it again with the first key; returns the key id it had.
+    fn reseal(&self, aad: &str, s: &mut Secret) -> Result<String, String> {
+        let old = SecretCipher::key_id_of(s.expose())
+            .unwrap_or("plaintext")
+            .to_owned();
+        let plain = self
+            .cipher
+            .open(s.expose(), aad)
+            .map_err(|e| format!("{aad}: {e}"))?;
+        *s = Secret::new(self.cipher.seal(&plain, aad));
+        Ok(old)
+    }
+
+    /// Re-seals every secret of one stored record (a `T`, its secrets visited by `secrets`) with the
+    /// first key: the new bytes and the key ids the secrets had, `None` when it holds no secret;
+    /// `Err`: why the record is damaged (never a value).
+    pub fn reseal_record<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        secrets: impl Fn(&mut T, &mut SecretVisitor<'_>) -> Result<(), String>,
+    ) -> Result<Option<Resealed>, String> {
+        let mut record: T = serde_json::from_slice(bytes).map_err(|e| json_error(&e))?;
+        let mut old_keys = Vec::new();
+        let mut reseal = |aad: &str, s: &mut Secret| {
+            old_keys.push(self.reseal(aad, s)?);
+            Ok::<(), String>(())
+        };
+        secrets(&mut record, &mut reseal)?;
+        if old_keys.is_empty() {
+            return Ok(None);
+        }
+        let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        Ok(Some((bytes, old_keys)))
     }
 
     /// Decodes a conversation record stored under `key` and opens its secrets.

@@ -9,8 +9,8 @@ use serde::Serialize;
 use sled::Tree;
 use tokio::sync::broadcast;
 
-use super::codec::{conversation_secrets, profile_secrets, Codec, ProfileRecord};
-use super::conversations::{json_error, Op, TreeId};
+use super::codec::{conversation_secrets, profile_secrets, Codec, ProfileRecord, SecretVisitor};
+use super::conversations::{Op, TreeId};
 use super::crypto::{KeyError, KeySource, SecretCipher};
 use super::flush::Flusher;
 use super::maintenance::place;
@@ -19,7 +19,7 @@ use super::{
     Change, ConflictPolicy, EventBatch, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch,
     PutMode, PutOutcome, StoreError,
 };
-use crate::domain::{Conversation, LlmConfig, Profile, ProfileName, Secret};
+use crate::domain::{Conversation, LlmConfig, Profile, ProfileName};
 
 /// How many changes a watcher may fall behind before it is cut off.
 const WATCH_BACKLOG: usize = 4096;
@@ -109,7 +109,7 @@ pub struct RotationReport {
 }
 
 impl RotationReport {
-    fn count(&mut self, old_keys: Vec<String>) {
+    pub(super) fn count(&mut self, old_keys: Vec<String>) {
         self.secrets += old_keys.len();
         for k in old_keys {
             *self.by_old_key.entry(k).or_default() += 1;
@@ -282,29 +282,12 @@ impl SledStore {
         Ok(())
     }
 
-    /// Opens one stored secret and seals it again with the first key; returns the key id it had.
-    fn reseal(&self, aad: &str, s: &mut Secret) -> Result<String, String> {
-        let old = SecretCipher::key_id_of(s.expose())
-            .unwrap_or("plaintext")
-            .to_owned();
-        let plain = self
-            .codec
-            .cipher()
-            .open(s.expose(), aad)
-            .map_err(|e| format!("{aad}: {e}"))?;
-        *s = Secret::new(self.codec.cipher().seal(&plain, aad));
-        Ok(old)
-    }
-
     /// Re-seals the secrets of every record of one tree into `ops`; damaged records go to the report.
     /// Returns how many records changed.
     fn reseal_tree<T: Serialize + serde::de::DeserializeOwned>(
         &self,
         tree_id: TreeId,
-        secrets: impl Fn(
-            &mut T,
-            &mut dyn FnMut(&str, &mut Secret) -> Result<(), String>,
-        ) -> Result<(), String>,
+        secrets: impl Fn(&mut T, &mut SecretVisitor<'_>) -> Result<(), String>,
         report: &mut RotationReport,
         ops: &mut Vec<Op>,
     ) -> Result<usize, StoreError> {
@@ -312,26 +295,12 @@ impl SledStore {
         for item in self.tree(tree_id).iter() {
             let (key, bytes) = item?;
             let label = place(tree_id, &key);
-            let mut record: T = match serde_json::from_slice(&bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    report.damaged.push(format!("{label}: {}", json_error(&e)));
-                    continue;
-                }
-            };
-            let mut old_keys = Vec::new();
-            let mut reseal = |aad: &str, s: &mut Secret| {
-                old_keys.push(self.reseal(aad, s)?);
-                Ok::<(), String>(())
-            };
-            match secrets(&mut record, &mut reseal) {
+            match self.codec.reseal_record(&bytes, &secrets) {
                 Err(reason) => report.damaged.push(format!("{label}: {reason}")),
-                Ok(()) if old_keys.is_empty() => {}
-                Ok(()) => {
+                Ok(None) => {}
+                Ok(Some((bytes, old_keys))) => {
                     report.count(old_keys);
                     changed += 1;
-                    let bytes = serde_json::to_vec(&record)
-                        .map_err(|e| StoreError::Storage(e.to_string()))?;
                     ops.push(Op::Put(tree_id, key.to_vec(), bytes));
                 }
             }

@@ -366,3 +366,56 @@ async fn sigkill_of_a_replica_under_load_loses_no_acknowledged_write() {
         "{total} acknowledged revisions over 8 profiles, replica 0 killed under load; all stored"
     );
 }
+
+#[test]
+fn a_replica_whose_keys_do_not_open_the_database_refuses_to_start() {
+    let admin = postgres_admin();
+    if skip_without("PostgreSQL (REGISTRY_TEST_POSTGRES)", admin.is_some()) {
+        return;
+    }
+    let url = postgres_database(
+        &admin.unwrap(),
+        &format!("replicas_keys_{}", uuid::Uuid::new_v4().simple()),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (good, other) = (tmp.path().join("good"), tmp.path().join("other"));
+    std::fs::write(
+        &good,
+        "first:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &other,
+        "second:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=\n",
+    )
+    .unwrap();
+    let good = good.display().to_string();
+    let _first = ChildServer::start(
+        &tmp.path().join("a"),
+        &["--store", &url, "--secret-key-file", &good],
+    );
+
+    let out = std::process::Command::new(crate::helpers::binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+            "--secret-key-file",
+        ])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"first\"") && err.contains("same key file"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("postgres://"),
+        "no URL (password) in the message: {err}"
+    );
+    assert!(!err.contains("ZmVkY2Jh"), "no key in the message: {err}");
+}

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use super::{store_error, uuid, PgStore};
 use crate::domain::{Conversation, ConversationId, Event};
-use crate::store::codec::ProfileRecord;
+use crate::store::codec::{conversation_secrets, profile_secrets, ProfileRecord};
 use crate::store::conversations::{binding_key, decode, event_key};
+use crate::store::RotationReport;
 use crate::store::{RawRecord, Snapshot, StoreError, TreeId};
 
 fn id_of(bytes: &[u8]) -> Option<ConversationId> {
@@ -32,6 +33,95 @@ fn with_event_count(record: &[u8], count: i64) -> Vec<u8> {
 }
 
 impl PgStore {
+    /// Re-encrypts every secret (profiles, the change log, inline LLMs of conversations, the key
+    /// check value) with the first key, in one transaction under the write lock: servers may keep
+    /// serving (writers wait). Records whose secrets do not open are left as they are and reported.
+    pub async fn rotate_keys(&self) -> Result<RotationReport, StoreError> {
+        let mut tx = self.begin(true).await?;
+        let mut report = RotationReport {
+            key_id: self.codec.cipher().sealing_key_id().to_owned(),
+            ..RotationReport::default()
+        };
+        let profiles: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, record FROM profiles ORDER BY name")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        for (name, bytes) in profiles {
+            match self
+                .codec
+                .reseal_record(&bytes, |r: &mut ProfileRecord, f| profile_secrets(r, f))
+            {
+                Err(reason) => report.damaged.push(format!("profiles/{name}: {reason}")),
+                Ok(None) => {}
+                Ok(Some((sealed, old_keys))) => {
+                    report.count(old_keys);
+                    report.profiles += 1;
+                    sqlx::query("UPDATE profiles SET record = $2 WHERE name = $1")
+                        .bind(&name)
+                        .bind(sealed)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                }
+            }
+        }
+        // The change log holds the same records for a while: other replicas read them.
+        let changes: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, record FROM profile_changes WHERE record IS NOT NULL")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        for (seq, bytes) in changes {
+            if let Ok(Some((sealed, _))) = self
+                .codec
+                .reseal_record(&bytes, |r: &mut ProfileRecord, f| profile_secrets(r, f))
+            {
+                sqlx::query("UPDATE profile_changes SET record = $2 WHERE seq = $1")
+                    .bind(seq)
+                    .bind(sealed)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
+        let conversations: Vec<(uuid::Uuid, Vec<u8>)> =
+            sqlx::query_as("SELECT id, record FROM conversations ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        for (id, bytes) in conversations {
+            match self
+                .codec
+                .reseal_record(&bytes, |c: &mut Conversation, f| conversation_secrets(c, f))
+            {
+                Err(reason) => report.damaged.push(format!("conversations/{id}: {reason}")),
+                Ok(None) => {}
+                Ok(Some((sealed, old_keys))) => {
+                    report.count(old_keys);
+                    report.conversations += 1;
+                    sqlx::query("UPDATE conversations SET record = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(sealed)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                }
+            }
+        }
+        sqlx::query("UPDATE registry_meta SET value = $1 WHERE key = 'key_check'")
+            .bind(
+                self.codec
+                    .cipher()
+                    .seal("profile-registry", super::KEY_CHECK_PLACE),
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        self.commit(tx).await?;
+        Ok(report)
+    }
+
     /// Every record in one consistent read (REPEATABLE READ); writers are not held off.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;

@@ -11,7 +11,7 @@ mod maintenance;
 mod rows;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,9 @@ pub struct PgOptions {
     pub acquire_timeout: Duration,
     /// Profiles kept in the cache at most.
     pub cache_entries: usize,
+    /// Without a key file: the folder whose `secret.key` is used (generated when missing), as sled
+    /// does; `None`: a key file is required.
+    pub local_key_dir: Option<PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -59,6 +62,7 @@ impl Default for PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             cache_entries: 100_000,
+            local_key_dir: None,
         }
     }
 }
@@ -91,6 +95,14 @@ pub enum PgOpenError {
     /// No key file was given.
     #[error("--store postgres://... needs --secret-key-file: every replica must seal and open secrets with the same keys, and they must not live in the database")]
     NoKeyFile,
+    /// The database's secrets were sealed with keys this server does not have.
+    #[error("--secret-key-file: the secrets in {target} are sealed with key {key_id:?}, which this server's keys do not open; give every replica the same key file")]
+    WrongKeys {
+        /// host:port/database.
+        target: String,
+        /// The key id the database's check value names.
+        key_id: String,
+    },
 }
 
 pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
@@ -162,8 +174,25 @@ impl PgStore {
         key_file: Option<&Path>,
         options: &PgOptions,
     ) -> Result<Arc<Self>, PgOpenError> {
-        let key_file = key_file.ok_or(PgOpenError::NoKeyFile)?;
-        let cipher = SecretCipher::from_key_file(key_file)?;
+        let cipher = match (key_file, &options.local_key_dir) {
+            (Some(file), _) => SecretCipher::from_key_file(file)?,
+            (None, Some(dir)) => {
+                std::fs::create_dir_all(dir).map_err(|e| super::crypto::KeyError {
+                    path: dir.clone(),
+                    reason: format!("cannot create the folder for secret.key: {e}"),
+                })?;
+                let (cipher, source) = SecretCipher::load(None, dir)?;
+                if let super::crypto::KeySource::Local { path, created } = source {
+                    tracing::warn!(
+                        key_file = %path.display(),
+                        created,
+                        "no --secret-key-file: secrets are sealed with this server's own key; every replica on the database must use the same key, so give them all --secret-key-file (e.g. a mounted Kubernetes Secret)"
+                    );
+                }
+                cipher
+            }
+            (None, None) => return Err(PgOpenError::NoKeyFile),
+        };
         let pool = Self::connect(url, options).await?;
         let target = describe_url(url);
         if super::flush::ack_before_flush() {
@@ -176,6 +205,7 @@ impl PgStore {
                 target: target.clone(),
                 reason: e.to_string(),
             })?;
+        check_keys(&pool, &cipher, &target).await?;
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
         let codec = Arc::new(Codec::new(cipher));
@@ -506,6 +536,36 @@ impl PgStore {
             .map_err(store_error)?;
         }
         Ok(())
+    }
+}
+
+/// The associated data of the key check value.
+const KEY_CHECK_PLACE: &str = "registry/key-check";
+
+/// Refuses keys that do not open the database's key check value (stored by the first server).
+async fn check_keys(pool: &PgPool, cipher: &SecretCipher, target: &str) -> Result<(), PgOpenError> {
+    let fail = |e: sqlx::Error| PgOpenError::Connect {
+        target: target.to_owned(),
+        reason: e.to_string(),
+    };
+    sqlx::query(
+        "INSERT INTO registry_meta (key, value) VALUES ('key_check', $1) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(cipher.seal("profile-registry", KEY_CHECK_PLACE))
+    .execute(pool)
+    .await
+    .map_err(fail)?;
+    let stored: String =
+        sqlx::query_scalar("SELECT value FROM registry_meta WHERE key = 'key_check'")
+            .fetch_one(pool)
+            .await
+            .map_err(fail)?;
+    match cipher.open(&stored, KEY_CHECK_PLACE) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(PgOpenError::WrongKeys {
+            target: target.to_owned(),
+            key_id: SecretCipher::key_id_of(&stored).unwrap_or("?").to_owned(),
+        }),
     }
 }
 
