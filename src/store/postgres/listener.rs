@@ -87,13 +87,15 @@ pub(super) struct Listener {
 }
 
 /// With no notification for this long, the listener reads the change log anyway (and so checks the
-/// connection), and prunes old change rows now and then.
+/// connection).
 const IDLE: Duration = Duration::from_secs(1);
+/// How often each replica prunes old change rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Change rows older than this are pruned: a replica away longer starts over with an empty cache.
 const KEEP_CHANGES: &str = "1 hour";
 
 pub(super) async fn run(mut l: Listener) {
-    let mut idle_rounds: u64 = 0;
+    let mut last_prune = std::time::Instant::now();
     loop {
         let mut listener = match connect(&l.pool).await {
             Ok(listener) => listener,
@@ -118,14 +120,12 @@ pub(super) async fn run(mut l: Listener) {
                     "the listen connection closed".into(),
                 )),
                 Ok(Err(e)) => Err(store_error(e)),
-                Err(_) => {
-                    idle_rounds += 1;
-                    if idle_rounds % 60 == 0 {
-                        prune(&l.pool).await;
-                    }
-                    l.catch_up().await
-                }
+                Err(_) => l.catch_up().await,
             };
+            if last_prune.elapsed() > PRUNE_EVERY {
+                last_prune = std::time::Instant::now();
+                prune(&l.pool).await;
+            }
             if let Err(e) = outcome {
                 l.down(&e);
                 break;
