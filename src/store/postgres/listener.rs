@@ -16,15 +16,27 @@ use crate::domain::{ConversationId, Profile, ProfileName};
 use crate::store::codec::Codec;
 use crate::store::{EventBatch, ProfileChange, StoreError};
 
-/// Profiles read through this replica, valid while the listener is connected. A read that missed
-/// inserts only if no invalidation happened since it started (`generation`), so a slow read never
-/// puts back a value that a change already replaced.
+/// Profiles read through this replica, valid while the listener is connected. Each entry carries the
+/// change seq of the version it holds; a change leaves a tombstone with its seq, so a read that
+/// started before the change (and so returns an older seq) cannot put the old version back, while a
+/// read that already returns the changed version is kept. Clearing the whole cache (capacity,
+/// reconnect) bumps `generation`, which rejects every read that started before it.
 pub struct ProfileCache {
-    entries: Mutex<HashMap<String, Profile>>,
+    entries: Mutex<HashMap<String, Entry>>,
     generation: AtomicU64,
     enabled: AtomicBool,
     capacity: usize,
 }
+
+/// A cached version (`profile`), or a tombstone (`None`) of a change at `seq`.
+struct Entry {
+    seq: u64,
+    profile: Option<Profile>,
+}
+
+/// The seq of a change whose seq is not known yet (a notification names only the profile): no read
+/// may fill the entry until the change log gives the real seq.
+const PENDING: u64 = u64::MAX;
 
 impl ProfileCache {
     pub(super) fn new(capacity: usize) -> Self {
@@ -36,7 +48,7 @@ impl ProfileCache {
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Profile>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -44,30 +56,58 @@ impl ProfileCache {
         if !self.enabled.load(Ordering::Acquire) {
             return None;
         }
-        self.map().get(name).cloned()
+        self.map().get(name).and_then(|e| e.profile.clone())
     }
 
+    /// Take before reading the database; give it back to [`ProfileCache::insert`].
     pub(super) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub(super) fn insert(&self, generation: u64, p: &Profile) {
+    /// Keeps `p`, read from the database at change seq `seq`, unless the cache was cleared since
+    /// `generation` or a later change of it is known.
+    pub(super) fn insert(&self, generation: u64, seq: u64, p: &Profile) {
         let mut map = self.map();
         if !self.enabled.load(Ordering::Acquire) || self.generation() != generation {
             return;
         }
+        if map
+            .get(p.name.as_str())
+            .is_some_and(|e| e.seq > seq || e.seq == PENDING)
+        {
+            return;
+        }
         if map.len() >= self.capacity {
             map.clear();
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
         }
-        map.insert(p.name.to_string(), p.clone());
+        let entry = Entry {
+            seq,
+            profile: Some(p.clone()),
+        };
+        map.insert(p.name.to_string(), entry);
     }
 
-    pub(super) fn invalidate(&self, name: &str) {
+    /// Records a change of `name` at `seq` (or [`PENDING`]): an older cached version goes.
+    pub(super) fn invalidate(&self, name: &str, seq: u64) {
         let mut map = self.map();
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        map.remove(name);
+        match map.get_mut(name) {
+            Some(e) if e.profile.is_some() && e.seq >= seq && seq != PENDING => {}
+            Some(e) if e.profile.is_none() && e.seq != PENDING && e.seq >= seq => {}
+            Some(e) => *e = Entry { seq, profile: None },
+            None => {
+                map.insert(name.to_owned(), Entry { seq, profile: None });
+            }
+        }
     }
 
+    /// A notification named `name`: its seq comes with the change log.
+    pub(super) fn invalidate_pending(&self, name: &str) {
+        self.invalidate(name, PENDING);
+    }
+
+    /// Empties the cache and turns it on or off.
     fn set_enabled(&self, on: bool) {
         let mut map = self.map();
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -166,7 +206,7 @@ impl Listener {
                     if name == "*" {
                         self.cache.set_enabled(true);
                     } else {
-                        self.cache.invalidate(name);
+                        self.cache.invalidate_pending(name);
                     }
                 }
                 self.catch_up().await
@@ -217,7 +257,11 @@ impl Listener {
                     self.cache.set_enabled(true);
                 }
                 self.last_seq = seq;
-                self.cache.invalidate(&name);
+                self.cache.invalidate(&name, seq);
+                if self.changes.receiver_count() == 0 {
+                    // Nobody watches here: the change only had to leave the cache.
+                    continue;
+                }
                 let change = match record {
                     Some(bytes) => match self.codec.decode_profile(name.as_bytes(), &bytes) {
                         Ok(r) => ProfileChange::Put {
@@ -246,5 +290,76 @@ impl Listener {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{LlmConfig, Timestamp};
+
+    fn profile(name: &str, revision: i64) -> Profile {
+        Profile {
+            name: ProfileName::parse(name, "name").unwrap(),
+            llm: LlmConfig::default(),
+            revision,
+            create_time: Timestamp::now(),
+            update_time: Timestamp::now(),
+        }
+    }
+
+    fn cached(c: &ProfileCache, name: &str) -> Option<i64> {
+        c.get(name).map(|p| p.revision)
+    }
+
+    #[test]
+    fn a_read_older_than_a_known_change_is_not_cached() {
+        let c = ProfileCache::new(100);
+        c.set_enabled(true);
+        let g = c.generation();
+        c.insert(g, 5, &profile("a", 1));
+        assert_eq!(cached(&c, "a"), Some(1));
+        // Changed at seq 7: the cached version goes; a read begun before it (seq 5) stays out.
+        c.invalidate("a", 7);
+        assert_eq!(cached(&c, "a"), None);
+        c.insert(g, 5, &profile("a", 1));
+        assert_eq!(cached(&c, "a"), None);
+        // A read that returns the changed version (seq 7) is kept; an older change is ignored.
+        c.insert(g, 7, &profile("a", 2));
+        assert_eq!(cached(&c, "a"), Some(2));
+        c.invalidate("a", 7);
+        c.invalidate("a", 6);
+        assert_eq!(cached(&c, "a"), Some(2));
+    }
+
+    #[test]
+    fn a_notified_change_blocks_reads_until_its_seq_is_known() {
+        let c = ProfileCache::new(100);
+        c.set_enabled(true);
+        let g = c.generation();
+        c.insert(g, 3, &profile("a", 1));
+        c.invalidate_pending("a");
+        assert_eq!(cached(&c, "a"), None);
+        c.insert(g, 9, &profile("a", 2));
+        assert_eq!(cached(&c, "a"), None, "no seq is new enough while pending");
+        c.invalidate("a", 9);
+        c.insert(g, 9, &profile("a", 2));
+        assert_eq!(cached(&c, "a"), Some(2));
+    }
+
+    #[test]
+    fn clearing_rejects_reads_begun_before_and_off_means_no_hits() {
+        let c = ProfileCache::new(100);
+        c.set_enabled(true);
+        let before = c.generation();
+        c.set_enabled(true);
+        c.insert(before, 1, &profile("a", 1));
+        assert_eq!(cached(&c, "a"), None);
+        c.insert(c.generation(), 1, &profile("a", 1));
+        assert_eq!(cached(&c, "a"), Some(1));
+        c.set_enabled(false);
+        assert_eq!(cached(&c, "a"), None);
+        c.insert(c.generation(), 1, &profile("a", 1));
+        assert_eq!(cached(&c, "a"), None);
     }
 }

@@ -409,25 +409,26 @@ impl PgStore {
         mut tx: Tx,
         changes: &[ProfileChange],
     ) -> Result<(), StoreError> {
-        let names: Vec<&str> = changes
+        let names: Vec<(&str, u64)> = changes
             .iter()
             .map(|c| match c {
-                ProfileChange::Put { profile, .. } => profile.name.as_str(),
-                ProfileChange::Delete { name, .. } => name.as_str(),
+                ProfileChange::Put { profile, seq } => (profile.name.as_str(), *seq),
+                ProfileChange::Delete { name, seq, .. } => (name.as_str(), *seq),
             })
             .collect();
         if !names.is_empty() {
             // The names ride along, so other replicas drop them from their caches the moment the
             // notification arrives, before they read the change rows (NOTIFY payloads stay < 8000 bytes).
-            let mut payload = format!("p {}", names.join(" "));
+            let listed: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+            let mut payload = format!("p {}", listed.join(" "));
             if payload.len() > 7000 {
                 payload = "p *".into();
             }
             rows::notify(&mut tx, &payload).await?;
         }
         let result = self.commit(tx).await;
-        for name in names {
-            self.cache.invalidate(name);
+        for (name, seq) in names {
+            self.cache.invalidate(name, seq);
         }
         result
     }
@@ -582,18 +583,21 @@ impl ProfileStore for PgStore {
             return Ok(Some(p));
         }
         let generation = self.cache.generation();
-        let row: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT record FROM profiles WHERE name = $1")
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, record FROM profiles WHERE name = $1")
                 .bind(name.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-        let Some(bytes) = row else { return Ok(None) };
+        let Some((seq, bytes)) = row else {
+            return Ok(None);
+        };
         let profile = self
             .codec
             .decode_profile(name.as_str().as_bytes(), &bytes)?
             .profile;
-        self.cache.insert(generation, &profile);
+        self.cache
+            .insert(generation, u64::try_from(seq).unwrap_or(0), &profile);
         Ok(Some(profile))
     }
 
