@@ -25,6 +25,9 @@ pub struct ProfileCache {
     entries: Mutex<HashMap<String, Entry>>,
     generation: AtomicU64,
     enabled: AtomicBool,
+    /// Some profiles changed, not yet known which (a large write): no hit, no fill until the change
+    /// log is read.
+    unsure: AtomicBool,
     capacity: usize,
 }
 
@@ -44,6 +47,7 @@ impl ProfileCache {
             entries: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             enabled: AtomicBool::new(false),
+            unsure: AtomicBool::new(false),
             capacity,
         }
     }
@@ -52,8 +56,12 @@ impl ProfileCache {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn usable(&self) -> bool {
+        self.enabled.load(Ordering::Acquire) && !self.unsure.load(Ordering::Acquire)
+    }
+
     pub(super) fn get(&self, name: &str) -> Option<Profile> {
-        if !self.enabled.load(Ordering::Acquire) {
+        if !self.usable() {
             return None;
         }
         self.map().get(name).and_then(|e| e.profile.clone())
@@ -68,7 +76,7 @@ impl ProfileCache {
     /// `generation` or a later change of it is known.
     pub(super) fn insert(&self, generation: u64, seq: u64, p: &Profile) {
         let mut map = self.map();
-        if !self.enabled.load(Ordering::Acquire) || self.generation() != generation {
+        if !self.usable() || self.generation() != generation {
             return;
         }
         if map
@@ -107,11 +115,23 @@ impl ProfileCache {
         self.invalidate(name, PENDING);
     }
 
+    /// Some profiles changed and the change log will tell which: until [`ProfileCache::sure`], the
+    /// cache neither answers nor fills.
+    fn unsure(&self) {
+        self.unsure.store(true, Ordering::Release);
+    }
+
+    /// The change log was read: the cache is trustworthy again.
+    fn sure(&self) {
+        self.unsure.store(false, Ordering::Release);
+    }
+
     /// Empties the cache and turns it on or off.
     fn set_enabled(&self, on: bool) {
         let mut map = self.map();
         self.generation.fetch_add(1, Ordering::AcqRel);
         map.clear();
+        self.unsure.store(false, Ordering::Release);
         self.enabled.store(on, Ordering::Release);
     }
 }
@@ -204,12 +224,14 @@ impl Listener {
             Some("p") => {
                 for name in parts {
                     if name == "*" {
-                        self.cache.set_enabled(true);
+                        self.cache.unsure();
                     } else {
                         self.cache.invalidate_pending(name);
                     }
                 }
-                self.catch_up().await
+                self.catch_up().await?;
+                self.cache.sure();
+                Ok(())
             }
             Some("e") => {
                 let batch = (|| {
@@ -344,6 +366,23 @@ mod tests {
         assert_eq!(cached(&c, "a"), None, "no seq is new enough while pending");
         c.invalidate("a", 9);
         c.insert(g, 9, &profile("a", 2));
+        assert_eq!(cached(&c, "a"), Some(2));
+    }
+
+    #[test]
+    fn an_unnamed_change_stops_hits_and_fills_until_the_log_is_read() {
+        let c = ProfileCache::new(100);
+        c.set_enabled(true);
+        let g = c.generation();
+        c.insert(g, 3, &profile("a", 1));
+        c.unsure();
+        assert_eq!(cached(&c, "a"), None);
+        c.insert(g, 3, &profile("b", 1));
+        c.invalidate("a", 8);
+        c.sure();
+        assert_eq!(cached(&c, "a"), None);
+        assert_eq!(cached(&c, "b"), None);
+        c.insert(g, 8, &profile("a", 2));
         assert_eq!(cached(&c, "a"), Some(2));
     }
 

@@ -20,12 +20,13 @@ fn bad_key(tree: TreeId, key: &[u8]) -> StoreError {
     }
 }
 
-/// A conversation record with `event_count` set: PostgreSQL keeps the count in its own column
-/// (appends do not rewrite the record), sled inside the record.
-fn with_event_count(record: &[u8], count: i64) -> Vec<u8> {
+/// A record with the number `field` set: PostgreSQL keeps a conversation's `event_count` and a
+/// profile's `seq` in their own columns (appends and puts do not rewrite them in the record), sled
+/// inside the record.
+fn with_number(record: &[u8], field: &str, n: i64) -> Vec<u8> {
     match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(record) {
         Ok(mut map) => {
-            map.insert("event_count".into(), count.into());
+            map.insert(field.into(), n.into());
             serde_json::to_vec(&map).unwrap_or_else(|_| record.to_vec())
         }
         Err(_) => record.to_vec(),
@@ -131,15 +132,15 @@ impl PgStore {
             .map_err(store_error)?;
         let next_seq = super::rows::next_seq(&mut *tx).await?;
         let mut records = Vec::new();
-        let profiles: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, record FROM profiles ORDER BY name")
+        let profiles: Vec<(String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(store_error)?;
-        records.extend(profiles.into_iter().map(|(name, value)| RawRecord {
+        records.extend(profiles.into_iter().map(|(name, seq, value)| RawRecord {
             tree: TreeId::Profiles,
             key: name.into_bytes(),
-            value,
+            value: with_number(&value, "seq", seq),
         }));
         let conversations: Vec<(uuid::Uuid, Vec<u8>, i64)> =
             sqlx::query_as("SELECT id, record, event_count FROM conversations ORDER BY id")
@@ -152,7 +153,7 @@ impl PgStore {
                 .map(|(id, value, count)| RawRecord {
                     tree: TreeId::Conversations,
                     key: id.as_bytes().to_vec(),
-                    value: with_event_count(&value, count),
+                    value: with_number(&value, "event_count", count),
                 }),
         );
         let bindings: Vec<(String, uuid::Uuid)> = sqlx::query_as(

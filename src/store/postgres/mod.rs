@@ -8,6 +8,7 @@
 //! `profile_changes` to feed its watchers and invalidate its profile cache.
 mod listener;
 mod maintenance;
+mod puts;
 mod rows;
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::codec::{Codec, ProfileRecord};
 use super::crypto::SecretCipher;
-use super::rules::{self, PutPlan};
+use super::rules;
 use super::{
     ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, ProfileChange,
     ProfileStore, ProfileWatch, PutMode, PutOutcome, StoreError,
@@ -147,12 +148,15 @@ pub struct PgStore {
     event_changes: broadcast::Sender<EventBatch>,
     connected: watch::Receiver<bool>,
     listener: tokio::task::JoinHandle<()>,
+    puts: tokio::sync::mpsc::Sender<puts::PutJob>,
+    batcher: tokio::task::JoinHandle<()>,
     target: String,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.batcher.abort();
     }
 }
 
@@ -166,6 +170,23 @@ fn limit(n: usize) -> i64 {
 
 /// A transaction holding the write lock.
 type Tx = Transaction<'static, Postgres>;
+
+/// Commits; every write is durable on the database when this returns (the time is the flush
+/// metric). With REGISTRY_FAULT_ACK_BEFORE_FLUSH=1 (debug builds) it returns at once and commits
+/// 100 ms later, for the campaign to catch.
+async fn commit(tx: Tx) -> Result<(), StoreError> {
+    if super::flush::ack_before_flush() {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tx.commit().await;
+        });
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    tx.commit().await.map_err(store_error)?;
+    crate::metrics::record_flush(started.elapsed().as_secs_f64());
+    Ok(())
+}
 
 impl PgStore {
     /// Connects, applies the schema and starts listening for changes. `key_file` is required.
@@ -237,6 +258,15 @@ impl PgStore {
                 reason: "cannot LISTEN for changes within 10 s".into(),
             });
         }
+        let (puts, jobs) = tokio::sync::mpsc::channel(4096);
+        let batcher = tokio::spawn(puts::run(
+            puts::Batcher {
+                pool: pool.clone(),
+                codec: codec.clone(),
+                cache: cache.clone(),
+            },
+            jobs,
+        ));
         let store = Arc::new(Self {
             pool,
             codec,
@@ -245,6 +275,8 @@ impl PgStore {
             event_changes,
             connected,
             listener,
+            puts,
+            batcher,
             target,
         });
         Ok(store)
@@ -333,17 +365,7 @@ impl PgStore {
     }
 
     async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
-        if super::flush::ack_before_flush() {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let _ = tx.commit().await;
-            });
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        tx.commit().await.map_err(store_error)?;
-        crate::metrics::record_flush(started.elapsed().as_secs_f64());
-        Ok(())
+        commit(tx).await
     }
 
     async fn read_profile(
@@ -365,24 +387,34 @@ impl PgStore {
         .transpose()
     }
 
+    /// The stored bytes of a profile. Its change seq lives in the `seq` column, not in the record
+    /// (so a put can take its seq in the same statement that writes it).
+    fn encode(&self, profile: &Profile) -> Result<Vec<u8>, StoreError> {
+        self.codec.encode_profile(&ProfileRecord {
+            seq: 0,
+            profile: profile.clone(),
+        })
+    }
+
     /// Writes `profiles` (each at the next change seq) and their change rows, and notifies.
     async fn write_profiles(
         &self,
         tx: &mut Tx,
         profiles: Vec<Profile>,
     ) -> Result<Vec<ProfileChange>, StoreError> {
-        let mut seq = rows::take_seqs(tx, profiles.len()).await?;
-        let mut changes = Vec::with_capacity(profiles.len());
-        for profile in profiles {
-            let record = ProfileRecord { seq, profile };
-            let bytes = self.codec.encode_profile(&record)?;
-            rows::put_profile(tx, &record, &bytes).await?;
-            changes.push(ProfileChange::Put {
+        let first = rows::take_seqs(tx, profiles.len()).await?;
+        let records = profiles
+            .iter()
+            .map(|p| self.encode(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        rows::put_profiles(tx, first, &profiles, &records).await?;
+        let changes = (first..)
+            .zip(profiles)
+            .map(|(seq, p)| ProfileChange::Put {
                 seq,
-                profile: Arc::new(record.profile),
-            });
-            seq += 1;
-        }
+                profile: Arc::new(p),
+            })
+            .collect();
         Ok(changes)
     }
 
@@ -631,16 +663,17 @@ impl ProfileStore for PgStore {
         mode: PutMode,
         expected_revision: Option<i64>,
     ) -> Result<(Profile, PutOutcome), StoreError> {
-        let mut tx = self.begin(true).await?;
-        let old = self.read_profile(&mut tx, &name).await?;
-        match rules::plan_put(old, name, llm, mode, expected_revision)? {
-            PutPlan::Unchanged(old) => Ok((old, PutOutcome::Unchanged)),
-            PutPlan::Write(profile, outcome) => {
-                let changes = self.write_profiles(&mut tx, vec![profile.clone()]).await?;
-                self.commit_profiles(tx, &changes).await?;
-                Ok((profile, outcome))
-            }
-        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = puts::PutJob {
+            name,
+            llm,
+            mode,
+            expected_revision,
+            reply,
+        };
+        let gone = || StoreError::Unavailable("the store is closing".into());
+        self.puts.send(job).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn delete_profile(
@@ -744,16 +777,16 @@ impl ProfileStore for PgStore {
             .await
             .map_err(store_error)?;
         let covered = rows::next_seq(&mut *tx).await?;
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, record FROM profiles ORDER BY name")
+        let rows: Vec<(String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         let mut out = Vec::with_capacity(rows.len());
-        for (name, bytes) in rows {
+        for (name, seq, bytes) in rows {
             match self.codec.decode_profile(name.as_bytes(), &bytes) {
-                Ok(r) => out.push((r.seq, r.profile)),
+                Ok(r) => out.push((u64::try_from(seq).unwrap_or(0), r.profile)),
                 Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
             }
         }

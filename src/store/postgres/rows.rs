@@ -3,7 +3,6 @@ use sqlx::{Executor, Postgres};
 
 use super::{store_error, uuid, Tx, CHANNEL};
 use crate::domain::{Conversation, ConversationId, Profile};
-use crate::store::codec::ProfileRecord;
 use crate::store::StoreError;
 
 /// The counter's next change seq.
@@ -34,25 +33,50 @@ fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// Inserts or replaces a profile row and logs the change.
-pub async fn put_profile(
+/// Writes `profiles` at the change seqs from `first` on (the last one of a name is stored) and
+/// logs every change, in two statements.
+pub async fn put_profiles(
     tx: &mut Tx,
-    record: &ProfileRecord,
-    bytes: &[u8],
+    first: u64,
+    profiles: &[Profile],
+    records: &[Vec<u8>],
 ) -> Result<(), StoreError> {
-    let p = &record.profile;
+    let seqs: Vec<i64> = (0..profiles.len())
+        .map(|i| seq_i64(first + i as u64))
+        .collect();
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    let revisions: Vec<i64> = profiles.iter().map(|p| p.revision).collect();
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, n) in names.iter().enumerate() {
+        last.insert(n, i);
+    }
+    let mut stored: Vec<usize> = last.into_values().collect();
+    stored.sort_unstable();
+    let pick = |v: &dyn Fn(usize) -> i64| stored.iter().map(|&i| v(i)).collect::<Vec<i64>>();
     sqlx::query(
-        "INSERT INTO profiles (name, seq, revision, record) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (name) DO UPDATE SET seq = $2, revision = $3, record = $4",
+        "INSERT INTO profiles (name, seq, revision, record) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) \
+         ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq, revision = EXCLUDED.revision, record = EXCLUDED.record",
     )
-    .bind(p.name.as_str())
-    .bind(seq_i64(record.seq))
-    .bind(p.revision)
-    .bind(bytes)
+    .bind(stored.iter().map(|&i| names[i]).collect::<Vec<&str>>())
+    .bind(pick(&|i| seqs[i]))
+    .bind(pick(&|i| revisions[i]))
+    .bind(stored.iter().map(|&i| records[i].as_slice()).collect::<Vec<&[u8]>>())
     .execute(&mut **tx)
     .await
     .map_err(store_error)?;
-    log_change(tx, record.seq, p, Some(bytes)).await
+    sqlx::query(
+        "INSERT INTO profile_changes (seq, name, revision, record) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])",
+    )
+    .bind(&seqs)
+    .bind(&names)
+    .bind(&revisions)
+    .bind(records)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?;
+    Ok(())
 }
 
 /// Deletes a profile row and logs the change.

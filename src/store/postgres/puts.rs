@@ -1,0 +1,157 @@
+//! Group commit of profile puts: one task per replica takes every put waiting at that moment and
+//! applies them in one transaction (each with its own precondition, as if one after the other), so
+//! concurrent writers share one commit instead of queueing for one each. Like sled's flusher.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::listener::ProfileCache;
+use super::{rows, store_error, Tx, WRITE_LOCK};
+use crate::domain::{LlmConfig, Profile, ProfileName};
+use crate::store::codec::{Codec, ProfileRecord};
+use crate::store::rules::{self, PutPlan};
+use crate::store::{PutMode, PutOutcome, StoreError};
+
+/// At most this many puts share one transaction.
+const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<(Profile, PutOutcome), StoreError>>;
+
+/// One put waiting for its batch.
+pub(super) struct PutJob {
+    pub name: ProfileName,
+    pub llm: LlmConfig,
+    pub mode: PutMode,
+    pub expected_revision: Option<i64>,
+    pub reply: Reply,
+}
+
+/// What the batcher needs of the store.
+pub(super) struct Batcher {
+    pub pool: PgPool,
+    pub codec: Arc<Codec>,
+    pub cache: Arc<ProfileCache>,
+}
+
+/// Applies batches until the store (the sender) is gone.
+pub(super) async fn run(b: Batcher, mut jobs: mpsc::Receiver<PutJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        b.apply(batch).await;
+    }
+}
+
+/// The same failure for every put of a failed batch (StoreError is not Clone).
+fn shared(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        other => StoreError::Storage(other.to_string()),
+    }
+}
+
+impl Batcher {
+    async fn apply(&self, batch: Vec<PutJob>) {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut puts = Vec::with_capacity(batch.len());
+        for job in batch {
+            replies.push(job.reply);
+            puts.push((job.name, job.llm, job.mode, job.expected_revision));
+        }
+        match self.transaction(puts).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(shared(&e)));
+                }
+            }
+        }
+    }
+
+    /// Every put in order against the stored profiles and the ones written before it in the batch;
+    /// the writes in one transaction under the write lock.
+    async fn transaction(
+        &self,
+        puts: Vec<(ProfileName, LlmConfig, PutMode, Option<i64>)>,
+    ) -> Result<Vec<Result<(Profile, PutOutcome), StoreError>>, StoreError> {
+        let mut tx: Tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let names: Vec<&str> = puts.iter().map(|p| p.0.as_str()).collect();
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, record FROM profiles WHERE name = ANY($1)")
+                .bind(&names)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        let mut view: HashMap<ProfileName, Profile> = HashMap::with_capacity(rows.len());
+        let mut damaged: HashMap<String, StoreError> = HashMap::new();
+        for (name, bytes) in rows {
+            match self.codec.decode_profile(name.as_bytes(), &bytes) {
+                Ok(r) => {
+                    view.insert(r.profile.name.clone(), r.profile);
+                }
+                Err(e) => {
+                    damaged.insert(name, e);
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(puts.len());
+        let mut writes: Vec<Profile> = Vec::new();
+        for (name, llm, mode, expected) in puts {
+            if let Some(e) = damaged.get(name.as_str()) {
+                results.push(Err(shared(e)));
+                continue;
+            }
+            let old = view.get(&name).cloned();
+            match rules::plan_put(old, name, llm, mode, expected) {
+                Err(e) => results.push(Err(e)),
+                Ok(PutPlan::Unchanged(p)) => results.push(Ok((p, PutOutcome::Unchanged))),
+                Ok(PutPlan::Write(p, outcome)) => {
+                    view.insert(p.name.clone(), p.clone());
+                    writes.push(p.clone());
+                    results.push(Ok((p, outcome)));
+                }
+            }
+        }
+        if writes.is_empty() {
+            return Ok(results);
+        }
+        let first = rows::take_seqs(&mut tx, writes.len()).await?;
+        let mut encoded = Vec::with_capacity(writes.len());
+        for p in &writes {
+            encoded.push(self.codec.encode_profile(&ProfileRecord {
+                seq: 0,
+                profile: p.clone(),
+            })?);
+        }
+        rows::put_profiles(&mut tx, first, &writes, &encoded).await?;
+        let mut listed: Vec<&str> = writes.iter().map(|p| p.name.as_str()).collect();
+        listed.dedup();
+        let mut payload = format!("p {}", listed.join(" "));
+        if payload.len() > 7000 {
+            payload = "p *".into();
+        }
+        rows::notify(&mut tx, &payload).await?;
+        let committed = super::commit(tx).await;
+        for (seq, p) in (first..).zip(&writes) {
+            self.cache.invalidate(p.name.as_str(), seq);
+        }
+        committed?;
+        Ok(results)
+    }
+}
