@@ -448,16 +448,8 @@ impl PgStore {
                 ProfileChange::Delete { name, seq, .. } => (name.as_str(), *seq),
             })
             .collect();
-        if !names.is_empty() {
-            // The names ride along, so other replicas drop them from their caches the moment the
-            // notification arrives, before they read the change rows (NOTIFY payloads stay < 8000 bytes).
-            let listed: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
-            let mut payload = format!("p {}", listed.join(" "));
-            if payload.len() > 7000 {
-                payload = "p *".into();
-            }
-            rows::notify(&mut tx, &payload).await?;
-        }
+        let listed: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+        rows::notify_profiles(&mut tx, &listed).await?;
         let result = self.commit(tx).await;
         for (name, seq) in names {
             self.cache.invalidate(name, seq);
@@ -741,12 +733,7 @@ impl ProfileStore for PgStore {
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         let mut tx = self.begin(!dry_run).await?;
         let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, record FROM profiles WHERE name = ANY($1)")
-                .bind(&names)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let rows = rows::profile_records(&mut tx, &names).await?;
         let mut stored = HashMap::with_capacity(rows.len());
         for (name, bytes) in rows {
             let p = self.codec.decode_profile(name.as_bytes(), &bytes)?.profile;

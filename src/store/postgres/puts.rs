@@ -92,12 +92,7 @@ impl Batcher {
             .await
             .map_err(store_error)?;
         let names: Vec<&str> = puts.iter().map(|p| p.0.as_str()).collect();
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, record FROM profiles WHERE name = ANY($1)")
-                .bind(&names)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let rows = rows::profile_records(&mut tx, &names).await?;
         let mut view: HashMap<ProfileName, Profile> = HashMap::with_capacity(rows.len());
         let mut damaged: HashMap<String, StoreError> = HashMap::new();
         for (name, bytes) in rows {
@@ -140,13 +135,8 @@ impl Batcher {
             })?);
         }
         rows::put_profiles(&mut tx, first, &writes, &encoded).await?;
-        let mut listed: Vec<&str> = writes.iter().map(|p| p.name.as_str()).collect();
-        listed.dedup();
-        let mut payload = format!("p {}", listed.join(" "));
-        if payload.len() > 7000 {
-            payload = "p *".into();
-        }
-        rows::notify(&mut tx, &payload).await?;
+        let listed: Vec<&str> = writes.iter().map(|p| p.name.as_str()).collect();
+        rows::notify_profiles(&mut tx, &listed).await?;
         let committed = super::commit(tx).await;
         for (seq, p) in (first..).zip(&writes) {
             self.cache.invalidate(p.name.as_str(), seq);

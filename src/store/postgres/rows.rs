@@ -152,6 +152,32 @@ pub async fn set_bindings(
     Ok(())
 }
 
+/// The stored records of those of `names` that exist.
+pub async fn profile_records(
+    tx: &mut Tx,
+    names: &[&str],
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    sqlx::query_as("SELECT name, record FROM profiles WHERE name = ANY($1)")
+        .bind(names)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(store_error)
+}
+
+/// Tells every replica (at commit) that these profiles changed. The names ride along, so replicas
+/// drop them from their caches the moment the notification arrives, before they read the change
+/// rows; past NOTIFY's payload limit (8000 bytes) it says only that some changed.
+pub async fn notify_profiles(tx: &mut Tx, names: &[&str]) -> Result<(), StoreError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut payload = format!("p {}", names.join(" "));
+    if payload.len() > 7000 {
+        payload = "p *".into();
+    }
+    notify(tx, &payload).await
+}
+
 /// Notifies every replica when the transaction commits.
 pub async fn notify(tx: &mut Tx, payload: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_notify($1, $2)")
