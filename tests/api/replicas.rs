@@ -419,3 +419,102 @@ fn a_replica_whose_keys_do_not_open_the_database_refuses_to_start() {
     );
     assert!(!err.contains("ZmVkY2Jh"), "no key in the message: {err}");
 }
+
+/// Runs one SQL statement as the admin.
+fn admin_sql(admin: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", admin, "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn serving_status(s: &ChildServer) -> i32 {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let mut h = HealthClient::new(connect(s.addr).await);
+    h.check(HealthCheckRequest {
+        service: String::new(),
+    })
+    .await
+    .map_or(-1, |r| r.into_inner().status)
+}
+
+async fn wait_status(
+    s: &ChildServer,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    let started = Instant::now();
+    while serving_status(s).await != want as i32 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "health did not turn {want:?} within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_connection() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let admin = postgres_admin();
+    if skip_without("PostgreSQL (REGISTRY_TEST_POSTGRES)", admin.is_some()) {
+        return;
+    }
+    let admin = admin.unwrap();
+    let db = format!("replicas_ready_{}", uuid::Uuid::new_v4().simple());
+    let url = postgres_database(&admin, &db);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("keys");
+    std::fs::write(&key, "r1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    let key = key.display().to_string();
+    let server = ChildServer::start(
+        &tmp.path().join("d"),
+        &["--store", &url, "--secret-key-file", &key],
+    );
+    let mut p = profiles_of(&server).await;
+    create(&mut p, profile("ready", "gpt-4o", None)).await;
+    assert_eq!(serving_status(&server).await, ServingStatus::Serving as i32);
+
+    // The database goes away (refuses connections, ours cut): NOT_SERVING, and calls that need it
+    // fail with UNAVAILABLE (retryable), not INTERNAL.
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"),
+    );
+    admin_sql(
+        &admin,
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"),
+    );
+    wait_status(&server, ServingStatus::NotServing).await;
+    let err = p
+        .update_profile(pb::UpdateProfileRequest {
+            profile: Some(profile("ready", "gpt-5", None)),
+            allow_missing: false,
+            expected_revision: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // It comes back: SERVING again, and writes work.
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"),
+    );
+    wait_status(&server, ServingStatus::Serving).await;
+    let updated = p
+        .update_profile(pb::UpdateProfileRequest {
+            profile: Some(profile("ready", "gpt-5", None)),
+            allow_missing: false,
+            expected_revision: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.revision, 2);
+}

@@ -114,11 +114,17 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+        // Serialization failures and deadlocks (retry), connection exceptions (class 08), too
+        // many connections (53300), shutdowns (57P01-57P03), a database not accepting connections
+        // (55000 at connect).
         sqlx::Error::Database(ref db)
-            if matches!(
-                db.code().as_deref(),
-                Some("40001" | "40P01" | "57P01" | "57P03")
-            ) =>
+            if db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || matches!(
+                        c.as_ref(),
+                        "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "55000"
+                    )
+            }) =>
         {
             StoreError::Unavailable(e.to_string())
         }
