@@ -68,8 +68,17 @@ pub enum Command {
 pub struct MigrateArgs {
     /// The database, `postgres://user:password@host:port/database` (prefer the env variable: a
     /// password on the command line shows in `ps`).
-    #[arg(long, env = "REGISTRY_STORE", hide_env_values = true)]
-    pub store: String,
+    #[arg(
+        long,
+        env = "REGISTRY_STORE",
+        hide_env_values = true,
+        required_unless_present = "url"
+    )]
+    pub store: Option<String>,
+
+    /// The database, as an argument instead of --store.
+    #[arg(value_name = "URL", conflicts_with = "store")]
+    pub url: Option<String>,
 }
 
 /// Settings of `migrate-store`.

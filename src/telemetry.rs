@@ -7,7 +7,14 @@ use crate::config::{LogArgs, LogFormat};
 
 /// Installs the global subscriber (stderr). Safe to call once per process.
 pub fn init(args: &LogArgs) {
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's notices and sqlx's slow-statement lines are the database's business: warnings
+    // and up, unless the filter names sqlx itself.
+    let level = if args.log_level.contains("sqlx") {
+        args.log_level.clone()
+    } else {
+        format!("{},sqlx=warn", args.log_level)
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -9,7 +9,8 @@ use crate::store::{Location, Store, StoreOptions, TreeId};
 
 /// `profile-registry migrate`.
 pub async fn run_migrate(args: MigrateArgs) -> anyhow::Result<bool> {
-    let Location::Postgres(url) = Location::parse(&args.store).map_err(anyhow::Error::msg)? else {
+    let given = args.url.or(args.store).unwrap_or_default();
+    let Location::Postgres(url) = Location::parse(&given).map_err(anyhow::Error::msg)? else {
         anyhow::bail!("--store: migrate applies the PostgreSQL schema: give a postgres:// URL");
     };
     let applied = PgStore::migrate(&url).await?;
