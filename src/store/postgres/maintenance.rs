@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{store_error, uuid, PgStore};
 use crate::domain::{Conversation, ConversationId, Event};
-use crate::store::codec::{conversation_secrets, profile_secrets, ProfileRecord};
+use crate::store::codec::{conversation_secrets, profile_secrets, ProfileRecord, SecretVisitor};
 use crate::store::conversations::{binding_key, decode, event_key};
 use crate::store::RotationReport;
 use crate::store::{RawRecord, Snapshot, StoreError, TreeId};
@@ -43,73 +43,30 @@ impl PgStore {
             key_id: self.codec.cipher().sealing_key_id().to_owned(),
             ..RotationReport::default()
         };
-        let profiles: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, record FROM profiles ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        for (name, bytes) in profiles {
-            match self
-                .codec
-                .reseal_record(&bytes, |r: &mut ProfileRecord, f| profile_secrets(r, f))
-            {
-                Err(reason) => report.damaged.push(format!("profiles/{name}: {reason}")),
-                Ok(None) => {}
-                Ok(Some((sealed, old_keys))) => {
-                    report.count(old_keys);
-                    report.profiles += 1;
-                    sqlx::query("UPDATE profiles SET record = $2 WHERE name = $1")
-                        .bind(&name)
-                        .bind(sealed)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
-                }
-            }
-        }
-        // The change log holds the same records for a while: other replicas read them.
-        let changes: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, record FROM profile_changes WHERE record IS NOT NULL")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        for (seq, bytes) in changes {
-            if let Ok(Some((sealed, _))) = self
-                .codec
-                .reseal_record(&bytes, |r: &mut ProfileRecord, f| profile_secrets(r, f))
-            {
-                sqlx::query("UPDATE profile_changes SET record = $2 WHERE seq = $1")
-                    .bind(seq)
-                    .bind(sealed)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-            }
-        }
-        let conversations: Vec<(uuid::Uuid, Vec<u8>)> =
-            sqlx::query_as("SELECT id, record FROM conversations ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        for (id, bytes) in conversations {
-            match self
-                .codec
-                .reseal_record(&bytes, |c: &mut Conversation, f| conversation_secrets(c, f))
-            {
-                Err(reason) => report.damaged.push(format!("conversations/{id}: {reason}")),
-                Ok(None) => {}
-                Ok(Some((sealed, old_keys))) => {
-                    report.count(old_keys);
-                    report.conversations += 1;
-                    sqlx::query("UPDATE conversations SET record = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(sealed)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
-                }
-            }
-        }
+        let profile = |r: &mut ProfileRecord, f: &mut SecretVisitor<'_>| profile_secrets(r, f);
+        report.profiles = self
+            .reseal_table(&mut tx, ("profiles", "name", "text"), profile, &mut report)
+            .await?;
+        // The change log holds the same records for a while (other replicas read them); it is not
+        // counted.
+        let mut log = RotationReport::default();
+        self.reseal_table(
+            &mut tx,
+            ("profile_changes", "seq", "bigint"),
+            profile,
+            &mut log,
+        )
+        .await?;
+        let conversation =
+            |c: &mut Conversation, f: &mut SecretVisitor<'_>| conversation_secrets(c, f);
+        report.conversations = self
+            .reseal_table(
+                &mut tx,
+                ("conversations", "id", "uuid"),
+                conversation,
+                &mut report,
+            )
+            .await?;
         sqlx::query("UPDATE registry_meta SET value = $1 WHERE key = 'key_check'")
             .bind(
                 self.codec
@@ -121,6 +78,42 @@ impl PgStore {
             .map_err(store_error)?;
         self.commit(tx).await?;
         Ok(report)
+    }
+
+    /// Re-seals the records of one table (`(table, key column, its type)`) with the first key; returns
+    /// how many changed. Records whose secrets do not open are reported and left as they are.
+    async fn reseal_table<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        tx: &mut super::Tx,
+        (table, key, key_type): (&str, &str, &str),
+        secrets: impl Fn(&mut T, &mut SecretVisitor<'_>) -> Result<(), String>,
+        report: &mut RotationReport,
+    ) -> Result<usize, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
+            "SELECT {key}::text, record FROM {table} WHERE record IS NOT NULL ORDER BY {key}"
+        ))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(store_error)?;
+        let update = format!("UPDATE {table} SET record = $2 WHERE {key} = $1::{key_type}");
+        let mut changed = 0;
+        for (k, bytes) in rows {
+            match self.codec.reseal_record(&bytes, &secrets) {
+                Err(reason) => report.damaged.push(format!("{table}/{k}: {reason}")),
+                Ok(None) => {}
+                Ok(Some((sealed, old_keys))) => {
+                    report.count(old_keys);
+                    changed += 1;
+                    sqlx::query(&update)
+                        .bind(&k)
+                        .bind(sealed)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(store_error)?;
+                }
+            }
+        }
+        Ok(changed)
     }
 
     /// Every record in one consistent read (REPEATABLE READ); writers are not held off.
