@@ -1,6 +1,4 @@
 //! `migrate` (the PostgreSQL schema) and `migrate-store` (every record from one backend to another).
-use std::path::Path;
-
 use anyhow::Context;
 
 use crate::config::{MigrateArgs, MigrateStoreArgs};
@@ -76,11 +74,7 @@ pub async fn run_migrate_store(args: MigrateStoreArgs) -> anyhow::Result<bool> {
     println!(
         "secrets moved still encrypted: serve {} with --secret-key-file {}",
         to.describe(),
-        shown(&key_file)
+        key_file.display()
     );
     Ok(true)
-}
-
-fn shown(p: &Path) -> String {
-    p.display().to_string()
 }

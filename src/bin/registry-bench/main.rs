@@ -501,12 +501,17 @@ async fn postgres_rows(
         .execute(&pool)
         .await
         .context("--store: cannot CREATE DATABASE")?;
-    let (base, _) = admin
-        .split('?')
-        .next()
-        .and_then(|u| u.rsplit_once('/'))
+    // The same server and options (e.g. ?sslmode=require), another database.
+    let (path, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let (base, _) = path
+        .rsplit_once('/')
         .context("--store: a URL ending in /database")?;
-    let url = format!("{base}/{db}");
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    let url = format!("{base}/{db}{query}");
     let work = tempfile::tempdir()?;
     let key = work.path().join("keys");
     std::fs::write(&key, "bench:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")?;
