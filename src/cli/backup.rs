@@ -179,21 +179,7 @@ fn count(records: &[RawRecord]) -> BTreeMap<&'static str, usize> {
 
 /// `backup FILE --server URL`: streams the server's snapshot and writes it atomically.
 pub async fn run_backup(args: BackupArgs) -> anyhow::Result<bool> {
-    let channel = connect(&args.server).await?;
-    let token = std::env::var(&args.token_env)
-        .ok()
-        .filter(|t| !t.is_empty());
-    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = token
-        .map(|t| format!("Bearer {t}").parse())
-        .transpose()
-        .with_context(|| format!("the token in ${} is not valid metadata", args.token_env))?;
-    let mut client =
-        AdminServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            if let Some(b) = &bearer {
-                req.metadata_mut().insert("authorization", b.clone());
-            }
-            Ok(req)
-        })
+    let mut client = AdminServiceClient::new(connect(&args.client).await?)
         .max_decoding_message_size(MAX_RESPONSE_BYTES);
     let mut stream = client
         .backup(pb::BackupRequest {})

@@ -2,9 +2,12 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::config::{OnConflict, SecretsMode, TargetArgs};
+use crate::config::{ClientArgs, OnConflict, SecretsMode, TargetArgs};
 use crate::domain::{ConversationId, ProfileName};
 use crate::openhands::profile::SecretsOut;
 use crate::openhands::secrets::FernetKey;
@@ -29,7 +32,7 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 80 * 1024 * 1024;
 /// Where the work goes.
 pub enum Target {
     /// A running server.
-    Remote(Channel),
+    Remote(ServerChannel),
     /// A data dir opened directly (no server running on it).
     Local(Arc<SledStore>),
 }
@@ -49,7 +52,7 @@ impl Target {
                 Err(e) => Err(e.into()),
             };
         }
-        Ok(Self::Remote(connect(&args.server).await?))
+        Ok(Self::Remote(connect(&args.client).await?))
     }
 
     /// Imports documents (name, file text); `progress` is told how many are done.
@@ -161,20 +164,99 @@ impl Target {
     }
 }
 
-/// A channel to the server at `server`, with errors that say what to fix.
-pub(crate) async fn connect(server: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(server.to_owned())
-        .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the server at {server}"))
+/// A connection to the server that sends the bearer token, when there is one, with every call.
+pub type ServerChannel = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to each request (nothing without a token).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
 }
 
-fn profiles_client(channel: &Channel) -> ProfileServiceClient<Channel> {
+/// A connection to the server `client` names (TLS with `https://`), with errors that say what to
+/// fix and never the token.
+pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel> {
+    let server = &client.server;
+    let mut endpoint = Channel::from_shared(server.clone())
+        .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?;
+    if server.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_config(client)?)
+            .context("cannot set up TLS")?;
+    } else if client.ca_file.is_some()
+        || client.client_cert.is_some()
+        || client.tls_server_name.is_some()
+    {
+        bail!("--ca-file, --client-cert and --tls-server-name need an https:// --server (got {server})");
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
+        .with_context(|| format!("cannot reach the server at {server}"))?;
+    Ok(InterceptedService::new(channel, bearer(&client.token_env)?))
+}
+
+/// The token in `$var` (when set and not empty) as an authorization header.
+fn bearer(var: &str) -> anyhow::Result<Bearer> {
+    let Some(token) = std::env::var(var).ok().filter(|t| !t.is_empty()) else {
+        return Ok(Bearer(None));
+    };
+    let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+        anyhow::anyhow!("the token in ${var} is not valid: it must be printable ASCII")
+    })?;
+    Ok(Bearer(Some(value)))
+}
+
+fn tls_config(client: &ClientArgs) -> anyhow::Result<ClientTlsConfig> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+    };
+    let mut tls = match &client.ca_file {
+        Some(path) => {
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-file", path)?))
+        }
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&client.client_cert, &client.client_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--client-cert", cert)?,
+            read("--client-key", key)?,
+        ));
+    }
+    if let Some(name) = &client.tls_server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(tls)
+}
+
+/// An error and its causes on one line (tonic's own says only "transport error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn profiles_client(channel: &ServerChannel) -> ProfileServiceClient<ServerChannel> {
     ProfileServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
-fn conversations_client(channel: &Channel) -> ConversationServiceClient<Channel> {
+fn conversations_client(channel: &ServerChannel) -> ConversationServiceClient<ServerChannel> {
     ConversationServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
@@ -209,7 +291,7 @@ fn chunk(docs: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
 }
 
 async fn remote_import(
-    client: &mut ProfileServiceClient<Channel>,
+    client: &mut ProfileServiceClient<ServerChannel>,
     docs: Vec<(String, String)>,
     key: Option<&FernetKey>,
     on_conflict: OnConflict,

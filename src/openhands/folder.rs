@@ -87,7 +87,7 @@ impl Staging {
 }
 
 /// Flushes every dirty page of the file system holding `file` (Linux `syncfs`).
-fn sync_filesystem(file: &File) -> io::Result<()> {
+pub fn sync_filesystem(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: syncfs only reads the descriptor, which `file` keeps open for the call.
     if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {

@@ -10,7 +10,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::helpers::{binary, connect, profile, ChildServer, TestApp};
+use crate::helpers::{binary, connect, profile, profiles_folder, run_cli, ChildServer, TestApp};
 
 /// Adds `authorization: Bearer <token>` to every call (nothing when `None`).
 #[derive(Clone)]
@@ -436,4 +436,86 @@ async fn reveals_are_audited_with_the_token_name_and_never_the_value() {
         "a secret reached the log"
     );
     assert!(!log.contains("tok-secrets-0001"), "a token reached the log");
+}
+
+fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_send_the_token_from_the_environment() {
+    let app = secured_app().await;
+    let files = tempfile::tempdir().unwrap();
+    let src = profiles_folder(files.path(), "cli-auth", "sk-cli-auth-0001");
+    let out = files.path().join("out");
+    let (src, out_s, url) = (
+        src.to_str().unwrap().to_owned(),
+        out.to_str().unwrap().to_owned(),
+        app.url(),
+    );
+    let import = ["import", src.as_str(), "--server", url.as_str()];
+    let stored = |app_channel: Channel| async move {
+        let (mut p, _) = clients(&app_channel, Some("tok-admin-0001"));
+        p.get_profile(pb::GetProfileRequest {
+            name: "cli-auth".into(),
+            ..Default::default()
+        })
+        .await
+        .is_ok()
+    };
+
+    // No token, then a token without the writer role: refused with the code, nothing stored.
+    for (env, want) in [
+        (vec![], "Unauthenticated"),
+        (
+            vec![("REGISTRY_TOKEN", "tok-reader-0001")],
+            "PermissionDenied",
+        ),
+    ] {
+        let o = run_cli(&import, &env).await;
+        let text = output_text(&o);
+        assert!(!o.status.success() && text.contains(want), "{text}");
+        assert!(!text.contains("tok-reader-0001"), "{text}");
+        assert!(!stored(app.channel().await).await);
+    }
+
+    // --token-env names another variable; the token itself is never printed.
+    let mut with_env = import.to_vec();
+    with_env.extend(["--token-env", "EDITOR_TOKEN"]);
+    let o = run_cli(&with_env, &[("EDITOR_TOKEN", "tok-writer-0001")]).await;
+    let text = output_text(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(!text.contains("tok-writer-0001"), "{text}");
+    assert!(stored(app.channel().await).await);
+
+    // A plaintext export needs the secrets role.
+    let export = [
+        "export",
+        out_s.as_str(),
+        "--server",
+        url.as_str(),
+        "--secrets",
+        "plaintext",
+    ];
+    let o = run_cli(&export, &[("REGISTRY_TOKEN", "tok-writer-0001")]).await;
+    assert!(!o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("PermissionDenied"));
+    assert!(!out.join("cli-auth.json").exists());
+    let o = run_cli(&export, &[("REGISTRY_TOKEN", "tok-secrets-0001")]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    let written = std::fs::read_to_string(out.join("cli-auth.json")).unwrap();
+    assert!(written.contains("sk-cli-auth-0001"), "{written}");
+
+    // A token that cannot travel as metadata is named by its variable, not shown.
+    let o = run_cli(&import, &[("REGISTRY_TOKEN", "tok\nbroken-0001")]).await;
+    let text = output_text(&o);
+    assert!(
+        !o.status.success() && text.contains("$REGISTRY_TOKEN"),
+        "{text}"
+    );
+    assert!(!text.contains("broken-0001"), "{text}");
 }

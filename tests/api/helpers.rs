@@ -662,3 +662,31 @@ pub fn sdk_pythons() -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// Runs the binary with `args` and `env` (none of the caller's REGISTRY_ variables) off the
+/// runtime's threads, so an in-process server keeps serving it.
+pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(binary());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
+            cmd.env_remove(k);
+        }
+        cmd.args(&args).envs(env).output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A profiles folder holding one SDK file, `<name>.json`, with `api_key`.
+pub fn profiles_folder(parent: &Path, name: &str, api_key: &str) -> PathBuf {
+    let dir = parent.join("profiles-in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(r#"{{"model": "gpt-4o", "api_key": "{api_key}", "schema_version": 1}}"#);
+    std::fs::write(dir.join(format!("{name}.json")), text).unwrap();
+    dir
+}

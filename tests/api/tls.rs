@@ -12,7 +12,7 @@ use rcgen::{
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::e2e::tools::grpcurl;
-use crate::helpers::{profile, skip_without, TestApp};
+use crate::helpers::{profile, profiles_folder, run_cli, skip_without, TestApp};
 
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -195,4 +195,98 @@ async fn grpcurl_with_cacert_works() {
         stdout.contains("profileregistry.v1.ProfileService"),
         "{stdout}"
     );
+}
+
+/// Whether the mutual-TLS server at `addr` holds profile `name`.
+async fn holds(addr: std::net::SocketAddr, ca: &Ca, clients_ca: &Ca, name: &str) -> bool {
+    let identity = clients_ca.leaf(ExtendedKeyUsagePurpose::ClientAuth);
+    let channel = tls_channel(addr, ca, Some(identity)).await.unwrap();
+    ProfileServiceClient::new(channel)
+        .get_profile(pb::GetProfileRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_speak_tls_and_mutual_tls() {
+    let files = tempfile::tempdir().unwrap();
+    let (ca, clients_ca) = (Ca::new("cli-server-ca"), Ca::new("cli-clients-ca"));
+    write_server_files(files.path(), &ca);
+    let path = |name: &str| files.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("clients.pem"), clients_ca.pem()).unwrap();
+    let (cert, key) = clients_ca.leaf(ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(path("client.crt"), cert).unwrap();
+    std::fs::write(path("client.key"), key).unwrap();
+    let app = TestApp::spawn_with(|a| {
+        a.tls_cert = Some(files.path().join("server.crt"));
+        a.tls_key = Some(files.path().join("server.key"));
+        a.tls_client_ca = Some(files.path().join("clients.pem"));
+    })
+    .await;
+    let src = profiles_folder(files.path(), "over-tls", "sk-tls-0001");
+    let server = format!("https://{}", app.addr);
+    let (ca_file, client_cert, client_key) =
+        (path("ca.pem"), path("client.crt"), path("client.key"));
+    let base = ["import", src.to_str().unwrap(), "--server", server.as_str()];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter()
+            .map(|s| (*s).to_owned())
+            .chain(extra.iter().map(|s| (*s).to_owned()))
+            .collect()
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run_cli(&args, &[]).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+
+    // Refused: the public roots do not know our CA; no client certificate; a name the
+    // certificate does not carry; TLS flags on a plaintext URL.
+    let mut args = with(&["--client-cert", "X", "--client-key", "Y"]);
+    args[5] = client_cert.clone();
+    args[7] = client_key.clone();
+    let (ok, text) = run(args).await;
+    assert!(!ok && text.to_lowercase().contains("certificate"), "{text}");
+    let mut args = with(&["--ca-file", "X"]);
+    args[5] = ca_file.clone();
+    let (ok, text) = run(args).await;
+    assert!(!ok, "no client certificate must be refused: {text}");
+    let mut args = with(&[
+        "--ca-file",
+        "X",
+        "--client-cert",
+        "X",
+        "--client-key",
+        "X",
+        "--tls-server-name",
+        "elsewhere.example",
+    ]);
+    (args[5], args[7], args[9]) = (ca_file.clone(), client_cert.clone(), client_key.clone());
+    let (ok, text) = run(args).await;
+    assert!(!ok && text.to_lowercase().contains("certificate"), "{text}");
+    let mut args = with(&["--ca-file", "X"]);
+    args[3] = format!("http://{}", app.addr);
+    args[5] = ca_file.clone();
+    let (ok, text) = run(args).await;
+    assert!(!ok && text.contains("https://"), "{text}");
+    assert!(
+        !holds(app.addr, &ca, &clients_ca, "over-tls").await,
+        "a refused import stored the profile"
+    );
+
+    // The CA and the client certificate: imported.
+    let mut args = with(&["--ca-file", "X", "--client-cert", "X", "--client-key", "X"]);
+    (args[5], args[7], args[9]) = (ca_file.clone(), client_cert.clone(), client_key.clone());
+    let (ok, text) = run(args).await;
+    assert!(ok, "{text}");
+    assert!(holds(app.addr, &ca, &clients_ca, "over-tls").await);
 }

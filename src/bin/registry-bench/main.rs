@@ -25,7 +25,7 @@ use anyhow::{ensure, Context};
 use clap::Parser;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use profile_registry::config::{parse_duration, TargetArgs};
+use profile_registry::config::{parse_duration, ClientArgs, TargetArgs};
 use profile_registry::pb;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
 use profile_registry::pb::profile_service_client::ProfileServiceClient;
@@ -154,7 +154,7 @@ fn server_bin(args: &Args) -> anyhow::Result<PathBuf> {
 
 fn target_args(url: &str) -> TargetArgs {
     TargetArgs {
-        server: url.to_owned(),
+        client: ClientArgs::plain(url),
         data_dir: None,
         secret_key_file: None,
     }
@@ -669,9 +669,10 @@ async fn main() -> anyhow::Result<()> {
 
     let target = target_args(&url);
     let imported = transfer::import(&input, &target).await?;
+    let created = transfer::create_files(&work.path().join("created"), args.profiles)?;
     let exported = transfer::export(&out, &target).await?;
     transfer::verify(&input, &out, args.profiles)?;
-    report.transfer(imported, exported);
+    report.transfer(imported, exported, created);
 
     let clients = Clients::connect(&url, args.connections).await?;
     let conversations = load_conversations(&clients, &args).await?;

@@ -101,6 +101,10 @@ const RATE_TARGETS: [RateTarget; 11] = [
 
 /// The 10,000-file import/export target: under 2 s each way, scaled to the number of files.
 const TRANSFER_SECONDS_PER_10K: f64 = 2.0;
+/// Creating a bare 1 KiB file (with its share of the syncfs) took about 64 us on the development
+/// machine's disk when nothing had been deleted there for minutes, and 230 to 450 us right after a
+/// run had deleted its 30,000 files; above this the file system itself is slow at that moment.
+const SLOW_CREATE_US: f64 = 150.0;
 const MAX_RSS_KIB: u64 = 64 * 1024;
 const MAX_START_SECONDS: f64 = 0.5;
 
@@ -138,6 +142,8 @@ pub struct Report {
     figures: Map<String, Value>,
     profiles: usize,
     import_export: Option<(f64, f64)>,
+    /// Seconds to create as many bare files as the export writes (its baseline).
+    created: Option<f64>,
     start_to_serving: Option<Duration>,
     rss_kib: Option<u64>,
     scaling: bool,
@@ -162,6 +168,7 @@ impl Report {
             figures: Map::new(),
             profiles: args.profiles,
             import_export: None,
+            created: None,
             start_to_serving: None,
             rss_kib: None,
             scaling: false,
@@ -206,8 +213,9 @@ impl Report {
         self.figures.insert(name.to_owned(), value);
     }
 
-    pub fn transfer(&mut self, import: f64, export: f64) {
+    pub fn transfer(&mut self, import: f64, export: f64, created: f64) {
         self.import_export = Some((import, export));
+        self.created = Some(created);
     }
 
     pub fn start_to_serving(&mut self, d: Option<Duration>) {
@@ -366,6 +374,23 @@ impl Report {
         for t in &targets {
             println!("{:<48} {:>12}  {}", t.text, t.figure, verdict(t.met));
         }
+        if let (Some((_, export)), Some(created)) = (self.import_export, self.created) {
+            println!(
+                "export baseline: creating {} bare files of the same size (no server, no temp files, \
+                 one syncfs) took {created:.3} s; the export took {:.2}x that",
+                self.profiles,
+                export / created
+            );
+            let per_file_us = created * 1e6 / self.profiles as f64;
+            if per_file_us > SLOW_CREATE_US {
+                println!(
+                    "  file creation is slow on this file system right now ({per_file_us:.0} us per \
+                     file): ext4 without a journal skips every inode freed in the last 60 to 360 s, one \
+                     by one, on each new file; a run right after deleting many files (such as the previous \
+                     run's) measures that, not the export"
+                );
+            }
+        }
         if !self.scaling {
             println!("(scaling row skipped: it needs servers started by the benchmark)");
         }
@@ -403,6 +428,7 @@ impl Report {
             "start_to_serving_seconds": self.start_to_serving.map(|d| d.as_secs_f64()),
             "import_seconds": self.import_export.map(|t| t.0),
             "export_seconds": self.import_export.map(|t| t.1),
+            "create_files_seconds": self.created,
             "other": self.figures,
         })
     }

@@ -1,4 +1,5 @@
 //! The data set as SDK profile files, and the timed `import` / `export` of them through the server.
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use anyhow::{bail, ensure, Context};
 use profile_registry::cli::profiles::export_to_folder;
 use profile_registry::cli::Target;
 use profile_registry::config::{OnConflict, SecretsMode, TargetArgs};
-use profile_registry::openhands::folder::ProfilesDir;
+use profile_registry::openhands::folder::{sync_filesystem, ProfilesDir};
 use profile_registry::service::transfer::Outcome;
 use profile_registry::service::Limits;
 
@@ -82,6 +83,21 @@ pub async fn import(dir: &Path, target: &TargetArgs) -> anyhow::Result<f64> {
     ensure!(refused.is_empty(), "files refused: {refused:?}");
     import_documents(target, docs).await?;
     drop(folder);
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The floor under any export of `n` profiles: creating the same files in a new folder `dir` (create,
+/// write, close each), then one `syncfs`; no server, no temp files, no renames; seconds. Measured
+/// right before the export, it shows what file creation costs on this file system at that moment.
+pub fn create_files(dir: &Path, n: usize) -> anyhow::Result<f64> {
+    let docs = documents(n);
+    std::fs::create_dir(dir)?;
+    let started = Instant::now();
+    for (name, text) in &docs {
+        let mut file = std::fs::File::create_new(dir.join(format!("{name}.json")))?;
+        file.write_all(text.as_bytes())?;
+    }
+    sync_filesystem(&std::fs::File::open(dir)?)?;
     Ok(started.elapsed().as_secs_f64())
 }
 
