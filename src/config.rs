@@ -407,9 +407,15 @@ pub struct ExportArgs {
 /// Settings of `serve`.
 #[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on for gRPC (plaintext HTTP/2).
+    /// Address to listen on for gRPC (HTTP/2; TLS with --tls-cert).
     #[arg(long, env = "REGISTRY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    /// Also serve grpc.health.v1 alone, in plaintext and without tokens, on this address (e.g.
+    /// 0.0.0.0:50052): for Kubernetes' gRPC probes, which cannot speak TLS, when --listen serves
+    /// TLS. Nothing but health status is reachable there (off when unset).
+    #[arg(long, env = "REGISTRY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 
     /// Folder of the embedded database; created when missing, locked while served. Not used with
     /// --store.

@@ -2,6 +2,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -31,6 +32,8 @@ use crate::tls::{ReloadingTls, TlsFiles};
 /// A bound, not yet serving server: the port is known (tests bind port 0), the store is open.
 pub struct Application {
     listener: TcpListener,
+    /// The plaintext health-only listener (`--health-listen`).
+    health_listener: Option<TcpListener>,
     store: Arc<Store>,
     location: Location,
     args: ServeArgs,
@@ -72,8 +75,17 @@ impl Application {
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let health_listener = match args.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--health-listen: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
+            health_listener,
             store,
             location,
             args,
@@ -87,11 +99,19 @@ impl Application {
         self.listener.local_addr().unwrap_or(self.args.listen)
     }
 
+    /// The address the health-only listener bound, when there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then: health NOT_SERVING, stop accepting, end streams,
     /// give in-flight calls the grace period, flush the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
             listener,
+            health_listener,
             store,
             location,
             args,
@@ -127,7 +147,7 @@ impl Application {
             .max_concurrent_streams(args.max_streams_per_connection)
             .timeout(args.request_timeout)
             .layer(AuthLayer::new(auth))
-            .add_service(health.service(stop_rx))
+            .add_service(health.service(stop_rx.clone()))
             .add_service(profile_service)
             .add_service(conversation_service)
             .add_service(admin_service)
@@ -152,6 +172,16 @@ impl Application {
             )),
         };
         tokio::pin!(serve);
+        let (health_stop, health_stopped) = oneshot::channel::<()>();
+        let health_only = match health_listener {
+            Some(l) => Some(serve_health_only(
+                l,
+                &health,
+                stop_rx.clone(),
+                health_stopped,
+            )?),
+            None => None,
+        };
         if let Some(metrics_addr) = args.metrics_listen {
             let bound = crate::metrics::serve(metrics_addr, Arc::clone(&store)).await?;
             tracing::info!(%bound, "metrics at http://{bound}/metrics");
@@ -186,9 +216,36 @@ impl Application {
             .await
             .context("flush task")?
             .context("final flush")?;
+        // The health port told NOT_SERVING through the drain; it goes last.
+        let _ = health_stop.send(());
+        if let Some(task) = health_only {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
         tracing::info!("stopped; database flushed");
         Ok(())
     }
+}
+
+/// Serves grpc.health.v1 alone, plaintext and without the auth layer, on `listener` until
+/// `stopped`: the kubelet's gRPC probes cannot speak TLS.
+fn serve_health_only(
+    listener: TcpListener,
+    health: &HealthState,
+    shutdown: watch::Receiver<bool>,
+    stopped: oneshot::Receiver<()>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr()?;
+    let router = Server::builder().add_service(health.service(shutdown));
+    tracing::info!(%addr, "health probes at {addr} (plaintext, grpc.health.v1 only)");
+    Ok(tokio::spawn(async move {
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+            tracing::error!(error = %e, "the health listener stopped");
+        }
+    }))
 }
 
 /// Readiness follows the database connection (PostgreSQL): NOT_SERVING while it is down, SERVING

@@ -105,19 +105,31 @@ const KUSTOMIZATIONS: [&str; 3] = ["base", "overlays/example", "overlays/postgre
 
 /// `kubectl kustomize deploy/<kustomization>`, written to a file in `dir`.
 fn kustomize(kustomization: &str, dir: &Path) -> PathBuf {
+    let file = dir.join(format!("{}.yaml", kustomization.replace('/', "-")));
+    kustomize_into(&deploy_dir().join(kustomization), &file);
+    file
+}
+
+/// `kubectl kustomize <root>`, written to `file`.
+fn kustomize_into(root: &Path, file: &Path) {
     let out = Command::new("kubectl")
         .arg("kustomize")
-        .arg(deploy_dir().join(kustomization))
+        .arg(root)
         .output()
         .expect("kubectl runs");
     assert!(
         out.status.success(),
-        "kubectl kustomize deploy/{kustomization}: {}",
+        "kubectl kustomize {}: {}",
+        root.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let file = dir.join(format!("{}.yaml", kustomization.replace('/', "-")));
-    std::fs::write(&file, &out.stdout).unwrap();
-    file
+    std::fs::write(file, &out.stdout).unwrap();
+}
+
+/// `to` as a path relative to the folder `from` (kustomize refuses absolute paths).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let ups = from.components().count().saturating_sub(1);
+    PathBuf::from("../".repeat(ups)).join(to.strip_prefix("/").unwrap())
 }
 
 fn kubernetes_validate(paths: &[PathBuf]) {
@@ -159,7 +171,7 @@ fn manifests_pass_strict_schema_validation() {
         "base/service.yaml",
         "base/statefulset.yaml",
         "components/tls/configmap-tls.yaml",
-        "components/tls/statefulset-tls.yaml",
+        "components/tls/workload-tls.yaml",
         "overlays/example/namespace.yaml",
         "overlays/example/configmap-patch.yaml",
         "overlays/example/statefulset-patch.yaml",
@@ -224,12 +236,20 @@ fn base_statefulset_keeps_the_servers_invariants() {
         "the container reads its settings from the ConfigMap"
     );
 
-    // Probes: native gRPC, on the container's gRPC port as a number, which is where the server listens.
+    // Probes: native gRPC on the plaintext health-only port, as a number, which is where the server
+    // serves health (so they keep working when the gRPC port serves TLS).
     let grpc_port = int_at(named(&c["ports"], "grpc"), "/containerPort");
     assert!(
         setting("REGISTRY_LISTEN").ends_with(&format!(":{grpc_port}")),
         "REGISTRY_LISTEN {} is not on the grpc port {grpc_port}",
         setting("REGISTRY_LISTEN")
+    );
+    let health_port = int_at(named(&c["ports"], "health"), "/containerPort");
+    assert_ne!(health_port, grpc_port);
+    assert!(
+        setting("REGISTRY_HEALTH_LISTEN").ends_with(&format!(":{health_port}")),
+        "REGISTRY_HEALTH_LISTEN {} is not on the health port {health_port}",
+        setting("REGISTRY_HEALTH_LISTEN")
     );
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let p = &c[probe];
@@ -245,7 +265,7 @@ fn base_statefulset_keeps_the_servers_invariants() {
             "{probe}: grpc.port must be a number (named ports are not allowed), got {}",
             p["grpc"]["port"]
         );
-        assert_eq!(int_at(p, "/grpc/port"), grpc_port, "{probe} port");
+        assert_eq!(int_at(p, "/grpc/port"), health_port, "{probe} port");
     }
     if let Some(service) = c["readinessProbe"]["grpc"].get("service") {
         assert_eq!(service, "", "readiness checks the overall health");
@@ -352,7 +372,7 @@ fn base_statefulset_keeps_the_servers_invariants() {
     }
 
     // Opt-in TLS: the component mounts the kubernetes.io/tls Secret and points the server at it.
-    let mut tls_sts = only_doc("components/tls/statefulset-tls.yaml");
+    let mut tls_sts = only_doc("components/tls/workload-tls.yaml");
     let tls_config = only_doc("components/tls/configmap-tls.yaml");
     // The patch merges into the base container and volumes by name.
     let base_volumes = pod["volumes"].as_array().unwrap().clone();
@@ -456,16 +476,20 @@ fn postgres_overlay_runs_stateless_replicas_on_a_shared_store() {
         "tokens",
     );
 
-    // Readiness is the native gRPC health check on the gRPC port: NOT_SERVING while the database is
-    // down. Liveness must not be: a database outage would restart every replica at once.
+    // Readiness is the native gRPC health check on the health-only port: NOT_SERVING while the
+    // database is down. Liveness must not be: a database outage would restart every replica at once.
     let grpc_port = int_at(named(&c["ports"], "grpc"), "/containerPort");
     assert_eq!(grpc_port, 50051);
+    let health_port = int_at(named(&c["ports"], "health"), "/containerPort");
+    assert!(
+        str_at(&base_config, "/data/REGISTRY_HEALTH_LISTEN").ends_with(&format!(":{health_port}"))
+    );
     let readiness = &c["readinessProbe"];
     assert!(
         readiness["grpc"]["port"].is_number(),
         "readinessProbe: grpc.port must be a number, got {readiness}"
     );
-    assert_eq!(int_at(readiness, "/grpc/port"), grpc_port);
+    assert_eq!(int_at(readiness, "/grpc/port"), health_port);
     if let Some(service) = readiness["grpc"].get("service") {
         assert_eq!(service, "", "readiness checks the overall health");
     }
@@ -619,7 +643,7 @@ fn containerfile_builds_the_locked_binary_into_distroless_nonroot() {
         "cargo build --release --locked --bin profile-registry",
         "FROM gcr.io/distroless/cc-debian12:nonroot",
         "USER 65532:65532",
-        "EXPOSE 50051 9090",
+        "EXPOSE 50051 50052 9090",
         r#"ENTRYPOINT ["/profile-registry"]"#,
         r#"CMD ["serve"]"#,
     ] {
@@ -634,6 +658,81 @@ fn containerfile_builds_the_locked_binary_into_distroless_nonroot() {
             text.lines()
                 .any(|l| l.starts_with("COPY ") && l.contains(path)),
             "deploy/Containerfile does not COPY {path}"
+        );
+    }
+}
+
+#[test]
+fn tls_component_secures_either_workload_and_keeps_the_grpc_probes() {
+    if skip_without(
+        "python3 with PyYAML",
+        found("python3", &["-c", "import yaml"]),
+    ) {
+        return;
+    }
+    // Optional, like the rendering in manifests_pass_strict_schema_validation.
+    if !found("kubectl", &["version", "--client"]) {
+        eprintln!("NOTE: kubectl not found: the tls component was not rendered");
+        return;
+    }
+    // The example (base + tls) as shipped, and the postgres overlay with the component added.
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let combined = root.join("postgres-tls");
+    std::fs::create_dir(&combined).unwrap();
+    let deploy = std::fs::canonicalize(deploy_dir()).unwrap();
+    std::fs::write(
+        combined.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\n\
+             components:\n  - {}\n",
+            relative(&combined, &deploy.join("overlays/postgres")).display(),
+            relative(&combined, &deploy.join("components/tls")).display()
+        ),
+    )
+    .unwrap();
+    let postgres_tls = root.join("postgres-tls.yaml");
+    kustomize_into(&combined, &postgres_tls);
+    for (what, file, kind) in [
+        (
+            "example",
+            kustomize("overlays/example", &root),
+            "StatefulSet",
+        ),
+        ("postgres + tls", postgres_tls, "Deployment"),
+    ] {
+        let docs = yaml_docs(&file);
+        let of_kind = |k: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == k)
+                .unwrap_or_else(|| panic!("{what}: no {k}"))
+        };
+        let (config, workload) = (of_kind("ConfigMap"), of_kind(kind));
+        assert_secret_file(
+            workload,
+            config,
+            "REGISTRY_TLS_CERT",
+            "profile-registry-tls",
+            "tls.crt",
+        );
+        assert_secret_file(
+            workload,
+            config,
+            "REGISTRY_TLS_KEY",
+            "profile-registry-tls",
+            "tls.key",
+        );
+        // Readiness stays the gRPC health check, on the plaintext health-only port.
+        let c = &workload["spec"]["template"]["spec"]["containers"][0];
+        let health_port = int_at(named(&c["ports"], "health"), "/containerPort");
+        assert_eq!(
+            int_at(&c["readinessProbe"], "/grpc/port"),
+            health_port,
+            "{what}"
+        );
+        assert!(
+            str_at(config, "/data/REGISTRY_HEALTH_LISTEN").ends_with(&format!(":{health_port}")),
+            "{what}"
         );
     }
 }

@@ -20,6 +20,8 @@ use tonic_health::pb::health_client::HealthClient;
 /// A server running inside the test process on its own port and data dir.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The plaintext health-only port, when `health_listen` was set.
+    pub health_addr: Option<SocketAddr>,
     pub dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -462,13 +464,14 @@ impl TestApp {
         let mut args = serve_args(&dir.path().join("data"));
         tune(&mut args);
         let app = Application::build(args).await.expect("server builds");
-        let addr = app.local_addr();
+        let (addr, health_addr) = (app.local_addr(), app.health_addr());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            health_addr,
             dir,
             stop: Some(stop),
             task: Some(task),

@@ -10,6 +10,9 @@ use rcgen::{
     KeyPair, SanType,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::e2e::tools::grpcurl;
 use crate::helpers::{profile, profiles_folder, run_cli, skip_without, TestApp};
@@ -289,4 +292,64 @@ async fn client_commands_speak_tls_and_mutual_tls() {
     let (ok, text) = run(args).await;
     assert!(ok, "{text}");
     assert!(holds(app.addr, &ca, &clients_ca, "over-tls").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_health_port_answers_probes_beside_tls() {
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("probe-ca");
+    write_server_files(files.path(), &ca);
+    let app = TestApp::spawn_with(|a| {
+        a.tls_cert = Some(files.path().join("server.crt"));
+        a.tls_key = Some(files.path().join("server.key"));
+        a.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let health_addr = app.health_addr.expect("a health port was asked for");
+    let plain = crate::helpers::connect(health_addr).await;
+
+    // What the kubelet asks: the overall status, in plaintext.
+    let mut health = HealthClient::new(plain.clone());
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    let status = health.check(check("")).await.unwrap().into_inner().status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    // Nothing else is served there, with or without a token.
+    let err = ProfileServiceClient::new(plain)
+        .get_profile(pb::GetProfileRequest {
+            name: "any".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    // The main port still speaks only TLS.
+    assert!(can_create(tls_channel(app.addr, &ca, None).await.unwrap(), "via-tls").await);
+
+    // At shutdown the probe port says NOT_SERVING before it goes.
+    let mut watch = health.watch(check("")).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap().status;
+    assert_eq!(first, ServingStatus::Serving as i32);
+    let stopping = tokio::spawn(app.stop());
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("a status change within 10 s")
+        .unwrap()
+        .map(|m| m.status);
+    assert_eq!(next, Some(ServingStatus::NotServing as i32));
+    stopping.await.unwrap();
+    let after = tokio::time::timeout(Duration::from_secs(5), async {
+        let channel = Channel::from_shared(format!("http://{health_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .ok()?;
+        HealthClient::new(channel).check(check("")).await.ok()
+    })
+    .await;
+    assert!(
+        matches!(after, Ok(None)),
+        "the probe port must close once the server has stopped"
+    );
 }
