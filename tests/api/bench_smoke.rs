@@ -66,4 +66,11 @@ fn the_benchmark_completes_and_prints_every_row() {
     let rows = figures["rows"].as_array().unwrap();
     assert!(rows.len() >= ROWS.len(), "{figures}");
     assert_eq!(figures["setup"]["profiles"], 100);
+    // The export's baseline (bare files created in the same run) is printed and recorded.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("export baseline: creating 100 bare files")),
+        "no export baseline in:\n{stdout}"
+    );
+    let created = figures["create_files_seconds"].as_f64().unwrap();
+    assert!(created > 0.0, "{figures}");
 }
