@@ -68,7 +68,9 @@ fn the_benchmark_completes_and_prints_every_row() {
     assert_eq!(figures["setup"]["profiles"], 100);
     // The export's baseline (bare files created in the same run) is printed and recorded.
     assert!(
-        stdout.lines().any(|l| l.starts_with("export baseline: creating 100 bare files")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("export baseline: creating 100 bare files")),
         "no export baseline in:\n{stdout}"
     );
     let created = figures["create_files_seconds"].as_f64().unwrap();
