@@ -201,7 +201,32 @@ pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel
         .await
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
         .with_context(|| format!("cannot reach the server at {server}"))?;
-    Ok(InterceptedService::new(channel, bearer(&client.token_env)?))
+    let bearer = bearer(&client.token_env)?;
+    if bearer.0.is_some() && !server.starts_with("https://") && !is_loopback(server) {
+        eprintln!(
+            "warning: sending the token in ${} unencrypted to {server}: anyone on the path can \
+             read it; serve TLS and use https://",
+            client.token_env
+        );
+    }
+    Ok(InterceptedService::new(channel, bearer))
+}
+
+/// Whether the URL's host is this machine (a token sent there in plaintext stays on it).
+fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+    {
+        Some("localhost") => true,
+        Some(host) => host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
 }
 
 /// The token in `$var` (when set and not empty) as an authorization header.
@@ -546,5 +571,31 @@ fn secrets_pb(mode: SecretsMode) -> pb::export_profiles_request::Secrets {
         SecretsMode::Redacted => Secrets::Redacted,
         SecretsMode::Plaintext => Secrets::Plaintext,
         SecretsMode::Encrypted => Secrets::Encrypted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_hosts_are_told_from_others() {
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+            "http://127.8.9.10",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:50051",
+            "http://profile-registry:50051",
+            "http://[2001:db8::1]:50051",
+            "http://localhost.example.com:50051",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
     }
 }

@@ -490,6 +490,8 @@ async fn client_commands_send_the_token_from_the_environment() {
     let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     assert!(!text.contains("tok-writer-0001"), "{text}");
+    // Plaintext to loopback stays on this machine: no warning.
+    assert!(!text.contains("unencrypted"), "{text}");
     assert!(stored(app.channel().await).await);
 
     // A plaintext export needs the secrets role.
