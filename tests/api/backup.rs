@@ -3,7 +3,7 @@
 //! record and never print a secret.
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -17,23 +17,10 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::helpers::{
-    all_events, binary, bound, connect, conversation, conversation_ids, create,
+    all_events, bound, cli_output, connect, conversation, conversation_ids, create,
     create_conversation, get_conversation, inline, message_event, profile, ChildServer,
 };
 use crate::helpers::{postgres_for, sled_only};
-
-/// Runs the binary with `args`, with none of the caller's REGISTRY_ variables.
-fn run<I, S>(args: I, env: &[(&str, &str)]) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut cmd = Command::new(binary());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
-        cmd.env_remove(k);
-    }
-    cmd.args(args).envs(env.iter().copied()).output().unwrap()
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -161,7 +148,7 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     // Act: back up from the running server, restore into a new dir, serve it.
     let file = tmp.path().join("registry.backup");
     let url = format!("http://{}", source.addr);
-    let out = run(
+    let out = cli_output(
         [
             OsStr::new("backup"),
             file.as_os_str(),
@@ -181,7 +168,7 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     // restored server "on that dir" uses.
     let database = postgres_for(&restored_dir).map(|pg| pg.url);
     if database.is_none() {
-        let held = run(
+        let held = cli_output(
             [
                 OsStr::new("check"),
                 "--data-dir".as_ref(),
@@ -198,7 +185,7 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
         Some(url) => ["--store".as_ref(), url.as_ref()],
         None => ["--data-dir".as_ref(), restored_dir.as_os_str()],
     };
-    let out = run(
+    let out = cli_output(
         [
             OsStr::new("restore"),
             file.as_os_str(),
@@ -259,7 +246,7 @@ fn restore_refuses_a_non_empty_dir_and_a_damaged_or_truncated_file() {
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("stray"), "x").unwrap();
     let restore = |file: &Path, dir: &Path| {
-        run(
+        cli_output(
             [
                 OsStr::new("restore"),
                 file.as_os_str(),
@@ -345,7 +332,7 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
     append(&mut cl.1, &fine.id, &[("f0", "user"), ("f1", "agent")]).await;
     drop(server);
     let check = || {
-        run(
+        cli_output(
             [OsStr::new("check"), "--data-dir".as_ref(), data.as_os_str()],
             &[],
         )
@@ -489,7 +476,7 @@ async fn backup_needs_the_admin_role_and_is_audited() {
     let file = tmp.path().join("b");
     let backup = |token: Option<&str>| {
         let env: Vec<(&str, &str)> = token.map(|t| ("REGISTRY_TOKEN", t)).into_iter().collect();
-        run(
+        cli_output(
             [
                 OsStr::new("backup"),
                 file.as_os_str(),

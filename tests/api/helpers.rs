@@ -666,8 +666,20 @@ pub fn sdk_pythons() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs the binary with `args` and `env` (none of the caller's REGISTRY_ variables) off the
-/// runtime's threads, so an in-process server keeps serving it.
+/// Runs the binary with `args` and `env`, with none of the caller's REGISTRY_ variables.
+pub fn cli_output<I, S>(args: I, env: &[(&str, &str)]) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(binary());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
+        cmd.env_remove(k);
+    }
+    cmd.args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+/// [`cli_output`] off the runtime's threads, so an in-process server keeps serving it.
 pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let env: Vec<(String, String)> = env
@@ -675,11 +687,8 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Outpu
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(binary());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
-            cmd.env_remove(k);
-        }
-        cmd.args(&args).envs(env).output().unwrap()
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        cli_output(&args, &env)
     })
     .await
     .unwrap()
