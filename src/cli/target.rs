@@ -184,6 +184,7 @@ impl Interceptor for Bearer {
 /// fix and never the token.
 pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel> {
     let server = &client.server;
+    let bearer = bearer(&client.token_env)?;
     let mut endpoint = Channel::from_shared(server.clone())
         .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?;
     if server.starts_with("https://") {
@@ -201,7 +202,6 @@ pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel
         .await
         .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
         .with_context(|| format!("cannot reach the server at {server}"))?;
-    let bearer = bearer(&client.token_env)?;
     if bearer.0.is_some() && !server.starts_with("https://") && !is_loopback(server) {
         eprintln!(
             "warning: sending the token in ${} unencrypted to {server}: anyone on the path can \

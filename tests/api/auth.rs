@@ -10,7 +10,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::helpers::{binary, connect, profile, profiles_folder, run_cli, ChildServer, TestApp};
+use crate::helpers::{
+    binary, connect, output_text, profile, profiles_folder, run_cli, ChildServer, TestApp,
+};
 
 /// Adds `authorization: Bearer <token>` to every call (nothing when `None`).
 #[derive(Clone)]
@@ -436,14 +438,6 @@ async fn reveals_are_audited_with_the_token_name_and_never_the_value() {
         "a secret reached the log"
     );
     assert!(!log.contains("tok-secrets-0001"), "a token reached the log");
-}
-
-fn output_text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

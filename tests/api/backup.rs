@@ -3,7 +3,6 @@
 //! record and never print a secret.
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -16,19 +15,12 @@ use profile_registry::pb::profile_service_client::ProfileServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::helpers::output_text as text;
 use crate::helpers::{
     all_events, bound, cli_output, connect, conversation, conversation_ids, create,
     create_conversation, get_conversation, inline, message_event, profile, ChildServer,
 };
 use crate::helpers::{postgres_for, sled_only};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn key_file(dir: &Path) -> PathBuf {
     let path = dir.join("keys");

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use profile_registry::pb;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
 
+use crate::helpers::output_text as text;
 use crate::helpers::{create, profile, sdk_pythons, skip_without, TestApp};
 
 const VERSIONS: [&str; 2] = ["1.43.1", "1.58.2"];
@@ -26,14 +27,6 @@ async fn cli(args: Vec<String>, key: bool) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn s(parts: &[&str]) -> Vec<String> {

@@ -679,6 +679,15 @@ where
     cmd.args(args).envs(env.iter().copied()).output().unwrap()
 }
 
+/// A command's stdout and stderr, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// [`cli_output`] off the runtime's threads, so an in-process server keeps serving it.
 pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();

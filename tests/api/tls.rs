@@ -15,7 +15,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::e2e::tools::grpcurl;
-use crate::helpers::{profile, profiles_folder, run_cli, skip_without, TestApp};
+use crate::helpers::{output_text, profile, profiles_folder, run_cli, skip_without, TestApp};
 
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -234,52 +234,39 @@ async fn client_commands_speak_tls_and_mutual_tls() {
     let server = format!("https://{}", app.addr);
     let (ca_file, client_cert, client_key) =
         (path("ca.pem"), path("client.crt"), path("client.key"));
-    let base = ["import", src.to_str().unwrap(), "--server", server.as_str()];
-    let with = |extra: &[&'static str]| -> Vec<String> {
-        base.iter()
-            .map(|s| (*s).to_owned())
-            .chain(extra.iter().map(|s| (*s).to_owned()))
-            .collect()
+    let plain = format!("http://{}", app.addr);
+    let src = src.to_str().unwrap();
+    let run = |server: &str, extra: &[&str]| {
+        let mut args = vec!["import", src, "--server", server];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let o = run_cli(&args, &[]).await;
+            (o.status.success(), output_text(&o))
+        }
     };
-    let run = |args: Vec<String>| async move {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = run_cli(&args, &[]).await;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.success(), text)
-    };
+    let identity = ["--client-cert", &client_cert, "--client-key", &client_key];
 
     // Refused: the public roots do not know our CA; no client certificate; a name the
     // certificate does not carry; TLS flags on a plaintext URL.
-    let mut args = with(&["--client-cert", "X", "--client-key", "Y"]);
-    args[5] = client_cert.clone();
-    args[7] = client_key.clone();
-    let (ok, text) = run(args).await;
+    let (ok, text) = run(&server, &identity).await;
     assert!(!ok && text.to_lowercase().contains("certificate"), "{text}");
-    let mut args = with(&["--ca-file", "X"]);
-    args[5] = ca_file.clone();
-    let (ok, text) = run(args).await;
+    let (ok, text) = run(&server, &["--ca-file", &ca_file]).await;
     assert!(!ok, "no client certificate must be refused: {text}");
-    let mut args = with(&[
-        "--ca-file",
-        "X",
-        "--client-cert",
-        "X",
-        "--client-key",
-        "X",
-        "--tls-server-name",
-        "elsewhere.example",
-    ]);
-    (args[5], args[7], args[9]) = (ca_file.clone(), client_cert.clone(), client_key.clone());
-    let (ok, text) = run(args).await;
+    let wrong_name = [
+        &identity[..],
+        &[
+            "--ca-file",
+            &ca_file,
+            "--tls-server-name",
+            "elsewhere.example",
+        ],
+    ]
+    .concat();
+    let (ok, text) = run(&server, &wrong_name).await;
     assert!(!ok && text.to_lowercase().contains("certificate"), "{text}");
-    let mut args = with(&["--ca-file", "X"]);
-    args[3] = format!("http://{}", app.addr);
-    args[5] = ca_file.clone();
-    let (ok, text) = run(args).await;
+    let (ok, text) = run(&plain, &["--ca-file", &ca_file]).await;
     assert!(!ok && text.contains("https://"), "{text}");
     assert!(
         !holds(app.addr, &ca, &clients_ca, "over-tls").await,
@@ -287,9 +274,8 @@ async fn client_commands_speak_tls_and_mutual_tls() {
     );
 
     // The CA and the client certificate: imported.
-    let mut args = with(&["--ca-file", "X", "--client-cert", "X", "--client-key", "X"]);
-    (args[5], args[7], args[9]) = (ca_file.clone(), client_cert.clone(), client_key.clone());
-    let (ok, text) = run(args).await;
+    let good = [&identity[..], &["--ca-file", &ca_file]].concat();
+    let (ok, text) = run(&server, &good).await;
     assert!(ok, "{text}");
     assert!(holds(app.addr, &ca, &clients_ca, "over-tls").await);
 }

@@ -9,6 +9,7 @@ use profile_registry::pb;
 use profile_registry::pb::import_result::Outcome;
 use tonic::Code;
 
+use crate::helpers::output_text as text;
 use crate::helpers::sled_only;
 use crate::helpers::{
     binary, create, full_listing, profile, sdk_pythons, skip_without, ChildServer, TestApp,
@@ -43,14 +44,6 @@ async fn cli(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
 
 fn args(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The `*.json` files of a folder, by name.

@@ -101,8 +101,8 @@ const RATE_TARGETS: [RateTarget; 11] = [
 
 /// The 10,000-file import/export target: under 2 s each way, scaled to the number of files.
 const TRANSFER_SECONDS_PER_10K: f64 = 2.0;
-/// Creating a bare 1 KiB file (with its share of the syncfs) took about 64 us on the development
-/// machine's disk when nothing had been deleted there for minutes, and 230 to 450 us right after a
+/// Creating a bare 1 KiB file (with its share of the syncfs) took 60 to 70 us on the development
+/// machine's disk when nothing had been deleted there for minutes, and up to 454 us right after a
 /// run had deleted its 30,000 files; above this the file system itself is slow at that moment.
 const SLOW_CREATE_US: f64 = 150.0;
 const MAX_RSS_KIB: u64 = 64 * 1024;
