@@ -50,11 +50,10 @@ fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 async fn secured_app() -> TestApp {
+    // The tokens file sits beside the data dir, in the TempDir the app owns and removes.
     let dir = tempfile::tempdir().unwrap();
     let path = tokens_file(dir.path());
-    let app = TestApp::spawn_with(|a| a.auth_tokens_file = Some(path)).await;
-    std::mem::forget(dir); // the tokens file must outlive the server
-    app
+    TestApp::spawn_in_with(dir, |a| a.auth_tokens_file = Some(path)).await
 }
 
 fn clients(channel: &Channel, token: Option<&str>) -> (Profiles, Conversations) {

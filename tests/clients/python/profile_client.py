@@ -5,14 +5,28 @@ Usage: profile_client.py --server HOST:PORT --proto-dir PROTO_DIR [--token TOKEN
 Prints one line per step; exits non-zero on the first failed expectation.
 """
 import argparse
+import atexit
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_tools import protoc
+
+
+def load_stubs(proto_dir: str):
+    """Generates the stubs into a temp dir removed at exit; returns (profile_pb2, profile_pb2_grpc)."""
+    out = tempfile.mkdtemp(prefix="registry-stubs-")
+    atexit.register(shutil.rmtree, out, True)
+    generate(proto_dir, out)
+    sys.path.insert(0, out)
+    return (
+        importlib.import_module("profileregistry.v1.profile_pb2"),
+        importlib.import_module("profileregistry.v1.profile_pb2_grpc"),
+    )
 
 
 def generate(proto_dir: str, out_dir: str) -> None:
@@ -39,11 +53,7 @@ def main() -> None:
     ap.add_argument("--token", default=os.environ.get("REGISTRY_TOKEN", ""))
     a = ap.parse_args()
     md = [("authorization", f"Bearer {a.token}")] if a.token else None
-    out = tempfile.mkdtemp()
-    generate(a.proto_dir, out)
-    sys.path.insert(0, out)
-    pb = importlib.import_module("profileregistry.v1.profile_pb2")
-    rpc = importlib.import_module("profileregistry.v1.profile_pb2_grpc")
+    pb, rpc = load_stubs(a.proto_dir)
 
     with grpc.insecure_channel(a.server) as ch:
         health = health_pb2_grpc.HealthStub(ch)

@@ -10,18 +10,16 @@ reconnects when it changed. It prints `running` once the first call has succeede
 failed other than UNAVAILABLE/ABORTED]}.
 """
 import argparse
-import importlib
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from profile_client import generate  # noqa: E402
+from profile_client import load_stubs  # noqa: E402
 
 
 def main() -> None:
@@ -31,11 +29,7 @@ def main() -> None:
     ap.add_argument("--proto-dir", required=True)
     ap.add_argument("--writers", type=int, default=4)
     a = ap.parse_args()
-    out = tempfile.mkdtemp()
-    generate(a.proto_dir, out)
-    sys.path.insert(0, out)
-    pb = importlib.import_module("profileregistry.v1.profile_pb2")
-    rpc = importlib.import_module("profileregistry.v1.profile_pb2_grpc")
+    pb, rpc = load_stubs(a.proto_dir)
 
     lock = threading.Lock()
     codes: dict = {}
