@@ -24,6 +24,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
 
+/// Whether `host` (a name or an IP address, IPv6 with or without brackets) is this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Code generated from `proto/` by tonic-prost-build, and the descriptor set served by reflection.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {

@@ -214,19 +214,10 @@ pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel
 
 /// Whether the URL's host is this machine (a token sent there in plaintext stays on it).
 fn is_loopback(url: &str) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    match uri
-        .host()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-    {
-        Some("localhost") => true,
-        Some(host) => host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(crate::is_loopback_host))
+        .unwrap_or(false)
 }
 
 /// The token in `$var` (when set and not empty) as an authorization header.

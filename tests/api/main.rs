@@ -15,6 +15,7 @@ mod leaks;
 mod metrics;
 mod migrate_store;
 mod misbehaving;
+mod postgres_tls;
 mod process;
 mod profiles;
 mod props;

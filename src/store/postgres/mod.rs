@@ -74,6 +74,16 @@ pub enum PgOpenError {
     /// The URL does not parse.
     #[error("--store: not a valid postgres:// URL: {0}")]
     Url(String),
+    /// A certificate or key file the URL names cannot be read.
+    #[error("--store: {param} {path}: cannot read: {reason}")]
+    TlsFile {
+        /// `sslrootcert`, `sslcert` or `sslkey`.
+        param: String,
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The server cannot be reached or refuses us.
     #[error("--store: cannot connect to PostgreSQL at {target}: {reason}")]
     Connect {
@@ -130,6 +140,54 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
         }
         other => StoreError::Storage(other.to_string()),
     }
+}
+
+/// Checks that the certificate files the URL names (`sslrootcert`, `sslcert`, `sslkey`) can be
+/// read, so that a wrong path is named instead of surfacing as a bare "No such file or directory"
+/// from the connection. A PEM given inline is never echoed.
+fn check_tls_files(options: &PgConnectOptions) -> Result<(), PgOpenError> {
+    use sqlx::ConnectOptions;
+    for (param, value) in options.to_url_lossy().query_pairs() {
+        if !matches!(param.as_ref(), "sslrootcert" | "sslcert" | "sslkey") {
+            continue;
+        }
+        if let Some(path) = value.strip_prefix("file: ") {
+            if let Err(e) = std::fs::File::open(path) {
+                return Err(PgOpenError::TlsFile {
+                    param: param.into_owned(),
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Warns when the connection to a database on another machine does not verify the server's
+/// certificate (libpq's default `sslmode=prefer` encrypts when it can but checks nothing).
+fn warn_if_unverified(options: &PgConnectOptions) {
+    if !unverified_remote(options) {
+        return;
+    }
+    tracing::warn!(
+        host = options.get_host(),
+        sslmode = ?options.get_ssl_mode(),
+        "the connection to PostgreSQL does not verify the server's certificate; add \
+         sslmode=verify-full&sslrootcert=CA.pem to the --store URL"
+    );
+}
+
+/// Whether the database is on another machine and its certificate is not verified.
+fn unverified_remote(options: &PgConnectOptions) -> bool {
+    use sqlx::postgres::PgSslMode;
+    let host = options.get_host();
+    !(matches!(
+        options.get_ssl_mode(),
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    ) || options.get_socket().is_some()
+        || host.starts_with('/')
+        || crate::is_loopback_host(host))
 }
 
 /// `host:port/database` of a URL, never its password.
@@ -296,6 +354,8 @@ impl PgStore {
                 other => other.to_string(),
             })
         })?;
+        check_tls_files(&connect)?;
+        warn_if_unverified(&connect);
         let connect = connect.application_name("profile-registry");
         PgPoolOptions::new()
             .max_connections(options.max_connections)
@@ -1011,5 +1071,28 @@ impl ConversationStore for PgStore {
 
     fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
         self.event_changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unverified_connections_to_other_machines_are_flagged() {
+        let flagged = |url: &str| unverified_remote(&url.parse().unwrap());
+        assert!(flagged("postgres://u@db.example.com/app"));
+        assert!(flagged("postgres://u@db.example.com/app?sslmode=require"));
+        assert!(flagged("postgres://u@10.0.0.7:5432/app?sslmode=prefer"));
+        assert!(!flagged(
+            "postgres://u@db.example.com/app?sslmode=verify-full&sslrootcert=/ca.pem"
+        ));
+        assert!(!flagged(
+            "postgres://u@db.example.com/app?sslmode=verify-ca"
+        ));
+        assert!(!flagged("postgres://u@127.0.0.1:5432/app"));
+        assert!(!flagged("postgres://u@localhost/app?sslmode=disable"));
+        assert!(!flagged("postgres://u@[::1]:5432/app"));
+        assert!(!flagged("postgres://u@%2Fvar%2Frun%2Fpostgresql/app"));
     }
 }
