@@ -90,7 +90,7 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     let key = fernet_key_from_env(&args.fernet_key_env);
     let mut target = Target::open(&args.target).await?;
     let bar = progress(0, "files");
-    let (exported, pruned) = export_to_folder(
+    let exported = export_to_folder(
         &mut target,
         &dir,
         &args.names,
@@ -104,7 +104,7 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     )
     .await?;
     bar.finish_and_clear();
-    for name in &pruned {
+    for name in &exported.pruned {
         eprintln!("PRUNED {name}.json");
     }
     let secrets = match args.secrets {
@@ -113,17 +113,31 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
         SecretsMode::Encrypted => "encrypted",
     };
     println!(
-        "{}: exported {exported} profiles (secrets {secrets}), pruned {}",
+        "{}: exported {} profiles (secrets {secrets}; {} written, {} unchanged), pruned {}",
         dir.display(),
-        pruned.len()
+        exported.written + exported.unchanged,
+        exported.written,
+        exported.unchanged,
+        exported.pruned.len()
     );
     Ok(true)
+}
+
+/// What [`export_to_folder`] did.
+#[derive(Debug)]
+pub struct Exported {
+    /// Files written (new or changed).
+    pub written: usize,
+    /// Files that already held exactly the profile, left as they were.
+    pub unchanged: usize,
+    /// The names deleted by `prune`.
+    pub pruned: Vec<String>,
 }
 
 /// Exports from `target` into `dir` (created when missing) under the SDK's lock: a thread writes
 /// each page's files while the next page is fetched, then all are put in place at once (see
 /// [`Staging`]). With `prune`, deletes the folder's other profile files. `done(n, of)` follows the
-/// files put in place. Returns how many files were exported and the pruned names.
+/// files put in place. Files that already hold exactly their profile are left as they were.
 pub async fn export_to_folder(
     target: &mut Target,
     dir: &Path,
@@ -132,7 +146,7 @@ pub async fn export_to_folder(
     key: Option<&FernetKey>,
     prune: bool,
     done: &dyn Fn(usize, usize),
-) -> anyhow::Result<(usize, Vec<String>)> {
+) -> anyhow::Result<Exported> {
     let folder = ProfilesDir::lock(dir, true)
         .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?;
     let (pages, received) = std::sync::mpsc::sync_channel::<Vec<(String, String)>>(4);
@@ -142,7 +156,7 @@ pub async fn export_to_folder(
         let mut written = BTreeSet::new();
         for page in received {
             for (name, text) in page {
-                staging.stage(format!("{name}.json"), &text)?;
+                staging.stage_if_changed(format!("{name}.json"), &text)?;
                 written.insert(name);
             }
         }
@@ -161,7 +175,7 @@ pub async fn export_to_folder(
     fetched?;
     let (staging, written) =
         written.with_context(|| format!("cannot write into {}", dir.display()))?;
-    let len = staging.len();
+    let (len, unchanged) = (staging.len(), staging.unchanged());
     staging
         .commit(&|n| done(n, len))
         .with_context(|| format!("cannot write into {}", dir.display()))?;
@@ -170,5 +184,9 @@ pub async fn export_to_folder(
     } else {
         Vec::new()
     };
-    Ok((len, pruned))
+    Ok(Exported {
+        written: len,
+        unchanged,
+        pruned,
+    })
 }

@@ -41,6 +41,9 @@ pub fn write_files(dir: &Path, files: &[(String, &str)], done: &dyn Fn(usize)) -
 pub struct Staging {
     dir: PathBuf,
     staged: Vec<(tempfile::TempPath, String)>,
+    unchanged: usize,
+    /// The folder's file names when the first [`Staging::stage_if_changed`] ran.
+    existing: Option<std::collections::HashSet<std::ffi::OsString>>,
 }
 
 impl Staging {
@@ -49,7 +52,37 @@ impl Staging {
         Self {
             dir: dir.to_owned(),
             staged: Vec::new(),
+            unchanged: 0,
+            existing: None,
         }
+    }
+
+    /// Like [`Staging::stage`], but leaves `name` as it is when it already holds exactly `text`
+    /// (a regular file, not a symlink, mode 0600): a re-export rewrites only what changed, so the
+    /// files' modification times tell what did. Returns whether the file was staged.
+    pub fn stage_if_changed(&mut self, name: String, text: &str) -> io::Result<bool> {
+        let dir = &self.dir;
+        let existing = match &mut self.existing {
+            Some(names) => names,
+            unset => unset.insert(
+                fs::read_dir(dir)?
+                    .map(|entry| entry.map(|e| e.file_name()))
+                    .collect::<io::Result<_>>()?,
+            ),
+        };
+        if existing.contains(std::ffi::OsStr::new(&name))
+            && holds_exactly(&dir.join(&name), text.as_bytes())
+        {
+            self.unchanged += 1;
+            return Ok(false);
+        }
+        self.stage(name, text)?;
+        Ok(true)
+    }
+
+    /// How many files [`Staging::stage_if_changed`] left as they were.
+    pub fn unchanged(&self) -> usize {
+        self.unchanged
     }
 
     /// Writes `text` to a temp file that [`Staging::commit`] renames to `name`.
@@ -84,6 +117,29 @@ impl Staging {
         }
         folder.sync_all()
     }
+}
+
+/// Whether `path` is a regular file of mode 0600 whose bytes are `want` (never follows a symlink).
+fn holds_exactly(path: &Path, want: &[u8]) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    if !meta.is_file()
+        || meta.permissions().mode() & 0o7777 != 0o600
+        || meta.len() != want.len() as u64
+    {
+        return false;
+    }
+    let mut have = Vec::with_capacity(want.len());
+    file.read_to_end(&mut have).is_ok() && have == want
 }
 
 /// Flushes every dirty page of the file system holding `file` (Linux `syncfs`).

@@ -449,6 +449,101 @@ async fn export_keeps_other_files_unless_prune() {
     assert!(out.join("notes.txt").exists() && out.join("mine.json").exists());
 }
 
+/// A re-export rewrites only the files whose bytes or mode differ; a symlink in a profile's place is
+/// replaced by a regular file, never followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_export_rewrites_only_what_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    for name in ["same", "edited", "loose-mode", "linked"] {
+        create(&mut c, profile(name, "gpt-4o", Some("sk-re-export"))).await;
+    }
+    let out = app.dir.path().join("profiles");
+    let export = || {
+        cli(
+            args(&[
+                "export",
+                out.to_str().unwrap(),
+                "--server",
+                &app.url(),
+                "--secrets",
+                "plaintext",
+            ]),
+            vec![],
+        )
+    };
+    let first = export().await;
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("exported 4 profiles (secrets plaintext; 4 written, 0 unchanged)"),
+        "{}",
+        text(&first)
+    );
+    let inode = |name: &str| {
+        std::fs::metadata(out.join(format!("{name}.json")))
+            .unwrap()
+            .ino()
+    };
+    let before: BTreeMap<&str, u64> = ["same", "edited", "loose-mode"]
+        .into_iter()
+        .map(|n| (n, inode(n)))
+        .collect();
+
+    // Arrange: one profile changes on the server, one file loses its mode, one becomes a symlink to
+    // a file outside the folder with the same bytes.
+    c.update_profile(pb::UpdateProfileRequest {
+        profile: Some(profile("edited", "gpt-5", Some("sk-re-export"))),
+        allow_missing: false,
+        expected_revision: None,
+    })
+    .await
+    .unwrap();
+    let loose = out.join("loose-mode.json");
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let outside = app.dir.path().join("outside.json");
+    std::fs::rename(out.join("linked.json"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("linked.json")).unwrap();
+    let outside_bytes = std::fs::read(&outside).unwrap();
+
+    let second = export().await;
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("exported 4 profiles (secrets plaintext; 3 written, 1 unchanged)"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(
+        inode("same"),
+        before["same"],
+        "an identical file is left in place"
+    );
+    assert_ne!(inode("edited"), before["edited"]);
+    assert_ne!(inode("loose-mode"), before["loose-mode"]);
+    assert_eq!(
+        std::fs::metadata(&loose).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let linked = std::fs::symlink_metadata(out.join("linked.json")).unwrap();
+    assert!(linked.file_type().is_file(), "the symlink was replaced");
+    assert_eq!(
+        std::fs::read(&outside).unwrap(),
+        outside_bytes,
+        "its target untouched"
+    );
+    let got = json_files(&out);
+    assert!(String::from_utf8_lossy(&got["edited.json"]).contains("gpt-5"));
+    assert_eq!(got["linked.json"], outside_bytes);
+
+    let third = export().await;
+    assert!(
+        text(&third).contains("(secrets plaintext; 0 written, 4 unchanged)"),
+        "{}",
+        text(&third)
+    );
+    assert_eq!(json_files(&out), got, "nothing changed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_dir_mode_works_without_a_server_and_refuses_with_one() {
     if sled_only("--data-dir mode is sled's") {
