@@ -388,7 +388,8 @@ fn import_result_to_pb(r: ImportReport) -> pb::ImportResult {
 
 /// Sends the snapshot, then every later change once: a change already reflected in the snapshot
 /// (its seq at or below the snapshot's record for that name) is skipped, so there is no gap and no
-/// step back. A watcher that falls too far behind is cut off with RESOURCE_EXHAUSTED.
+/// step back. A watcher that falls too far behind is cut off with RESOURCE_EXHAUSTED; one whose
+/// server missed changes (see [`ProfileChange::Missed`]) with ABORTED.
 async fn forward_changes(
     watch: ProfileWatch,
     mut shutdown: watch::Receiver<bool>,
@@ -431,6 +432,14 @@ async fn forward_changes(
         let (seq, name) = match &change {
             ProfileChange::Put { seq, profile } => (*seq, &profile.name),
             ProfileChange::Delete { seq, name, .. } => (*seq, name),
+            ProfileChange::Missed { after } => {
+                let msg = format!(
+                    "this server missed profile changes after change {after} (it was cut off from \
+                     the database for longer than the change log is kept); watch again with send_initial"
+                );
+                let _ = tx.send(Err(Status::aborted(msg))).await;
+                return;
+            }
         };
         if seq < covered || (seq <= newest && seen.get(name).is_some_and(|s| *s >= seq)) {
             continue;
@@ -448,6 +457,7 @@ async fn forward_changes(
                 revision,
                 false,
             ),
+            ProfileChange::Missed { .. } => return,
         };
         if tx.send(Ok(e)).await.is_err() {
             return;

@@ -148,6 +148,13 @@ pub enum ProfileChange {
         /// The revision it had.
         revision: i64,
     },
+    /// Changes after `after` were pruned from the shared change log before this replica read
+    /// them (PostgreSQL, a replica cut off from the database for longer than the log is kept): a
+    /// watcher cannot know what it missed and must start over.
+    Missed {
+        /// The last change this replica read.
+        after: u64,
+    },
 }
 
 /// Events appended to one conversation (or its deletion), published once durable. It names only where the log now

@@ -1,7 +1,8 @@
 //! Three server processes on one PostgreSQL database (issue 9): what is written through one replica
 //! is read and watched through the others, concurrent expected_revision updates through different
-//! replicas lose no update, appends from several replicas keep seqs contiguous, and SIGKILL of a
-//! replica under load loses no acknowledged write.
+//! replicas lose no update, appends from several replicas keep seqs contiguous, SIGKILL of a
+//! replica under load loses no acknowledged write, and a replica that missed pruned changes tells
+//! its watchers.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -458,20 +459,50 @@ async fn wait_status(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_follows_the_database_connection() {
-    use tonic_health::pb::health_check_response::ServingStatus;
+/// A new database for servers started by hand, with a key file in a temp dir.
+struct Database {
+    admin: String,
+    db: String,
+    url: String,
+    tmp: tempfile::TempDir,
+    key: String,
+}
+
+/// A new database named `prefix_<uuid>`, or `None` (skipped) without PostgreSQL.
+fn database(prefix: &str) -> Option<Database> {
     let admin = postgres_admin();
     if skip_without("PostgreSQL (REGISTRY_TEST_POSTGRES)", admin.is_some()) {
-        return;
+        return None;
     }
-    let admin = admin.unwrap();
-    let db = format!("replicas_ready_{}", uuid::Uuid::new_v4().simple());
+    let admin = admin?;
+    let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     let url = postgres_database(&admin, &db);
     let tmp = tempfile::tempdir().unwrap();
     let key = tmp.path().join("keys");
     std::fs::write(&key, "r1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
     let key = key.display().to_string();
+    Some(Database {
+        admin,
+        db,
+        url,
+        tmp,
+        key,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_connection() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(Database {
+        admin,
+        db,
+        url,
+        tmp,
+        key,
+    }) = database("replicas_ready")
+    else {
+        return;
+    };
     let server = ChildServer::start(
         &tmp.path().join("d"),
         &["--store", &url, "--secret-key-file", &key],
@@ -517,4 +548,98 @@ async fn readiness_follows_the_database_connection() {
         .unwrap()
         .into_inner();
     assert_eq!(updated.revision, 2);
+}
+
+/// A replica cut off from the database while changes it never read are pruned from the change log
+/// (as after an hour away) tells its watchers to start over (ABORTED) instead of going on as if
+/// nothing was missed; a replica that stayed connected streams the same change normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_whose_replica_missed_pruned_changes_is_told_to_start_over() {
+    use sqlx::Connection;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(Database {
+        admin,
+        db,
+        url,
+        tmp,
+        key,
+    }) = database("replicas_missed")
+    else {
+        return;
+    };
+    // Each replica names itself (application_name in the URL), so the test can cut off one.
+    let start = |name: &str| {
+        ChildServer::start(
+            &tmp.path().join(name),
+            &[
+                "--store",
+                &format!("{url}?application_name={name}"),
+                "--secret-key-file",
+                &key,
+            ],
+        )
+    };
+    let (away, stayed) = (start("replica_away"), start("replica_stayed"));
+    let mut writer = profiles_of(&stayed).await;
+    create(&mut writer, profile("watched", "gpt-4o", None)).await;
+    let (mut on_away, mut on_stayed) = (watch_from(&away).await, watch_from(&stayed).await);
+    for stream in [&mut on_away, &mut on_stayed] {
+        let first = next_event(stream).await;
+        assert_eq!((first.name.as_str(), first.revision), ("watched", 1));
+    }
+
+    // Cut `away` off, change the profile through `stayed`, and prune the change log.
+    let mut held = sqlx::PgConnection::connect(&url).await.unwrap();
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"),
+    );
+    admin_sql(
+        &admin,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND application_name = 'replica_away'"
+        ),
+    );
+    wait_status(&away, ServingStatus::NotServing).await;
+    writer
+        .update_profile(pb::UpdateProfileRequest {
+            profile: Some(profile("watched", "gpt-5", None)),
+            allow_missing: false,
+            expected_revision: Some(1),
+        })
+        .await
+        .unwrap();
+    let changed = next_event(&mut on_stayed).await;
+    assert_eq!((changed.name.as_str(), changed.revision), ("watched", 2));
+    sqlx::query("DELETE FROM profile_changes")
+        .execute(&mut held)
+        .await
+        .unwrap();
+    admin_sql(
+        &admin,
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"),
+    );
+
+    // Back: `away` serves again, its watcher is told, and a new watch starts from the truth.
+    wait_status(&away, ServingStatus::Serving).await;
+    let told = tokio::time::timeout(Duration::from_secs(10), on_away.message())
+        .await
+        .expect("the watcher is told within 10 s")
+        .expect_err("an error, not an event");
+    assert_eq!(told.code(), Code::Aborted, "{told:?}");
+    assert!(told.message().contains("send_initial"), "{told:?}");
+    let first = next_event(&mut watch_from(&away).await).await;
+    assert_eq!((first.name.as_str(), first.revision), ("watched", 2));
+    held.close().await.unwrap();
+}
+
+/// A new watch on `s` with send_initial.
+async fn watch_from(s: &ChildServer) -> tonic::Streaming<pb::ProfileEvent> {
+    profiles_of(s)
+        .await
+        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .await
+        .unwrap()
+        .into_inner()
 }

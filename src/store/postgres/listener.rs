@@ -166,7 +166,7 @@ pub(super) async fn run(mut l: Listener) {
             }
         };
         // Changes made while we were away: read them, then trust the cache again.
-        if let Err(e) = l.catch_up().await {
+        if let Err(e) = l.catch_up_after_reconnect().await {
             l.down(&e);
             tokio::time::sleep(IDLE).await;
             continue;
@@ -256,6 +256,33 @@ impl Listener {
         }
     }
 
+    /// [`Listener::catch_up`], and tells whether changes the log no longer holds were made while
+    /// this replica was away: the counter read first says which seqs were committed by then, so a
+    /// change committed during the catch-up is not mistaken for a missing one.
+    async fn catch_up_after_reconnect(&mut self) -> Result<(), StoreError> {
+        let committed = super::rows::next_seq(&self.pool).await?.saturating_sub(1);
+        self.catch_up().await?;
+        if self.last_seq < committed {
+            self.missed(committed + 1);
+            self.last_seq = committed;
+        }
+        Ok(())
+    }
+
+    /// Changes between `last_seq` and `next` are gone from the log: the cache is emptied and the
+    /// watchers are told.
+    fn missed(&mut self, next: u64) {
+        tracing::warn!(
+            from = self.last_seq,
+            to = next,
+            "profile changes were pruned before this replica read them: cache emptied, watchers told to start over"
+        );
+        self.cache.set_enabled(true);
+        let _ = self.changes.send(ProfileChange::Missed {
+            after: self.last_seq,
+        });
+    }
+
     /// Reads the changes after `last_seq` in order; drops their names from the cache and publishes
     /// them. A gap (pruned rows) empties the cache.
     async fn catch_up(&mut self) -> Result<(), StoreError> {
@@ -271,12 +298,7 @@ impl Listener {
             for (seq, name, revision, record) in rows {
                 let seq = u64::try_from(seq).unwrap_or(0);
                 if seq != self.last_seq + 1 {
-                    tracing::warn!(
-                        from = self.last_seq,
-                        to = seq,
-                        "profile changes were pruned before this replica read them: cache emptied"
-                    );
-                    self.cache.set_enabled(true);
+                    self.missed(seq);
                 }
                 self.last_seq = seq;
                 self.cache.invalidate(&name, seq);

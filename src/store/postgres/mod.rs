@@ -356,7 +356,11 @@ impl PgStore {
         })?;
         check_tls_files(&connect)?;
         warn_if_unverified(&connect);
-        let connect = connect.application_name("profile-registry");
+        // The URL's application_name (e.g. one per replica) wins over ours.
+        let connect = match connect.get_application_name() {
+            Some(_) => connect,
+            None => connect.application_name("profile-registry"),
+        };
         PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -509,9 +513,10 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let names: Vec<(&str, u64)> = changes
             .iter()
-            .map(|c| match c {
-                ProfileChange::Put { profile, seq } => (profile.name.as_str(), *seq),
-                ProfileChange::Delete { name, seq, .. } => (name.as_str(), *seq),
+            .filter_map(|c| match c {
+                ProfileChange::Put { profile, seq } => Some((profile.name.as_str(), *seq)),
+                ProfileChange::Delete { name, seq, .. } => Some((name.as_str(), *seq)),
+                ProfileChange::Missed { .. } => None,
             })
             .collect();
         let listed: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
