@@ -1,7 +1,8 @@
 //! The server reaches PostgreSQL over TLS with libpq's URL parameters (`sslmode`, `sslrootcert`):
 //! verified against the CA, every connection encrypted, and a wrong CA refused with an error that
-//! names the database and never the password. Needs `.ci/postgres`'s cluster (TLS on, its CA in
-//! `REGISTRY_TEST_POSTGRES_CA`).
+//! names the database and never the password; a role that needs a client certificate logs in with
+//! `sslcert`/`sslkey`. Needs `.ci/postgres`'s cluster (TLS on, its CA in `REGISTRY_TEST_POSTGRES_CA`,
+//! the client certificate of the role `registry_cert` beside it).
 use std::process::Command;
 use std::time::Duration;
 
@@ -160,4 +161,72 @@ async fn the_server_reaches_postgres_over_verified_tls_and_refuses_a_wrong_ca() 
         ),
         "1"
     );
+}
+
+/// A database role that may log in only with a client certificate (`hostssl ... cert`): the server
+/// logs in with `sslcert`/`sslkey` in the URL, and without them is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_logs_in_to_postgres_with_a_client_certificate() {
+    let admin = postgres_admin();
+    let ca = std::env::var("REGISTRY_TEST_POSTGRES_CA")
+        .ok()
+        .filter(|p| std::path::Path::new(p).is_file());
+    let client = ca
+        .as_ref()
+        .map(|ca| std::path::Path::new(ca).with_file_name("client.crt"))
+        .filter(|c| c.is_file());
+    if skip_without(
+        "PostgreSQL with client certificates (.ci/postgres: REGISTRY_TEST_POSTGRES, REGISTRY_TEST_POSTGRES_CA, client.crt beside it)",
+        admin.is_some() && client.is_some(),
+    ) {
+        return;
+    }
+    let (admin, ca, cert) = (admin.unwrap(), ca.unwrap(), client.unwrap());
+    let key = cert.with_file_name("client.key");
+    let database = format!("tls_cert_{}", uuid::Uuid::new_v4().simple());
+    let url = postgres_database(&admin, &database).replacen("://postgres@", "://registry_cert@", 1);
+    psql_value(
+        &admin,
+        &format!("ALTER DATABASE {database} OWNER TO registry_cert"),
+    );
+    let verify = format!("sslmode=verify-full&sslrootcert={ca}");
+    let with_cert = format!(
+        "{url}?{verify}&sslcert={}&sslkey={}",
+        cert.display(),
+        key.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::write(&keys, "t1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    let keys = keys.display().to_string();
+
+    let without = Command::new(binary())
+        .args(["migrate", "--store", &format!("{url}?{verify}")])
+        .output()
+        .unwrap();
+    let text = output_text(&without);
+    assert!(!without.status.success(), "{text}");
+    assert!(
+        text.contains("requires a valid client certificate"),
+        "{text}"
+    );
+
+    let mut server = ChildServer::start(
+        &tmp.path().join("data"),
+        &["--store", &with_cert, "--secret-key-file", &keys],
+    );
+    let mut client = ProfileServiceClient::new(connect(server.addr).await);
+    create(&mut client, profile("by-cert", "gpt-4o", None)).await;
+    let user = psql_value(
+        &admin,
+        &format!(
+            "SELECT DISTINCT a.usename || ' ' || s.client_dn FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{database}' \
+             AND a.application_name = 'profile-registry'"
+        ),
+    );
+    assert_eq!(user, "registry_cert /CN=registry_cert");
+    server.signal("TERM");
+    let (code, _) = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{}", server.log());
 }
