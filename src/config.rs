@@ -315,15 +315,15 @@ pub struct TargetArgs {
     pub secret_key_file: Option<PathBuf>,
 }
 
-/// What an import does with a profile name that exists.
+/// What an import does with a profile name that exists, and an export with a file that differs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum OnConflict {
-    /// Keep the stored profile.
+    /// Keep what is there (import: the stored profile; export: the folder's file).
     #[default]
     Skip,
-    /// Replace it with the file's.
+    /// Replace it (import: with the file's profile; export: with the registry's profile).
     Overwrite,
-    /// Write nothing at all when any name exists.
+    /// Write nothing at all when any name conflicts.
     Fail,
 }
 
@@ -402,6 +402,21 @@ pub struct ExportArgs {
     /// Delete the folder's other `<name>.json` files, so it holds exactly the exported profiles.
     #[arg(long, env = "REGISTRY_EXPORT_PRUNE")]
     pub prune: bool,
+
+    /// What to do when the folder's file for a profile differs from it: replace the file
+    /// (default), keep it, or write nothing at all. A file that already holds exactly the profile
+    /// is left as it is in every case.
+    #[arg(
+        long,
+        env = "REGISTRY_EXPORT_ON_CONFLICT",
+        value_enum,
+        default_value = "overwrite"
+    )]
+    pub on_conflict: OnConflict,
+
+    /// Report what would be written, kept and pruned without touching the folder.
+    #[arg(long, env = "REGISTRY_EXPORT_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// Settings of `serve`.

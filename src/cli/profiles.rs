@@ -6,8 +6,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{fernet_key_from_env, Target};
-use crate::config::{ExportArgs, ImportArgs, SecretsMode};
-use crate::openhands::folder::{default_dir, ProfilesDir, Refused, Staging};
+use crate::config::{ExportArgs, ImportArgs, OnConflict, SecretsMode};
+use crate::openhands::folder::{default_dir, prunable, FileState, ProfilesDir, Refused, Staging};
 use crate::openhands::secrets::FernetKey;
 use crate::service::transfer::{ImportReport, Outcome};
 use crate::service::Limits;
@@ -90,22 +90,35 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     let key = fernet_key_from_env(&args.fernet_key_env);
     let mut target = Target::open(&args.target).await?;
     let bar = progress(0, "files");
-    let exported = export_to_folder(
-        &mut target,
-        &dir,
-        &args.names,
-        args.secrets,
-        key.as_ref(),
-        args.prune,
-        &|n, len| {
-            bar.set_length(len as u64);
-            bar.set_position(n as u64)
-        },
-    )
+    let options = ExportOptions {
+        names: &args.names,
+        mode: args.secrets,
+        key: key.as_ref(),
+        prune: args.prune,
+        on_conflict: args.on_conflict,
+        dry_run: args.dry_run,
+    };
+    let exported = export_to_folder(&mut target, &dir, &options, &|n, len| {
+        bar.set_length(len as u64);
+        bar.set_position(n as u64)
+    })
     .await?;
     bar.finish_and_clear();
+    let file = |name: &String| dir.join(format!("{name}.json")).display().to_string();
+    for name in &exported.conflicts {
+        eprintln!(
+            "CONFLICT {}: differs from the registry's profile; nothing was written (--on-conflict fail)",
+            file(name)
+        );
+    }
+    for name in &exported.skipped {
+        eprintln!(
+            "SKIPPED {}: differs from the registry's profile; kept (--on-conflict skip)",
+            file(name)
+        );
+    }
     for name in &exported.pruned {
-        eprintln!("PRUNED {name}.json");
+        eprintln!("PRUNED {}", file(name));
     }
     let secrets = match args.secrets {
         SecretsMode::Redacted => "redacted",
@@ -113,57 +126,114 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
         SecretsMode::Encrypted => "encrypted",
     };
     println!(
-        "{}: exported {} profiles (secrets {secrets}; {} written, {} unchanged), pruned {}",
+        "{}{}: exported {} profiles (secrets {secrets}; {} written, {} unchanged, {} skipped, {} conflicts), pruned {}",
+        if args.dry_run || !exported.conflicts.is_empty() {
+            "dry run, nothing written: "
+        } else {
+            ""
+        },
         dir.display(),
         exported.written + exported.unchanged,
         exported.written,
         exported.unchanged,
+        exported.skipped.len(),
+        exported.conflicts.len(),
         exported.pruned.len()
     );
-    Ok(true)
+    Ok(exported.conflicts.is_empty())
 }
 
-/// What [`export_to_folder`] did.
-#[derive(Debug)]
+/// What [`export_to_folder`] writes and how (no Debug: it holds the key).
+#[derive(Clone, Copy)]
+pub struct ExportOptions<'a> {
+    /// Only these profiles; empty = all.
+    pub names: &'a [String],
+    /// How secrets are written.
+    pub mode: SecretsMode,
+    /// The SDK's key, for [`SecretsMode::Encrypted`].
+    pub key: Option<&'a FernetKey>,
+    /// Delete the folder's other profile files.
+    pub prune: bool,
+    /// A file that differs from its profile: replace it, keep it, or write nothing at all.
+    pub on_conflict: OnConflict,
+    /// Only report.
+    pub dry_run: bool,
+}
+
+/// What [`export_to_folder`] did (or, in a dry run or after a conflict, would do).
+#[derive(Debug, Default)]
 pub struct Exported {
-    /// Files written (new or changed).
+    /// Files written (new or replaced).
     pub written: usize,
     /// Files that already held exactly the profile, left as they were.
     pub unchanged: usize,
+    /// Files that differ from their profile, kept (`--on-conflict skip`).
+    pub skipped: Vec<String>,
+    /// Files that differ from their profile under `--on-conflict fail`: when any, nothing was
+    /// written and nothing pruned.
+    pub conflicts: Vec<String>,
     /// The names deleted by `prune`.
     pub pruned: Vec<String>,
 }
 
 /// Exports from `target` into `dir` (created when missing) under the SDK's lock: a thread writes
 /// each page's files while the next page is fetched, then all are put in place at once (see
-/// [`Staging`]). With `prune`, deletes the folder's other profile files. `done(n, of)` follows the
-/// files put in place. Files that already hold exactly their profile are left as they were.
+/// [`Staging`]). A file that already holds exactly its profile is left as it is; one that differs
+/// is handled by `on_conflict`. With `prune`, deletes the folder's other profile files. A dry run
+/// reads the folder (unlocked) and writes nothing. `done(n, of)` follows the files put in place.
 pub async fn export_to_folder(
     target: &mut Target,
     dir: &Path,
-    names: &[String],
-    mode: SecretsMode,
-    key: Option<&FernetKey>,
-    prune: bool,
+    options: &ExportOptions<'_>,
     done: &dyn Fn(usize, usize),
 ) -> anyhow::Result<Exported> {
-    let folder = ProfilesDir::lock(dir, true)
-        .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?;
+    let folder = if options.dry_run {
+        None
+    } else {
+        Some(
+            ProfilesDir::lock(dir, true)
+                .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?,
+        )
+    };
     let (pages, received) = std::sync::mpsc::sync_channel::<Vec<(String, String)>>(4);
-    let path = folder.path().to_owned();
+    let (path, policy, dry_run) = (dir.to_owned(), options.on_conflict, options.dry_run);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let mut staging = Staging::new(&path);
-        let mut written = BTreeSet::new();
+        let (mut report, mut exported) = (Exported::default(), BTreeSet::new());
         for page in received {
             for (name, text) in page {
-                staging.stage_if_changed(format!("{name}.json"), &text)?;
-                written.insert(name);
+                let file = format!("{name}.json");
+                let write = match staging.compare(&file, &text)? {
+                    FileState::Same => {
+                        report.unchanged += 1;
+                        false
+                    }
+                    FileState::Absent => true,
+                    FileState::Different => match policy {
+                        OnConflict::Overwrite => true,
+                        OnConflict::Skip => {
+                            report.skipped.push(name.clone());
+                            false
+                        }
+                        OnConflict::Fail => {
+                            report.conflicts.push(name.clone());
+                            false
+                        }
+                    },
+                };
+                if write {
+                    report.written += 1;
+                    if !dry_run {
+                        staging.stage(file, &text)?;
+                    }
+                }
+                exported.insert(name);
             }
         }
-        Ok((staging, written))
+        Ok((staging, report, exported))
     });
     let fetched = target
-        .export_pages(names, mode, key, &mut |page| {
+        .export_pages(options.names, options.mode, options.key, &mut |page| {
             // A closed channel means the writer failed: its error is reported below.
             pages
                 .send(page)
@@ -173,20 +243,22 @@ pub async fn export_to_folder(
     drop(pages);
     let written = writer.await.context("the file writer panicked")?;
     fetched?;
-    let (staging, written) =
+    let (staging, mut report, exported) =
         written.with_context(|| format!("cannot write into {}", dir.display()))?;
-    let (len, unchanged) = (staging.len(), staging.unchanged());
+    let Some(folder) = folder.filter(|_| report.conflicts.is_empty()) else {
+        // A dry run, or a conflict under FAIL: the staged temp files go with `staging`.
+        drop(staging);
+        if options.prune {
+            report.pruned = prunable(dir, &exported)?;
+        }
+        return Ok(report);
+    };
+    let len = staging.len();
     staging
         .commit(&|n| done(n, len))
         .with_context(|| format!("cannot write into {}", dir.display()))?;
-    let pruned = if prune {
-        folder.prune(&written)?
-    } else {
-        Vec::new()
-    };
-    Ok(Exported {
-        written: len,
-        unchanged,
-        pruned,
-    })
+    if options.prune {
+        report.pruned = folder.prune(&exported)?;
+    }
+    Ok(report)
 }

@@ -41,9 +41,19 @@ pub fn write_files(dir: &Path, files: &[(String, &str)], done: &dyn Fn(usize)) -
 pub struct Staging {
     dir: PathBuf,
     staged: Vec<(tempfile::TempPath, String)>,
-    unchanged: usize,
-    /// The folder's file names when the first [`Staging::stage_if_changed`] ran.
+    /// The folder's file names when the first [`Staging::compare`] ran.
     existing: Option<std::collections::HashSet<std::ffi::OsString>>,
+}
+
+/// What the folder holds under a name, against what would be written there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// No such entry.
+    Absent,
+    /// A regular file of mode 0600 with exactly those bytes.
+    Same,
+    /// Anything else: other bytes, another mode, a symlink, a folder.
+    Different,
 }
 
 impl Staging {
@@ -52,37 +62,31 @@ impl Staging {
         Self {
             dir: dir.to_owned(),
             staged: Vec::new(),
-            unchanged: 0,
             existing: None,
         }
     }
 
-    /// Like [`Staging::stage`], but leaves `name` as it is when it already holds exactly `text`
-    /// (a regular file, not a symlink, mode 0600): a re-export rewrites only what changed, so the
-    /// files' modification times tell what did. Returns whether the file was staged.
-    pub fn stage_if_changed(&mut self, name: String, text: &str) -> io::Result<bool> {
+    /// What `name` in the folder holds against `text` (never follows a symlink). The folder is
+    /// listed once, so a fresh (or missing) folder costs no opens.
+    pub fn compare(&mut self, name: &str, text: &str) -> io::Result<FileState> {
         let dir = &self.dir;
         let existing = match &mut self.existing {
             Some(names) => names,
-            unset => unset.insert(
-                fs::read_dir(dir)?
+            unset => unset.insert(match fs::read_dir(dir) {
+                Ok(entries) => entries
                     .map(|entry| entry.map(|e| e.file_name()))
                     .collect::<io::Result<_>>()?,
-            ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+                Err(e) => return Err(e),
+            }),
         };
-        if existing.contains(std::ffi::OsStr::new(&name))
-            && holds_exactly(&dir.join(&name), text.as_bytes())
-        {
-            self.unchanged += 1;
-            return Ok(false);
-        }
-        self.stage(name, text)?;
-        Ok(true)
-    }
-
-    /// How many files [`Staging::stage_if_changed`] left as they were.
-    pub fn unchanged(&self) -> usize {
-        self.unchanged
+        Ok(if !existing.contains(std::ffi::OsStr::new(name)) {
+            FileState::Absent
+        } else if holds_exactly(&dir.join(name), text.as_bytes()) {
+            FileState::Same
+        } else {
+            FileState::Different
+        })
     }
 
     /// Writes `text` to a temp file that [`Staging::commit`] renames to `name`.
@@ -292,21 +296,35 @@ impl ProfilesDir {
 
     /// Deletes the `*.json` profile files whose names are not in `keep`; returns their names.
     pub fn prune(&self, keep: &BTreeSet<String>) -> io::Result<Vec<String>> {
-        let mut removed = Vec::new();
-        for entry in fs::read_dir(&self.path)? {
-            let entry = entry?;
-            let Ok(file) = entry.file_name().into_string() else {
-                continue;
-            };
-            let Some(name) = file.strip_suffix(".json") else {
-                continue;
-            };
-            if !keep.contains(name) && entry.file_type()?.is_file() {
-                fs::remove_file(entry.path())?;
-                removed.push(name.to_owned());
-            }
+        let names = prunable(&self.path, keep)?;
+        for name in &names {
+            fs::remove_file(self.path.join(format!("{name}.json")))?;
         }
-        removed.sort();
-        Ok(removed)
+        Ok(names)
     }
+}
+
+/// The names of the `*.json` regular files in `dir` that are not in `keep` (what
+/// [`ProfilesDir::prune`] deletes), sorted; none when `dir` does not exist.
+pub fn prunable(dir: &Path, keep: &BTreeSet<String>) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Ok(file) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(name) = file.strip_suffix(".json") else {
+            continue;
+        };
+        if !keep.contains(name) && entry.file_type()?.is_file() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }

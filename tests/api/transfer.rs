@@ -476,7 +476,7 @@ async fn re_export_rewrites_only_what_changed() {
     let first = export().await;
     assert!(first.status.success(), "{}", text(&first));
     assert!(
-        text(&first).contains("exported 4 profiles (secrets plaintext; 4 written, 0 unchanged)"),
+        text(&first).contains("exported 4 profiles (secrets plaintext; 4 written, 0 unchanged, 0 skipped, 0 conflicts)"),
         "{}",
         text(&first)
     );
@@ -509,7 +509,7 @@ async fn re_export_rewrites_only_what_changed() {
     let second = export().await;
     assert!(second.status.success(), "{}", text(&second));
     assert!(
-        text(&second).contains("exported 4 profiles (secrets plaintext; 3 written, 1 unchanged)"),
+        text(&second).contains("exported 4 profiles (secrets plaintext; 3 written, 1 unchanged, 0 skipped, 0 conflicts)"),
         "{}",
         text(&second)
     );
@@ -537,11 +537,111 @@ async fn re_export_rewrites_only_what_changed() {
 
     let third = export().await;
     assert!(
-        text(&third).contains("(secrets plaintext; 0 written, 4 unchanged)"),
+        text(&third)
+            .contains("(secrets plaintext; 0 written, 4 unchanged, 0 skipped, 0 conflicts)"),
         "{}",
         text(&third)
     );
     assert_eq!(json_files(&out), got, "nothing changed");
+}
+
+/// The folder's files as they are, `*.tmp` included: what a refused or dry-run export must leave.
+fn folder_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// Export's --dry-run and --on-conflict: a file that differs from its profile is replaced by
+/// default, kept with skip, and with fail nothing is written at all (exit code 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_conflicts_and_dry_run() {
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    for name in ["edited-here", "edited-there"] {
+        create(&mut c, profile(name, "gpt-4o", None)).await;
+    }
+    let out = app.dir.path().join("profiles");
+    let export = |extra: &[&str]| {
+        let mut a = args(&["export", out.to_str().unwrap(), "--server", &app.url()]);
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        cli(a, vec![])
+    };
+    let first = export(&[]).await;
+    assert!(first.status.success(), "{}", text(&first));
+
+    // Arrange: one file edited by hand, one profile changed in the registry, one new profile, a
+    // stray profile file.
+    let here = out.join("edited-here.json");
+    std::fs::write(&here, "{\"model\": \"hand-edited\"}").unwrap();
+    c.update_profile(pb::UpdateProfileRequest {
+        profile: Some(profile("edited-there", "gpt-5", None)),
+        allow_missing: false,
+        expected_revision: None,
+    })
+    .await
+    .unwrap();
+    create(&mut c, profile("brand-new", "gpt-4o", None)).await;
+    std::fs::write(out.join("stray.json"), "{\"model\": \"x\"}").unwrap();
+    let before = folder_bytes(&out);
+
+    let dry = export(&["--dry-run", "--prune"]).await;
+    let dry_text = text(&dry);
+    assert!(dry.status.success(), "{dry_text}");
+    assert!(
+        dry_text.contains("dry run, nothing written")
+            && dry_text.contains("exported 3 profiles (secrets redacted; 3 written, 0 unchanged")
+            && dry_text.contains("stray.json")
+            && dry_text.contains("pruned 1"),
+        "{dry_text}"
+    );
+    assert_eq!(folder_bytes(&out), before, "a dry run touches nothing");
+
+    let failed = export(&["--on-conflict", "fail"]).await;
+    let failed_text = text(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{failed_text}");
+    for name in ["edited-here.json", "edited-there.json"] {
+        assert!(
+            failed_text.contains(&format!("CONFLICT {}", out.join(name).display())),
+            "{failed_text}"
+        );
+    }
+    assert!(failed_text.contains("2 conflicts"), "{failed_text}");
+    assert_eq!(
+        folder_bytes(&out),
+        before,
+        "fail writes nothing, leaves no temp file"
+    );
+
+    let skipped = export(&["--on-conflict", "skip"]).await;
+    let skipped_text = text(&skipped);
+    assert!(skipped.status.success(), "{skipped_text}");
+    assert!(
+        skipped_text.contains("1 written, 0 unchanged, 2 skipped")
+            && skipped_text.contains(&format!("SKIPPED {}", here.display())),
+        "{skipped_text}"
+    );
+    let after_skip = folder_bytes(&out);
+    assert_eq!(after_skip["edited-here.json"], before["edited-here.json"]);
+    assert_eq!(after_skip["edited-there.json"], before["edited-there.json"]);
+    assert!(after_skip.contains_key("brand-new.json"));
+
+    let replaced = export(&[]).await;
+    assert!(
+        text(&replaced).contains("2 written, 1 unchanged, 0 skipped"),
+        "{}",
+        text(&replaced)
+    );
+    let files = json_files(&out);
+    assert!(String::from_utf8_lossy(&files["edited-here.json"]).contains("gpt-4o"));
+    assert!(String::from_utf8_lossy(&files["edited-there.json"]).contains("gpt-5"));
+    assert!(files.contains_key("stray.json"), "no --prune, no deletion");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
-use profile_registry::cli::profiles::export_to_folder;
+use profile_registry::cli::profiles::{export_to_folder, ExportOptions};
 use profile_registry::cli::Target;
 use profile_registry::config::{OnConflict, SecretsMode, TargetArgs};
 use profile_registry::openhands::folder::{sync_filesystem, ProfilesDir};
@@ -105,16 +105,15 @@ pub fn create_files(dir: &Path, n: usize) -> anyhow::Result<f64> {
 pub async fn export(out: &Path, target: &TargetArgs) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut target = Target::open(target).await?;
-    export_to_folder(
-        &mut target,
-        out,
-        &[],
-        SecretsMode::Plaintext,
-        None,
-        false,
-        &|_, _| {},
-    )
-    .await?;
+    let options = ExportOptions {
+        names: &[],
+        mode: SecretsMode::Plaintext,
+        key: None,
+        prune: false,
+        on_conflict: OnConflict::Overwrite,
+        dry_run: false,
+    };
+    export_to_folder(&mut target, out, &options, &|_, _| {}).await?;
     Ok(started.elapsed().as_secs_f64())
 }
 
