@@ -7,8 +7,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{fernet_key_from_env, Target};
 use crate::config::{ExportArgs, ImportArgs, OnConflict, SecretsMode};
-use crate::openhands::folder::{default_dir, prunable, FileState, ProfilesDir, Refused, Staging};
-use crate::openhands::secrets::FernetKey;
+use crate::openhands::folder::{
+    default_dir, prunable, Equivalent, FileState, ProfilesDir, Refused, Staging,
+};
+use crate::openhands::secrets::{same_when_decrypted, FernetKey};
 use crate::service::transfer::{ImportReport, Outcome};
 use crate::service::Limits;
 
@@ -197,13 +199,21 @@ pub async fn export_to_folder(
     };
     let (pages, received) = std::sync::mpsc::sync_channel::<Vec<(String, String)>>(4);
     let (path, policy, dry_run) = (dir.to_owned(), options.on_conflict, options.dry_run);
+    // Encrypted files differ at every export (fresh Fernet tokens): compare what they decrypt to.
+    let key = match options.mode {
+        SecretsMode::Encrypted => options.key.cloned(),
+        _ => None,
+    };
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let mut staging = Staging::new(&path);
         let (mut report, mut exported) = (Exported::default(), BTreeSet::new());
+        let decrypted =
+            key.map(|key| move |have: &str, want: &str| same_when_decrypted(have, want, &key));
+        let equivalent = decrypted.as_ref().map(|f| f as &Equivalent);
         for page in received {
             for (name, text) in page {
                 let file = format!("{name}.json");
-                let write = match staging.compare(&file, &text)? {
+                let write = match staging.compare(&file, &text, equivalent)? {
                     FileState::Same => {
                         report.unchanged += 1;
                         false

@@ -45,6 +45,9 @@ pub struct Staging {
     existing: Option<std::collections::HashSet<std::ffi::OsString>>,
 }
 
+/// Whether a file's text (first) says the same as the text to write (second).
+pub type Equivalent = dyn Fn(&str, &str) -> bool;
+
 /// What the folder holds under a name, against what would be written there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileState {
@@ -66,9 +69,16 @@ impl Staging {
         }
     }
 
-    /// What `name` in the folder holds against `text` (never follows a symlink). The folder is
-    /// listed once, so a fresh (or missing) folder costs no opens.
-    pub fn compare(&mut self, name: &str, text: &str) -> io::Result<FileState> {
+    /// What `name` in the folder holds against `text` (never follows a symlink). A file with other
+    /// bytes still counts as the same when `equivalent(its text, text)` says so (e.g. two Fernet
+    /// encryptions of one profile). The folder is listed once, so a fresh (or missing) folder costs
+    /// no opens.
+    pub fn compare(
+        &mut self,
+        name: &str,
+        text: &str,
+        equivalent: Option<&Equivalent>,
+    ) -> io::Result<FileState> {
         let dir = &self.dir;
         let existing = match &mut self.existing {
             Some(names) => names,
@@ -80,9 +90,16 @@ impl Staging {
                 Err(e) => return Err(e),
             }),
         };
-        Ok(if !existing.contains(std::ffi::OsStr::new(name)) {
-            FileState::Absent
-        } else if holds_exactly(&dir.join(name), text.as_bytes()) {
+        if !existing.contains(std::ffi::OsStr::new(name)) {
+            return Ok(FileState::Absent);
+        }
+        let Some(have) = own_file_bytes(&dir.join(name), text.len()) else {
+            return Ok(FileState::Different);
+        };
+        let same = have == text.as_bytes()
+            || equivalent
+                .is_some_and(|same| std::str::from_utf8(&have).is_ok_and(|have| same(have, text)));
+        Ok(if same {
             FileState::Same
         } else {
             FileState::Different
@@ -123,27 +140,23 @@ impl Staging {
     }
 }
 
-/// Whether `path` is a regular file of mode 0600 whose bytes are `want` (never follows a symlink).
-fn holds_exactly(path: &Path, want: &[u8]) -> bool {
+/// The bytes of `path` when it is a regular file of mode 0600 (never follows a symlink) of at most
+/// `limit` bytes (what a profile of about that size could be), else `None`.
+fn own_file_bytes(path: &Path, limit: usize) -> Option<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut file) = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-    else {
-        return false;
-    };
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    if !meta.is_file()
-        || meta.permissions().mode() & 0o7777 != 0o600
-        || meta.len() != want.len() as u64
-    {
-        return false;
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let limit = u64::try_from(limit.saturating_mul(2).max(64 * 1024)).unwrap_or(u64::MAX);
+    if !meta.is_file() || meta.permissions().mode() & 0o7777 != 0o600 || meta.len() > limit {
+        return None;
     }
-    let mut have = Vec::with_capacity(want.len());
-    file.read_to_end(&mut have).is_ok() && have == want
+    let mut have = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut have).ok()?;
+    Some(have)
 }
 
 /// Flushes every dirty page of the file system holding `file` (Linux `syncfs`).

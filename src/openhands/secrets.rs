@@ -4,7 +4,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-/// A Fernet key, as the SDK's `Cipher` builds it.
+/// A Fernet key, as the SDK's `Cipher` builds it (no Debug: it is a secret).
+#[derive(Clone)]
 pub struct FernetKey {
     fernet: fernet::Fernet,
     encoded: String,
@@ -56,9 +57,57 @@ pub fn looks_encrypted(value: &str) -> bool {
     value.len() >= 57 && value.starts_with("gAAAAA")
 }
 
+/// Whether two profile files say the same with `key`: the same JSON, key for key and in the same
+/// order, once every Fernet token is replaced by its plaintext; a token in one where the other has
+/// a plain value, or one the key does not open, makes them differ. Two encryptions of the same
+/// profile are the same; a plaintext file is never the same as an encrypted one.
+pub fn same_when_decrypted(a: &str, b: &str, key: &FernetKey) -> bool {
+    let canonical = |text: &str| -> Option<String> {
+        let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+        for v in value.as_object_mut()?.values_mut() {
+            if let Some(token) = v.as_str().filter(|s| looks_encrypted(s)) {
+                *v = serde_json::json!({ "fernet": key.decrypt(token)? });
+            }
+        }
+        serde_json::to_string(&value).ok()
+    };
+    canonical(a).is_some_and(|a| canonical(b).is_some_and(|b| a == b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encryptions_of_the_same_profile_are_the_same_and_plaintext_is_not() {
+        let key = FernetKey::from_secret_key("k1");
+        let file =
+            |secret: &str| format!("{{\n  \"model\": \"m\",\n  \"api_key\": \"{secret}\"\n}}");
+        let (one, two) = (file(&key.encrypt("sk-1")), file(&key.encrypt("sk-1")));
+        assert_ne!(one, two, "Fernet tokens differ each time");
+        assert!(same_when_decrypted(&one, &two, &key));
+        assert!(!same_when_decrypted(
+            &one,
+            &file(&key.encrypt("sk-2")),
+            &key
+        ));
+        assert!(!same_when_decrypted(&one, &file("sk-1"), &key), "plaintext");
+        let other = FernetKey::from_secret_key("k2");
+        assert!(!same_when_decrypted(
+            &one,
+            &file(&other.encrypt("sk-1")),
+            &key
+        ));
+        let reordered = format!(
+            "{{\"api_key\": \"{}\", \"model\": \"m\"}}",
+            key.encrypt("sk-1")
+        );
+        assert!(
+            !same_when_decrypted(&one, &reordered, &key),
+            "key order counts"
+        );
+        assert!(!same_when_decrypted(&one, "not json", &key));
+    }
 
     #[test]
     fn derives_the_sdk_key_and_round_trips() {

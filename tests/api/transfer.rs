@@ -543,6 +543,49 @@ async fn re_export_rewrites_only_what_changed() {
         text(&third)
     );
     assert_eq!(json_files(&out), got, "nothing changed");
+
+    // Encrypted: fresh Fernet tokens at every export, yet a file that decrypts to its profile is
+    // left as it is, and so is never a conflict; a plaintext file is never taken for it.
+    let encrypted = app.dir.path().join("encrypted");
+    let export_encrypted = |dir: &Path, extra: &[&str]| {
+        let mut a = args(&[
+            "export",
+            dir.to_str().unwrap(),
+            "--server",
+            &app.url(),
+            "--secrets",
+            "encrypted",
+        ]);
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        cli(a, vec![("OH_SECRET_KEY", OH_SECRET_KEY.to_owned())])
+    };
+    let written = export_encrypted(&encrypted, &[]).await;
+    assert!(
+        text(&written).contains("4 written, 0 unchanged"),
+        "{}",
+        text(&written)
+    );
+    let files = json_files(&encrypted);
+    let again = export_encrypted(&encrypted, &["--on-conflict", "fail"]).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("0 written, 4 unchanged"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(json_files(&encrypted), files);
+    let over_plaintext = export_encrypted(&out, &["--on-conflict", "fail"]).await;
+    assert_eq!(
+        over_plaintext.status.code(),
+        Some(1),
+        "{}",
+        text(&over_plaintext)
+    );
+    assert!(
+        text(&over_plaintext).contains("4 conflicts"),
+        "{}",
+        text(&over_plaintext)
+    );
 }
 
 /// The folder's files as they are, `*.tmp` included: what a refused or dry-run export must leave.
