@@ -29,19 +29,32 @@ fn psql_value(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// The admin URL and the CA certificate of `.ci/postgres`'s cluster (and `beside`, a file that must
+/// sit next to the CA, when not empty), or `None` (skipped) without them.
+fn tls_cluster(beside: &str) -> Option<(String, std::path::PathBuf)> {
+    let admin = postgres_admin();
+    let ca = std::env::var_os("REGISTRY_TEST_POSTGRES_CA")
+        .map(std::path::PathBuf::from)
+        .filter(|ca| ca.is_file() && (beside.is_empty() || ca.with_file_name(beside).is_file()));
+    let found = admin.is_some() && ca.is_some();
+    if skip_without(
+        &format!(
+            "PostgreSQL with TLS (.ci/postgres: REGISTRY_TEST_POSTGRES, its CA in REGISTRY_TEST_POSTGRES_CA{})",
+            if beside.is_empty() { String::new() } else { format!(", {beside} beside it") }
+        ),
+        found,
+    ) {
+        return None;
+    }
+    admin.zip(ca)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_reaches_postgres_over_verified_tls_and_refuses_a_wrong_ca() {
-    let admin = postgres_admin();
-    let ca = std::env::var("REGISTRY_TEST_POSTGRES_CA")
-        .ok()
-        .filter(|p| std::path::Path::new(p).is_file());
-    if skip_without(
-        "PostgreSQL with TLS (REGISTRY_TEST_POSTGRES and its CA in REGISTRY_TEST_POSTGRES_CA; .ci/postgres)",
-        admin.is_some() && ca.is_some(),
-    ) {
+    let Some((admin, ca)) = tls_cluster("") else {
         return;
-    }
-    let (admin, ca) = (admin.unwrap(), ca.unwrap());
+    };
+    let ca = ca.display().to_string();
     let database = format!("tls_{}", uuid::Uuid::new_v4().simple());
     let url = postgres_database(&admin, &database);
     let password = "pw-never-printed-7731";
@@ -167,21 +180,11 @@ async fn the_server_reaches_postgres_over_verified_tls_and_refuses_a_wrong_ca() 
 /// logs in with `sslcert`/`sslkey` in the URL, and without them is refused, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_logs_in_to_postgres_with_a_client_certificate() {
-    let admin = postgres_admin();
-    let ca = std::env::var("REGISTRY_TEST_POSTGRES_CA")
-        .ok()
-        .filter(|p| std::path::Path::new(p).is_file());
-    let client = ca
-        .as_ref()
-        .map(|ca| std::path::Path::new(ca).with_file_name("client.crt"))
-        .filter(|c| c.is_file());
-    if skip_without(
-        "PostgreSQL with client certificates (.ci/postgres: REGISTRY_TEST_POSTGRES, REGISTRY_TEST_POSTGRES_CA, client.crt beside it)",
-        admin.is_some() && client.is_some(),
-    ) {
+    let Some((admin, ca)) = tls_cluster("client.crt") else {
         return;
-    }
-    let (admin, ca, cert) = (admin.unwrap(), ca.unwrap(), client.unwrap());
+    };
+    let cert = ca.with_file_name("client.crt");
+    let ca = ca.display().to_string();
     let key = cert.with_file_name("client.key");
     let database = format!("tls_cert_{}", uuid::Uuid::new_v4().simple());
     let url = postgres_database(&admin, &database).replacen("://postgres@", "://registry_cert@", 1);

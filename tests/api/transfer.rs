@@ -449,6 +449,14 @@ async fn export_keeps_other_files_unless_prune() {
     assert!(out.join("notes.txt").exists() && out.join("mine.json").exists());
 }
 
+/// `profile-registry export DIR --server URL EXTRA...`, with OH_SECRET_KEY set (for `--secrets
+/// encrypted`).
+async fn export_into(dir: &Path, app: &TestApp, extra: &[&str]) -> Output {
+    let mut a = args(&["export", dir.to_str().unwrap(), "--server", &app.url()]);
+    a.extend(extra.iter().map(|s| (*s).to_owned()));
+    cli(a, vec![("OH_SECRET_KEY", OH_SECRET_KEY.to_owned())]).await
+}
+
 /// A re-export rewrites only the files whose bytes or mode differ; a symlink in a profile's place is
 /// replaced by a regular file, never followed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,19 +468,7 @@ async fn re_export_rewrites_only_what_changed() {
         create(&mut c, profile(name, "gpt-4o", Some("sk-re-export"))).await;
     }
     let out = app.dir.path().join("profiles");
-    let export = || {
-        cli(
-            args(&[
-                "export",
-                out.to_str().unwrap(),
-                "--server",
-                &app.url(),
-                "--secrets",
-                "plaintext",
-            ]),
-            vec![],
-        )
-    };
+    let export = || export_into(&out, &app, &["--secrets", "plaintext"]);
     let first = export().await;
     assert!(first.status.success(), "{}", text(&first));
     assert!(
@@ -547,26 +543,15 @@ async fn re_export_rewrites_only_what_changed() {
     // Encrypted: fresh Fernet tokens at every export, yet a file that decrypts to its profile is
     // left as it is, and so is never a conflict; a plaintext file is never taken for it.
     let encrypted = app.dir.path().join("encrypted");
-    let export_encrypted = |dir: &Path, extra: &[&str]| {
-        let mut a = args(&[
-            "export",
-            dir.to_str().unwrap(),
-            "--server",
-            &app.url(),
-            "--secrets",
-            "encrypted",
-        ]);
-        a.extend(extra.iter().map(|s| (*s).to_owned()));
-        cli(a, vec![("OH_SECRET_KEY", OH_SECRET_KEY.to_owned())])
-    };
-    let written = export_encrypted(&encrypted, &[]).await;
+    let fail = ["--secrets", "encrypted", "--on-conflict", "fail"];
+    let written = export_into(&encrypted, &app, &fail[..2]).await;
     assert!(
         text(&written).contains("4 written, 0 unchanged"),
         "{}",
         text(&written)
     );
     let files = json_files(&encrypted);
-    let again = export_encrypted(&encrypted, &["--on-conflict", "fail"]).await;
+    let again = export_into(&encrypted, &app, &fail).await;
     assert!(again.status.success(), "{}", text(&again));
     assert!(
         text(&again).contains("0 written, 4 unchanged"),
@@ -574,7 +559,7 @@ async fn re_export_rewrites_only_what_changed() {
         text(&again)
     );
     assert_eq!(json_files(&encrypted), files);
-    let over_plaintext = export_encrypted(&out, &["--on-conflict", "fail"]).await;
+    let over_plaintext = export_into(&out, &app, &fail).await;
     assert_eq!(
         over_plaintext.status.code(),
         Some(1),
@@ -611,11 +596,7 @@ async fn export_conflicts_and_dry_run() {
         create(&mut c, profile(name, "gpt-4o", None)).await;
     }
     let out = app.dir.path().join("profiles");
-    let export = |extra: &[&str]| {
-        let mut a = args(&["export", out.to_str().unwrap(), "--server", &app.url()]);
-        a.extend(extra.iter().map(|s| (*s).to_owned()));
-        cli(a, vec![])
-    };
+    let export = |extra: &'static [&'static str]| export_into(&out, &app, extra);
     let first = export(&[]).await;
     assert!(first.status.success(), "{}", text(&first));
 
