@@ -55,12 +55,242 @@ pub enum Command {
     /// Verify every record of a data dir (decodes, decrypts, references; stop the server first);
     /// exits 1 when anything is wrong.
     Check(CheckArgs),
+    /// List the profiles: name, model, base_url, revision, last update.
+    List(ListArgs),
+    /// Show one profile (secrets masked unless --reveal-secrets); `-o sdk` prints the exact bytes
+    /// of its SDK file, as `export` writes it.
+    Get(GetArgs),
+    /// Create or replace a profile from an SDK profile JSON document (FILE, or - / nothing for
+    /// standard input). A secret given as the mask "**********" keeps the stored one.
+    Put(PutArgs),
+    /// Delete a profile (refused while conversations are bound to it, unless --force).
+    Delete(DeleteArgs),
+    /// Rename a profile; conversations bound to it follow, in the same transaction.
+    Rename(RenameArgs),
+    /// Print one line per profile change until interrupted (Ctrl-C).
+    Watch(WatchArgs),
+    /// Conversations: list them, show one, read or follow its events.
+    #[command(subcommand)]
+    Conversations(ConversationsCommand),
+    /// Print a shell completion script: `profile-registry completions bash > /etc/bash_completion.d/profile-registry`.
+    Completions(CompletionsArgs),
     /// Apply the PostgreSQL schema (servers also do it at start); prints the versions applied.
     Migrate(MigrateArgs),
     /// Copy every record, revisions included, from one store to another, empty one (sled data dir
     /// to PostgreSQL or back); stop the servers of both first. Secrets move still encrypted: serve
     /// the target with the same keys.
     MigrateStore(MigrateStoreArgs),
+}
+
+/// How a command prints what it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The proto JSON mapping: one object per line.
+    Json,
+}
+
+/// How `get` prints a profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GetOutput {
+    /// One field per line, for people.
+    #[default]
+    Table,
+    /// The proto JSON mapping of the Profile message.
+    Json,
+    /// The exact bytes of the SDK's `<name>.json` file (what `export` writes).
+    Sdk,
+}
+
+/// Settings of `list`.
+#[derive(Clone, Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `get`.
+#[derive(Clone, Debug, Args)]
+pub struct GetArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// Show the secrets' values instead of the mask (needs the secrets role; audited).
+    #[arg(long)]
+    pub reveal_secrets: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: GetOutput,
+}
+
+/// Settings of `put`.
+#[derive(Clone, Debug, Args)]
+pub struct PutArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// The SDK profile JSON document; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+
+    /// Write only if the stored profile is at this revision (compare-and-swap).
+    #[arg(long)]
+    pub expected_revision: Option<i64>,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, to read Fernet-encrypted secrets.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `delete`.
+#[derive(Clone, Debug, Args)]
+pub struct DeleteArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// Delete even while conversations are bound to it (their bindings stay, and resolve again
+    /// when the name is re-created).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Delete only if the stored profile is at this revision.
+    #[arg(long)]
+    pub expected_revision: Option<i64>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+}
+
+/// Settings of `rename`.
+#[derive(Clone, Debug, Args)]
+pub struct RenameArgs {
+    /// The profile's current name.
+    pub old: String,
+
+    /// Its new name.
+    pub new: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `watch`.
+#[derive(Clone, Debug, Args)]
+pub struct WatchArgs {
+    /// Print every current profile first, then the changes.
+    #[arg(long)]
+    pub send_initial: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// The `conversations` commands.
+#[derive(Debug, Subcommand)]
+pub enum ConversationsCommand {
+    /// List the conversations: id, title, status, agent LLM, events, revision, last update.
+    List(ConversationListArgs),
+    /// Show one conversation, its LLMs resolved from their profiles (secrets masked).
+    Get(ConversationGetArgs),
+    /// Print a conversation's events in order; --follow keeps printing new ones until interrupted.
+    Events(ConversationEventsArgs),
+}
+
+/// Settings of `conversations list`.
+#[derive(Clone, Debug, Args)]
+pub struct ConversationListArgs {
+    /// Only conversations with an LLM bound to this profile.
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// Only conversations in this execution status (idle, running, paused,
+    /// waiting_for_confirmation, finished, error, stuck).
+    #[arg(long)]
+    pub status: Option<String>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `conversations get`.
+#[derive(Clone, Debug, Args)]
+pub struct ConversationGetArgs {
+    /// The conversation's id (dashed UUID or 32 hex digits).
+    pub id: String,
+
+    /// Show the secrets of its LLMs instead of the mask (needs the secrets role; audited).
+    #[arg(long)]
+    pub reveal_secrets: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `conversations events`.
+#[derive(Clone, Debug, Args)]
+pub struct ConversationEventsArgs {
+    /// The conversation's id (dashed UUID or 32 hex digits).
+    pub id: String,
+
+    /// After the stored events, keep printing new ones as they are appended, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `completions`.
+#[derive(Clone, Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Settings of `migrate`.
@@ -112,12 +342,9 @@ pub struct BackupArgs {
 /// How a client command reaches a running server: its address, the bearer token, TLS.
 #[derive(Clone, Debug, Args)]
 pub struct ClientArgs {
-    /// The running server: `http://host:port`, or `https://host:port` when it serves TLS.
-    #[arg(
-        long,
-        env = "REGISTRY_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    /// The running server: `host:port` or `http://host:port` (plaintext), or `https://host:port`
+    /// when it serves TLS.
+    #[arg(long, env = "REGISTRY_SERVER", default_value = "127.0.0.1:50051")]
     pub server: String,
 
     /// The environment variable holding the bearer token to send (when the server requires
@@ -529,6 +756,24 @@ pub struct ServeArgs {
     pub fernet_key_env: String,
 }
 
+impl Command {
+    /// Whether this is an everyday command (one that answers on standard output, where log lines
+    /// would only be noise).
+    pub fn is_everyday(&self) -> bool {
+        matches!(
+            self,
+            Self::List(_)
+                | Self::Get(_)
+                | Self::Put(_)
+                | Self::Delete(_)
+                | Self::Rename(_)
+                | Self::Watch(_)
+                | Self::Conversations(_)
+                | Self::Completions(_)
+        )
+    }
+}
+
 impl Default for ServeArgs {
     fn default() -> Self {
         Cli::parse_from(["profile-registry"]).serve
@@ -557,9 +802,11 @@ pub struct LogArgs {
     )]
     pub log_format: LogFormat,
 
-    /// Log filter, e.g. info, debug, or profile_registry=debug,info.
-    #[arg(long, global = true, env = "REGISTRY_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Log filter, e.g. info, debug, or profile_registry=debug,info [default: info; error for the
+    /// everyday commands (list, get, put, delete, rename, watch, conversations), whose output is
+    /// their answer].
+    #[arg(long, global = true, env = "REGISTRY_LOG")]
+    pub log_level: Option<String>,
 }
 
 /// Parses `10s`, `500ms`, `2m` or a bare number of seconds.

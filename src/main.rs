@@ -9,7 +9,8 @@ use profile_registry::{cli, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    let quiet = cli.command.as_ref().is_some_and(Command::is_everyday);
+    telemetry::init(&cli.log, if quiet { "error" } else { "info" });
     let result = match cli.command {
         None => serve(cli.serve).await.map(|()| true),
         Some(Command::Serve(args)) => serve(*args).await.map(|()| true),
@@ -22,12 +23,24 @@ async fn main() -> ExitCode {
         Some(Command::Backup(args)) => cli::backup::run_backup(args).await,
         Some(Command::Restore(args)) => cli::backup::run_restore(args).await,
         Some(Command::Check(args)) => cli::backup::run_check(args).await,
+        Some(Command::List(args)) => cli::everyday::run_list(args).await,
+        Some(Command::Get(args)) => cli::everyday::run_get(args).await,
+        Some(Command::Put(args)) => cli::everyday::run_put(args).await,
+        Some(Command::Delete(args)) => cli::everyday::run_delete(args).await,
+        Some(Command::Rename(args)) => cli::everyday::run_rename(args).await,
+        Some(Command::Watch(args)) => cli::everyday::run_watch(args).await,
+        Some(Command::Conversations(command)) => cli::everyday::run_conversations(command).await,
+        Some(Command::Completions(args)) => cli::everyday::run_completions(&args),
         Some(Command::Migrate(args)) => cli::stores::run_migrate(args).await,
         Some(Command::MigrateStore(args)) => cli::stores::run_migrate_store(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if e.downcast_ref::<cli::Usage>().is_some() => {
+            eprintln!("profile-registry: error: {e:#}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("profile-registry: error: {e:#}");
             ExitCode::FAILURE

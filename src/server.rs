@@ -193,11 +193,10 @@ impl Application {
                 stop_tx.subscribe(),
             ));
         }
-        let shown = ServeArgs {
-            store: args.store.as_ref().map(|_| location.describe()),
-            ..args.clone()
-        };
-        tracing::info!(config = ?shown, "effective configuration");
+        tracing::info!(
+            config = %effective_config(&args, &location),
+            "effective configuration"
+        );
         tracing::info!(%addr, scheme, store = %location.describe(), "listening on {addr}");
 
         tokio::select! {
@@ -298,15 +297,55 @@ async fn seed(store: &Store, dir: &std::path::Path, args: &ServeArgs) -> anyhow:
     }
     let mut counts = std::collections::BTreeMap::new();
     for r in &reports {
-        *counts
-            .entry(format!("{:?}", r.outcome).to_lowercase())
-            .or_insert(0usize) += 1;
+        *counts.entry(r.outcome.as_str()).or_insert(0usize) += 1;
         if matches!(r.outcome, Outcome::Invalid | Outcome::Skipped) {
-            tracing::warn!(file = %r.name, outcome = ?r.outcome, reason = %r.reason, "import-on-start");
+            tracing::warn!(file = %r.name, outcome = r.outcome.as_str(), reason = %r.reason, "import-on-start");
         }
     }
-    tracing::info!(dir = %dir.display(), ?counts, refused = refused.len(), "imported profiles at start");
+    let counts = counts
+        .iter()
+        .map(|(outcome, n)| format!("{outcome} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(dir = %dir.display(), %counts, refused = refused.len(), "imported profiles at start");
     Ok(())
+}
+
+/// The settings a server runs with, as `flag=value` pairs for its start-up log line (the store
+/// described without its password; secrets are paths, never contents).
+fn effective_config(args: &ServeArgs, location: &Location) -> String {
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map_or_else(|| "-".to_owned(), |p| p.display().to_string())
+    };
+    let addr = |a: &Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    [
+        format!("listen={}", args.listen),
+        format!("health-listen={}", addr(&args.health_listen)),
+        format!("store={}", location.describe()),
+        format!("secret-key-file={}", path(&args.secret_key_file)),
+        format!("cache-mb={}", args.cache_mb),
+        format!("shutdown-grace={}ms", args.shutdown_grace.as_millis()),
+        format!("request-timeout={}ms", args.request_timeout.as_millis()),
+        format!("max-request-bytes={}", args.max_request_bytes),
+        format!("max-profile-bytes={}", args.max_profile_bytes),
+        format!("max-page-size={}", args.max_page_size),
+        format!(
+            "max-streams-per-connection={}",
+            args.max_streams_per_connection
+        ),
+        format!("tls-cert={}", path(&args.tls_cert)),
+        format!("tls-client-ca={}", path(&args.tls_client_ca)),
+        format!("auth-tokens-file={}", path(&args.auth_tokens_file)),
+        format!(
+            "insecure-allow-unauthenticated={}",
+            args.insecure_allow_unauthenticated
+        ),
+        format!("protect-reflection={}", args.protect_reflection),
+        format!("metrics-listen={}", addr(&args.metrics_listen)),
+        format!("import-on-start={}", path(&args.import_on_start)),
+    ]
+    .join(" ")
 }
 
 fn limits(args: &ServeArgs) -> Limits {

@@ -5,14 +5,16 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogArgs, LogFormat};
 
-/// Installs the global subscriber (stderr). Safe to call once per process.
-pub fn init(args: &LogArgs) {
+/// Installs the global subscriber (stderr), with the filter `--log-level` gives or else
+/// `default`. Safe to call once per process.
+pub fn init(args: &LogArgs, default: &str) {
+    let given = args.log_level.as_deref().unwrap_or(default);
     // PostgreSQL's notices and sqlx's slow-statement lines are the database's business: warnings
     // and up, unless the filter names sqlx itself.
-    let level = if args.log_level.contains("sqlx") {
-        args.log_level.clone()
+    let level = if given.contains("sqlx") {
+        given.to_owned()
     } else {
-        format!("{},sqlx=warn", args.log_level)
+        format!("{given},sqlx=warn")
     };
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()

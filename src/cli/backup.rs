@@ -13,8 +13,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::connection::{connect, status_error};
 use super::open_offline;
-use super::target::{connect, status_error, MAX_RESPONSE_BYTES};
+use super::target::MAX_RESPONSE_BYTES;
 use crate::config::{BackupArgs, CheckArgs, RestoreArgs};
 use crate::pb;
 use crate::pb::admin_service_client::AdminServiceClient;
@@ -262,7 +263,8 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
     if !ids.is_empty() {
         let Some(key_file) = &args.secret_key_file else {
             bail!(
-                "the backup holds secrets sealed with key ids {ids:?}: give --secret-key-file with the keys of the server it came from (its --secret-key-file, or its data dir's {LOCAL_KEY_FILE})"
+                "the backup holds secrets sealed with key ids {}: give --secret-key-file with the keys of the server it came from (its --secret-key-file, or its data dir's {LOCAL_KEY_FILE})",
+                join_ids(ids.iter())
             );
         };
         let cipher = SecretCipher::from_key_file(key_file)?;
@@ -272,7 +274,8 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
             .collect();
         ensure!(
             missing.is_empty(),
-            "the backup holds secrets sealed with key ids {missing:?}, which {} lacks: give the key file of the server it came from",
+            "the backup holds secrets sealed with key ids {}, which {} lacks: give the key file of the server it came from",
+            join_ids(missing.iter().copied()),
             key_file.display()
         );
     }
@@ -312,7 +315,8 @@ async fn restore_to_postgres(
         .is_some_and(|c| ids.iter().all(|id| c.key_ids().any(|k| k == id.as_str())));
     ensure!(
         ids.is_empty() || keys_open,
-        "the backup holds secrets sealed with key ids {ids:?}: give --secret-key-file with the keys of the server it came from"
+        "the backup holds secrets sealed with key ids {}: give --secret-key-file with the keys of the server it came from",
+        join_ids(ids.iter())
     );
     target.restore(&backup.records, backup.next_seq).await?;
     println!(
@@ -362,6 +366,11 @@ fn print_report(dir: &Path, report: &CheckReport) -> bool {
         n => println!("{}: {n} problems", dir.display()),
     }
     report.problems.is_empty()
+}
+
+/// Key ids as a list for a message: `k1, k2`.
+fn join_ids<'a>(ids: impl Iterator<Item = &'a String>) -> String {
+    ids.map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use fs2::FileExt;
 
 use super::{fernet_key_from_env, Target};
-use crate::config::{ExportConversationsArgs, ImportConversationsArgs};
+use crate::config::{ExportConversationsArgs, ImportConversationsArgs, SecretsMode};
 use crate::openhands::conversation::parse_event_file_name;
 use crate::openhands::folder::write_files;
 use crate::service::transfer::Outcome;
@@ -153,6 +153,17 @@ pub async fn run_export(args: ExportConversationsArgs) -> anyhow::Result<bool> {
         dir.display(),
         exported.len()
     );
+    let masked = exported
+        .iter()
+        .filter(|(_, base, _)| base.contains("\"**********\""))
+        .count();
+    if masked > 0 && args.secrets == SecretsMode::Redacted {
+        eprintln!(
+            "note: {masked} conversations hold LLM keys written as the mask \"**********\", which the \
+             SDK loads as no key; to carry the keys, export with --secrets plaintext or --secrets \
+             encrypted (Fernet with OH_SECRET_KEY)"
+        );
+    }
     Ok(true)
 }
 

@@ -1,12 +1,17 @@
-//! Client commands: import and export of SDK profile folders, against a server or a data dir;
-//! backup, restore and check of a whole store.
+//! Client commands, against a server or a stopped server's data dir: the everyday ones (list, get,
+//! put, ...), import and export of SDK folders; backup, restore and check of a whole store.
 pub mod backup;
+mod connection;
 pub mod conversations;
+pub mod everyday;
 pub mod keys;
+mod output;
 pub mod profiles;
+mod registry;
 pub mod stores;
 mod target;
 
+pub use connection::{code_words, server_url, Bearer, Refused, ServerChannel};
 pub use target::Target;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +19,11 @@ use std::sync::Arc;
 
 use crate::openhands::secrets::FernetKey;
 use crate::store::{OpenError, SledStore, StoreOptions};
+
+/// A mistake in how a command was called: exit code 2, as for clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// The SDK's key from the environment variable `var`, when it is set and not empty.
 pub fn fernet_key_from_env(var: &str) -> Option<FernetKey> {

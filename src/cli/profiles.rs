@@ -61,6 +61,9 @@ pub fn print_import_summary(
         match r.outcome {
             Outcome::Invalid => eprintln!("INVALID {}: {}", r.name, r.reason),
             Outcome::Skipped => eprintln!("SKIPPED {}: {}", r.name, r.reason),
+            _ if !r.reason.is_empty() => {
+                eprintln!("{}: {}, {}", r.name, r.outcome.as_str(), r.reason);
+            }
             _ => {}
         }
     }
@@ -142,6 +145,14 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
         exported.conflicts.len(),
         exported.pruned.len()
     );
+    if exported.masked > 0 && args.secrets == SecretsMode::Redacted {
+        eprintln!(
+            "note: {} profiles hold keys written as the mask \"**********\", which the SDK loads as no \
+             key; to carry the keys, export with --secrets plaintext (a file only you can read) or \
+             --secrets encrypted (Fernet with OH_SECRET_KEY, as the SDK's own cipher)",
+            exported.masked
+        );
+    }
     Ok(exported.conflicts.is_empty())
 }
 
@@ -176,7 +187,12 @@ pub struct Exported {
     pub conflicts: Vec<String>,
     /// The names deleted by `prune`.
     pub pruned: Vec<String>,
+    /// Files holding a secret as the SDK's mask (`--secrets redacted`).
+    pub masked: usize,
 }
+
+/// A secret written as the SDK's mask, as it stands in a file.
+const MASKED_SECRET: &str = "\"**********\"";
 
 /// Exports from `target` into `dir` (created when missing) under the SDK's lock: a thread writes
 /// each page's files while the next page is fetched, then all are put in place at once (see
@@ -231,6 +247,9 @@ pub async fn export_to_folder(
                         }
                     },
                 };
+                if text.contains(MASKED_SECRET) {
+                    report.masked += 1;
+                }
                 if write {
                     report.written += 1;
                     if !dry_run {

@@ -1,13 +1,10 @@
 //! The target of a client command: a running server (gRPC) or a data dir opened directly.
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use anyhow::bail;
 
-use crate::config::{ClientArgs, OnConflict, SecretsMode, TargetArgs};
+use super::connection::{connect, status_error, ServerChannel};
+use crate::config::{OnConflict, SecretsMode, TargetArgs};
 use crate::domain::{ConversationId, ProfileName};
 use crate::openhands::profile::SecretsOut;
 use crate::openhands::secrets::FernetKey;
@@ -29,6 +26,25 @@ const CHUNK_BYTES: usize = 3 * 1024 * 1024;
 const EXPORT_PAGE: i32 = 1000;
 pub(crate) const MAX_RESPONSE_BYTES: usize = 80 * 1024 * 1024;
 
+/// Opens `--data-dir` (which must be given) for a client command; while a server holds it, the
+/// error says to go through the server.
+pub(crate) fn open_data_dir(args: &TargetArgs) -> anyhow::Result<Arc<SledStore>> {
+    let dir = args
+        .data_dir
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no --data-dir given"))?;
+    let options = StoreOptions {
+        secret_key_file: args.secret_key_file.clone(),
+        ..StoreOptions::default()
+    };
+    match SledStore::open(dir, &options) {
+        Ok(store) => Ok(store),
+        Err(e @ OpenError::InUse { .. }) => Err(anyhow::Error::new(e)
+            .context("a server holds this data dir: use --server to go through it")),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Where the work goes.
 pub enum Target {
     /// A running server.
@@ -40,17 +56,8 @@ pub enum Target {
 impl Target {
     /// Connects to the server, or opens the data dir when one is given.
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Self> {
-        if let Some(dir) = &args.data_dir {
-            let options = StoreOptions {
-                secret_key_file: args.secret_key_file.clone(),
-                ..StoreOptions::default()
-            };
-            return match SledStore::open(dir, &options) {
-                Ok(store) => Ok(Self::Local(store)),
-                Err(e @ OpenError::InUse { .. }) => Err(anyhow::Error::new(e)
-                    .context("a server holds this data dir: use --server to go through it")),
-                Err(e) => Err(e.into()),
-            };
+        if args.data_dir.is_some() {
+            return Ok(Self::Local(open_data_dir(args)?));
         }
         Ok(Self::Remote(connect(&args.client).await?))
     }
@@ -164,110 +171,6 @@ impl Target {
     }
 }
 
-/// A connection to the server that sends the bearer token, when there is one, with every call.
-pub type ServerChannel = InterceptedService<Channel, Bearer>;
-
-/// Adds `authorization: Bearer <token>` to each request (nothing without a token).
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            req.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// A connection to the server `client` names (TLS with `https://`), with errors that say what to
-/// fix and never the token.
-pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel> {
-    let server = &client.server;
-    let bearer = bearer(&client.token_env)?;
-    let mut endpoint = Channel::from_shared(server.clone())
-        .with_context(|| format!("--server {server:?} is not a URL like http://127.0.0.1:50051"))?;
-    if server.starts_with("https://") {
-        endpoint = endpoint
-            .tls_config(tls_config(client)?)
-            .context("cannot set up TLS")?;
-    } else if client.ca_file.is_some()
-        || client.client_cert.is_some()
-        || client.tls_server_name.is_some()
-    {
-        bail!("--ca-file, --client-cert and --tls-server-name need an https:// --server (got {server})");
-    }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
-        .with_context(|| format!("cannot reach the server at {server}"))?;
-    if bearer.0.is_some() && !server.starts_with("https://") && !is_loopback(server) {
-        eprintln!(
-            "warning: sending the token in ${} unencrypted to {server}: anyone on the path can \
-             read it; serve TLS and use https://",
-            client.token_env
-        );
-    }
-    Ok(InterceptedService::new(channel, bearer))
-}
-
-/// Whether the URL's host is this machine (a token sent there in plaintext stays on it).
-fn is_loopback(url: &str) -> bool {
-    url.parse::<http::Uri>()
-        .ok()
-        .and_then(|uri| uri.host().map(crate::is_loopback_host))
-        .unwrap_or(false)
-}
-
-/// The token in `$var` (when set and not empty) as an authorization header.
-fn bearer(var: &str) -> anyhow::Result<Bearer> {
-    let Some(token) = std::env::var(var).ok().filter(|t| !t.is_empty()) else {
-        return Ok(Bearer(None));
-    };
-    let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
-        anyhow::anyhow!("the token in ${var} is not valid: it must be printable ASCII")
-    })?;
-    Ok(Bearer(Some(value)))
-}
-
-fn tls_config(client: &ClientArgs) -> anyhow::Result<ClientTlsConfig> {
-    let read = |flag: &str, path: &std::path::Path| {
-        std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
-    };
-    let mut tls = match &client.ca_file {
-        Some(path) => {
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-file", path)?))
-        }
-        None => ClientTlsConfig::new().with_webpki_roots(),
-    };
-    if let (Some(cert), Some(key)) = (&client.client_cert, &client.client_key) {
-        tls = tls.identity(Identity::from_pem(
-            read("--client-cert", cert)?,
-            read("--client-key", key)?,
-        ));
-    }
-    if let Some(name) = &client.tls_server_name {
-        tls = tls.domain_name(name.clone());
-    }
-    Ok(tls)
-}
-
-/// An error and its causes on one line (tonic's own says only "transport error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
 fn profiles_client(channel: &ServerChannel) -> ProfileServiceClient<ServerChannel> {
     ProfileServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
@@ -283,10 +186,6 @@ fn on_conflict_pb(c: OnConflict) -> pb::import_profiles_request::OnConflict {
         OnConflict::Overwrite => P::Overwrite,
         OnConflict::Fail => P::Fail,
     }
-}
-
-pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("the server refused: {:?}: {}", s.code(), s.message())
 }
 
 fn chunk(docs: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
@@ -562,31 +461,5 @@ fn secrets_pb(mode: SecretsMode) -> pb::export_profiles_request::Secrets {
         SecretsMode::Redacted => Secrets::Redacted,
         SecretsMode::Plaintext => Secrets::Plaintext,
         SecretsMode::Encrypted => Secrets::Encrypted,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_loopback;
-
-    #[test]
-    fn loopback_hosts_are_told_from_others() {
-        for url in [
-            "http://127.0.0.1:50051",
-            "http://localhost:50051",
-            "http://[::1]:50051",
-            "http://127.8.9.10",
-        ] {
-            assert!(is_loopback(url), "{url}");
-        }
-        for url in [
-            "http://10.0.0.5:50051",
-            "http://profile-registry:50051",
-            "http://[2001:db8::1]:50051",
-            "http://localhost.example.com:50051",
-            "not a url",
-        ] {
-            assert!(!is_loopback(url), "{url}");
-        }
     }
 }

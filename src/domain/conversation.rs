@@ -9,8 +9,15 @@ use serde_json::{Map, Value};
 use super::{LlmConfig, ProfileName, Timestamp, Violation};
 
 /// A conversation id: a UUID, canonical in its dashed form; the SDK's 32-hex form is accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConversationId(uuid::Uuid);
+
+/// The dashed id, as its Display: a message or log field never shows the wrapper type.
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 impl ConversationId {
     /// A fresh random id.

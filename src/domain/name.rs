@@ -4,9 +4,7 @@ use std::fmt;
 use super::Violation;
 
 /// A profile name that matches `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`, the SDK's rule.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ProfileName(String);
 
@@ -48,6 +46,13 @@ impl ProfileName {
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// Quoted, as a string's Debug is: a message or log field never shows the wrapper type.
+impl fmt::Debug for ProfileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::domain::{
     conversation_violations, Conversation, ConversationId, Event, LlmConfig, LlmSource,
-    ProfileName, Violation,
+    ProfileName, Secret, SecretField, Violation,
 };
 use crate::openhands::conversation::{export_conversation, parse_conversation, LlmForm};
 use crate::openhands::profile::{export_file, name_from_file, parse_file, SecretsOut};
@@ -29,6 +29,22 @@ pub enum Outcome {
     Invalid,
 }
 
+impl Outcome {
+    /// The outcome in words, as the CLI and the logs print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// The reason given with a profile created from a file whose secret held the SDK's mask.
+pub const NO_KEY: &str = "no key: the file holds the mask";
+
 /// The report on one imported document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportReport {
@@ -36,7 +52,7 @@ pub struct ImportReport {
     pub name: String,
     /// What happened.
     pub outcome: Outcome,
-    /// Why, for Skipped and Invalid.
+    /// Why, for Skipped and Invalid; for Created, [`NO_KEY`] when a secret held the mask.
     pub reason: String,
     /// The stored revision afterwards (0 when none).
     pub revision: i64,
@@ -61,8 +77,11 @@ pub async fn import_documents<S: ProfileStore>(
             .and_then(|n| parse_file(&text, key).map(|llm| (n, llm)));
         let (outcome, reason) = match parsed {
             Ok(item) => {
+                let masked = SecretField::ALL
+                    .iter()
+                    .any(|f| item.1.secret(*f).is_some_and(Secret::is_mask));
                 valid.push(item);
-                slots.push(reports.len());
+                slots.push((reports.len(), masked));
                 // Filled in from the store's outcome below.
                 (Outcome::Created, String::new())
             }
@@ -76,9 +95,12 @@ pub async fn import_documents<S: ProfileStore>(
         });
     }
     let outcomes = store.import_profiles(valid, policy, dry_run).await?;
-    for (slot, outcome) in slots.into_iter().zip(outcomes) {
+    for ((slot, masked), outcome) in slots.into_iter().zip(outcomes) {
         let r = &mut reports[slot];
         (r.outcome, r.revision, r.reason) = match outcome {
+            // The mask keeps a stored key; a new profile has none to keep, so it comes in
+            // without one: say so, or a redacted export imported elsewhere loses keys silently.
+            ImportOutcome::Created(rev) if masked => (Outcome::Created, rev, NO_KEY.into()),
             ImportOutcome::Created(rev) => (Outcome::Created, rev, String::new()),
             ImportOutcome::Updated(rev) => (Outcome::Updated, rev, String::new()),
             ImportOutcome::Unchanged(rev) => (Outcome::Unchanged, rev, String::new()),

@@ -147,7 +147,10 @@ impl SledStore {
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
-            .map_err(|e: TransactionError<()>| StoreError::Storage(format!("transaction: {e:?}")))
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::Storage(format!("transaction: {e}")),
+                TransactionError::Abort(()) => StoreError::Storage("transaction aborted".into()),
+            })
     }
 
     pub(super) fn read_conversation(

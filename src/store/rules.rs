@@ -101,7 +101,7 @@ pub fn check_unbound(
         list.push("...".into());
     }
     Err(StoreError::FailedPrecondition(format!(
-        "profile {name:?} is bound by conversations {}: switch them to another LLM first, or delete with force",
+        "profile \"{name}\" is bound by conversations {}: switch them to another LLM first, or delete with force",
         list.join(", ")
     )))
 }

@@ -463,10 +463,10 @@ async fn client_commands_send_the_token_from_the_environment() {
 
     // No token, then a token without the writer role: refused with the code, nothing stored.
     for (env, want) in [
-        (vec![], "Unauthenticated"),
+        (vec![], "unauthenticated: "),
         (
             vec![("REGISTRY_TOKEN", "tok-reader-0001")],
-            "PermissionDenied",
+            "permission denied: ",
         ),
     ] {
         let o = run_cli(&import, &env).await;
@@ -498,7 +498,7 @@ async fn client_commands_send_the_token_from_the_environment() {
     ];
     let o = run_cli(&export, &[("REGISTRY_TOKEN", "tok-writer-0001")]).await;
     assert!(!o.status.success(), "{}", output_text(&o));
-    assert!(output_text(&o).contains("PermissionDenied"));
+    assert!(output_text(&o).contains("permission denied: "));
     assert!(!out.join("cli-auth.json").exists());
     let o = run_cli(&export, &[("REGISTRY_TOKEN", "tok-secrets-0001")]).await;
     assert!(o.status.success(), "{}", output_text(&o));

@@ -482,11 +482,11 @@ async fn backup_needs_the_admin_role_and_is_audited() {
     // Act + Assert
     let none = backup(None);
     assert!(!none.status.success());
-    assert!(text(&none).contains("Unauthenticated"), "{}", text(&none));
+    assert!(text(&none).contains("unauthenticated: "), "{}", text(&none));
     let writer = backup(Some("tok-writer"));
     assert!(!writer.status.success());
     assert!(
-        text(&writer).contains("PermissionDenied"),
+        text(&writer).contains("permission denied: "),
         "{}",
         text(&writer)
     );

@@ -736,3 +736,97 @@ fn tls_component_secures_either_workload_and_keeps_the_grpc_probes() {
         );
     }
 }
+
+/// The README's `docker run` line: its port, volume and data dir agree with the image, and the
+/// server arguments after the image name serve as printed (the binary run here as the image runs
+/// it, with the image's REGISTRY_DATA_DIR pointed at a temp dir).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_docker_run_line_serves_as_printed() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("docker run "))
+        .expect("README shows a docker run line");
+    let words: Vec<&str> = line.split_whitespace().skip(2).collect();
+    let (mut ports, mut volumes): (Vec<&&str>, Vec<&&str>) = (Vec::new(), Vec::new());
+    let mut rest = words.iter();
+    let image = loop {
+        match rest.next().copied() {
+            Some("--rm") => {}
+            Some("-p") => ports.extend(rest.next()),
+            Some("-v") => volumes.extend(rest.next()),
+            Some(word) => break word,
+            None => panic!("no image in {line}"),
+        }
+    };
+    let args: Vec<&str> = rest.copied().collect();
+    assert!(image.starts_with("profile-registry:"), "{line}");
+    assert_eq!(
+        ports,
+        [&"127.0.0.1:50051:50051"],
+        "published on this machine only"
+    );
+    assert_eq!(
+        volumes,
+        [&"profile-registry-data:/var/lib/profile-registry"],
+        "{line}"
+    );
+    let containerfile = std::fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    assert!(containerfile.contains("ENV REGISTRY_DATA_DIR=/var/lib/profile-registry/data"));
+    assert!(containerfile.contains("--chown=65532:65532 /out/state /var/lib/profile-registry"));
+    assert_eq!(
+        args.windows(2).find(|w| w[0] == "--listen").map(|w| w[1]),
+        Some("0.0.0.0:50051"),
+        "inside a container the server listens on all interfaces: {line}"
+    );
+
+    if std::net::TcpListener::bind("0.0.0.0:50051").is_err() {
+        eprintln!("SKIPPED the run of the docker line's arguments: port 50051 is in use here");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(crate::helpers::binary())
+        .args(&args)
+        .env("REGISTRY_DATA_DIR", data.path().join("data"))
+        .env_remove("REGISTRY_AUTH_TOKENS_FILE")
+        .env_remove("REGISTRY_LISTEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let serving = loop {
+        if let Ok(channel) = tonic::transport::Channel::from_static("http://127.0.0.1:50051")
+            .connect()
+            .await
+        {
+            let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await;
+            if let Ok(r) = reply {
+                break r.into_inner().status;
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the docker line's server did not answer within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(serving, 1, "health SERVING");
+    assert!(
+        data.path().join("data").join("db").exists(),
+        "the image's data dir is used"
+    );
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit 0 on SIGTERM");
+}

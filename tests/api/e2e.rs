@@ -63,6 +63,52 @@ async fn readme_grpcurl_examples_work_as_printed() {
     }
 }
 
+/// Runs every `profile-registry` command of the README's ```sh blocks that needs no more than a
+/// running server (the everyday commands), in order, in a fresh folder, against a fresh server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_cli_examples_work_as_printed() {
+    let app = TestApp::spawn().await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let examples = tools::readme_commands(&readme, "profile-registry");
+    assert!(
+        examples.len() >= 8,
+        "README should show the everyday commands"
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    let bin = crate::helpers::binary().display().to_string();
+    for ex in examples {
+        let script = ex.command.replace("profile-registry ", &format!("{bin} "));
+        let (server, dir) = (app.addr.to_string(), cwd.path().to_owned());
+        let out = tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new("bash");
+            for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
+                cmd.env_remove(k);
+            }
+            cmd.arg("-c")
+                .arg(&script)
+                .current_dir(dir)
+                .env("REGISTRY_SERVER", server)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "README example failed:\n{}\n{}{}",
+            ex.command,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // What the examples did: claude was put, written as a file, put back, renamed, deleted.
+    let written = std::fs::read_to_string(cwd.path().join("claude.json")).unwrap();
+    assert!(written.contains("\"api_key\": \"**********\""), "{written}");
+    let mut profiles = app.profiles().await;
+    assert!(crate::helpers::full_listing(&mut profiles).await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_and_describes_every_rpc_and_field() {
     let Some(grpcurl) = grpcurl() else {
@@ -143,38 +189,29 @@ async fn python_grpcio_client_round_trip() {
         );
         return;
     };
-    let app = TestApp::spawn().await;
     let root = env!("CARGO_MANIFEST_DIR");
-    let addr = app.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(format!("{root}/tests/clients/python/profile_client.py"))
-            .args(["--server", &addr, "--proto-dir", &format!("{root}/proto")])
-            .env_remove("REGISTRY_TOKEN")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for step in [
-        "health SERVING",
-        "created revision 1",
-        "masked api_key",
-        "revealed api_key",
-        "NOT_FOUND mapped",
-        "list has py-profile (1 profiles)",
-        "watch initial PUT py-profile",
-        "watch PUT py-watched",
-        "watch cancelled",
-    ] {
-        assert!(stdout.contains(step), "missing step {step:?} in:\n{stdout}");
-    }
+    let example = move |addr: &str| {
+        let mut cmd = Command::new(&python);
+        cmd.arg(format!("{root}/tests/clients/python/profile_client.py"))
+            .args(["--server", addr, "--proto-dir", &format!("{root}/proto")])
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd
+    };
+    run_example_twice(
+        example,
+        &[
+            "health SERVING",
+            "created revision 1",
+            "masked api_key",
+            "revealed api_key",
+            "NOT_FOUND mapped",
+            "list has py-profile (1 profiles)",
+            "watch initial PUT py-profile",
+            "watch PUT py-watched",
+            "watch cancelled",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,38 +224,61 @@ async fn node_grpc_js_client_round_trip() {
         return;
     }
     let client = client.unwrap();
-    let app = TestApp::spawn().await;
     let root = env!("CARGO_MANIFEST_DIR");
-    let addr = app.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&client.node)
-            .arg(&client.tsx)
+    let example = move |addr: &str| {
+        let mut cmd = Command::new(&client.node);
+        cmd.arg(&client.tsx)
             .arg("profile_client.ts")
-            .args(["--server", &addr, "--proto-dir", &format!("{root}/proto")])
-            .current_dir(&client.dir)
-            .env_remove("REGISTRY_TOKEN")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for step in [
-        "health SERVING",
-        "created revision 1",
-        "masked api_key",
-        "revealed api_key",
-        "list has ts-profile (1 profiles)",
-        "watch initial PUT ts-profile",
-        "watch PUT ts-watched",
-        "watch cancelled",
-        "NOT_FOUND mapped to grpc.status.NOT_FOUND",
-    ] {
-        assert!(stdout.contains(step), "missing step {step:?} in:\n{stdout}");
+            .args(["--server", addr, "--proto-dir", &format!("{root}/proto")])
+            .current_dir(&client.dir);
+        cmd
+    };
+    run_example_twice(
+        example,
+        &[
+            "health SERVING",
+            "created revision 1",
+            "masked api_key",
+            "revealed api_key",
+            "list has ts-profile (1 profiles)",
+            "watch initial PUT ts-profile",
+            "watch PUT ts-watched",
+            "watch cancelled",
+            "NOT_FOUND mapped to grpc.status.NOT_FOUND",
+        ],
+    )
+    .await;
+}
+
+/// Runs a client example twice against one fresh server (it must clean up after earlier runs) and
+/// checks that each run succeeds and prints every step.
+async fn run_example_twice(
+    example: impl Fn(&str) -> Command + Send + Sync + 'static,
+    steps: &[&str],
+) {
+    let app = TestApp::spawn().await;
+    let example = std::sync::Arc::new(example);
+    for run in 1..=2 {
+        let (example, addr) = (std::sync::Arc::clone(&example), app.addr.to_string());
+        let out = tokio::task::spawn_blocking(move || {
+            example(&addr)
+                .env_remove("REGISTRY_TOKEN")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the example failed in run {run}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for step in steps {
+            assert!(
+                stdout.contains(step),
+                "run {run}: missing step {step:?} in:\n{stdout}"
+            );
+        }
     }
 }

@@ -339,3 +339,43 @@ async fn a_plaintext_health_port_answers_probes_beside_tls() {
         "the probe port must close once the server has stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_client_of_a_tls_server_is_told_to_use_https() {
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("mismatch-ca");
+    write_server_files(files.path(), &ca);
+    let app = TestApp::spawn_with(|a| {
+        a.tls_cert = Some(files.path().join("server.crt"));
+        a.tls_key = Some(files.path().join("server.key"));
+    })
+    .await;
+    for server in [app.addr.to_string(), format!("http://{}", app.addr)] {
+        let o = run_cli(&["list", "--server", &server], &[]).await;
+        assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+        let text = output_text(&o);
+        assert!(text.contains("answers TLS"), "{server}: {text}");
+        assert!(
+            text.contains(&format!("https://{}", app.addr)),
+            "{server}: {text}"
+        );
+    }
+    // With https:// and the CA, the same command lists.
+    std::fs::write(files.path().join("ca.pem"), ca.pem()).unwrap();
+    let ca_file = files.path().join("ca.pem");
+    let o = run_cli(
+        &[
+            "list",
+            "--server",
+            &format!("https://{}", app.addr),
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+            "--tls-server-name",
+            "localhost",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
+    assert!(output_text(&o).starts_with("NAME"), "{}", output_text(&o));
+}

@@ -172,7 +172,7 @@ fn warn_if_unverified(options: &PgConnectOptions) {
     }
     tracing::warn!(
         host = options.get_host(),
-        sslmode = ?options.get_ssl_mode(),
+        sslmode = format!("{:?}", options.get_ssl_mode()).to_lowercase(),
         "the connection to PostgreSQL does not verify the server's certificate; add \
          sslmode=verify-full&sslrootcert=CA.pem to the --store URL"
     );

@@ -33,7 +33,7 @@ pub fn python_with_grpc() -> Option<PathBuf> {
     ok.then(|| PathBuf::from(py))
 }
 
-/// One grpcurl command from README.md.
+/// One command from README.md.
 pub struct Example {
     pub command: String,
     /// The status code name the README says it fails with (`# expect: NotFound`).
@@ -42,6 +42,13 @@ pub struct Example {
 
 /// The grpcurl commands of the README's ```sh blocks (continuation lines joined), in order.
 pub fn grpcurl_examples(readme: &str) -> Vec<Example> {
+    readme_commands(readme, "grpcurl")
+}
+
+/// The commands of the README's ```sh blocks that run `tool` (first, or after a pipe), with their
+/// continuation lines joined, in order.
+pub fn readme_commands(readme: &str, tool: &str) -> Vec<Example> {
+    let (first, piped) = (format!("{tool} "), format!("| {tool} "));
     let mut out = Vec::new();
     let mut in_block = false;
     let mut current = String::new();
@@ -58,7 +65,7 @@ pub fn grpcurl_examples(readme: &str) -> Vec<Example> {
             expect = Some(code.trim().to_owned());
             continue;
         }
-        if current.is_empty() && !line.starts_with("grpcurl ") {
+        if current.is_empty() && !line.starts_with(&first) && !line.contains(&piped) {
             continue;
         }
         current.push_str(line.trim_end_matches('\\'));

@@ -200,6 +200,11 @@ async function main(): Promise<void> {
 
   const ProfileService = service(pkg, "profileregistry.v1.ProfileService");
   const profiles = new ProfileService(args.server, credentials);
+  // Start from a clean slate, so the example can run any number of times against one server.
+  for (const name of ["ts-profile", "ts-watched"]) {
+    await unary(profiles, "DeleteProfile", { name, allow_missing: true, force: true }, md);
+  }
+  console.log("removed earlier runs' profiles");
   const llm = {
     model: "openai/gpt-4o",
     api_key: "sk-node-1",

@@ -62,6 +62,10 @@ def main() -> None:
         print("health SERVING")
 
         stub = rpc.ProfileServiceStub(ch)
+        # Start from a clean slate, so the example can run any number of times against one server.
+        for name in ("py-profile", "py-watched"):
+            stub.DeleteProfile(pb.DeleteProfileRequest(name=name, allow_missing=True, force=True), timeout=10, metadata=md)
+        print("removed earlier runs' profiles")
         llm = pb.LlmConfig(model="openai/gpt-4o", api_key="sk-python-1", temperature=0.3)
         llm.extra.update({"num_retries": 5, "extra_headers": {"X-Team": "Zürich"}})
         created = stub.CreateProfile(pb.CreateProfileRequest(profile=pb.Profile(name="py-profile", llm=llm)), timeout=10, metadata=md)

@@ -1,0 +1,194 @@
+//! What the everyday commands print: aligned columns for people, or the proto JSON mapping of the
+//! messages (what grpcurl and every protobuf runtime read), one object per line.
+use std::sync::OnceLock;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+
+use crate::pb;
+
+/// The descriptors of our protos (and the well-known types they use).
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set built into the binary decodes")
+    })
+}
+
+/// The proto JSON mapping of `message`, whose full proto name is `full_name` (e.g.
+/// `profileregistry.v1.Profile`), on one line.
+pub fn json<M: prost::Message>(message: &M, full_name: &str) -> String {
+    let Some(descriptor) = pool().get_message_by_name(full_name) else {
+        return format!("{{\"error\": \"no descriptor for {full_name}\"}}");
+    };
+    let dynamic = match DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()) {
+        Ok(d) => d,
+        Err(e) => return format!("{{\"error\": \"cannot re-read {full_name}: {e}\"}}"),
+    };
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    match dynamic.serialize_with_options(
+        &mut serializer,
+        &SerializeOptions::new().skip_default_fields(false),
+    ) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(e) => format!("{{\"error\": \"cannot write {full_name} as JSON: {e}\"}}"),
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(cell);
+                text.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    let mut out = line(&mut header.iter().copied());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+        out.push('\n');
+    }
+    out
+}
+
+/// `field  value` lines, the fields aligned.
+pub fn fields(pairs: &[(String, String)]) -> String {
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}{}  {v}\n", " ".repeat(width - k.chars().count())))
+        .collect()
+}
+
+/// A timestamp as RFC 3339 in UTC to the second, or `-`.
+pub fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
+}
+
+/// An optional text, or `-`.
+pub fn or_dash(v: Option<&str>) -> String {
+    match v {
+        Some(v) if !v.is_empty() => v.to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A `google.protobuf.Value` as compact JSON (for `extra` keys and event fields).
+pub fn value_json(v: &prost_types::Value) -> String {
+    json(v, "google.protobuf.Value")
+}
+
+/// The `profileregistry.v1.LlmConfig` fields that are set, as `(field, value)` pairs (secrets as
+/// they came: masked unless revealed), then each `extra` key as `extra.KEY`.
+pub fn llm_fields(prefix: &str, llm: &pb::LlmConfig) -> Vec<(String, String)> {
+    let mut out = vec![(format!("{prefix}model"), llm.model.clone())];
+    let texts = [
+        ("base_url", &llm.base_url),
+        ("api_version", &llm.api_version),
+        ("api_key", &llm.api_key),
+        ("aws_access_key_id", &llm.aws_access_key_id),
+        ("aws_secret_access_key", &llm.aws_secret_access_key),
+        ("aws_session_token", &llm.aws_session_token),
+        ("aws_region_name", &llm.aws_region_name),
+        ("reasoning_effort", &llm.reasoning_effort),
+        ("usage_id", &llm.usage_id),
+    ];
+    for (name, v) in texts {
+        if let Some(v) = v {
+            out.push((format!("{prefix}{name}"), v.clone()));
+        }
+    }
+    let floats = [
+        ("temperature", llm.temperature),
+        ("top_p", llm.top_p),
+        ("top_k", llm.top_k),
+    ];
+    for (name, v) in floats {
+        if let Some(v) = v {
+            out.push((format!("{prefix}{name}"), v.to_string()));
+        }
+    }
+    let ints = [
+        ("max_input_tokens", llm.max_input_tokens),
+        ("max_output_tokens", llm.max_output_tokens),
+    ];
+    for (name, v) in ints {
+        if let Some(v) = v {
+            out.push((format!("{prefix}{name}"), v.to_string()));
+        }
+    }
+    if let Some(extra) = &llm.extra {
+        let mut keys: Vec<_> = extra.fields.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in keys {
+            out.push((format!("{prefix}extra.{k}"), value_json(v)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["NAME", "MODEL"],
+            &[
+                vec!["a".into(), "gpt-4o".into()],
+                vec!["longer-name".into(), "-".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "NAME         MODEL\na            gpt-4o\nlonger-name  -\n"
+        );
+    }
+
+    #[test]
+    fn json_follows_the_proto_mapping() {
+        let p = pb::Profile {
+            name: "claude".into(),
+            revision: 3,
+            llm: Some(pb::LlmConfig {
+                model: "m".into(),
+                base_url: Some("https://x".into()),
+                ..Default::default()
+            }),
+            update_time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&json(&p, "profileregistry.v1.Profile")).unwrap();
+        assert_eq!(v["name"], "claude");
+        assert_eq!(v["revision"], "3", "int64 is a string in the mapping");
+        assert_eq!(v["llm"]["baseUrl"], "https://x");
+        assert_eq!(v["updateTime"], "2023-11-14T22:13:20Z");
+    }
+}
