@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -174,7 +174,7 @@ pub fn token_hash_hex(token: &str) -> String {
 /// The tokens, re-read when the file changes (a mounted Kubernetes Secret is updated in place).
 pub struct Authenticator {
     path: PathBuf,
-    state: Mutex<(Vec<Entry>, Option<SystemTime>, Instant)>,
+    state: Mutex<(Vec<Entry>, [u8; 32], Instant)>,
     protect_reflection: bool,
 }
 
@@ -197,10 +197,10 @@ impl Authenticator {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("--auth-tokens-file {}: {e}", path.display()))?;
         let entries = parse_tokens(&text, path).map_err(|e| anyhow::anyhow!(e))?;
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         Ok(Self {
             path: path.to_owned(),
-            state: Mutex::new((entries, mtime, Instant::now())),
+            state: Mutex::new((entries, digest, Instant::now())),
             protect_reflection,
         })
     }
@@ -225,19 +225,23 @@ impl Authenticator {
             return;
         }
         st.2 = Instant::now();
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if mtime == st.1 {
+        // By content, not modification time: a file replaced with the same mtime (a copy with
+        // preserved times, a coarse clock) must not keep a removed token valid.
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::error!(error = %e, file = %self.path.display(), "tokens file cannot be read; keeping the previous tokens");
+                return;
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        if digest == st.1 {
             return;
         }
-        match std::fs::read_to_string(&self.path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| parse_tokens(&t, &self.path))
-        {
+        match parse_tokens(&text, &self.path) {
             Ok(entries) => {
                 tracing::info!(file = %self.path.display(), tokens = entries.len(), "tokens file reloaded");
-                *st = (entries, mtime, Instant::now());
+                *st = (entries, digest, Instant::now());
             }
             Err(e) => {
                 tracing::error!(error = %e, "tokens file changed but cannot be read; keeping the previous tokens")
@@ -249,9 +253,12 @@ impl Authenticator {
     /// every entry.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, Status> {
         let token = authorization
+            .map(str::trim_start)
             .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
+                // The scheme is case-insensitive (RFC 9110): Bearer, bearer, BEARER.
+                let (scheme, rest) = h.split_at_checked(6)?;
+                (scheme.eq_ignore_ascii_case("bearer") && rest.starts_with([' ', '\t']))
+                    .then_some(rest)
             })
             .map(str::trim)
             .filter(|t| !t.is_empty())
@@ -426,6 +433,60 @@ mod tests {
             a.authenticate(None).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        let a = auth(&format!("ci:reader:sha256:{}\n", token_hash_hex("tok-1")));
+        for header in [
+            "Bearer tok-1",
+            "bearer tok-1",
+            "BEARER tok-1",
+            "BeArEr  tok-1 ",
+        ] {
+            assert!(a.authenticate(Some(header)).is_ok(), "{header}");
+        }
+        for header in [
+            "Bearertok-1",
+            "Basic tok-1",
+            "tok-1",
+            "Bearer ",
+            "Bear tok-1",
+        ] {
+            assert!(a.authenticate(Some(header)).is_err(), "{header}");
+        }
+    }
+
+    #[test]
+    fn a_tokens_file_is_reloaded_when_its_content_changes_whatever_its_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let both = format!(
+            "a:reader:sha256:{}\nb:reader:sha256:{}\n",
+            token_hash_hex("tok-a"),
+            token_hash_hex("tok-b")
+        );
+        std::fs::write(&path, &both).unwrap();
+        let a = Authenticator::load(&path, false).unwrap();
+        assert!(a.authenticate(Some("Bearer tok-b")).is_ok());
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // Remove b, of the same length (so size does not tell either), and put the mtime back.
+        let only_a = both.replace(&token_hash_hex("tok-b"), &"0".repeat(64));
+        std::fs::write(&path, &only_a).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        a.state.lock().unwrap().2 -= RELOAD_CHECK;
+        assert_eq!(
+            a.authenticate(Some("Bearer tok-b")).unwrap_err().code(),
+            tonic::Code::Unauthenticated,
+            "a removed token must stop working"
+        );
+        assert!(a.authenticate(Some("Bearer tok-a")).is_ok());
     }
 
     #[test]

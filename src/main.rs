@@ -9,8 +9,9 @@ use profile_registry::{cli, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = cli.command.as_ref().is_some_and(Command::is_everyday);
-    telemetry::init(&cli.log, if quiet { "error" } else { "info" });
+    let everyday = cli.command.as_ref().is_some_and(Command::is_everyday);
+    // Secret reveals stay audited offline too.
+    telemetry::init(&cli.log, if everyday { "error,audit=info" } else { "info" });
     let result = match cli.command {
         None => serve(cli.serve).await.map(|()| true),
         Some(Command::Serve(args)) => serve(*args).await.map(|()| true),

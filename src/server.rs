@@ -119,7 +119,10 @@ impl Application {
             tls,
         } = self;
         let addr = listener.local_addr()?;
-        let limits = limits(&args);
+        let limits = Limits {
+            page_key: store.page_key(),
+            ..limits(&args)
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let profile_service = ProfileServiceServer::new(ProfileApi::new(
             Arc::clone(&store),

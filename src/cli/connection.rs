@@ -2,7 +2,7 @@
 //! errors that say what to fix (an unreachable server, plaintext against TLS, a refusal in words).
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -35,8 +35,18 @@ impl Interceptor for Bearer {
 /// take; `http://` and `https://` are kept.
 pub fn server_url(raw: &str) -> anyhow::Result<String> {
     let raw = raw.trim();
-    let url = if raw.starts_with("http://") || raw.starts_with("https://") {
-        raw.to_owned()
+    let lower = raw.to_ascii_lowercase();
+    if raw.contains('@') {
+        // user:password@host would be echoed in every message about the server.
+        return Err(usage(
+            "--server must not carry credentials (user@ or user:password@): send a token with \
+             REGISTRY_TOKEN instead"
+                .to_owned(),
+        ));
+    }
+    let url = if lower.starts_with("http://") || lower.starts_with("https://") {
+        let (scheme, rest) = raw.split_once("://").unwrap_or(("http", raw));
+        format!("{}://{rest}", scheme.to_ascii_lowercase())
     } else if raw.contains("://") {
         return Err(usage(format!(
             "--server {raw}: the scheme must be http:// or https:// (or none: host:port is plaintext)"
@@ -47,6 +57,11 @@ pub fn server_url(raw: &str) -> anyhow::Result<String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| usage(format!("--server {raw} is not an address like 127.0.0.1:50051, http://host:port or https://host:port")))?;
+    if host_port(&url).matches(':').count() > 1 && !raw.contains('[') {
+        return Err(usage(format!(
+            "--server {raw}: put an IPv6 address in brackets, e.g. [::1]:50051"
+        )));
+    }
     if uri.host().is_none_or(str::is_empty) {
         return Err(usage(format!(
             "--server {raw} names no host: give host:port, e.g. 127.0.0.1:50051"
@@ -61,10 +76,8 @@ fn usage(message: String) -> anyhow::Error {
 
 /// `host:port` of a URL that [`server_url`] accepted.
 fn host_port(url: &str) -> String {
-    url.split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .trim_end_matches('/')
-        .to_owned()
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 /// A connection to the server `client` names (TLS with `https://`), checked with one health call,
@@ -75,7 +88,11 @@ pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel
     let bearer = bearer(&client.token_env)?;
     let mut endpoint = Channel::from_shared(server.clone())
         .with_context(|| format!("--server {server} is not a URL like http://127.0.0.1:50051"))?
-        .connect_timeout(FIRST_CONTACT);
+        .connect_timeout(FIRST_CONTACT)
+        // A peer that vanishes without a word ends a long watch instead of hanging it.
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
     if tls {
         endpoint = endpoint
             .tls_config(tls_config(client)?)
@@ -84,7 +101,9 @@ pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel
         || client.client_cert.is_some()
         || client.tls_server_name.is_some()
     {
-        bail!("--ca-file, --client-cert and --tls-server-name need an https:// --server (got {server})");
+        return Err(usage(format!(
+            "--ca-file, --client-cert and --tls-server-name need an https:// --server (got {server})"
+        )));
     }
     let channel = match endpoint.connect().await {
         Ok(channel) => channel,
@@ -113,10 +132,15 @@ pub(crate) async fn connect(client: &ClientArgs) -> anyhow::Result<ServerChannel
 /// Whether a status came from the connection rather than from the server's handler.
 fn is_transport_failure(status: &tonic::Status) -> bool {
     use tonic::Code;
+    // tonic keeps the transport error as the status' source; a status the server sent has none.
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::DeadlineExceeded
-    ) && status.metadata().is_empty()
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+    ) && (std::error::Error::source(status).is_some() || status.metadata().is_empty())
 }
 
 /// The message of a status with the causes tonic keeps in its source chain.
@@ -137,19 +161,19 @@ async fn unreachable(server: &str, detail: &str) -> anyhow::Error {
         && (lower.contains("invalidcontenttype") || lower.contains("corrupt message"))
     {
         return anyhow::anyhow!(
-            "the server at {addr} answers plaintext, not TLS: use http://{addr} (or plain {addr})"
+            "the server at {addr} answers plaintext; use http://{addr} (or plain {addr}), not https://"
         );
     }
     if !server.starts_with("https://") {
         match probe(&addr).await {
             Some(Answer::Tls) => {
                 return anyhow::anyhow!(
-                    "the server at {addr} answers TLS, not plaintext: use https://{addr} (with --ca-file when its certificate is not from a public CA)"
+                    "the server at {addr} answers TLS; use https://{addr} (with --ca-file when its certificate is not from a public CA)"
                 )
             }
             Some(Answer::Closed) => {
                 return anyhow::anyhow!(
-                    "the server at {addr} closed the connection without answering plaintext HTTP/2 ({detail}); if it serves TLS, use https://{addr}"
+                    "the server at {addr} answers TLS (it closed a plaintext HTTP/2 connection: {detail}); use https://{addr}"
                 )
             }
             _ => {}
@@ -365,10 +389,22 @@ mod tests {
             "https://registry:443"
         );
         assert_eq!(server_url("[::1]:50051").unwrap(), "http://[::1]:50051");
-        for bad in ["grpc://host:1", "", "http://", "a b:1"] {
+        assert_eq!(
+            server_url("HTTPS://registry:443").unwrap(),
+            "https://registry:443"
+        );
+        for bad in [
+            "grpc://host:1",
+            "",
+            "http://",
+            "a b:1",
+            "::1:50051",
+            "https://user:pw@host:1",
+        ] {
             assert!(server_url(bad).is_err(), "{bad}");
         }
         assert_eq!(host_port("https://registry:443/"), "registry:443");
+        assert_eq!(host_port("http://registry:443/a/b"), "registry:443");
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The everyday commands: `list`, `get`, `put`, `delete`, `rename`, `watch`, `conversations
 //! list|get|events` and `completions`, against a server or a stopped server's data dir.
-use std::io::{Read, Write};
+use std::io::Read;
 
 use anyhow::Context;
 use futures::StreamExt;
 
 use super::connection::status_error;
-use super::output::{fields, json, llm_fields, or_dash, table, time};
+use super::output::{emit, fields, json, llm_fields, or_dash, say, table, time};
 use super::registry::{Messages, Registry};
 use super::{fernet_key_from_env, Usage};
 use crate::config::{
@@ -14,7 +14,7 @@ use crate::config::{
     ConversationsCommand, DeleteArgs, GetArgs, GetOutput, ListArgs, Output, PutArgs, RenameArgs,
     WatchArgs,
 };
-use crate::domain::SECRET_MASK;
+use crate::domain::{SecretField, SECRET_MASK};
 use crate::pb;
 use crate::service::convert::llm_to_pb;
 
@@ -35,7 +35,7 @@ pub async fn run_list(args: ListArgs) -> anyhow::Result<bool> {
             .map_err(status_error)?;
         for p in page.profiles {
             match args.output {
-                Output::Json => println!("{}", json(&p, "profileregistry.v1.Profile")),
+                Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
                 Output::Table => rows.push(profile_row(&p)),
             }
         }
@@ -45,10 +45,10 @@ pub async fn run_list(args: ListArgs) -> anyhow::Result<bool> {
         page_token = page.next_page_token;
     }
     if args.output == Output::Table {
-        print!(
-            "{}",
-            table(&["NAME", "MODEL", "BASE_URL", "REVISION", "UPDATED"], &rows)
-        );
+        emit(&table(
+            &["NAME", "MODEL", "BASE_URL", "REVISION", "UPDATED"],
+            &rows,
+        ));
     }
     Ok(true)
 }
@@ -87,9 +87,7 @@ pub async fn run_get(args: GetArgs) -> anyhow::Result<bool> {
                 format!("the server sent no file for profile \"{}\"", args.name)
             })?;
         // The exact bytes of the file: the SDK writes no trailing newline.
-        let mut out = std::io::stdout().lock();
-        out.write_all(doc.json.as_bytes())?;
-        out.flush()?;
+        emit(&doc.json);
         return Ok(true);
     }
     let p = registry
@@ -100,8 +98,8 @@ pub async fn run_get(args: GetArgs) -> anyhow::Result<bool> {
         .await
         .map_err(status_error)?;
     match args.output {
-        GetOutput::Json | GetOutput::Sdk => println!("{}", json(&p, "profileregistry.v1.Profile")),
-        GetOutput::Table => print!("{}", fields(&profile_fields(&p))),
+        GetOutput::Json | GetOutput::Sdk => say!("{}", json(&p, "profileregistry.v1.Profile")),
+        GetOutput::Table => emit(&fields(&profile_fields(&p))),
     }
     Ok(true)
 }
@@ -130,9 +128,10 @@ pub async fn run_put(args: PutArgs) -> anyhow::Result<bool> {
     let key = fernet_key_from_env(&args.fernet_key_env);
     let llm = crate::openhands::profile::parse_file(&text, key.as_ref())
         .map_err(|reason| anyhow::anyhow!("{what}: {reason}"))?;
-    let masked = crate::domain::SecretField::ALL
-        .iter()
-        .any(|f| llm.secret(*f).is_some_and(crate::domain::Secret::is_mask));
+    let masked: Vec<SecretField> = SecretField::ALL
+        .into_iter()
+        .filter(|f| llm.secret(*f).is_some_and(crate::domain::Secret::is_mask))
+        .collect();
     let mut registry = Registry::open(&args.target).await?;
     let profile = pb::Profile {
         name: args.name,
@@ -141,18 +140,24 @@ pub async fn run_put(args: PutArgs) -> anyhow::Result<bool> {
     };
     let (verb, p) = put(&mut registry, profile, args.expected_revision).await?;
     match args.output {
-        Output::Json => println!("{}", json(&p, "profileregistry.v1.Profile")),
-        Output::Table => println!("{verb} profile \"{}\" (revision {})", p.name, p.revision),
+        Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
+        Output::Table => say!("{verb} profile \"{}\" (revision {})", p.name, p.revision),
     }
-    let has_key = p
-        .llm
-        .as_ref()
-        .is_some_and(|l| l.api_key.as_deref() == Some(SECRET_MASK));
-    if masked && !has_key {
-        eprintln!(
-            "note: \"{}\" has no key: the document holds the mask {SECRET_MASK} and no key was stored before",
-            p.name
-        );
+    let llm = p.llm.clone().unwrap_or_default();
+    for field in masked {
+        let kept = match field {
+            SecretField::ApiKey => &llm.api_key,
+            SecretField::AwsAccessKeyId => &llm.aws_access_key_id,
+            SecretField::AwsSecretAccessKey => &llm.aws_secret_access_key,
+            SecretField::AwsSessionToken => &llm.aws_session_token,
+        };
+        if kept.is_none() {
+            eprintln!(
+                "note: \"{}\" has no {}: the document holds the mask {SECRET_MASK} and no value was stored before",
+                p.name,
+                field.key()
+            );
+        }
     }
     Ok(true)
 }
@@ -197,6 +202,13 @@ async fn put(
 }
 
 fn read_stdin() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Err(anyhow::Error::new(Usage(
+            "put reads the profile document from standard input: give FILE, or pipe the document in"
+                .into(),
+        )));
+    }
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -216,9 +228,10 @@ pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<bool> {
         })
         .await
         .map_err(status_error)?;
-    println!(
+    say!(
         "deleted profile \"{}\" (it was at revision {})",
-        args.name, resp.revision
+        args.name,
+        resp.revision
     );
     Ok(true)
 }
@@ -234,10 +247,12 @@ pub async fn run_rename(args: RenameArgs) -> anyhow::Result<bool> {
         .await
         .map_err(status_error)?;
     match args.output {
-        Output::Json => println!("{}", json(&p, "profileregistry.v1.Profile")),
-        Output::Table => println!(
+        Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
+        Output::Table => say!(
             "renamed profile \"{}\" to \"{}\" (revision {})",
-            args.old, p.name, p.revision
+            args.old,
+            p.name,
+            p.revision
         ),
     }
     Ok(true)
@@ -245,6 +260,7 @@ pub async fn run_rename(args: RenameArgs) -> anyhow::Result<bool> {
 
 /// `watch`: one line per change until interrupted.
 pub async fn run_watch(args: WatchArgs) -> anyhow::Result<bool> {
+    needs_server(&args.target, "watch")?;
     let mut registry = Registry::open(&args.target).await?;
     let stream = registry
         .watch_profiles(pb::WatchProfilesRequest {
@@ -275,6 +291,17 @@ pub async fn run_watch(args: WatchArgs) -> anyhow::Result<bool> {
     .await
 }
 
+/// Following changes needs a server: offline, this process holds the data dir and nothing else
+/// can change it, so the command would wait forever.
+fn needs_server(target: &crate::config::TargetArgs, what: &str) -> anyhow::Result<()> {
+    if target.data_dir.is_some() {
+        return Err(anyhow::Error::new(Usage(format!(
+            "{what} follows a running server (--server): with --data-dir nothing else can change the data dir while it runs"
+        ))));
+    }
+    Ok(())
+}
+
 /// Prints each message of `stream` as `line` renders it until the stream ends (an error) or the
 /// user interrupts (a success).
 async fn follow<T>(mut stream: Messages<T>, line: impl Fn(&T) -> String) -> anyhow::Result<bool> {
@@ -284,7 +311,7 @@ async fn follow<T>(mut stream: Messages<T>, line: impl Fn(&T) -> String) -> anyh
         tokio::select! {
             () = &mut interrupted => return Ok(true),
             next = stream.next() => match next {
-                Some(Ok(item)) => println!("{}", line(&item)),
+                Some(Ok(item)) => say!("{}", line(&item)),
                 Some(Err(status)) => return Err(status_error(status)),
                 None => anyhow::bail!("the server ended the stream"),
             },
@@ -335,7 +362,7 @@ async fn conversations_list(args: ConversationListArgs) -> anyhow::Result<bool> 
             .map_err(status_error)?;
         for c in page.conversations {
             match args.output {
-                Output::Json => println!("{}", json(&c, "profileregistry.v1.Conversation")),
+                Output::Json => say!("{}", json(&c, "profileregistry.v1.Conversation")),
                 Output::Table => rows.push(vec![
                     c.id.clone(),
                     or_dash(Some(&c.title)),
@@ -353,13 +380,12 @@ async fn conversations_list(args: ConversationListArgs) -> anyhow::Result<bool> 
         page_token = page.next_page_token;
     }
     if args.output == Output::Table {
-        print!(
-            "{}",
-            table(
-                &["ID", "TITLE", "STATUS", "AGENT", "EVENTS", "REVISION", "UPDATED"],
-                &rows
-            )
-        );
+        emit(&table(
+            &[
+                "ID", "TITLE", "STATUS", "AGENT", "EVENTS", "REVISION", "UPDATED",
+            ],
+            &rows,
+        ));
     }
     Ok(true)
 }
@@ -400,7 +426,7 @@ async fn conversations_get(args: ConversationGetArgs) -> anyhow::Result<bool> {
         .await
         .map_err(status_error)?;
     if args.output == Output::Json {
-        println!("{}", json(&c, "profileregistry.v1.Conversation"));
+        say!("{}", json(&c, "profileregistry.v1.Conversation"));
         return Ok(true);
     }
     let mut out = vec![
@@ -431,7 +457,7 @@ async fn conversations_get(args: ConversationGetArgs) -> anyhow::Result<bool> {
             out.extend(llm_fields(&format!("llm.{usage}."), resolved));
         }
     }
-    print!("{}", fields(&out));
+    emit(&fields(&out));
     Ok(true)
 }
 
@@ -448,13 +474,19 @@ async fn conversations_events(args: ConversationEventsArgs) -> anyhow::Result<bo
             e.id
         ),
     };
-    if args.output == Output::Table {
-        println!(
-            "{:>6}  {:<20}  {:<12}  {:<28}  ID",
-            "SEQ", "TIMESTAMP", "SOURCE", "KIND"
-        );
-    }
+    let header = || {
+        if args.output == Output::Table {
+            say!(
+                "{:>6}  {:<20}  {:<12}  {:<28}  ID",
+                "SEQ",
+                "TIMESTAMP",
+                "SOURCE",
+                "KIND"
+            );
+        }
+    };
     if args.follow {
+        needs_server(&args.target, "conversations events --follow")?;
         // The stored events first, then live ones, each once.
         let stream = registry
             .watch_events(pb::WatchEventsRequest {
@@ -463,9 +495,11 @@ async fn conversations_events(args: ConversationEventsArgs) -> anyhow::Result<bo
             })
             .await
             .map_err(status_error)?;
+        header();
         return follow(stream, line).await;
     }
     let mut page_token = String::new();
+    let mut first = true;
     loop {
         let page = registry
             .list_events(pb::ListEventsRequest {
@@ -476,8 +510,11 @@ async fn conversations_events(args: ConversationEventsArgs) -> anyhow::Result<bo
             })
             .await
             .map_err(status_error)?;
+        if std::mem::take(&mut first) {
+            header();
+        }
         for e in &page.events {
-            println!("{}", line(e));
+            say!("{}", line(e));
         }
         if page.next_page_token.is_empty() {
             return Ok(true);
@@ -492,9 +529,6 @@ pub fn run_completions(args: &CompletionsArgs) -> anyhow::Result<bool> {
     let mut command = crate::config::Cli::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "profile-registry", &mut script);
-    match std::io::stdout().lock().write_all(&script) {
-        // A reader that stops early (`| head`) is no error of ours.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(true),
-    }
+    emit(&String::from_utf8_lossy(&script));
+    Ok(true)
 }

@@ -1,10 +1,33 @@
 //! What the everyday commands print: aligned columns for people, or the proto JSON mapping of the
 //! messages (what grpcurl and every protobuf runtime read), one object per line.
+use std::io::Write;
 use std::sync::OnceLock;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
 use crate::pb;
+
+/// Writes `text` to standard output. A reader that stopped early (`| head`) ends the command
+/// quietly with exit 0, as it ends any Unix filter (SIGPIPE stays ignored: the gRPC connection's
+/// own writes rely on it).
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("profile-registry: error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`emit`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::output::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use say;
 
 /// The descriptors of our protos (and the well-known types they use).
 fn pool() -> &'static DescriptorPool {

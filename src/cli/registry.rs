@@ -82,11 +82,21 @@ macro_rules! streaming {
 impl Registry {
     /// Connects to `--server`, or opens `--data-dir` when given.
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Self> {
-        if args.data_dir.is_some() {
+        if let Some(dir) = &args.data_dir {
+            // A mistyped path must not become a new, empty registry.
+            if !dir.join("db").is_dir() {
+                anyhow::bail!(
+                    "--data-dir {}: no registry database there (no db/ folder); give the data dir of a stopped server",
+                    dir.display()
+                );
+            }
             let sled = open_data_dir(args)?;
             let store = Arc::new(Store::Sled(sled));
             let (running, stopped) = watch::channel(false);
-            let limits = Limits::default();
+            let limits = Limits {
+                page_key: store.page_key(),
+                ..Limits::default()
+            };
             return Ok(Self::Local {
                 profiles: ProfileApi::new(Arc::clone(&store), limits.clone(), stopped.clone()),
                 conversations: ConversationApi::new(store, limits, stopped),

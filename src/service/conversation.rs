@@ -180,7 +180,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 "conversations|{execution_status}|{}",
                 profile.as_ref().map(ProfileName::as_str).unwrap_or("")
             );
-            let after = page_token::decode(&listing, &page_token)?
+            let after = page_token::decode(&self.limits.page_key, &listing, &page_token)?
                 .map(|a| parse_id(&a, "page_token"))
                 .transpose()?;
             let mut page = self
@@ -190,7 +190,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let next_page_token = if page.len() > size {
                 page.truncate(size);
                 page.last()
-                    .map(|c| page_token::encode(&listing, &c.id.to_string()))
+                    .map(|c| page_token::encode(&self.limits.page_key, &listing, &c.id.to_string()))
                     .unwrap_or_default()
             } else {
                 String::new()
@@ -408,7 +408,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 return Err(not_found(&id));
             }
             let listing = format!("events|{id}|{after_seq:?}|{kind}|{source}|{descending}");
-            let cursor = page_token::decode(&listing, &page_token)?
+            let cursor = page_token::decode(&self.limits.page_key, &listing, &page_token)?
                 .map(|t| {
                     t.parse::<i64>()
                         .map_err(|_| invalid_field("page_token", "is damaged"))
@@ -434,7 +434,9 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 events.truncate(size);
                 events
                     .last()
-                    .map(|e| page_token::encode(&listing, &e.seq.to_string()))
+                    .map(|e| {
+                        page_token::encode(&self.limits.page_key, &listing, &e.seq.to_string())
+                    })
                     .unwrap_or_default()
             } else {
                 String::new()

@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 use tracing::Instrument;
 
 /// Limits enforced before any work is done; each configurable.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Limits {
     /// A profile's SDK JSON, in bytes.
     pub max_profile_bytes: usize,
@@ -25,6 +25,8 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Tags per conversation.
     pub max_tags: usize,
+    /// The key that authenticates page tokens (the store's, see `Store::page_key`).
+    pub page_key: [u8; 32],
 }
 
 impl Default for Limits {
@@ -35,8 +37,30 @@ impl Default for Limits {
             default_page_size: 100,
             max_event_bytes: 1024 * 1024,
             max_tags: 64,
+            page_key: random_key(),
         }
     }
+}
+
+/// Every limit, never the page key.
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("max_profile_bytes", &self.max_profile_bytes)
+            .field("max_page_size", &self.max_page_size)
+            .field("default_page_size", &self.default_page_size)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_tags", &self.max_tags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh random key (for a process that mints and reads its own page tokens).
+fn random_key() -> [u8; 32] {
+    use aes_gcm::aead::rand_core::RngCore;
+    let mut key = [0u8; 32];
+    aes_gcm::aead::OsRng.fill_bytes(&mut key);
+    key
 }
 
 impl Limits {

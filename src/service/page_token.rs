@@ -1,37 +1,37 @@
-//! Opaque page tokens: the last key of the page and the listing it belongs to, with a checksum so a
-//! forged or truncated token is refused rather than silently misread.
+//! Opaque page tokens: the last key of the page and the listing it belongs to, authenticated with
+//! a server key (HMAC-SHA256), so a forged, altered or truncated token is refused rather than
+//! silently misread. On PostgreSQL every replica derives the same key from the shared key file.
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use sha2::{Digest, Sha256};
+use hmac::Mac;
 use tonic::Status;
 
-const TAG: &[u8] = b"profile-registry/page-token/v1\0";
-const MAC_LEN: usize = 8;
+const MAC_LEN: usize = 16;
 
-fn mac(payload: &[u8]) -> [u8; MAC_LEN] {
-    let digest = Sha256::new()
-        .chain_update(TAG)
-        .chain_update(payload)
-        .finalize();
+fn mac(key: &[u8; 32], payload: &[u8]) -> [u8; MAC_LEN] {
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .expect("HMAC takes a key of any length");
+    m.update(payload);
+    let digest = m.finalize().into_bytes();
     let mut out = [0u8; MAC_LEN];
     out.copy_from_slice(&digest[..MAC_LEN]);
     out
 }
 
 /// A token that resumes `listing` (which names the collection and its filters) after `last`.
-pub fn encode(listing: &str, last: &str) -> String {
+pub fn encode(key: &[u8; 32], listing: &str, last: &str) -> String {
     let mut payload = Vec::with_capacity(listing.len() + last.len() + 1 + MAC_LEN);
     payload.extend_from_slice(listing.as_bytes());
     payload.push(0);
     payload.extend_from_slice(last.as_bytes());
-    let m = mac(&payload);
+    let m = mac(key, &payload);
     payload.extend_from_slice(&m);
     URL_SAFE_NO_PAD.encode(payload)
 }
 
 /// The key to resume after; `None` for an empty token. INVALID_ARGUMENT for anything not made by
 /// [`encode`] for the same listing.
-pub fn decode(listing: &str, token: &str) -> Result<Option<String>, Status> {
+pub fn decode(key: &[u8; 32], listing: &str, token: &str) -> Result<Option<String>, Status> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -46,7 +46,7 @@ pub fn decode(listing: &str, token: &str) -> Result<Option<String>, Status> {
         return Err(bad());
     }
     let (payload, m) = raw.split_at(raw.len() - MAC_LEN);
-    if mac(payload) != m {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&mac(key, payload)[..], m)) {
         return Err(bad());
     }
     let mut parts = payload.splitn(2, |b| *b == 0);
@@ -67,13 +67,35 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_forgeries() {
-        let t = encode("profiles", "abc");
-        assert_eq!(decode("profiles", &t).unwrap().as_deref(), Some("abc"));
-        assert_eq!(decode("profiles", "").unwrap(), None);
-        assert!(decode("conversations", &t).is_err());
-        assert!(decode("profiles", "garbage").is_err());
+        let key = [7u8; 32];
+        let t = encode(&key, "profiles", "abc");
+        assert_eq!(
+            decode(&key, "profiles", &t).unwrap().as_deref(),
+            Some("abc")
+        );
+        assert_eq!(decode(&key, "profiles", "").unwrap(), None);
+        assert!(decode(&key, "conversations", &t).is_err());
+        assert!(decode(&key, "profiles", "garbage").is_err());
         let mut forged = URL_SAFE_NO_PAD.decode(&t).unwrap();
         forged[10] ^= 1;
-        assert!(decode("profiles", &URL_SAFE_NO_PAD.encode(forged)).is_err());
+        assert!(decode(&key, "profiles", &URL_SAFE_NO_PAD.encode(forged)).is_err());
+    }
+
+    #[test]
+    fn a_token_made_without_the_key_is_refused() {
+        // Whoever knows the format but not the server's key cannot make a token, not even one
+        // with a correct unkeyed checksum (what earlier versions accepted).
+        let server = [1u8; 32];
+        let guess = encode(&[2u8; 32], "profiles", "zzz");
+        assert!(decode(&server, "profiles", &guess).is_err());
+        use sha2::{Digest, Sha256};
+        let payload = b"profiles\0zzz".to_vec();
+        let digest = Sha256::new()
+            .chain_update(b"profile-registry/page-token/v1\0")
+            .chain_update(&payload)
+            .finalize();
+        let mut old = payload;
+        old.extend_from_slice(&digest[..8]);
+        assert!(decode(&server, "profiles", &URL_SAFE_NO_PAD.encode(old)).is_err());
     }
 }

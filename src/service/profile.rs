@@ -128,12 +128,12 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         } = req.into_inner();
         observe("ListProfiles", "", async {
             let size = self.limits.page_size(page_size)?;
-            let after = page_token::decode(LISTING, &page_token)?;
+            let after = page_token::decode(&self.limits.page_key, LISTING, &page_token)?;
             let mut page = self.store.list_profiles(after.as_deref(), size + 1).await?;
             let next_page_token = if page.len() > size {
                 page.truncate(size);
                 page.last()
-                    .map(|p| page_token::encode(LISTING, p.name.as_str()))
+                    .map(|p| page_token::encode(&self.limits.page_key, LISTING, p.name.as_str()))
                     .unwrap_or_default()
             } else {
                 String::new()
@@ -326,7 +326,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
                 0 => usize::MAX - 1,
                 n => self.limits.page_size(n)?,
             };
-            let after = page_token::decode(EXPORT_LISTING, &page_token)?;
+            let after = page_token::decode(&self.limits.page_key, EXPORT_LISTING, &page_token)?;
             let page =
                 export_documents(&*self.store, &names, &mode, after.as_deref(), size).await?;
             match mode {
@@ -346,7 +346,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
                     .collect(),
                 next_page_token: page
                     .more_after
-                    .map(|a| page_token::encode(EXPORT_LISTING, &a))
+                    .map(|a| page_token::encode(&self.limits.page_key, EXPORT_LISTING, &a))
                     .unwrap_or_default(),
             }))
         })

@@ -71,6 +71,11 @@ macro_rules! each {
 }
 
 impl Store {
+    /// The key that authenticates page tokens.
+    pub fn page_key(&self) -> [u8; 32] {
+        each!(self, s => s.page_key())
+    }
+
     /// Opens the store at `location`.
     pub async fn open(
         location: &Location,

@@ -72,6 +72,9 @@ pub enum KeySource {
 /// Seals and opens secret values. The first key seals; every key opens the values that name it.
 pub struct SecretCipher {
     keys: Vec<(String, Aes256Gcm)>,
+    /// Derived from the sealing key: authenticates page tokens, so that every replica given the
+    /// same key file accepts another's tokens and nobody without it can forge one.
+    page_key: [u8; 32],
 }
 
 impl fmt::Debug for SecretCipher {
@@ -80,6 +83,15 @@ impl fmt::Debug for SecretCipher {
             .field("key_ids", &self.key_ids().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// HMAC-SHA256 of `purpose` under `key`: a key for another use that reveals nothing of `key`.
+fn derive(key: &[u8; 32], purpose: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .expect("HMAC takes a key of any length");
+    mac.update(purpose);
+    mac.finalize().into_bytes().into()
 }
 
 /// Whether `id` can name a key: 1 to 64 of `A-Z a-z 0-9 . _ -` (no `:`, the stored form's separator).
@@ -98,6 +110,7 @@ impl SecretCipher {
                 "no key: at least one `<key id>:<base64 of 32 bytes>` line is needed".into(),
             );
         }
+        let page_key = derive(&keys[0].1, b"profile-registry/page-token-key/v1");
         let mut out: Vec<(String, Aes256Gcm)> = Vec::with_capacity(keys.len());
         for (id, key) in keys {
             if !valid_key_id(&id) {
@@ -110,7 +123,15 @@ impl SecretCipher {
             }
             out.push((id, Aes256Gcm::new(&key.into())));
         }
-        Ok(Self { keys: out })
+        Ok(Self {
+            keys: out,
+            page_key,
+        })
+    }
+
+    /// The key that authenticates page tokens (derived from the sealing key, never the key itself).
+    pub fn page_key(&self) -> [u8; 32] {
+        self.page_key
     }
 
     /// The configured key ids, the sealing one first.

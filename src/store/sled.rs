@@ -118,6 +118,11 @@ impl RotationReport {
 }
 
 impl SledStore {
+    /// The key that authenticates this store's page tokens (see [`SecretCipher::page_key`]).
+    pub fn page_key(&self) -> [u8; 32] {
+        self.codec.cipher().page_key()
+    }
+
     /// Opens (creating when absent) the store in `dir`, holding an exclusive lock on it.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Arc<Self>, OpenError> {
         let unwritable = |source| OpenError::Unwritable {

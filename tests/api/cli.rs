@@ -249,6 +249,22 @@ async fn profile_commands_against_a_server() {
         );
     }
 
+    // A reader that stops early ends the command quietly, with no panic.
+    let script = format!(
+        "{} list -o json --server {host_port} | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        binary().display()
+    );
+    let piped = tokio::task::spawn_blocking(move || {
+        Command::new("bash").arg("-c").arg(script).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !stderr(&piped).contains("panicked"),
+        "{}",
+        output_text(&piped)
+    );
+
     // Usage errors exit 2, before any call.
     for args in [
         &["get"][..],
@@ -560,6 +576,18 @@ async fn the_everyday_commands_work_offline_on_a_data_dir() {
     assert_exit(&o, 0, "list offline");
     assert!(stdout(&o).contains("offline"), "{}", stdout(&o));
     assert!(stderr(&o).is_empty(), "no log lines: {}", stderr(&o));
+    // A mistyped data dir is not made into a new, empty registry; following needs a server.
+    let typo = dir.path().join("dta");
+    let o = run_cli(&["list", "--data-dir", typo.to_str().unwrap()], &[]).await;
+    assert_exit(&o, 1, "a data dir without a database");
+    assert!(
+        stderr(&o).contains("no registry database"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!typo.exists(), "the mistyped data dir was created");
+    let o = run_cli(&["watch", "--data-dir", &data_dir], &[]).await;
+    assert_exit(&o, 2, "watch offline");
     let o = run_cli(
         &["get", "offline", "-o", "sdk", "--data-dir", &data_dir],
         &[],

@@ -643,3 +643,47 @@ async fn watch_from(s: &ChildServer) -> tonic::Streaming<pb::ProfileEvent> {
         .unwrap()
         .into_inner()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_from_one_replica_continues_on_another() {
+    let Some(cluster) = cluster("replicas_pages") else {
+        return;
+    };
+    let [a, b, _] = [0, 1, 2].map(|i| &cluster.servers[i]);
+    let mut pa = profiles_of(a).await;
+    for i in 0..5 {
+        create(&mut pa, profile(&format!("p{i}"), "gpt-4o", None)).await;
+    }
+    let first = pa
+        .list_profiles(pb::ListProfilesRequest {
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The token is keyed with the shared key file: replica B reads it.
+    let mut pb_ = profiles_of(b).await;
+    let second = pb_
+        .list_profiles(pb::ListProfilesRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = second.profiles.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["p2", "p3"]);
+    // An altered token is refused by either.
+    let mut altered = first.next_page_token.into_bytes();
+    let last = altered.len() - 1;
+    altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+    let err = pb_
+        .list_profiles(pb::ListProfilesRequest {
+            page_size: 2,
+            page_token: String::from_utf8(altered).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}

@@ -29,7 +29,6 @@ use profile_registry::config::{parse_duration, ClientArgs, TargetArgs};
 use profile_registry::pb;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
 use profile_registry::pb::profile_service_client::ProfileServiceClient;
-use profile_registry::service::page_token;
 use serde_json::json;
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
@@ -264,6 +263,7 @@ fn server_calls(
     args: &Args,
     ids: Arc<Vec<String>>,
     bases: Arc<Vec<pb::LlmConfig>>,
+    pages: Arc<Vec<String>>,
 ) -> Vec<(&'static str, Call)> {
     let profiles = args.profiles;
     let mut rows = Vec::new();
@@ -301,12 +301,9 @@ fn server_calls(
         report::LIST_PROFILES,
         call(move |w, n| {
             let mut p = cl.profiles(w);
-            let start = pick(w, n, profiles.saturating_sub(100).max(1));
-            let page_token = if start == 0 {
-                String::new()
-            } else {
-                page_token::encode("profiles", &profile_name(start - 1))
-            };
+            // A page from a random place: the tokens are the server's (keyed, so not made here).
+            let page = pick(w, n, pages.len());
+            let (start, page_token) = (page * 100, pages[page].clone());
             async move {
                 let page = p
                     .list_profiles(pb::ListProfilesRequest {
@@ -438,6 +435,30 @@ async fn warm_up(clients: &Clients, profiles: usize) -> anyhow::Result<()> {
         .await
 }
 
+/// The page token of each full page of 100 profiles, the first one empty.
+async fn page_tokens(clients: &Clients) -> anyhow::Result<Vec<String>> {
+    let mut p = clients.profiles(0);
+    let mut tokens = vec![String::new()];
+    loop {
+        let page = p
+            .list_profiles(pb::ListProfilesRequest {
+                page_size: 100,
+                page_token: tokens.last().cloned().unwrap_or_default(),
+            })
+            .await?
+            .into_inner();
+        if page.next_page_token.is_empty() || page.profiles.len() < 100 {
+            break;
+        }
+        tokens.push(page.next_page_token);
+    }
+    // The last token may lead to a short or empty page: keep only tokens of full pages.
+    if tokens.len() > 1 {
+        tokens.pop();
+    }
+    Ok(tokens)
+}
+
 /// Measures every row of the main server at each concurrency.
 async fn server_rows(
     report: &mut Report,
@@ -449,7 +470,8 @@ async fn server_rows(
     let ids = Arc::new(conversations.to_vec());
     warm_up(clients, args.profiles).await?;
     let bases = Arc::new(update_bases(clients, args).await?);
-    let rows = server_calls(clients, args, ids, bases);
+    let pages = Arc::new(page_tokens(clients).await?);
+    let rows = server_calls(clients, args, ids, bases, pages);
     for c in CONCURRENCY {
         for (name, row) in &rows {
             if report.wants(name) {
@@ -531,7 +553,8 @@ async fn postgres_rows(
         let clients = Clients::connect(&server.url, args.connections).await?;
         warm_up(&clients, args.profiles).await?;
         let bases = Arc::new(update_bases(&clients, args).await?);
-        let rows = server_calls(&clients, args, Arc::new(Vec::new()), bases);
+        let pages = Arc::new(page_tokens(&clients).await?);
+        let rows = server_calls(&clients, args, Arc::new(Vec::new()), bases, pages);
         for c in CONCURRENCY {
             for (name, pg_name) in [
                 (report::GET_PROFILE, report::PG_GET_PROFILE),

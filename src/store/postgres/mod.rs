@@ -253,6 +253,12 @@ async fn commit(tx: Tx) -> Result<(), StoreError> {
 }
 
 impl PgStore {
+    /// The key that authenticates this store's page tokens: the same on every replica given the
+    /// same key file (see [`SecretCipher::page_key`]).
+    pub fn page_key(&self) -> [u8; 32] {
+        self.codec.cipher().page_key()
+    }
+
     /// Connects, applies the schema and starts listening for changes. `key_file` is required.
     pub async fn open(
         url: &str,
