@@ -38,6 +38,14 @@ fn read_folder(
                 continue;
             };
             if parse_event_file_name(&name).is_none() {
+                if name.starts_with("event-") && name.ends_with(".json") {
+                    // Looks like an event but cannot be one: refuse the folder rather than
+                    // import it without that event.
+                    return Err(format!(
+                        "events/{name}: not an event file name (event-NNNNN-<id>.json, the id {})",
+                        crate::domain::values::FILE_ID_RULE
+                    ));
+                }
                 continue; // .eventlog.lock, .eventlog-len-N.marker and anything else
             }
             let kind = entry

@@ -208,6 +208,10 @@ pub fn conversation_violations(c: &Conversation, prefix: &str, max_tags: usize) 
             ));
         }
     }
+    out.extend(super::values::object_violation(
+        &c.state,
+        &format!("{prefix}.state"),
+    ));
     for key in TYPED_STATE_KEYS {
         if c.state.contains_key(key) {
             out.push(Violation::new(

@@ -3,6 +3,7 @@ mod conversation;
 mod name;
 mod profile;
 pub mod pyjson;
+pub mod values;
 
 pub use conversation::{
     conversation_violations, parse_timestamp, Conversation, ConversationId, Event, ExecutionStatus,

@@ -211,7 +211,20 @@ impl LlmConfig {
             };
             strip(self) == strip(other)
         } else {
-            self == other
+            // schema_version's place carries no content: export always writes it last, so a
+            // file without it and its own export are the same profile.
+            let order = |l: &LlmConfig| {
+                l.key_order
+                    .iter()
+                    .filter(|k| *k != "schema_version")
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            let strip = |l: &LlmConfig| LlmConfig {
+                key_order: Vec::new(),
+                ..l.clone()
+            };
+            order(self) == order(other) && strip(self) == strip(other)
         }
     }
 
@@ -260,6 +273,10 @@ impl LlmConfig {
                 ));
             }
         }
+        out.extend(super::values::object_violation(
+            &self.extra,
+            &format!("{prefix}.extra"),
+        ));
         out
     }
 }

@@ -21,10 +21,10 @@ const LLM_PLACES: [(&str, &[&str]); 2] = [
 pub fn parse_event_file_name(name: &str) -> Option<(u64, &str)> {
     let rest = name.strip_prefix("event-")?.strip_suffix(".json")?;
     let (index, id) = rest.split_once('-')?;
+    // The SDK's own ids are UUIDs; any id the registry accepts (a file-safe id) is read back.
     let ok = index.len() >= 5
         && index.bytes().all(|b| b.is_ascii_digit())
-        && id.len() >= 8
-        && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        && crate::domain::values::is_file_safe_id(id);
     ok.then(|| Some((index.parse().ok()?, id)))?
 }
 
@@ -130,15 +130,15 @@ pub fn parse_conversation(
         event_count: 0,
     };
 
-    let mut indexed: Vec<(u64, &str, &str)> = Vec::with_capacity(events.len());
+    let mut indexed: Vec<(u64, &str, &str, &str)> = Vec::with_capacity(events.len());
     for (file, text) in events {
-        let (index, _) = parse_event_file_name(file)
+        let (index, id) = parse_event_file_name(file)
             .ok_or_else(|| format!("events/{file}: not an event file name"))?;
-        indexed.push((index, file, text));
+        indexed.push((index, file, id, text));
     }
-    indexed.sort_by_key(|(i, _, _)| *i);
+    indexed.sort_by_key(|(i, _, _, _)| *i);
     let mut out = Vec::with_capacity(indexed.len());
-    for (expected, (index, file, text)) in indexed.into_iter().enumerate() {
+    for (expected, (index, file, file_id, text)) in indexed.into_iter().enumerate() {
         if index != expected as u64 {
             return Err(format!("events: index {expected} is missing (found events/{file}); the SDK would stop reading there"));
         }
@@ -146,14 +146,27 @@ pub fn parse_conversation(
             Ok(Value::Object(m)) => m,
             _ => return Err(format!("events/{file}: not a JSON object")),
         };
-        out.push(NewEvent::from_body(
+        // The body's id when it has one, else the file's (the id the event was stored under).
+        let id = match body.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => String::new(),
+            _ => file_id.to_owned(),
+        };
+        let event = NewEvent::from_body(
             &body,
             (*text).to_owned(),
-            String::new(),
+            id,
             String::new(),
             String::new(),
             None,
-        ));
+        );
+        let field = format!("events/{file}");
+        if let Some(v) =
+            crate::domain::values::event_violations(&event.id, &event.timestamp, &body, &field)
+                .first()
+        {
+            return Err(v.to_string());
+        }
+        out.push(event);
     }
     Ok((conversation, out))
 }
@@ -240,9 +253,15 @@ mod tests {
             parse_event_file_name("event-00012-4a838633-a60b-428d-b4a7-288ef4dae0f0.json"),
             Some((12, "4a838633-a60b-428d-b4a7-288ef4dae0f0"))
         );
+        // Any id the registry accepts reads back, e.g. the README's e0.
+        assert_eq!(
+            parse_event_file_name("event-00000-e0.json"),
+            Some((0, "e0"))
+        );
         for bad in [
             "event-12-abcdef01.json",
-            "event-00001-xyz.json",
+            "event-00001-a b.json",
+            "event-00001-.hidden.json",
             ".eventlog.lock",
             "event-00001-abcdef01.txt",
         ] {

@@ -510,6 +510,12 @@ pub fn events_from_pb(
                 "is required (or a body with \"kind\")",
             ));
         }
+        violations.extend(crate::domain::values::event_violations(
+            &event.id,
+            &event.timestamp,
+            &body,
+            &field,
+        ));
         out.push(event);
     }
     if violations.is_empty() {

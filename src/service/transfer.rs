@@ -276,5 +276,16 @@ pub async fn export_conversation_files<S: ConversationStore + ProfileStore>(
     } else {
         LlmForm::Inline(secrets)
     };
+    // Records from before ids were checked at the edge: refuse before any file is written.
+    if let Some(e) = events
+        .iter()
+        .find(|e| !crate::domain::values::is_file_safe_id(&e.id))
+    {
+        return Err(StoreError::FailedPrecondition(format!(
+            "event {} of conversation {id} has an id that cannot be part of a file name (an id {}); nothing was exported",
+            e.seq,
+            crate::domain::values::FILE_ID_RULE
+        )));
+    }
     Ok(export_conversation(&c, &resolved, &events, &form))
 }

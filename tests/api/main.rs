@@ -11,6 +11,7 @@ mod deploy;
 mod e2e;
 mod help;
 mod helpers;
+mod hostile;
 mod large_data;
 mod leaks;
 mod messages;
