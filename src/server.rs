@@ -292,6 +292,7 @@ async fn seed(store: &Store, dir: &std::path::Path, args: &ServeArgs) -> anyhow:
         key.as_ref(),
         args.on_conflict.into(),
         false,
+        false,
         &limits,
     )
     .await?;

@@ -75,9 +75,16 @@ impl Target {
             Self::Local(store) => {
                 let n = docs.len();
                 let policy = ConflictPolicy::from(on_conflict);
-                let reports =
-                    import_documents(&**store, docs, key, policy, dry_run, &Limits::default())
-                        .await?;
+                let reports = import_documents(
+                    &**store,
+                    docs,
+                    key,
+                    policy,
+                    dry_run,
+                    false,
+                    &Limits::default(),
+                )
+                .await?;
                 progress(n);
                 Ok(reports)
             }

@@ -143,6 +143,11 @@ pub struct LlmConfig {
     /// The key order of the document this came from (import), so export gives it back; empty when unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_order: Vec<String>,
+    /// Never stored: set on a write by a caller who may not read secrets and who supplied a
+    /// secret value. Such a write is never "unchanged", so that its outcome (UNCHANGED or
+    /// UPDATED, a kept or a new revision) does not tell whether the value equals the stored one.
+    #[serde(skip)]
+    pub blind_write: bool,
 }
 
 impl LlmConfig {
@@ -164,6 +169,16 @@ impl LlmConfig {
             SecretField::AwsSecretAccessKey => &mut self.aws_secret_access_key,
             SecretField::AwsSessionToken => &mut self.aws_session_token,
         }
+    }
+
+    /// Marks a write by a caller who may not read secrets (`blind`) that supplies a secret value
+    /// (not the mask, not blank): see [`LlmConfig::blind_write`].
+    pub fn blind_if(&mut self, blind: bool) {
+        self.blind_write = blind
+            && SecretField::ALL.iter().any(|f| {
+                self.secret(*f)
+                    .is_some_and(|s| !s.is_mask() && !s.expose().trim().is_empty())
+            });
     }
 
     /// Replaces every set secret with the mask, for responses.
@@ -204,6 +219,9 @@ impl LlmConfig {
     /// Whether two configurations hold the same content. Key order counts only when both know it
     /// (a profile created over gRPC has none).
     pub fn same_content(&self, other: &LlmConfig) -> bool {
+        if self.blind_write || other.blind_write {
+            return false;
+        }
         if self.key_order.is_empty() || other.key_order.is_empty() {
             let strip = |l: &LlmConfig| LlmConfig {
                 key_order: Vec::new(),

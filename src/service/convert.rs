@@ -60,6 +60,7 @@ pub fn llm_to_pb(llm: LlmConfig) -> pb::LlmConfig {
         usage_id,
         extra,
         key_order: _,
+        blind_write: _,
     } = llm;
     let secret = |s: Option<Secret>| s.map(|s| s.expose().to_owned());
     pb::LlmConfig {
@@ -123,6 +124,7 @@ pub fn llm_from_pb(pb: pb::LlmConfig, field: &str, violations: &mut Vec<Violatio
         usage_id,
         extra,
         key_order: Vec::new(),
+        blind_write: false,
     }
 }
 

@@ -12,7 +12,7 @@ use super::{
     audit_secret_access, conflict_policy, observe, page_token, parse_fernet_key, secrets_out,
     Limits,
 };
-use crate::auth::principal;
+use crate::auth::{principal, Role};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
@@ -153,6 +153,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         &self,
         req: Request<pb::UpdateProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let blind = !principal(&req).has(Role::Secrets);
         let pb::UpdateProfileRequest {
             profile,
             allow_missing,
@@ -163,8 +164,9 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             if expected_revision.is_some_and(|r| r < 0) {
                 return Err(invalid_field("expected_revision", "must not be negative"));
             }
-            let (name, llm) =
+            let (name, mut llm) =
                 profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
+            llm.blind_if(blind);
             let mode = if allow_missing {
                 PutMode::Upsert
             } else {
@@ -275,6 +277,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         &self,
         req: Request<pb::ImportProfilesRequest>,
     ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
+        let blind = !principal(&req).has(Role::Secrets);
         let pb::ImportProfilesRequest {
             documents,
             on_conflict,
@@ -292,6 +295,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
                 key.as_ref(),
                 policy,
                 dry_run,
+                blind,
                 &self.limits,
             )
             .await?;

@@ -59,13 +59,15 @@ pub struct ImportReport {
 }
 
 /// Parses every document (name, file text) and imports the valid ones as one atomic batch; bad
-/// documents are reported and never written.
+/// documents are reported and never written. `blind`: the caller may not read secrets, so no
+/// outcome may depend on whether a supplied secret equals the stored one.
 pub async fn import_documents<S: ProfileStore>(
     store: &S,
     docs: Vec<(String, String)>,
     key: Option<&FernetKey>,
     policy: ConflictPolicy,
     dry_run: bool,
+    blind: bool,
     limits: &Limits,
 ) -> Result<Vec<ImportReport>, StoreError> {
     let mut reports = Vec::with_capacity(docs.len());
@@ -74,7 +76,11 @@ pub async fn import_documents<S: ProfileStore>(
     for (name, text) in docs {
         let parsed = check_size(&text, limits)
             .and_then(|()| name_from_file(&name))
-            .and_then(|n| parse_file(&text, key).map(|llm| (n, llm)));
+            .and_then(|n| parse_file(&text, key).map(|llm| (n, llm)))
+            .map(|(n, mut llm)| {
+                llm.blind_if(blind);
+                (n, llm)
+            });
         let (outcome, reason) = match parsed {
             Ok(item) => {
                 let masked = SecretField::ALL

@@ -75,7 +75,10 @@ pub fn plan_put(
             PutPlan::Write(
                 Profile {
                     name,
-                    llm,
+                    llm: LlmConfig {
+                        blind_write: false,
+                        ..llm
+                    },
                     revision,
                     create_time,
                     update_time: now,
@@ -182,7 +185,10 @@ pub fn plan_import(
         outcomes.push(outcome(revision));
         let profile = Profile {
             name: name.clone(),
-            llm,
+            llm: LlmConfig {
+                blind_write: false,
+                ..llm
+            },
             revision,
             create_time,
             update_time: now,

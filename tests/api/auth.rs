@@ -514,3 +514,82 @@ async fn client_commands_send_the_token_from_the_environment() {
     );
     assert!(!text.contains("broken-0001"), "{text}");
 }
+
+/// What a writer without the secrets role learns from importing and updating a guessed key: the
+/// same outcomes and revisions whether the guess is the stored key or not.
+async fn guess(p: &mut Profiles, key: &str, on_conflict: i32, dry_run: bool) -> (i32, String) {
+    let r = p
+        .import_profiles(pb::ImportProfilesRequest {
+            documents: vec![pb::ProfileDocument {
+                name: "vault.json".into(),
+                json: format!(r#"{{"model": "gpt-4o", "api_key": "{key}", "schema_version": 1}}"#),
+            }],
+            on_conflict,
+            dry_run,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.results[0].outcome, r.results[0].reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_without_the_secrets_role_cannot_test_a_guessed_key() {
+    let app = secured_app().await;
+    let channel = app.channel().await;
+    let (mut admin, _) = clients(&channel, Some("tok-admin-0001"));
+    let (mut writer, _) = clients(&channel, Some("tok-writer-0001"));
+    admin
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(profile("vault", "gpt-4o", Some("sk-the-real-key"))),
+        })
+        .await
+        .unwrap();
+    use pb::import_profiles_request::OnConflict;
+    for (on_conflict, dry_run) in [
+        (OnConflict::Skip, true),
+        (OnConflict::Skip, false),
+        (OnConflict::Overwrite, true),
+        (OnConflict::Fail, true),
+    ] {
+        let right = guess(&mut writer, "sk-the-real-key", on_conflict as i32, dry_run).await;
+        let wrong = guess(&mut writer, "sk-a-wrong-guess", on_conflict as i32, dry_run).await;
+        assert_eq!(right, wrong, "{on_conflict:?} dry_run={dry_run}");
+    }
+    // Overwrite for real, then UpdateProfile: each write is a new revision, right or wrong.
+    let mut revisions = Vec::new();
+    for key in ["sk-the-real-key", "sk-the-real-key", "sk-a-wrong-guess"] {
+        let (outcome, _) = guess(&mut writer, key, OnConflict::Overwrite as i32, false).await;
+        assert_eq!(outcome, pb::import_result::Outcome::Updated as i32, "{key}");
+        let updated = writer
+            .update_profile(pb::UpdateProfileRequest {
+                profile: Some(profile("vault", "gpt-4o", Some(key))),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        revisions.push(updated.revision);
+    }
+    assert!(
+        revisions.windows(2).all(|w| w[1] == w[0] + 2),
+        "every write is a new revision: {revisions:?}"
+    );
+    // The secrets role may still see UNCHANGED: it can read the key anyway.
+    let (mut auditor, _) = clients(&channel, Some("tok-admin-0001"));
+    let key = auditor
+        .get_profile(pb::GetProfileRequest {
+            name: "vault".into(),
+            reveal_secrets: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .llm
+        .unwrap()
+        .api_key
+        .unwrap();
+    let (outcome, _) = guess(&mut auditor, &key, OnConflict::Skip as i32, true).await;
+    assert_eq!(outcome, pb::import_result::Outcome::Unchanged as i32);
+}
