@@ -9,9 +9,12 @@ use fs2::FileExt;
 use super::{fernet_key_from_env, Target};
 use crate::config::{ExportConversationsArgs, ImportConversationsArgs, SecretsMode};
 use crate::openhands::conversation::parse_event_file_name;
-use crate::openhands::folder::write_files;
+use crate::openhands::folder::{read_text_file, write_files};
 use crate::service::transfer::Outcome;
 use crate::service::Limits;
+
+/// The largest base_state.json read (the request limit of the server it goes to).
+const MAX_BASE_STATE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The default folder: `$OH_PERSISTENCE_DIR/conversations` when set, else `~/.openhands/conversations`.
 pub fn default_dir() -> PathBuf {
@@ -27,8 +30,8 @@ fn read_folder(
     dir: &Path,
     max_event_bytes: u64,
 ) -> Result<(String, Vec<(String, String)>), String> {
-    let base = fs::read_to_string(dir.join("base_state.json"))
-        .map_err(|e| format!("base_state.json: {e}"))?;
+    let base = read_text_file(&dir.join("base_state.json"), MAX_BASE_STATE_BYTES, false)
+        .map_err(|why| format!("base_state.json {why}"))?;
     let mut events = Vec::new();
     let events_dir = dir.join("events");
     if events_dir.is_dir() {
@@ -48,23 +51,8 @@ fn read_folder(
                 }
                 continue; // .eventlog.lock, .eventlog-len-N.marker and anything else
             }
-            let kind = entry
-                .file_type()
-                .map_err(|e| format!("events/{name}: {e}"))?;
-            if !kind.is_file() {
-                return Err(format!("events/{name} is not a regular file"));
-            }
-            let size = entry
-                .metadata()
-                .map_err(|e| format!("events/{name}: {e}"))?
-                .len();
-            if size > max_event_bytes {
-                return Err(format!(
-                    "events/{name} is {size} bytes, over the limit of {max_event_bytes} bytes"
-                ));
-            }
-            let text =
-                fs::read_to_string(entry.path()).map_err(|e| format!("events/{name}: {e}"))?;
+            let text = read_text_file(&entry.path(), max_event_bytes, false)
+                .map_err(|why| format!("events/{name} {why}"))?;
             events.push((name, text));
         }
     }

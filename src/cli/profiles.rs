@@ -271,9 +271,10 @@ pub async fn export_to_folder(
         .await;
     drop(pages);
     let written = writer.await.context("the file writer panicked")?;
-    fetched?;
+    // The writer's own error first: when it stops, the fetch only sees a closed channel.
     let (staging, mut report, exported) =
         written.with_context(|| format!("cannot write into {}", dir.display()))?;
+    fetched?;
     let Some(folder) = folder.filter(|_| report.conflicts.is_empty()) else {
         // A dry run, or a conflict under FAIL: the staged temp files go with `staging`.
         drop(staging);

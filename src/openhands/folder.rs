@@ -106,8 +106,18 @@ impl Staging {
         })
     }
 
-    /// Writes `text` to a temp file that [`Staging::commit`] renames to `name`.
+    /// Writes `text` to a temp file that [`Staging::commit`] renames to `name`. A folder (or
+    /// anything else a file cannot be renamed over) in `name`'s place is an error naming it, before
+    /// anything is put in place.
     pub fn stage(&mut self, name: String, text: &str) -> io::Result<()> {
+        if let Ok(meta) = fs::symlink_metadata(self.dir.join(&name)) {
+            if meta.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{name}: a folder is in the way; nothing was written"),
+                ));
+            }
+        }
         let mut tmp = tempfile::Builder::new()
             .prefix("tmp")
             .suffix(".tmp")
@@ -138,6 +148,53 @@ impl Staging {
         }
         folder.sync_all()
     }
+}
+
+/// Reads a file that another process may be changing: opened without following a symlink and
+/// without blocking (a FIFO put in a file's place cannot hang the reader), then checked to be a
+/// regular file of at most `max_bytes` and UTF-8. The error says what happened in words, for a
+/// line that names the file: it vanished, it is no longer a regular file, it is too large.
+/// With `follow`, a symlink is followed (the caller checked where it points).
+pub fn read_text_file(path: &Path, max_bytes: u64, follow: bool) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = if follow {
+        libc::O_NONBLOCK
+    } else {
+        libc::O_NOFOLLOW | libc::O_NONBLOCK
+    };
+    let mut file = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err("vanished while the folder was read".into())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("is a symbolic link; profiles must be regular files".into())
+        }
+        Err(e) => return Err(format!("cannot be opened: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file (it changed while the folder was read?)".into());
+    }
+    if meta.len() > max_bytes {
+        return Err(format!(
+            "is {} bytes, over the limit of {max_bytes} bytes",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    Read::by_ref(&mut file)
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "grew over the limit of {max_bytes} bytes while read"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".into())
 }
 
 /// The bytes of `path` when it is a regular file of mode 0600 (never follows a symlink) of at most
@@ -257,7 +314,7 @@ impl ProfilesDir {
         internal_links: bool,
     ) -> io::Result<(Documents, Vec<Refused>)> {
         let root = fs::canonicalize(&self.path)?;
-        let mut names: Vec<(String, fs::FileType)> = Vec::new();
+        let mut names: Vec<(String, Option<fs::FileType>)> = Vec::new();
         for entry in fs::read_dir(&self.path)? {
             let entry = entry?;
             let Ok(name) = entry.file_name().into_string() else {
@@ -266,7 +323,8 @@ impl ProfilesDir {
             if name == LOCK_FILE || name.ends_with(".tmp") || !name.ends_with(".json") {
                 continue;
             }
-            names.push((name, entry.file_type()?));
+            // A file deleted between the listing and this call has no type: reported below.
+            names.push((name, entry.file_type().ok()));
         }
         names.sort_by(|a, b| a.0.cmp(&b.0));
         let (mut docs, mut refused) = (Vec::new(), Vec::new());
@@ -275,33 +333,29 @@ impl ProfilesDir {
                 file: name.clone(),
                 reason,
             };
-            if kind.is_symlink() {
-                let inside = fs::canonicalize(self.path.join(&name))
-                    .is_ok_and(|t| t.starts_with(&root) && t.is_file());
-                if !(internal_links && inside) {
-                    refused.push(refuse(
-                        "is a symbolic link; profiles must be regular files".into(),
-                    ));
+            let path = self.path.join(&name);
+            let follow = match kind {
+                None => {
+                    refused.push(refuse("vanished while the folder was read".into()));
                     continue;
                 }
-            } else if !kind.is_file() {
-                continue;
-            }
-            let mut file = File::open(self.path.join(&name))?;
-            let size = file.metadata()?.len();
-            if size > max_bytes {
-                refused.push(refuse(format!(
-                    "is {size} bytes, over the limit of {max_bytes} bytes"
-                )));
-                continue;
-            }
-            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            Read::by_ref(&mut file)
-                .take(max_bytes + 1)
-                .read_to_end(&mut bytes)?;
-            match String::from_utf8(bytes) {
+                Some(kind) if kind.is_dir() => continue,
+                Some(kind) if kind.is_symlink() => {
+                    let inside =
+                        fs::canonicalize(&path).is_ok_and(|t| t.starts_with(&root) && t.is_file());
+                    if !(internal_links && inside) {
+                        refused.push(refuse(
+                            "is a symbolic link; profiles must be regular files".into(),
+                        ));
+                        continue;
+                    }
+                    true
+                }
+                Some(_) => false,
+            };
+            match read_text_file(&path, max_bytes, follow) {
                 Ok(text) => docs.push((name, text)),
-                Err(_) => refused.push(refuse("is not UTF-8 text".into())),
+                Err(reason) => refused.push(refuse(reason)),
             }
         }
         Ok((docs, refused))
@@ -340,4 +394,29 @@ pub fn prunable(dir: &Path, keep: &BTreeSet<String>) -> io::Result<Vec<String>> 
     }
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_text_file_says_what_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = read_text_file(&dir.path().join("gone.json"), 100, false).unwrap_err();
+        assert_eq!(gone, "vanished while the folder was read");
+        std::fs::create_dir(dir.path().join("d.json")).unwrap();
+        let folder = read_text_file(&dir.path().join("d.json"), 100, false).unwrap_err();
+        assert!(folder.contains("not a regular file"), "{folder}");
+        std::fs::write(dir.path().join("big.json"), "x".repeat(101)).unwrap();
+        let big = read_text_file(&dir.path().join("big.json"), 100, false).unwrap_err();
+        assert!(big.contains("over the limit"), "{big}");
+        std::os::unix::fs::symlink("big.json", dir.path().join("link.json")).unwrap();
+        let link = read_text_file(&dir.path().join("link.json"), 1000, false).unwrap_err();
+        assert!(link.contains("symbolic link"), "{link}");
+        assert_eq!(
+            read_text_file(&dir.path().join("link.json"), 1000, true).unwrap().len(),
+            101
+        );
+    }
 }

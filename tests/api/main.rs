@@ -9,6 +9,7 @@ mod conversation_files;
 mod conversations;
 mod deploy;
 mod e2e;
+mod folders;
 mod help;
 mod helpers;
 mod hostile;
