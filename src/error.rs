@@ -42,6 +42,18 @@ impl From<StoreError> for Status {
                 tracing::warn!(error = %detail, "database unavailable");
                 Status::unavailable("the database cannot be reached right now; retry")
             }
+            StoreError::Volume(ref fault) if fault.no_space => {
+                crate::store::fault::raise(fault);
+                Status::resource_exhausted(format!(
+                "{fault}: writes are refused; the server stops so that a restart recovers it (every acknowledged write is kept)"
+            ))
+            }
+            StoreError::Volume(ref fault) => {
+                crate::store::fault::raise(fault);
+                Status::unavailable(format!(
+                "{fault}: writes are refused; the server stops so that a restart recovers it (every acknowledged write is kept)"
+            ))
+            }
             StoreError::Storage(ref detail) => {
                 tracing::error!(error = %detail, "storage failure");
                 Status::internal("internal storage error; see the server log")

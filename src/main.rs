@@ -50,10 +50,20 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: profile_registry::config::ServeArgs) -> anyhow::Result<()> {
-    Application::build(args)
+    let result = Application::build(args)
         .await?
         .run_until(shutdown_signal())
-        .await
+        .await;
+    // Exit here, not by returning: the runtime would wait for blocking tasks, and one stuck on a
+    // failed volume would keep the process alive past --shutdown-grace.
+    let code = match &result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("profile-registry: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
 fn new_token(args: &profile_registry::config::NewTokenArgs) -> anyhow::Result<bool> {

@@ -189,6 +189,7 @@ impl Application {
             let bound = crate::metrics::serve(metrics_addr, Arc::clone(&store)).await?;
             tracing::info!(%bound, "metrics at http://{bound}/metrics");
         }
+        tokio::spawn(fail_stop_on_fault(health.clone()));
         if let Some(connected) = store.connected() {
             tokio::spawn(follow_database(
                 connected,
@@ -214,10 +215,15 @@ impl Application {
             Ok(r) => r.context("the server failed while draining")?,
             Err(_) => tracing::warn!("grace period over: cutting the remaining calls"),
         }
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .context("flush task")?
-            .context("final flush")?;
+        // Bounded: a volume that stopped answering must not keep the process alive past
+        // --shutdown-grace plus this.
+        let flushed = tokio::time::timeout(
+            FINAL_FLUSH,
+            tokio::task::spawn_blocking(move || store.flush()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the final flush did not finish within {FINAL_FLUSH:?}"))?;
+        flushed.context("flush task")?.context("final flush")?;
         // The health port told NOT_SERVING through the drain; it goes last.
         let _ = health_stop.send(());
         if let Some(task) = health_only {
@@ -226,6 +232,31 @@ impl Application {
         tracing::info!("stopped; database flushed");
         Ok(())
     }
+}
+
+/// How long the final flush at shutdown may take.
+const FINAL_FLUSH: Duration = Duration::from_secs(4);
+
+/// The exit code of a fail-stop on a storage fault (EX_IOERR).
+pub const FAULT_EXIT_CODE: i32 = 74;
+
+/// On the first storage fault: health NOT_SERVING at once, then, after a moment for the calls in
+/// flight to get their answer, exit non-zero. sled refuses every write after an I/O error even
+/// once space is freed; a restart (Kubernetes restarts the pod) recovers it from its log.
+async fn fail_stop_on_fault(health: HealthState) {
+    let mut faults = crate::store::fault::subscribe();
+    let fault = loop {
+        if let Some(f) = faults.borrow_and_update().clone() {
+            break f;
+        }
+        if faults.changed().await.is_err() {
+            return;
+        }
+    };
+    health.set_not_serving();
+    tracing::error!(fault = %fault, code = FAULT_EXIT_CODE, "fail-stop: health NOT_SERVING; exiting in 2 s so that a restart recovers the database (acknowledged writes are on disk)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::process::exit(FAULT_EXIT_CODE);
 }
 
 /// Serves grpc.health.v1 alone, plaintext and without the auth layer, on `listener` until

@@ -415,7 +415,9 @@ mod tests {
         let link = read_text_file(&dir.path().join("link.json"), 1000, false).unwrap_err();
         assert!(link.contains("symbolic link"), "{link}");
         assert_eq!(
-            read_text_file(&dir.path().join("link.json"), 1000, true).unwrap().len(),
+            read_text_file(&dir.path().join("link.json"), 1000, true)
+                .unwrap()
+                .len(),
             101
         );
     }

@@ -148,7 +148,7 @@ impl SledStore {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Storage(e) => StoreError::Storage(format!("transaction: {e}")),
+                TransactionError::Storage(e) => StoreError::from(e),
                 TransactionError::Abort(()) => StoreError::Storage("transaction aborted".into()),
             })
     }

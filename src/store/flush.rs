@@ -14,7 +14,7 @@ struct State<E> {
     written: u64,
     requested: u64,
     pending: VecDeque<(u64, E)>,
-    failed: bool,
+    failed: Option<super::fault::VolumeFault>,
     stop: bool,
 }
 
@@ -50,7 +50,7 @@ impl<E: Send + 'static> Flusher<E> {
                 written: 0,
                 requested: 0,
                 pending: VecDeque::new(),
-                failed: false,
+                failed: None,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -91,6 +91,17 @@ impl<E: Send + 'static> Flusher<E> {
         if ack_before_flush() {
             return Ok(());
         }
+        // After a failed flush (or any fault of the volume) nothing more becomes durable:
+        // answer at once.
+        if let Some(fault) = self
+            .shared
+            .lock()
+            .failed
+            .clone()
+            .or_else(super::fault::current)
+        {
+            return Err(StoreError::Volume(fault));
+        }
         let mut rx = self.shared.durable.subscribe();
         if *rx.borrow_and_update() < epoch {
             {
@@ -100,14 +111,17 @@ impl<E: Send + 'static> Flusher<E> {
                     self.shared.wake.notify_one();
                 }
             }
-            rx.wait_for(|d| *d >= epoch)
-                .await
-                .map_err(|_| StoreError::Storage("the store is closed".into()))?;
+            // A flush after a fault may never return (sled stops on its first I/O error): the
+            // fault answers the waiters instead.
+            tokio::select! {
+                durable = rx.wait_for(|d| *d >= epoch) => {
+                    durable.map_err(|_| StoreError::Storage("the store is closed".into()))?;
+                }
+                fault = super::fault::raised() => return Err(StoreError::Volume(fault)),
+            }
         }
-        if self.shared.lock().failed {
-            return Err(StoreError::Storage(
-                "a flush to disk failed; writes are refused".into(),
-            ));
+        if let Some(fault) = self.shared.lock().failed.clone() {
+            return Err(StoreError::Volume(fault));
         }
         Ok(())
     }
@@ -178,12 +192,27 @@ fn run<E>(shared: &Shared<E>) {
             st.written
         };
         let started = Instant::now();
-        let result = shared.db.flush();
+        // After a failed flush sled refuses (or hangs) on every later one: do not try again,
+        // wake the waiters with the fault.
+        let failed_before = shared.lock().failed.is_some();
+        let result = if failed_before {
+            Ok(0)
+        } else {
+            shared.db.flush()
+        };
         let ready: Vec<E> = {
             let mut st = shared.lock();
             if let Err(e) = &result {
-                tracing::error!(error = %e, "flush to disk failed; refusing further writes");
-                st.failed = true;
+                let fault = match e {
+                    sled::Error::Io(io) => super::fault::VolumeFault::of(io),
+                    other => super::fault::VolumeFault {
+                        no_space: false,
+                        detail: other.to_string(),
+                    },
+                };
+                tracing::error!(fault = %fault, "flush to disk failed; refusing further writes");
+                super::fault::raise(&fault);
+                st.failed = Some(fault);
             }
             let mut ready = Vec::new();
             while st.pending.front().is_some_and(|(e, _)| *e <= target) {
@@ -199,7 +228,7 @@ fn run<E>(shared: &Shared<E>) {
             micros = started.elapsed().as_micros() as u64,
             "flushed"
         );
-        if result.is_ok() {
+        if result.is_ok() && !failed_before {
             for change in ready {
                 (shared.publish)(change);
             }

@@ -3,6 +3,7 @@ mod any;
 pub mod codec;
 mod conversations;
 pub mod crypto;
+pub mod fault;
 mod flush;
 mod maintenance;
 pub mod postgres;
@@ -74,11 +75,19 @@ pub enum StoreError {
     /// The database failed (I/O, flush): fail-stop.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The data volume refused a write (full, or failing): the server fail-stops.
+    #[error("{0}")]
+    Volume(fault::VolumeFault),
 }
 
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> Self {
-        Self::Storage(e.to_string())
+        match e {
+            // Raised (fail-stop) where a call meets it, not here: opening a data dir that
+            // cannot be written is an error at start, not a fault of a running server.
+            ::sled::Error::Io(io) => Self::Volume(fault::VolumeFault::of(&io)),
+            other => Self::Storage(other.to_string()),
+        }
     }
 }
 

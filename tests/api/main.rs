@@ -8,6 +8,7 @@ mod conversation_crash;
 mod conversation_files;
 mod conversations;
 mod deploy;
+mod disk_full;
 mod e2e;
 mod folders;
 mod help;
