@@ -185,6 +185,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         &self,
         req: Request<pb::DeleteProfileRequest>,
     ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
+        let who = principal(&req);
         let pb::DeleteProfileRequest {
             name,
             expected_revision,
@@ -198,6 +199,10 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
                 .store
                 .delete_profile(&parsed, expected_revision, allow_missing, force)
                 .await?;
+            if force && deleted.is_some() {
+                // Forced deletes (of bound or damaged records) are audited.
+                tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource = %name, damaged = deleted.as_ref().is_some_and(|p| p.revision == 0), "forced delete");
+            }
             Ok(Response::new(pb::DeleteProfileResponse {
                 name,
                 deleted: deleted.is_some(),

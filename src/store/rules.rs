@@ -89,6 +89,17 @@ pub fn plan_put(
     })
 }
 
+/// What a forced delete of a damaged profile record reports as deleted: the name, revision 0.
+pub fn damaged_placeholder(name: &ProfileName) -> Profile {
+    Profile {
+        name: name.clone(),
+        llm: LlmConfig::default(),
+        revision: 0,
+        create_time: Timestamp::default(),
+        update_time: Timestamp::default(),
+    }
+}
+
 /// Refuses to delete a profile that conversations are bound to (`users`: up to 6 of them), unless
 /// `force`.
 pub fn check_unbound(

@@ -417,7 +417,23 @@ impl ProfileStore for SledStore {
     ) -> Result<Option<Profile>, StoreError> {
         let (epoch, deleted) = {
             let _guard = self.lock();
-            match self.read_profile(name.as_str())? {
+            let read = match self.read_profile(name.as_str()) {
+                // A record that does not decode is not kept forever: force deletes its bytes.
+                Err(StoreError::Corrupt { .. }) if force => {
+                    self.profiles.remove(name.as_str().as_bytes())?;
+                    let change = ProfileChange::Delete {
+                        seq: self.next_seq()?,
+                        name: name.clone(),
+                        revision: 0,
+                    };
+                    let epoch = self.flusher.committed([change]);
+                    drop(_guard);
+                    self.flusher.wait(epoch).await?;
+                    return Ok(Some(rules::damaged_placeholder(name)));
+                }
+                other => other?,
+            };
+            match read {
                 None if allow_missing => (self.flusher.written(), None),
                 None => return Err(rules::not_found(name)),
                 Some(record) => {

@@ -568,3 +568,58 @@ async fn measure_how_long_a_backup_of_10000_profiles_blocks_writers() {
         at(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_profile_record_is_deleted_with_force() {
+    if sled_only("the record is damaged in sled's own files") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    create(&mut cl.0, profile("kept", "gpt-4o", None)).await;
+    drop(server);
+    damage(&data, |db| {
+        db.open_tree("profiles")
+            .unwrap()
+            .insert("poison", &b"{\"not\": \"a record"[..])
+            .unwrap();
+    });
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    // Without force it stays an error naming the record; with force it goes, and is audited.
+    let err =
+        cl.0.delete_profile(pb::DeleteProfileRequest {
+            name: "poison".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    let gone =
+        cl.0.delete_profile(pb::DeleteProfileRequest {
+            name: "poison".into(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .expect("force deletes a damaged record")
+        .into_inner();
+    assert!(gone.deleted);
+    let err =
+        cl.0.get_profile(pb::GetProfileRequest {
+            name: "poison".into(),
+            reveal_secrets: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(server.log().contains("forced delete"), "{}", server.log());
+    drop(server);
+    let o = cli_output(
+        [OsStr::new("check"), "--data-dir".as_ref(), data.as_os_str()],
+        &[],
+    );
+    assert!(o.status.success(), "check is clean again: {}", text(&o));
+}

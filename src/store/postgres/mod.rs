@@ -753,7 +753,17 @@ impl ProfileStore for PgStore {
         force: bool,
     ) -> Result<Option<Profile>, StoreError> {
         let mut tx = self.begin(true).await?;
-        let Some(old) = self.read_profile(&mut tx, name).await? else {
+        let read = match self.read_profile(&mut tx, name).await {
+            // A record that does not decode is not kept forever: force deletes its row.
+            Err(StoreError::Corrupt { .. }) if force => {
+                let placeholder = rules::damaged_placeholder(name);
+                let change = self.remove_profile(&mut tx, &placeholder).await?;
+                self.commit_profiles(tx, &[change]).await?;
+                return Ok(Some(placeholder));
+            }
+            other => other?,
+        };
+        let Some(old) = read else {
             return if allow_missing {
                 Ok(None)
             } else {
