@@ -288,17 +288,22 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         &self,
         req: Request<pb::DeleteConversationRequest>,
     ) -> Result<Response<pb::DeleteConversationResponse>, Status> {
+        let who = crate::auth::principal(&req);
         let pb::DeleteConversationRequest {
             id,
             expected_revision,
             allow_missing,
+            force,
         } = req.into_inner();
         observe("DeleteConversation", &id, async {
             let parsed = parse_id(&id, "id")?;
             let deleted = self
                 .store
-                .delete_conversation(&parsed, expected_revision, allow_missing)
+                .delete_conversation(&parsed, expected_revision, allow_missing, force)
                 .await?;
+            if force && deleted.is_some() {
+                tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource = %parsed, damaged = deleted.as_ref().is_some_and(|(c, _)| c.revision == 0), "forced delete");
+            }
             Ok(Response::new(pb::DeleteConversationResponse {
                 id: parsed.to_string(),
                 deleted: deleted.is_some(),

@@ -234,8 +234,9 @@ impl ConversationStore for Store {
         id: &ConversationId,
         expected_revision: Option<i64>,
         allow_missing: bool,
+        force: bool,
     ) -> Result<Option<(Conversation, i64)>, StoreError> {
-        each!(self, s => s.delete_conversation(id, expected_revision, allow_missing).await)
+        each!(self, s => s.delete_conversation(id, expected_revision, allow_missing, force).await)
     }
 
     async fn append_events(

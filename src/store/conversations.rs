@@ -339,30 +339,48 @@ impl ConversationStore for SledStore {
         id: &ConversationId,
         expected_revision: Option<i64>,
         allow_missing: bool,
+        force: bool,
     ) -> Result<Option<(Conversation, i64)>, StoreError> {
         let (epoch, result) = {
             let _guard = self.lock();
-            match self.read_conversation(id)? {
-                None if allow_missing => (self.flusher.written(), None),
-                None => return Err(not_found(id)),
-                Some(old) => {
+            let (old, bindings) = match self.read_conversation(id) {
+                Ok(None) if allow_missing => return Ok(None),
+                Ok(None) => return Err(not_found(id)),
+                Ok(Some(old)) => {
                     rules::check_conversation_revision(&old, expected_revision)?;
-                    let mut ops = vec![Op::Del(TreeId::Conversations, id.as_bytes().to_vec())];
+                    let mut ops = Vec::new();
                     Self::binding_ops(Some(&old), None, &mut ops);
-                    let mut events = 0;
-                    for key in self.events.scan_prefix(id.as_bytes()).keys() {
-                        ops.push(Op::Del(TreeId::Events, key?.to_vec()));
-                        events += 1;
-                    }
-                    self.apply(&ops)?;
-                    let gone = EventBatch {
-                        conversation: *id,
-                        next_seq: old.event_count,
-                        deleted: true,
-                    };
-                    (self.flusher.committed([gone]), Some((old, events)))
+                    (old, ops)
                 }
+                // A record that does not decode is not kept forever: force deletes it, its
+                // events and every binding that names it (found by a scan: the record that
+                // lists them cannot be read).
+                Err(StoreError::Corrupt { .. }) if force => {
+                    let mut ops = Vec::new();
+                    for key in self.bindings.iter().keys() {
+                        let key = key?;
+                        if key.ends_with(id.as_bytes()) {
+                            ops.push(Op::Del(TreeId::Bindings, key.to_vec()));
+                        }
+                    }
+                    (rules::damaged_conversation(id), ops)
+                }
+                Err(e) => return Err(e),
+            };
+            let mut ops = vec![Op::Del(TreeId::Conversations, id.as_bytes().to_vec())];
+            ops.extend(bindings);
+            let mut events = 0;
+            for key in self.events.scan_prefix(id.as_bytes()).keys() {
+                ops.push(Op::Del(TreeId::Events, key?.to_vec()));
+                events += 1;
             }
+            self.apply(&ops)?;
+            let gone = EventBatch {
+                conversation: *id,
+                next_seq: old.event_count.max(events),
+                deleted: true,
+            };
+            (self.flusher.committed([gone]), Some((old, events)))
         };
         self.flusher.wait(epoch).await?;
         Ok(result)

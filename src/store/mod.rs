@@ -325,11 +325,14 @@ pub trait ConversationStore: Send + Sync + 'static {
         F: FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send;
 
     /// Deletes a conversation and its events atomically; returns it and the number of events.
+    /// With `force`, a record that does not decode goes too (returned as a placeholder of
+    /// revision 0).
     fn delete_conversation(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
         allow_missing: bool,
+        force: bool,
     ) -> impl Future<Output = Result<Option<(Conversation, i64)>, StoreError>> + Send;
 
     /// Appends events, all or none, at the next seqs; returns (first seq, next seq).

@@ -100,6 +100,22 @@ pub fn damaged_placeholder(name: &ProfileName) -> Profile {
     }
 }
 
+/// What a forced delete of a damaged conversation record reports as deleted: the id, revision 0.
+pub fn damaged_conversation(id: &ConversationId) -> Conversation {
+    Conversation {
+        id: *id,
+        llms: std::collections::BTreeMap::new(),
+        execution_status: Default::default(),
+        title: String::new(),
+        tags: std::collections::BTreeMap::new(),
+        state: serde_json::Map::new(),
+        revision: 0,
+        create_time: Timestamp::default(),
+        update_time: Timestamp::default(),
+        event_count: 0,
+    }
+}
+
 /// Refuses to delete a profile that conversations are bound to (`users`: up to 6 of them), unless
 /// `force`.
 pub fn check_unbound(

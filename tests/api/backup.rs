@@ -623,3 +623,54 @@ async fn a_damaged_profile_record_is_deleted_with_force() {
     );
     assert!(o.status.success(), "check is clean again: {}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_conversation_record_is_deleted_with_force_events_and_bindings_too() {
+    if sled_only("the record is damaged in sled's own files") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    create(&mut cl.0, profile("alpha", "gpt-4o", None)).await;
+    let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "talk")).await;
+    append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
+    drop(server);
+    let talk_id = uuid::Uuid::parse_str(&talk.id).unwrap();
+    damage(&data, |db| {
+        db.open_tree("conversations")
+            .unwrap()
+            .insert(talk_id.as_bytes(), &b"[1, 2"[..])
+            .unwrap();
+    });
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    let delete = |force: bool| pb::DeleteConversationRequest {
+        id: talk.id.clone(),
+        force,
+        ..Default::default()
+    };
+    let err = cl.1.delete_conversation(delete(false)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    let gone =
+        cl.1.delete_conversation(delete(true))
+            .await
+            .expect("force deletes a damaged conversation")
+            .into_inner();
+    assert_eq!((gone.deleted, gone.events_deleted), (true, 2));
+    // Its binding went with it: the profile deletes without force.
+    cl.0.delete_profile(pb::DeleteProfileRequest {
+        name: "alpha".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("no binding is left behind");
+    assert!(server.log().contains("forced delete"));
+    drop(server);
+    let o = cli_output(
+        [OsStr::new("check"), "--data-dir".as_ref(), data.as_os_str()],
+        &[],
+    );
+    assert!(o.status.success(), "check is clean again: {}", text(&o));
+}

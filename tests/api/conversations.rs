@@ -463,6 +463,7 @@ async fn delete_removes_the_conversation_with_its_events() {
             id: id.clone(),
             expected_revision: Some(7),
             allow_missing: false,
+            force: false,
         })
         .await
         .unwrap_err();
@@ -474,6 +475,7 @@ async fn delete_removes_the_conversation_with_its_events() {
             id: id.replace('-', ""),
             expected_revision: Some(1),
             allow_missing: false,
+            force: false,
         })
         .await
         .unwrap()
@@ -515,6 +517,7 @@ async fn delete_removes_the_conversation_with_its_events() {
             id: id.clone(),
             expected_revision: None,
             allow_missing: false,
+            force: false,
         })
         .await
         .unwrap_err();
@@ -524,6 +527,7 @@ async fn delete_removes_the_conversation_with_its_events() {
             id: id.clone(),
             expected_revision: None,
             allow_missing: true,
+            force: false,
         })
         .await
         .unwrap()

@@ -971,9 +971,27 @@ impl ConversationStore for PgStore {
         id: &ConversationId,
         expected_revision: Option<i64>,
         allow_missing: bool,
+        force: bool,
     ) -> Result<Option<(Conversation, i64)>, StoreError> {
         let mut tx = self.begin(true).await?;
-        let Some(old) = self.read_conversation(&mut tx, id, true).await? else {
+        let read = match self.read_conversation(&mut tx, id, true).await {
+            // A record that does not decode is not kept forever: force deletes its row (its
+            // events and bindings cascade).
+            Err(StoreError::Corrupt { .. }) if force => {
+                let events: i64 = sqlx::query_scalar(
+                    "DELETE FROM conversations WHERE id = $1 RETURNING event_count",
+                )
+                .bind(uuid(id))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+                rows::notify(&mut tx, &format!("e {id} {events} 1")).await?;
+                self.commit(tx).await?;
+                return Ok(Some((rules::damaged_conversation(id), events)));
+            }
+            other => other?,
+        };
+        let Some(old) = read else {
             return if allow_missing {
                 Ok(None)
             } else {
