@@ -426,6 +426,12 @@ pub struct CheckArgs {
     /// The server's key file [default: the data dir's own secret.key].
     #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+
+    /// Move the records that do not decode (a damaged conversation with its events and bindings)
+    /// and bindings to missing conversations aside into the data dir's quarantine, which `check`
+    /// lists; then check again. Other problems are reported, not changed.
+    #[arg(long, env = "REGISTRY_CHECK_REPAIR")]
+    pub repair: bool,
 }
 
 /// Settings of `rotate-keys`.

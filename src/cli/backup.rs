@@ -291,7 +291,15 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
     if args.secret_key_file.is_some() {
         println!("serve it with the same --secret-key-file");
     }
-    let report = store.check()?;
+    let mut report = store.check()?;
+    // A damaged record in the backup does not make the rest unrestorable: it goes to the
+    // quarantine (as `check --repair` does), said record by record.
+    if !report.damaged.is_empty() {
+        for place in store.repair(&report)? {
+            println!("DAMAGED {place}: not restored, moved to the quarantine");
+        }
+        report = store.check()?;
+    }
     Ok(print_report(dir, &report))
 }
 
@@ -343,7 +351,13 @@ pub async fn run_check(args: CheckArgs) -> anyhow::Result<bool> {
         dir.display()
     );
     let store = open_offline(dir, args.secret_key_file.clone(), "check")?;
-    let report = store.check()?;
+    let mut report = store.check()?;
+    if args.repair && !report.damaged.is_empty() {
+        for place in store.repair(&report)? {
+            println!("REPAIRED {place}: moved to the quarantine");
+        }
+        report = store.check()?;
+    }
     Ok(print_report(dir, &report))
 }
 

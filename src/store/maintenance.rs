@@ -45,7 +45,14 @@ pub struct CheckReport {
     /// States the server allows that are worth knowing, e.g. a conversation bound to a profile that
     /// was deleted with force.
     pub notes: Vec<(String, String)>,
+    /// The records `check --repair` moves aside: profiles and conversations that do not decode
+    /// (a conversation with its events and bindings), and bindings to missing conversations.
+    pub damaged: Vec<(TreeId, Vec<u8>)>,
 }
+
+/// The sled tree damaged records are moved into by `check --repair`: never served, listed by
+/// `check`, kept for a person to look at.
+const QUARANTINE: &str = "quarantine";
 
 impl CheckReport {
     fn problem(&mut self, place: String, what: impl Into<String>) {
@@ -199,7 +206,37 @@ impl SledStore {
         let conversations = self.check_conversations(&mut report, &profiles)?;
         self.check_bindings(&mut report, &conversations)?;
         self.check_events(&mut report, &conversations)?;
+        for item in self.db.open_tree(QUARANTINE)?.iter().keys() {
+            let key = item?;
+            report.notes.push((
+                format!("{QUARANTINE}/{}", text_key(&key)),
+                "moved aside by check --repair: not served; look at it, then delete the data dir's quarantine tree by hand if it is of no use".into(),
+            ));
+        }
         Ok(report)
+    }
+
+    /// Moves the records `report` found damaged into the quarantine tree (key `<tree>/<hex key>`,
+    /// the bytes as they were): each is copied, then removed, so a crash in between leaves it in
+    /// both places, never in neither. Flushes; returns their places.
+    pub fn repair(&self, report: &CheckReport) -> Result<Vec<String>, StoreError> {
+        let _guard = self.lock();
+        let quarantine = self.db.open_tree(QUARANTINE)?;
+        let mut moved = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (tree, key) in &report.damaged {
+            if !seen.insert((tree.name(), key.clone())) {
+                continue;
+            }
+            let Some(bytes) = self.tree(*tree).get(key)? else {
+                continue;
+            };
+            quarantine.insert(format!("{}/{}", tree.name(), hex(key)), bytes)?;
+            self.tree(*tree).remove(key)?;
+            moved.push(place(*tree, key));
+        }
+        self.db.flush()?;
+        Ok(moved)
     }
 
     /// The keys of every profile record (damaged or not: a reference to one is not dangling).
@@ -210,7 +247,10 @@ impl SledStore {
             *report.counts.entry(TreeId::Profiles.name()).or_default() += 1;
             let place = place(TreeId::Profiles, &key);
             match self.decode_profile(&key, &bytes) {
-                Err(e) => report.problem(place, reason(e)),
+                Err(e) => {
+                    report.problem(place, reason(e));
+                    report.damaged.push((TreeId::Profiles, key.to_vec()));
+                }
                 Ok(r) if r.profile.name.as_str().as_bytes() != &*key => report.problem(
                     place,
                     format!(
@@ -251,6 +291,16 @@ impl SledStore {
                 Ok(c) => c,
                 Err(e) => {
                     report.problem(place, reason(e));
+                    report.damaged.push((TreeId::Conversations, key.to_vec()));
+                    for event in self.events.scan_prefix(&key).keys() {
+                        report.damaged.push((TreeId::Events, event?.to_vec()));
+                    }
+                    for binding in self.bindings.iter().keys() {
+                        let binding = binding?;
+                        if binding.ends_with(&key) {
+                            report.damaged.push((TreeId::Bindings, binding.to_vec()));
+                        }
+                    }
                     out.insert(key.to_vec(), None);
                     continue;
                 }
@@ -306,7 +356,10 @@ impl SledStore {
                 continue;
             };
             match conversations.get(id.as_bytes().as_slice()) {
-                None => report.problem(place, format!("conversation {id} does not exist")),
+                None => {
+                    report.problem(place, format!("conversation {id} does not exist"));
+                    report.damaged.push((TreeId::Bindings, key.to_vec()));
+                }
                 Some(Some(c)) if !c.bound_profiles().any(|p| p.as_str() == name) => {
                     report.problem(
                         place,

@@ -78,7 +78,7 @@ pub enum OpenError {
 /// The sled store. Writes are serialized by one lock (they take microseconds); the expensive part,
 /// the flush, is shared by every writer waiting at that moment.
 pub struct SledStore {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     pub(super) profiles: Tree,
     pub(super) conversations: Tree,
     pub(super) events: Tree,

@@ -674,3 +674,118 @@ async fn a_damaged_conversation_record_is_deleted_with_force_events_and_bindings
     );
     assert!(o.status.success(), "check is clean again: {}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_repair_moves_damaged_records_into_a_quarantine_that_check_lists() {
+    if sled_only("check --repair works on a sled data dir") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    create(&mut cl.0, profile("alpha", "gpt-4o", None)).await;
+    let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "talk")).await;
+    append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
+    let kept = create_conversation(&mut cl.1, conversation(bound("alpha"), "kept")).await;
+    drop(server);
+    let talk_id = uuid::Uuid::parse_str(&talk.id).unwrap();
+    let ghost = uuid::Uuid::new_v4();
+    damage(&data, |db| {
+        db.open_tree("profiles")
+            .unwrap()
+            .insert("poison", &b"{\"not\": \"a record"[..])
+            .unwrap();
+        db.open_tree("conversations")
+            .unwrap()
+            .insert(talk_id.as_bytes(), &b"[1, 2"[..])
+            .unwrap();
+        let mut binding = b"alpha\0".to_vec();
+        binding.extend_from_slice(ghost.as_bytes());
+        db.open_tree("bindings")
+            .unwrap()
+            .insert(binding, &[][..])
+            .unwrap();
+    });
+    // A backup taken now holds the damaged records too: restore brings back the rest and says
+    // which went to the quarantine.
+    let server = ChildServer::start(&data, &[]);
+    let file = tmp.path().join("with-damage.backup");
+    let url = format!("http://{}", server.addr);
+    let taken = cli_output(
+        [
+            OsStr::new("backup"),
+            file.as_os_str(),
+            "--server".as_ref(),
+            url.as_ref(),
+        ],
+        &[],
+    );
+    assert!(taken.status.success(), "{}", text(&taken));
+    drop(server);
+    let restored_dir = tmp.path().join("restored");
+    let restored = cli_output(
+        [
+            OsStr::new("restore"),
+            file.as_os_str(),
+            "--data-dir".as_ref(),
+            restored_dir.as_os_str(),
+            "--secret-key-file".as_ref(),
+            data.join("secret.key").as_os_str(),
+        ],
+        &[],
+    );
+    let report = text(&restored);
+    assert!(restored.status.success(), "{report}");
+    assert!(
+        report.contains("DAMAGED profiles/poison: not restored"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("DAMAGED conversations/{talk_id}")),
+        "{report}"
+    );
+    let check = |repair: bool| {
+        let mut args = vec![OsStr::new("check"), "--data-dir".as_ref(), data.as_os_str()];
+        if repair {
+            args.push("--repair".as_ref());
+        }
+        cli_output(args, &[])
+    };
+    assert_eq!(check(false).status.code(), Some(1));
+    let repaired = check(true);
+    let report = text(&repaired);
+    assert!(repaired.status.success(), "{report}");
+    for place in [
+        "REPAIRED profiles/poison".to_owned(),
+        format!("REPAIRED conversations/{talk_id}"),
+        format!("REPAIRED events/{talk_id}/0"),
+        format!("REPAIRED events/{talk_id}/1"),
+        format!("REPAIRED bindings/alpha/{talk_id}"),
+        format!("REPAIRED bindings/alpha/{ghost}"),
+    ] {
+        assert!(report.contains(&place), "{place} missing from:\n{report}");
+    }
+    let again = check(false);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("NOTE quarantine/profiles/"),
+        "check lists the quarantine: {}",
+        text(&again)
+    );
+    // The server serves the rest, and the profile is no longer bound by the damaged conversation.
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    let ids =
+        crate::helpers::conversation_ids(&mut cl.1, pb::ExecutionStatus::Unspecified, "").await;
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0], kept.id);
+    let err =
+        cl.0.delete_profile(pb::DeleteProfileRequest {
+            name: "alpha".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains(&kept.id), "{}", err.message());
+}
