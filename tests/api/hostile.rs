@@ -190,6 +190,18 @@ async fn hostile_values_are_given_back_or_refused_with_the_store_unchanged() {
     // Every accepted event reads back through ListEvents and exports as SDK files.
     let events = crate::helpers::all_events(&mut conversations, &c.id).await;
     assert_eq!(events.len(), 20, "one deep event per case at the limit");
+    // And through the Python runtime, the strictest reader (recursion limit 100), with a profile
+    // whose extra is at the limit too.
+    let mut p = profile("deep-kept", "gpt-4o", None);
+    p.llm.as_mut().unwrap().extra = Some(prost_types::Struct {
+        fields: [(
+            "deep".to_owned(),
+            to_pb(&nested(MAX_JSON_DEPTH - 1, &mut rng)),
+        )]
+        .into(),
+    });
+    create(&mut profiles, p).await;
+    python_reads_everything(&app, 2, 20).await;
     conversations
         .export_conversation(pb::ExportConversationRequest {
             id: c.id.clone(),
@@ -198,6 +210,37 @@ async fn hostile_values_are_given_back_or_refused_with_the_store_unchanged() {
         .await
         .expect("a conversation with events at the nesting limit exports");
     eprintln!("hostile values: {accepted} accepted and given back, {refused} refused");
+}
+
+/// Python's protobuf runtime reads every profile and event the server holds.
+async fn python_reads_everything(app: &TestApp, profiles: usize, events: usize) {
+    let Some(python) = crate::e2e::tools::python_with_grpc() else {
+        crate::helpers::skip_without("python3 with grpcio and grpcio-tools", false);
+        return;
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    let addr = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(format!("{root}/tests/clients/python/read_back.py"))
+            .args(["--server", &addr, "--proto-dir", &format!("{root}/proto")])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = output_text(&out);
+    assert!(
+        out.status.success(),
+        "Python could not read it back:\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "read {profiles} profiles, 1 conversations, {events} events"
+        )),
+        "{text}"
+    );
 }
 
 /// A profile that was accepted reads back, exports, re-imports to the same values, and deletes.
