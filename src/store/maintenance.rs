@@ -216,6 +216,25 @@ impl SledStore {
         Ok(report)
     }
 
+    /// Marks a conversation for the quarantine with its events and the bindings that name it.
+    fn mark_conversation_damaged(
+        &self,
+        report: &mut CheckReport,
+        key: &[u8],
+    ) -> Result<(), StoreError> {
+        report.damaged.push((TreeId::Conversations, key.to_vec()));
+        for event in self.events.scan_prefix(key).keys() {
+            report.damaged.push((TreeId::Events, event?.to_vec()));
+        }
+        for binding in self.bindings.iter().keys() {
+            let binding = binding?;
+            if binding.ends_with(key) {
+                report.damaged.push((TreeId::Bindings, binding.to_vec()));
+            }
+        }
+        Ok(())
+    }
+
     /// Moves the records `report` found damaged into the quarantine tree (key `<tree>/<hex key>`,
     /// the bytes as they were): each is copied, then removed, so a crash in between leaves it in
     /// both places, never in neither. Flushes; returns their places.
@@ -258,6 +277,13 @@ impl SledStore {
                         r.profile.name.as_str()
                     ),
                 ),
+                // Decodes, but breaks a rule the edge enforces today (e.g. nesting deeper than
+                // clients can read): the same as damaged, for check, repair and restore.
+                Ok(r) if !r.profile.llm.violations("llm").is_empty() => {
+                    let v = &r.profile.llm.violations("llm")[0];
+                    report.problem(place, format!("breaks a rule of acceptable values: {v}"));
+                    report.damaged.push((TreeId::Profiles, key.to_vec()));
+                }
                 Ok(mut r) => count_secrets(report, |f| {
                     let _ = profile_secrets(&mut r, f);
                 }),
@@ -291,20 +317,22 @@ impl SledStore {
                 Ok(c) => c,
                 Err(e) => {
                     report.problem(place, reason(e));
-                    report.damaged.push((TreeId::Conversations, key.to_vec()));
-                    for event in self.events.scan_prefix(&key).keys() {
-                        report.damaged.push((TreeId::Events, event?.to_vec()));
-                    }
-                    for binding in self.bindings.iter().keys() {
-                        let binding = binding?;
-                        if binding.ends_with(&key) {
-                            report.damaged.push((TreeId::Bindings, binding.to_vec()));
-                        }
-                    }
+                    self.mark_conversation_damaged(report, &key)?;
                     out.insert(key.to_vec(), None);
                     continue;
                 }
             };
+            if let Some(v) =
+                crate::domain::conversation_violations(&c, "conversation", usize::MAX).first()
+            {
+                report.problem(
+                    place.clone(),
+                    format!("breaks a rule of acceptable values: {v}"),
+                );
+                self.mark_conversation_damaged(report, &key)?;
+                out.insert(key.to_vec(), None);
+                continue;
+            }
             if c.id != id {
                 report.problem(
                     place.clone(),
@@ -406,7 +434,17 @@ impl SledStore {
                 Ok(e) if e.seq != seq => {
                     report.problem(place, format!("holds seq {} under another key", e.seq))
                 }
-                Ok(_) => {}
+                Ok(e) => {
+                    let body: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&e.body).unwrap_or_default();
+                    let field = format!("event {}", e.seq);
+                    if let Some(v) =
+                        crate::domain::values::event_violations(&e.id, &e.timestamp, &body, &field)
+                            .first()
+                    {
+                        report.problem(place, format!("breaks a rule of acceptable values: {v}"));
+                    }
+                }
             }
         }
         for (key, c) in conversations {

@@ -433,16 +433,23 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
         [1],
         "the damaged event is skipped, the next one served"
     );
+    // The log is read from the child by a thread: give a line a moment to arrive.
+    let wanted = [
+        "profiles/garbage".to_owned(),
+        "profiles/beta".to_owned(),
+        format!("conversations/{broken_id}"),
+        format!("events/{fine_id}/0"),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !wanted.iter().all(|w| server.log().contains(w.as_str()))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let log = server.log();
-    assert!(
-        log.contains("profiles/garbage") && log.contains("profiles/beta"),
-        "{log}"
-    );
-    assert!(
-        log.contains(&format!("conversations/{broken_id}"))
-            && log.contains(&format!("events/{fine_id}/0")),
-        "{log}"
-    );
+    for w in &wanted {
+        assert!(log.contains(w.as_str()), "{w} missing from the log:\n{log}");
+    }
     assert!(!log.contains("sk-KNOWN"), "{log}");
 }
 
@@ -685,6 +692,7 @@ async fn check_repair_moves_damaged_records_into_a_quarantine_that_check_lists()
     let server = ChildServer::start(&data, &[]);
     let mut cl = clients(&server).await;
     create(&mut cl.0, profile("alpha", "gpt-4o", None)).await;
+    create(&mut cl.0, profile("deepone", "gpt-4o", None)).await;
     let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "talk")).await;
     append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
     let kept = create_conversation(&mut cl.1, conversation(bound("alpha"), "kept")).await;
@@ -692,6 +700,19 @@ async fn check_repair_moves_damaged_records_into_a_quarantine_that_check_lists()
     let talk_id = uuid::Uuid::parse_str(&talk.id).unwrap();
     let ghost = uuid::Uuid::new_v4();
     damage(&data, |db| {
+        // A record that decodes but nests deeper than any client reads (as an older version
+        // could have stored): the same as damaged.
+        let profiles = db.open_tree("profiles").unwrap();
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&profiles.get("deepone").unwrap().unwrap()).unwrap();
+        let mut deep = serde_json::json!("leaf");
+        for _ in 0..40 {
+            deep = serde_json::json!({ "k": deep });
+        }
+        record["profile"]["llm"]["extra"] = serde_json::json!({ "deep": deep });
+        profiles
+            .insert("deepone", serde_json::to_vec(&record).unwrap())
+            .unwrap();
         db.open_tree("profiles")
             .unwrap()
             .insert("poison", &b"{\"not\": \"a record"[..])
@@ -758,6 +779,7 @@ async fn check_repair_moves_damaged_records_into_a_quarantine_that_check_lists()
     assert!(repaired.status.success(), "{report}");
     for place in [
         "REPAIRED profiles/poison".to_owned(),
+        "REPAIRED profiles/deepone".to_owned(),
         format!("REPAIRED conversations/{talk_id}"),
         format!("REPAIRED events/{talk_id}/0"),
         format!("REPAIRED events/{talk_id}/1"),
