@@ -201,7 +201,7 @@ async fn hostile_values_are_given_back_or_refused_with_the_store_unchanged() {
         .into(),
     });
     create(&mut profiles, p).await;
-    python_reads_everything(&app, 2, 20).await;
+    python_reads_everything(&app, 2, 1, 20).await;
     conversations
         .export_conversation(pb::ExportConversationRequest {
             id: c.id.clone(),
@@ -213,7 +213,12 @@ async fn hostile_values_are_given_back_or_refused_with_the_store_unchanged() {
 }
 
 /// Python's protobuf runtime reads every profile and event the server holds.
-async fn python_reads_everything(app: &TestApp, profiles: usize, events: usize) {
+async fn python_reads_everything(
+    app: &TestApp,
+    profiles: usize,
+    conversations: usize,
+    events: usize,
+) {
     let Some(python) = crate::e2e::tools::python_with_grpc() else {
         crate::helpers::skip_without("python3 with grpcio and grpcio-tools", false);
         return;
@@ -237,7 +242,7 @@ async fn python_reads_everything(app: &TestApp, profiles: usize, events: usize) 
     );
     assert!(
         text.contains(&format!(
-            "read {profiles} profiles, 1 conversations, {events} events"
+            "read {profiles} profiles, {conversations} conversations, {events} events"
         )),
         "{text}"
     );
@@ -442,4 +447,93 @@ async fn delete_conversation(
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nesting_limit_holds_on_updates_conversations_and_their_imports() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let app = TestApp::spawn().await;
+    let mut profiles = app.profiles().await;
+    let mut conversations = app.conversations().await;
+    for (case, over) in [(0, false), (1, true), (2, false), (3, true)] {
+        let depth = MAX_JSON_DEPTH - 1 + usize::from(over);
+        let value = nested(depth, &mut rng);
+        let before = full_listing(&mut profiles).await;
+        let before_ids = crate::helpers::conversation_ids(
+            &mut conversations,
+            pb::ExecutionStatus::Unspecified,
+            "",
+        )
+        .await;
+
+        // UpdateProfile (creating, as the SDK's save does).
+        let mut p = profile(&format!("upd-{case}"), "gpt-4o", None);
+        p.llm.as_mut().unwrap().extra = Some(prost_types::Struct {
+            fields: [("deep".to_owned(), to_pb(&value))].into(),
+        });
+        let updated = profiles
+            .update_profile(pb::UpdateProfileRequest {
+                profile: Some(p),
+                allow_missing: true,
+                expected_revision: None,
+            })
+            .await;
+        // CreateConversation with the value in its state.
+        let mut c = conversation(crate::helpers::inline("gpt-4o", None), "deep state");
+        c.state = Some(prost_types::Struct {
+            fields: [("deep".to_owned(), to_pb(&value))].into(),
+        });
+        let created = conversations
+            .create_conversation(pb::CreateConversationRequest {
+                conversation: Some(c),
+            })
+            .await;
+        // ImportConversation: the value in base_state.json and in an event file.
+        let id = uuid::Uuid::new_v4();
+        let base = json!({ "id": id.to_string(), "deep": value }).to_string();
+        let event = json!({ "id": "e0", "kind": "MessageEvent", "source": "user", "deep": value });
+        let imported = conversations
+            .import_conversation(pb::ImportConversationRequest {
+                base_state_json: base,
+                events: vec![pb::ConversationFile {
+                    name: "event-00000-e0.json".into(),
+                    json: event.to_string(),
+                }],
+                ..Default::default()
+            })
+            .await;
+        if over {
+            for (what, r) in [
+                ("UpdateProfile", updated.map(drop)),
+                ("CreateConversation", created.map(drop)),
+                ("ImportConversation", imported.map(drop)),
+            ] {
+                let e = r.expect_err(&format!("{what} accepted nesting past the limit"));
+                assert_eq!(e.code(), Code::InvalidArgument, "{what}: {}", e.message());
+                assert!(
+                    e.message().contains("nests deeper"),
+                    "{what}: {}",
+                    e.message()
+                );
+            }
+            assert_eq!(full_listing(&mut profiles).await, before);
+            assert_eq!(
+                crate::helpers::conversation_ids(
+                    &mut conversations,
+                    pb::ExecutionStatus::Unspecified,
+                    ""
+                )
+                .await,
+                before_ids
+            );
+        } else {
+            updated.expect("UpdateProfile at the limit");
+            created.expect("CreateConversation at the limit");
+            let r = imported
+                .expect("ImportConversation at the limit")
+                .into_inner();
+            assert_eq!(r.events, 1);
+        }
+    }
+    python_reads_everything(&app, 2, 4, 2).await;
 }
