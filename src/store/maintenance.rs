@@ -88,7 +88,7 @@ fn split_binding_key(key: &[u8]) -> Option<(String, ConversationId)> {
 
 /// How a record is named in logs, errors and reports: `<tree>/<key>`, the key as a name, an id or
 /// an id and seq, or as hex when it has no such shape.
-pub(super) fn place(tree: TreeId, key: &[u8]) -> String {
+pub fn place(tree: TreeId, key: &[u8]) -> String {
     let shaped = match tree {
         TreeId::Profiles => Some(text_key(key)),
         TreeId::Conversations => conversation_id(key).map(|id| id.to_string()),

@@ -21,7 +21,7 @@ use crate::domain::{
 
 pub use self::any::{Location, Store};
 pub use self::conversations::TreeId;
-pub use self::maintenance::{sealed_key_ids, CheckReport, RawRecord, Snapshot};
+pub use self::maintenance::{place as place_of, sealed_key_ids, CheckReport, RawRecord, Snapshot};
 pub use self::sled::{OpenError, RotationReport, SledStore, StoreOptions};
 
 /// What can go wrong in the store: expected outcomes first, then fail-stop storage errors.

@@ -811,3 +811,48 @@ async fn check_repair_moves_damaged_records_into_a_quarantine_that_check_lists()
         .unwrap_err();
     assert!(err.message().contains(&kept.id), "{}", err.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_leaves_damaged_records_behind_by_name() {
+    if sled_only("the source is a sled data dir damaged by hand") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    create(&mut cl.0, profile("kept", "gpt-4o", Some("sk-migrated"))).await;
+    drop(server);
+    damage(&data, |db| {
+        db.open_tree("profiles")
+            .unwrap()
+            .insert("poison", &b"{\"not\": \"a record"[..])
+            .unwrap();
+    });
+    let target = tmp.path().join("target");
+    let o = cli_output(
+        [
+            OsStr::new("migrate-store"),
+            "--from".as_ref(),
+            data.as_os_str(),
+            "--to".as_ref(),
+            target.as_os_str(),
+        ],
+        &[],
+    );
+    let report = text(&o);
+    assert!(o.status.success(), "{report}");
+    assert!(report.contains("NOT MIGRATED profiles/poison"), "{report}");
+    assert!(report.contains("copied 1 profiles"), "{report}");
+    let o = cli_output(
+        [
+            OsStr::new("check"),
+            "--data-dir".as_ref(),
+            target.as_os_str(),
+            "--secret-key-file".as_ref(),
+            data.join("secret.key").as_os_str(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "the target is clean: {}", text(&o));
+}
