@@ -856,3 +856,68 @@ async fn migrate_store_leaves_damaged_records_behind_by_name() {
     );
     assert!(o.status.success(), "the target is clean: {}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_damaged_record_is_deleted_with_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let Some(pg) = crate::helpers::postgres_for(&data) else {
+        eprintln!("SKIPPED outside the PostgreSQL pass: the records are damaged with psql");
+        return;
+    };
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    create(&mut cl.0, profile("poison", "gpt-4o", None)).await;
+    let talk = create_conversation(&mut cl.1, conversation(bound("poison"), "talk")).await;
+    append(&mut cl.1, &talk.id, &[("e0", "user")]).await;
+    let damaged = std::process::Command::new("psql")
+        .args(["-X", "-q", &pg.url, "-c"])
+        .arg(format!(
+            "UPDATE profiles SET record = 'garbage'::bytea WHERE name = 'poison'; \
+             UPDATE conversations SET record = '[1, 2'::bytea WHERE id = '{}'",
+            talk.id
+        ))
+        .output()
+        .expect("psql runs");
+    assert!(damaged.status.success(), "{}", text(&damaged));
+    drop(server);
+    // A fresh server: nothing cached.
+    let server = ChildServer::start(&data, &[]);
+    let mut cl = clients(&server).await;
+    let err =
+        cl.1.delete_conversation(pb::DeleteConversationRequest {
+            id: talk.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{}", err.message());
+    let gone =
+        cl.1.delete_conversation(pb::DeleteConversationRequest {
+            id: talk.id.clone(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .expect("force deletes a damaged conversation")
+        .into_inner();
+    assert_eq!((gone.deleted, gone.events_deleted), (true, 1));
+    let gone =
+        cl.0.delete_profile(pb::DeleteProfileRequest {
+            name: "poison".into(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .expect("force deletes a damaged profile")
+        .into_inner();
+    assert!(gone.deleted);
+    let err =
+        cl.0.get_profile(pb::GetProfileRequest {
+            name: "poison".into(),
+            reveal_secrets: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
