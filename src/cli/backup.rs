@@ -326,15 +326,44 @@ async fn restore_to_postgres(
         "the backup holds secrets sealed with key ids {}: give --secret-key-file with the keys of the server it came from",
         join_ids(ids.iter())
     );
-    target.restore(&backup.records, backup.next_seq).await?;
+    // The records are checked as sled's check does (in a throwaway data dir): damaged ones, and
+    // ones that break a rule of acceptable values, are not restored, each named.
+    let damaged = damaged_in(backup, args.secret_key_file.as_deref())?;
+    let records: Vec<RawRecord> = backup
+        .records
+        .iter()
+        .filter(|r| {
+            let keep = !damaged.contains(&(r.tree, r.key.clone()));
+            if !keep {
+                println!(
+                    "DAMAGED {}: not restored (it stays in the backup file)",
+                    crate::store::place_of(r.tree, &r.key)
+                );
+            }
+            keep
+        })
+        .cloned()
+        .collect();
+    target.restore(&records, backup.next_seq).await?;
     println!(
         "{}: restored {} records ({}) from the snapshot of {}; serve it with the same --secret-key-file",
         describe_url(&url),
-        backup.records.len(),
-        describe(&count(&backup.records)),
+        records.len(),
+        describe(&count(&records)),
         backup.snapshot_time
     );
     Ok(true)
+}
+
+/// The records of `backup` that sled's check finds damaged, found in a throwaway data dir.
+fn damaged_in(
+    backup: &Backup,
+    key_file: Option<&Path>,
+) -> anyhow::Result<std::collections::BTreeSet<(crate::store::TreeId, Vec<u8>)>> {
+    let scratch = tempfile::tempdir().context("a scratch dir to check the backup in")?;
+    let store = open_offline(scratch.path(), key_file.map(Path::to_path_buf), "restore")?;
+    store.restore(&backup.records, backup.next_seq)?;
+    Ok(store.check()?.damaged.into_iter().collect())
 }
 
 /// `check --data-dir DIR`: every record, offline; false when anything is wrong.

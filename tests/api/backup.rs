@@ -921,3 +921,74 @@ async fn on_postgres_a_damaged_record_is_deleted_with_force() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_backup_restores_into_postgres_without_its_damaged_records() {
+    let Some(admin) = crate::helpers::postgres_admin() else {
+        eprintln!("SKIPPED: no PostgreSQL (REGISTRY_TEST_POSTGRES) to restore into");
+        return;
+    };
+    // The backup comes from a sled server (--store names its data dir), damaged by hand.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let sled_store = data.display().to_string();
+    let server = ChildServer::start(&data, &["--store", &sled_store]);
+    let mut cl = clients(&server).await;
+    create(&mut cl.0, profile("kept", "gpt-4o", Some("sk-restored"))).await;
+    drop(server);
+    damage(&data, |db| {
+        db.open_tree("profiles")
+            .unwrap()
+            .insert("poison", &b"{\"not\": \"a record"[..])
+            .unwrap();
+    });
+    let server = ChildServer::start(&data, &["--store", &sled_store]);
+    let file = tmp.path().join("damaged.backup");
+    let url = format!("http://{}", server.addr);
+    let taken = cli_output(
+        [
+            OsStr::new("backup"),
+            file.as_os_str(),
+            "--server".as_ref(),
+            url.as_ref(),
+        ],
+        &[],
+    );
+    assert!(taken.status.success(), "{}", text(&taken));
+    drop(server);
+
+    let database = crate::helpers::postgres_database(
+        &admin,
+        &format!("restore_damaged_{}", uuid::Uuid::new_v4().simple()),
+    );
+    let key = data.join("secret.key");
+    let restored = cli_output(
+        [
+            OsStr::new("restore"),
+            file.as_os_str(),
+            "--store".as_ref(),
+            database.as_ref(),
+            "--secret-key-file".as_ref(),
+            key.as_os_str(),
+        ],
+        &[],
+    );
+    let report = text(&restored);
+    assert!(restored.status.success(), "{report}");
+    assert!(
+        report.contains("DAMAGED profiles/poison: not restored"),
+        "{report}"
+    );
+    let key = key.display().to_string();
+    let server = ChildServer::start(
+        &tmp.path().join("pg"),
+        &["--store", &database, "--secret-key-file", &key],
+    );
+    let mut cl = clients(&server).await;
+    let names: Vec<String> = crate::helpers::full_listing(&mut cl.0)
+        .await
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(names, ["kept"]);
+}
