@@ -139,17 +139,7 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
 
     // Act: back up from the running server, restore into a new dir, serve it.
     let file = tmp.path().join("registry.backup");
-    let url = format!("http://{}", source.addr);
-    let out = cli_output(
-        [
-            OsStr::new("backup"),
-            file.as_os_str(),
-            "--server".as_ref(),
-            url.as_ref(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    let out = take_backup(&source, &file);
     assert!(
         text(&out).contains("3 profiles, 2 conversations, 1 bindings, 3 events"),
         "{}",
@@ -286,6 +276,22 @@ fn restore_refuses_a_non_empty_dir_and_a_damaged_or_truncated_file() {
 }
 
 /// Writes raw records into a stopped server's data dir, as damage would.
+/// `profile-registry backup FILE` from `server`; it must succeed.
+fn take_backup(server: &ChildServer, file: &Path) -> std::process::Output {
+    let url = format!("http://{}", server.addr);
+    let taken = cli_output(
+        [
+            OsStr::new("backup"),
+            file.as_os_str(),
+            "--server".as_ref(),
+            url.as_ref(),
+        ],
+        &[],
+    );
+    assert!(taken.status.success(), "{}", text(&taken));
+    taken
+}
+
 fn damage(data_dir: &Path, f: impl FnOnce(&sled::Db)) {
     let db = sled::Config::new()
         .path(data_dir.join("db"))
@@ -732,17 +738,7 @@ async fn check_repair_moves_damaged_records_into_a_quarantine_that_check_lists()
     // which went to the quarantine.
     let server = ChildServer::start(&data, &[]);
     let file = tmp.path().join("with-damage.backup");
-    let url = format!("http://{}", server.addr);
-    let taken = cli_output(
-        [
-            OsStr::new("backup"),
-            file.as_os_str(),
-            "--server".as_ref(),
-            url.as_ref(),
-        ],
-        &[],
-    );
-    assert!(taken.status.success(), "{}", text(&taken));
+    take_backup(&server, &file);
     drop(server);
     let restored_dir = tmp.path().join("restored");
     let restored = cli_output(
@@ -944,17 +940,7 @@ async fn a_damaged_backup_restores_into_postgres_without_its_damaged_records() {
     });
     let server = ChildServer::start(&data, &["--store", &sled_store]);
     let file = tmp.path().join("damaged.backup");
-    let url = format!("http://{}", server.addr);
-    let taken = cli_output(
-        [
-            OsStr::new("backup"),
-            file.as_os_str(),
-            "--server".as_ref(),
-            url.as_ref(),
-        ],
-        &[],
-    );
-    assert!(taken.status.success(), "{}", text(&taken));
+    take_backup(&server, &file);
     drop(server);
 
     let database = crate::helpers::postgres_database(
