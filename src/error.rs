@@ -45,13 +45,13 @@ impl From<StoreError> for Status {
             StoreError::Volume(ref fault) if fault.no_space => {
                 crate::store::fault::raise(fault);
                 Status::resource_exhausted(format!(
-                "{fault}: writes are refused; the server stops so that a restart recovers it (every acknowledged write is kept)"
+                "{fault}: this write was not acknowledged (it may or may not have reached the disk: read before retrying); writes are refused, and the server stops so that a restart recovers it (every acknowledged write is kept)"
             ))
             }
             StoreError::Volume(ref fault) => {
                 crate::store::fault::raise(fault);
                 Status::unavailable(format!(
-                "{fault}: writes are refused; the server stops so that a restart recovers it (every acknowledged write is kept)"
+                "{fault}: this write was not acknowledged (it may or may not have reached the disk: read before retrying); writes are refused, and the server stops so that a restart recovers it (every acknowledged write is kept)"
             ))
             }
             StoreError::Storage(ref detail) => {

@@ -227,7 +227,7 @@ impl Application {
         // The health port told NOT_SERVING through the drain; it goes last.
         let _ = health_stop.send(());
         if let Some(task) = health_only {
-            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
         }
         tracing::info!("stopped; database flushed");
         Ok(())
@@ -235,7 +235,7 @@ impl Application {
 }
 
 /// How long the final flush at shutdown may take.
-const FINAL_FLUSH: Duration = Duration::from_secs(4);
+const FINAL_FLUSH: Duration = Duration::from_secs(3);
 
 /// The exit code of a fail-stop on a storage fault (EX_IOERR).
 pub const FAULT_EXIT_CODE: i32 = 74;

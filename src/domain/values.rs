@@ -33,9 +33,16 @@ pub fn object_violation(object: &Map<String, Value>, field: &str) -> Option<Viol
     while let Some((value, depth)) = stack.pop() {
         match value {
             Value::Number(n) if !n.as_f64().is_some_and(f64::is_finite) => {
+                // Cut: a number's text can be as long as the request, and a message that long
+                // would not fit a client's trailer limit.
+                let mut text = n.to_string();
+                if text.len() > 24 {
+                    text.truncate(24);
+                    text.push_str("...");
+                }
                 return Some(Violation::new(
                     field,
-                    format!("holds the number {n}, which is not a finite double (every protobuf runtime reads numbers as doubles)"),
+                    format!("holds the number {text}, which is not a finite double (every protobuf runtime reads numbers as doubles)"),
                 ));
             }
             Value::Object(_) | Value::Array(_) if depth > MAX_JSON_DEPTH => {

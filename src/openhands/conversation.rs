@@ -146,11 +146,9 @@ pub fn parse_conversation(
             Ok(Value::Object(m)) => m,
             _ => return Err(format!("events/{file}: not a JSON object")),
         };
-        // The body's id when it has one, else the file's (the id the event was stored under).
-        let id = match body.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => String::new(),
-            _ => file_id.to_owned(),
-        };
+        // The file's id: the one the event was stored (and exported) under; the body's own "id"
+        // is kept verbatim in the body.
+        let id = file_id.to_owned();
         let event = NewEvent::from_body(
             &body,
             (*text).to_owned(),
@@ -283,10 +281,12 @@ mod tests {
         assert!(
             matches!(c.llms.get("agent"), Some(LlmSource::Inline(l)) if l.model == "m" && l.api_key.is_none())
         );
+        // The id is the file's (what the event was stored and exported under), in index order.
         assert_eq!(
             events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["e0", "e1"]
+            ["abcdef01-0000", "abcdef01-0000"]
         );
+        assert!(events[0].body.contains("\"e0\"") && events[1].body.contains("\"e1\""));
         let err = parse_conversation(base, &[e(0), e(2)], None, None).unwrap_err();
         assert!(err.contains("index 1 is missing"), "{err}");
     }

@@ -60,12 +60,18 @@ fn not_found(id: &ConversationId) -> Status {
 }
 
 /// For a write: an inline LLM given with the mask keeps the stored secrets of the same usage.
-fn merge_inline(new: LlmSource, old: Option<&LlmSource>) -> LlmSource {
+/// `blind`: the caller may not read secrets, so a secret it supplies always counts as a change
+/// (see `LlmConfig::blind_write`): no outcome tells whether it equals the stored one.
+fn merge_inline(new: LlmSource, old: Option<&LlmSource>, blind: bool) -> LlmSource {
     match (new, old) {
-        (LlmSource::Inline(n), Some(LlmSource::Inline(o))) => {
-            LlmSource::Inline(Box::new(n.merge_onto(Some(o))))
+        (LlmSource::Inline(mut n), old) => {
+            n.blind_if(blind);
+            let old = match old {
+                Some(LlmSource::Inline(o)) => Some(&**o),
+                _ => None,
+            };
+            LlmSource::Inline(Box::new(n.merge_onto(old)))
         }
-        (LlmSource::Inline(n), _) => LlmSource::Inline(Box::new(n.merge_onto(None))),
         (p, _) => p,
     }
 }
@@ -123,7 +129,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let mut c = input.conversation;
             c.llms = std::mem::take(&mut c.llms)
                 .into_iter()
-                .map(|(u, s)| (u, merge_inline(s, None)))
+                .map(|(u, s)| (u, merge_inline(s, None, false)))
                 .collect();
             let created = self.store.create_conversation(c).await?;
             Ok(Response::new(self.respond(created, false, false).await?))
@@ -211,6 +217,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         &self,
         req: Request<pb::UpdateConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
+        let blind = !crate::auth::principal(&req).has(crate::auth::Role::Secrets);
         let pb::UpdateConversationRequest {
             conversation,
             update_mask,
@@ -253,7 +260,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                             .llms
                             .into_iter()
                             .map(|(u, s)| {
-                                let s = merge_inline(s, old.llms.get(&u));
+                                let s = merge_inline(s, old.llms.get(&u), blind);
                                 (u, s)
                             })
                             .collect();
@@ -317,6 +324,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         &self,
         req: Request<pb::SwitchLlmRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
+        let blind = !crate::auth::principal(&req).has(crate::auth::Role::Secrets);
         let pb::SwitchLlmRequest {
             id,
             usage_id,
@@ -359,7 +367,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 .update_conversation(&id, expected_revision, move |old| {
                     refuse_while_running(old, "switching its LLM")?;
                     let mut c = old.clone();
-                    let source = merge_inline(source, old.llms.get(&usage));
+                    let source = merge_inline(source, old.llms.get(&usage), blind);
                     c.llms.insert(usage, source);
                     Ok(c)
                 })

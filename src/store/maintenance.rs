@@ -430,7 +430,12 @@ impl SledStore {
             }
             *expected = seq + 1;
             match decode::<Event>(TreeId::Events, &key, &bytes) {
-                Err(e) => report.problem(place, reason(e)),
+                // An event cannot be moved aside alone (its log would have a gap): its whole
+                // conversation goes to the quarantine.
+                Err(e) => {
+                    report.problem(place, reason(e));
+                    self.mark_conversation_damaged(report, id.as_bytes())?;
+                }
                 Ok(e) if e.seq != seq => {
                     report.problem(place, format!("holds seq {} under another key", e.seq))
                 }
@@ -443,6 +448,7 @@ impl SledStore {
                             .first()
                     {
                         report.problem(place, format!("breaks a rule of acceptable values: {v}"));
+                        self.mark_conversation_damaged(report, id.as_bytes())?;
                     }
                 }
             }

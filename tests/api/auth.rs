@@ -593,3 +593,87 @@ async fn a_writer_without_the_secrets_role_cannot_test_a_guessed_key() {
     let (outcome, _) = guess(&mut auditor, &key, OnConflict::Skip as i32, true).await;
     assert_eq!(outcome, pb::import_result::Outcome::Unchanged as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_cannot_test_a_guessed_inline_key_of_a_conversation() {
+    let app = secured_app().await;
+    let channel = app.channel().await;
+    let (_, mut admin) = clients(&channel, Some("tok-admin-0001"));
+    let (_, mut writer) = clients(&channel, Some("tok-writer-0001"));
+    let inline = |key: &str| pb::LlmBinding {
+        source: Some(pb::llm_binding::Source::Inline(pb::LlmConfig {
+            model: "gpt-4o".into(),
+            api_key: Some(key.into()),
+            ..Default::default()
+        })),
+        resolved: None,
+    };
+    let c = admin
+        .create_conversation(pb::CreateConversationRequest {
+            conversation: Some(pb::Conversation {
+                llms: [("agent".to_owned(), inline("sk-inline-real"))].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let update = |key: &str, status: i32, paths: &[&str]| pb::UpdateConversationRequest {
+        conversation: Some(pb::Conversation {
+            id: c.id.clone(),
+            llms: [("agent".to_owned(), inline(key))].into(),
+            execution_status: status,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+        expected_revision: None,
+    };
+    // Idle: each guess, right or wrong, is a new revision.
+    let mut revisions = vec![c.revision];
+    for key in ["sk-inline-real", "sk-wrong-guess", "sk-inline-real"] {
+        let r = writer
+            .update_conversation(update(key, 0, &["llms"]))
+            .await
+            .unwrap()
+            .into_inner();
+        revisions.push(r.revision);
+    }
+    assert!(
+        revisions.windows(2).all(|w| w[1] == w[0] + 1),
+        "every guess is a new revision: {revisions:?}"
+    );
+    // Running: a right guess is refused like a wrong one (both would change the LLMs).
+    admin
+        .update_conversation(update(
+            "**********",
+            pb::ExecutionStatus::Running as i32,
+            &["execution_status"],
+        ))
+        .await
+        .unwrap();
+    let mut codes = Vec::new();
+    for key in ["sk-inline-real", "sk-wrong-guess"] {
+        let r = writer.update_conversation(update(key, 0, &["llms"])).await;
+        codes.push(r.map(|_| Code::Ok).unwrap_or_else(|s| s.code()));
+        let r = writer
+            .switch_llm(pb::SwitchLlmRequest {
+                id: c.id.clone(),
+                usage_id: "agent".into(),
+                target: Some(pb::switch_llm_request::Target::Llm(pb::LlmConfig {
+                    model: "gpt-4o".into(),
+                    api_key: Some(key.into()),
+                    ..Default::default()
+                })),
+                expected_revision: None,
+            })
+            .await;
+        codes.push(r.map(|_| Code::Ok).unwrap_or_else(|s| s.code()));
+    }
+    assert_eq!(
+        codes[..2],
+        codes[2..],
+        "right and wrong guesses answer alike: {codes:?}"
+    );
+}
