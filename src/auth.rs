@@ -339,6 +339,39 @@ pub struct AuthService<S> {
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
+/// The inner call, with tonic's answer to a request its decoder refuses (INTERNAL "failed to
+/// decode Protobuf message", e.g. a Struct nested past prost's recursion limit of 100) turned into
+/// what it is: the caller's mistake, INVALID_ARGUMENT.
+fn through<F, E>(call: F) -> BoxFuture<http::Response<tonic::body::Body>, E>
+where
+    F: std::future::Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send + 'static,
+{
+    Box::pin(async move { call.await.map(undecodable_as_invalid) })
+}
+
+fn undecodable_as_invalid(
+    mut res: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = res.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|v| v == "13");
+    let undecodable = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| {
+            m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode")
+        });
+    if internal && undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "the%20request%20cannot%20be%20decoded:%20it%20is%20malformed,%20or%20nests%20deeper%20than%20the%20100%20levels%20protobuf%20allows",
+            ),
+        );
+    }
+    res
+}
+
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
@@ -359,10 +392,10 @@ where
         // Without auth, or on an open method, the call goes through as is: handlers that ask
         // `principal()` get the anonymous one.
         let Some(auth) = &self.auth else {
-            return Box::pin(self.inner.call(req));
+            return through(self.inner.call(req));
         };
         let principal = match required_role(req.uri().path(), auth.protect_reflection) {
-            None => return Box::pin(self.inner.call(req)),
+            None => return through(self.inner.call(req)),
             Some(role) => {
                 let header = req
                     .headers()
@@ -383,7 +416,7 @@ where
         match principal {
             Ok(p) => {
                 req.extensions_mut().insert(p);
-                Box::pin(self.inner.call(req))
+                through(self.inner.call(req))
             }
             Err(status) => {
                 tracing::info!(path = req.uri().path(), code = ?status.code(), "rpc refused");

@@ -537,3 +537,27 @@ async fn the_nesting_limit_holds_on_updates_conversations_and_their_imports() {
     }
     python_reads_everything(&app, 2, 4, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nested_past_what_protobuf_decodes_is_invalid_argument() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let app = TestApp::spawn().await;
+    let mut profiles = app.profiles().await;
+    // 60 levels: far past prost's own recursion limit of 100 protobuf levels (about 33 objects),
+    // so the server's decoder refuses the request before any handler sees it.
+    let mut p = profile("too-deep", "gpt-4o", None);
+    p.llm.as_mut().unwrap().extra = Some(prost_types::Struct {
+        fields: [("deep".to_owned(), to_pb(&nested(60, &mut rng)))].into(),
+    });
+    let e = profiles
+        .create_profile(pb::CreateProfileRequest { profile: Some(p) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().contains("100 levels protobuf allows"),
+        "{}",
+        e.message()
+    );
+    assert!(full_listing(&mut profiles).await.is_empty());
+}
