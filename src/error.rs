@@ -42,17 +42,16 @@ impl From<StoreError> for Status {
                 tracing::warn!(error = %detail, "database unavailable");
                 Status::unavailable("the database cannot be reached right now; retry")
             }
-            StoreError::Volume(ref fault) if fault.no_space => {
-                crate::store::fault::raise(fault);
-                Status::resource_exhausted(format!(
-                "{fault}: this write was not acknowledged (it may or may not have reached the disk: read before retrying); writes are refused, and the server stops so that a restart recovers it (every acknowledged write is kept)"
-            ))
-            }
             StoreError::Volume(ref fault) => {
                 crate::store::fault::raise(fault);
-                Status::unavailable(format!(
-                "{fault}: this write was not acknowledged (it may or may not have reached the disk: read before retrying); writes are refused, and the server stops so that a restart recovers it (every acknowledged write is kept)"
-            ))
+                let code = if fault.no_space {
+                    Code::ResourceExhausted
+                } else {
+                    Code::Unavailable
+                };
+                Status::new(code, format!(
+                    "{fault}: this write was not acknowledged (it may or may not have reached the disk: read before retrying); writes are refused, and the server stops so that a restart recovers it (every acknowledged write is kept)"
+                ))
             }
             StoreError::Storage(ref detail) => {
                 tracing::error!(error = %detail, "storage failure");

@@ -244,15 +244,7 @@ pub const FAULT_EXIT_CODE: i32 = 74;
 /// flight to get their answer, exit non-zero. sled refuses every write after an I/O error even
 /// once space is freed; a restart (Kubernetes restarts the pod) recovers it from its log.
 async fn fail_stop_on_fault(health: HealthState) {
-    let mut faults = crate::store::fault::subscribe();
-    let fault = loop {
-        if let Some(f) = faults.borrow_and_update().clone() {
-            break f;
-        }
-        if faults.changed().await.is_err() {
-            return;
-        }
-    };
+    let fault = crate::store::fault::raised().await;
     health.set_not_serving();
     tracing::error!(fault = %fault, code = FAULT_EXIT_CODE, "fail-stop: health NOT_SERVING; exiting in 2 s so that a restart recovers the database (acknowledged writes are on disk)");
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -344,7 +344,13 @@ impl ConversationStore for SledStore {
         let (epoch, result) = {
             let _guard = self.lock();
             let (old, bindings) = match self.read_conversation(id) {
-                Ok(None) if allow_missing => return Ok(None),
+                // Nothing to delete: still answer only once every earlier write is durable.
+                Ok(None) if allow_missing => {
+                    let epoch = self.flusher.written();
+                    drop(_guard);
+                    self.flusher.wait(epoch).await?;
+                    return Ok(None);
+                }
                 Ok(None) => return Err(not_found(id)),
                 Ok(Some(old)) => {
                     rules::check_conversation_revision(&old, expected_revision)?;

@@ -69,7 +69,7 @@ pub fn current() -> Option<VolumeFault> {
 
 /// Completes with the fault once there is one.
 pub async fn raised() -> VolumeFault {
-    let mut rx = subscribe();
+    let mut rx = channel().subscribe();
     loop {
         if let Some(f) = rx.borrow_and_update().clone() {
             return f;
@@ -78,11 +78,6 @@ pub async fn raised() -> VolumeFault {
             std::future::pending::<()>().await;
         }
     }
-}
-
-/// Follows the fault (None until one happens).
-pub fn subscribe() -> watch::Receiver<Option<VolumeFault>> {
-    channel().subscribe()
 }
 
 #[cfg(test)]

@@ -222,7 +222,12 @@ impl SledStore {
         report: &mut CheckReport,
         key: &[u8],
     ) -> Result<(), StoreError> {
-        report.damaged.push((TreeId::Conversations, key.to_vec()));
+        // Once per conversation, however many of its events are damaged: each mark scans.
+        let marked = (TreeId::Conversations, key.to_vec());
+        if report.damaged.contains(&marked) {
+            return Ok(());
+        }
+        report.damaged.push(marked);
         for event in self.events.scan_prefix(key).keys() {
             report.damaged.push((TreeId::Events, event?.to_vec()));
         }

@@ -417,36 +417,30 @@ impl ProfileStore for SledStore {
     ) -> Result<Option<Profile>, StoreError> {
         let (epoch, deleted) = {
             let _guard = self.lock();
-            let read = match self.read_profile(name.as_str()) {
+            let found = match self.read_profile(name.as_str()) {
                 // A record that does not decode is not kept forever: force deletes its bytes.
-                Err(StoreError::Corrupt { .. }) if force => {
-                    self.profiles.remove(name.as_str().as_bytes())?;
-                    let change = ProfileChange::Delete {
-                        seq: self.next_seq()?,
-                        name: name.clone(),
-                        revision: 0,
-                    };
-                    let epoch = self.flusher.committed([change]);
-                    drop(_guard);
-                    self.flusher.wait(epoch).await?;
-                    return Ok(Some(rules::damaged_placeholder(name)));
-                }
-                other => other?,
-            };
-            match read {
-                None if allow_missing => (self.flusher.written(), None),
-                None => return Err(rules::not_found(name)),
-                Some(record) => {
+                Err(StoreError::Corrupt { .. }) if force => Some(rules::damaged_placeholder(name)),
+                Err(e) => return Err(e),
+                Ok(None) if allow_missing => None,
+                Ok(None) => return Err(rules::not_found(name)),
+                Ok(Some(record)) => {
                     rules::check_revision(&record.profile, expected_revision)?;
                     rules::check_unbound(name, &self.conversations_bound_to(name, 6)?, force)?;
+                    Some(record.profile)
+                }
+            };
+            match found {
+                // Nothing to delete: still answer only once every earlier write is durable.
+                None => (self.flusher.written(), None),
+                Some(profile) => {
                     // With force, bindings stay: they resolve again if the name is re-created.
                     self.profiles.remove(name.as_str().as_bytes())?;
                     let change = ProfileChange::Delete {
                         seq: self.next_seq()?,
                         name: name.clone(),
-                        revision: record.profile.revision,
+                        revision: profile.revision,
                     };
-                    (self.flusher.committed([change]), Some(record.profile))
+                    (self.flusher.committed([change]), Some(profile))
                 }
             }
         };
