@@ -276,6 +276,28 @@ fn restore_refuses_a_non_empty_dir_and_a_damaged_or_truncated_file() {
 }
 
 /// Writes raw records into a stopped server's data dir, as damage would.
+/// A forced delete of the damaged profile "poison" goes through, and a get then answers NOT_FOUND.
+async fn force_delete_poison(cl: &mut Clients) {
+    let gone =
+        cl.0.delete_profile(pb::DeleteProfileRequest {
+            name: "poison".into(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .expect("force deletes a damaged profile")
+        .into_inner();
+    assert!(gone.deleted);
+    let err =
+        cl.0.get_profile(pb::GetProfileRequest {
+            name: "poison".into(),
+            reveal_secrets: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
 /// `profile-registry backup FILE` from `server`; it must succeed.
 fn take_backup(server: &ChildServer, file: &Path) -> std::process::Output {
     let url = format!("http://{}", server.addr);
@@ -610,24 +632,7 @@ async fn a_damaged_profile_record_is_deleted_with_force() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    let gone =
-        cl.0.delete_profile(pb::DeleteProfileRequest {
-            name: "poison".into(),
-            force: true,
-            ..Default::default()
-        })
-        .await
-        .expect("force deletes a damaged record")
-        .into_inner();
-    assert!(gone.deleted);
-    let err =
-        cl.0.get_profile(pb::GetProfileRequest {
-            name: "poison".into(),
-            reveal_secrets: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    force_delete_poison(&mut cl).await;
     assert!(server.log().contains("forced delete"), "{}", server.log());
     drop(server);
     let o = cli_output(
@@ -898,24 +903,7 @@ async fn on_postgres_a_damaged_record_is_deleted_with_force() {
         .expect("force deletes a damaged conversation")
         .into_inner();
     assert_eq!((gone.deleted, gone.events_deleted), (true, 1));
-    let gone =
-        cl.0.delete_profile(pb::DeleteProfileRequest {
-            name: "poison".into(),
-            force: true,
-            ..Default::default()
-        })
-        .await
-        .expect("force deletes a damaged profile")
-        .into_inner();
-    assert!(gone.deleted);
-    let err =
-        cl.0.get_profile(pb::GetProfileRequest {
-            name: "poison".into(),
-            reveal_secrets: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    force_delete_poison(&mut cl).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
