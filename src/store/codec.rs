@@ -1,12 +1,12 @@
 //! The stored form of records, shared by every backend: JSON, with each secret value sealed under
 //! the place it belongs to (so a record copied to another name or id does not open).
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 
 use serde::{Deserialize, Serialize};
 
-use super::conversations::{json_error, TreeId};
 use super::crypto::SecretCipher;
-use super::maintenance::place;
+use super::records::{json_error, place, RawRecord, TreeId};
 use super::StoreError;
 use crate::domain::{Conversation, LlmConfig, LlmSource, Profile, Secret, SecretField};
 
@@ -144,7 +144,7 @@ impl Codec {
         key: &[u8],
         bytes: &[u8],
     ) -> Result<Conversation, StoreError> {
-        let c = super::conversations::decode(TreeId::Conversations, key, bytes)?;
+        let c = super::records::decode(TreeId::Conversations, key, bytes)?;
         self.open_conversation(key, c)
     }
 }
@@ -184,4 +184,32 @@ pub fn conversation_secrets<E>(
         }
     }
     Ok(())
+}
+
+/// The key ids that seal the secrets of `records` (profiles and inline LLMs of conversations);
+/// records that do not decode are passed over (a check reports them).
+pub fn sealed_key_ids(records: &[RawRecord]) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut note = |_: &str, s: &mut Secret| {
+        if let Some(id) = SecretCipher::key_id_of(s.expose()) {
+            ids.insert(id.to_owned());
+        }
+        Ok::<(), ()>(())
+    };
+    for r in records {
+        match r.tree {
+            TreeId::Profiles => {
+                if let Ok(mut p) = serde_json::from_slice::<ProfileRecord>(&r.value) {
+                    let _ = profile_secrets(&mut p, &mut note);
+                }
+            }
+            TreeId::Conversations => {
+                if let Ok(mut c) = serde_json::from_slice::<Conversation>(&r.value) {
+                    let _ = conversation_secrets(&mut c, &mut note);
+                }
+            }
+            TreeId::Bindings | TreeId::Events => {}
+        }
+    }
+    ids
 }

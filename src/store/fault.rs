@@ -80,6 +80,22 @@ pub async fn raised() -> VolumeFault {
     }
 }
 
+/// A deliberately broken build for the reliability campaign: with REGISTRY_FAULT_ACK_BEFORE_FLUSH=1,
+/// a debug build acknowledges writes at once and flushes them every 100 ms. The campaign must
+/// notice; release builds ignore the variable. The PostgreSQL store honours it too: it answers
+/// before the transaction commits, and commits 100 ms later.
+pub(crate) fn ack_before_flush() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("REGISTRY_FAULT_ACK_BEFORE_FLUSH").is_ok_and(|v| v == "1"))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

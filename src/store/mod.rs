@@ -1,12 +1,10 @@
 //! Storage: the traits the services call, and their sled and PostgreSQL implementations.
 mod any;
 pub mod codec;
-mod conversations;
 pub mod crypto;
 pub mod fault;
-mod flush;
-mod maintenance;
 pub mod postgres;
+pub mod records;
 mod rules;
 pub mod sled;
 
@@ -20,9 +18,9 @@ use crate::domain::{
 };
 
 pub use self::any::{Location, Store};
-pub use self::conversations::TreeId;
-pub use self::maintenance::{place as place_of, sealed_key_ids, CheckReport, RawRecord, Snapshot};
-pub use self::sled::{OpenError, RotationReport, SledStore, StoreOptions};
+pub use self::codec::sealed_key_ids;
+pub use self::records::{place as place_of, RawRecord, RotationReport, Snapshot, TreeId};
+pub use self::sled::{CheckReport, OpenError, SledStore, StoreOptions};
 
 /// What can go wrong in the store: expected outcomes first, then fail-stop storage errors.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{store_error, uuid, PgStore};
 use crate::domain::{Conversation, ConversationId, Event};
 use crate::store::codec::{conversation_secrets, profile_secrets, ProfileRecord, SecretVisitor};
-use crate::store::conversations::{binding_key, decode, event_key};
+use crate::store::records::{binding_key, decode, event_key, place};
 use crate::store::RotationReport;
 use crate::store::{RawRecord, Snapshot, StoreError, TreeId};
 
@@ -15,7 +15,7 @@ fn id_of(bytes: &[u8]) -> Option<ConversationId> {
 
 fn bad_key(tree: TreeId, key: &[u8]) -> StoreError {
     StoreError::Corrupt {
-        key: crate::store::maintenance::place(tree, key),
+        key: place(tree, key),
         reason: "not a key of this tree".into(),
     }
 }

@@ -239,7 +239,7 @@ type Tx = Transaction<'static, Postgres>;
 /// metric). With REGISTRY_FAULT_ACK_BEFORE_FLUSH=1 (debug builds) it returns at once and commits
 /// 100 ms later, for the campaign to catch.
 async fn commit(tx: Tx) -> Result<(), StoreError> {
-    if super::flush::ack_before_flush() {
+    if super::fault::ack_before_flush() {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let _ = tx.commit().await;
@@ -286,7 +286,7 @@ impl PgStore {
         };
         let pool = Self::connect(url, options).await?;
         let target = describe_url(url);
-        if super::flush::ack_before_flush() {
+        if super::fault::ack_before_flush() {
             tracing::warn!("FAULT INJECTION: writes are acknowledged before they commit (REGISTRY_FAULT_ACK_BEFORE_FLUSH=1, debug builds only)");
         }
         MIGRATOR
@@ -622,7 +622,7 @@ impl PgStore {
                 seqs.push(e.seq);
                 kinds.push(e.kind.clone());
                 sources.push(e.source.clone());
-                records.push(super::conversations::encode(e)?);
+                records.push(super::records::encode(e)?);
             }
             sqlx::query(
                 "INSERT INTO events (conversation, seq, kind, source, record) \
@@ -1067,8 +1067,8 @@ impl ConversationStore for PgStore {
             .map_err(store_error)?;
         let mut out = Vec::with_capacity(rows.len());
         for (seq, bytes) in rows {
-            let key = super::conversations::event_key(id, seq);
-            match super::conversations::decode::<Event>(super::TreeId::Events, &key, &bytes) {
+            let key = super::records::event_key(id, seq);
+            match super::records::decode::<Event>(super::TreeId::Events, &key, &bytes) {
                 Ok(e) => out.push(e),
                 Err(e) => tracing::error!(error = %e, "skipping a damaged event record"),
             }

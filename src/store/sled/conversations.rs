@@ -3,75 +3,22 @@
 //! Every multi-record change is one sled transaction over all trees.
 use std::ops::Bound;
 
-use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::broadcast;
 
-use super::maintenance::place;
-use super::rules;
-use super::sled::SledStore;
-use super::{
+use super::SledStore;
+use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
+use crate::store::records::{binding_key, decode, encode, event_key, TreeId};
+use crate::store::rules;
+use crate::store::{
     Change, ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError,
 };
-use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
-
-/// A tree of the database: the unit of a write, and of a backup record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TreeId {
-    /// Profile records by name.
-    Profiles,
-    /// Conversation records by id.
-    Conversations,
-    /// The index of profile bindings: `profile \0 id`, empty values.
-    Bindings,
-    /// Events by `id ++ seq`.
-    Events,
-}
-
-impl TreeId {
-    /// Every tree, in the order a backup lists them.
-    pub const ALL: [Self; 4] = [
-        Self::Profiles,
-        Self::Conversations,
-        Self::Bindings,
-        Self::Events,
-    ];
-
-    /// The tree's name in the database (and in backups).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Profiles => "profiles",
-            Self::Conversations => "conversations",
-            Self::Bindings => "bindings",
-            Self::Events => "events",
-        }
-    }
-
-    /// The tree of a name, if it is one of ours.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name)
-    }
-}
 
 /// One write of a transaction.
 pub(super) enum Op {
     Put(TreeId, Vec<u8>, Vec<u8>),
     Del(TreeId, Vec<u8>),
-}
-
-/// Plain JSON, for records without secrets (events). Profiles and conversations go through
-/// `SledStore::encode_profile` / `encode_conversation`, which seal their secrets.
-pub(super) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Storage(e.to_string()))
-}
-
-pub(super) fn binding_key(name: &ProfileName, id: &ConversationId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.as_str().len() + 17);
-    k.extend_from_slice(name.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(id.as_bytes());
-    k
 }
 
 fn binding_prefix(name: &ProfileName) -> Vec<u8> {
@@ -80,40 +27,9 @@ fn binding_prefix(name: &ProfileName) -> Vec<u8> {
     k
 }
 
-pub(super) fn event_key(id: &ConversationId, seq: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(24);
-    k.extend_from_slice(id.as_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 fn id_from_key(key: &[u8]) -> Option<ConversationId> {
     let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
     Some(ConversationId::from_bytes(tail))
-}
-
-pub(super) fn decode<T: serde::de::DeserializeOwned>(
-    tree: TreeId,
-    key: &[u8],
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: place(tree, key),
-        reason: json_error(&e),
-    })
-}
-
-/// Why stored bytes do not decode, without quoting them: serde's own message can quote a value,
-/// and a damaged record's value may be a secret.
-pub(super) fn json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let what = match e.classify() {
-        Category::Io => "unreadable",
-        Category::Syntax => "not valid JSON",
-        Category::Data => "JSON of the wrong shape",
-        Category::Eof => "JSON cut short",
-    };
-    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 use rules::conversation_not_found as not_found;

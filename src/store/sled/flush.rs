@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::StoreError;
+use crate::store::fault::ack_before_flush;
+use crate::store::StoreError;
 
 struct State<E> {
     written: u64,
     requested: u64,
     pending: VecDeque<(u64, E)>,
-    failed: Option<super::fault::VolumeFault>,
+    failed: Option<crate::store::fault::VolumeFault>,
     stop: bool,
 }
 
@@ -98,7 +99,7 @@ impl<E: Send + 'static> Flusher<E> {
             .lock()
             .failed
             .clone()
-            .or_else(super::fault::current)
+            .or_else(crate::store::fault::current)
         {
             return Err(StoreError::Volume(fault));
         }
@@ -117,7 +118,7 @@ impl<E: Send + 'static> Flusher<E> {
                 durable = rx.wait_for(|d| *d >= epoch) => {
                     durable.map_err(|_| StoreError::Storage("the store is closed".into()))?;
                 }
-                fault = super::fault::raised() => return Err(StoreError::Volume(fault)),
+                fault = crate::store::fault::raised() => return Err(StoreError::Volume(fault)),
             }
         }
         if let Some(fault) = self.shared.lock().failed.clone() {
@@ -134,22 +135,6 @@ impl<E: Send + 'static> Drop for Flusher<E> {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// A deliberately broken build for the reliability campaign: with REGISTRY_FAULT_ACK_BEFORE_FLUSH=1,
-/// a debug build acknowledges writes at once and flushes them every 100 ms. The campaign must
-/// notice; release builds ignore the variable. The PostgreSQL store honours it too: it answers
-/// before the transaction commits, and commits 100 ms later.
-pub(crate) fn ack_before_flush() -> bool {
-    #[cfg(debug_assertions)]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| std::env::var("REGISTRY_FAULT_ACK_BEFORE_FLUSH").is_ok_and(|v| v == "1"))
-    }
-    #[cfg(not(debug_assertions))]
-    {
-        false
     }
 }
 
@@ -204,14 +189,14 @@ fn run<E>(shared: &Shared<E>) {
             let mut st = shared.lock();
             if let Err(e) = &result {
                 let fault = match e {
-                    sled::Error::Io(io) => super::fault::VolumeFault::of(io),
-                    other => super::fault::VolumeFault {
+                    sled::Error::Io(io) => crate::store::fault::VolumeFault::of(io),
+                    other => crate::store::fault::VolumeFault {
                         no_space: false,
                         detail: other.to_string(),
                     },
                 };
                 tracing::error!(fault = %fault, "flush to disk failed; refusing further writes");
-                super::fault::raise(&fault);
+                crate::store::fault::raise(&fault);
                 st.failed = Some(fault);
             }
             let mut ready = Vec::new();

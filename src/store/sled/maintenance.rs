@@ -1,37 +1,17 @@
 //! Whole-store maintenance: a consistent snapshot of every record (for backups), loading one into an
 //! empty store (restore), and the offline check of every record: decodes, decrypts, references.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::codec::{conversation_secrets, profile_secrets, ProfileRecord};
-use super::conversations::{binding_key, decode, TreeId};
-use super::crypto::SecretCipher;
-use super::sled::SledStore;
-use super::{ProfileStore, StoreError};
+use super::SledStore;
 use crate::domain::{Conversation, ConversationId, Event, Secret};
 use crate::hex;
-
-/// One stored record, byte for byte.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawRecord {
-    /// Its tree.
-    pub tree: TreeId,
-    /// Its key, as stored.
-    pub key: Vec<u8>,
-    /// Its value, as stored (secret values sealed).
-    pub value: Vec<u8>,
-}
-
-/// A consistent copy of every record: no write is half in it.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The change sequence counter when it was taken: a restored store continues above it.
-    pub next_seq: u64,
-    /// Every record, tree by tree ([`TreeId::ALL`] order), each in key order.
-    pub records: Vec<RawRecord>,
-    /// How long writers were held off while it was copied.
-    pub blocked: Duration,
-}
+use crate::store::codec::{conversation_secrets, profile_secrets};
+use crate::store::records::{
+    binding_key, conversation_id, decode, place, split_binding_key, split_event_key, text_key,
+    RawRecord, Snapshot, TreeId,
+};
+use crate::store::{ProfileStore, StoreError};
 
 /// What [`SledStore::check`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,80 +40,12 @@ impl CheckReport {
     }
 }
 
-/// A key as text for a report: printable, whatever the bytes.
-fn text_key(key: &[u8]) -> String {
-    String::from_utf8_lossy(key).escape_debug().to_string()
-}
-
-fn conversation_id(bytes: &[u8]) -> Option<ConversationId> {
-    Some(ConversationId::from_bytes(bytes.try_into().ok()?))
-}
-
-/// An event key: the conversation id and the seq.
-fn split_event_key(key: &[u8]) -> Option<(ConversationId, i64)> {
-    let (id, seq) = key.split_at_checked(16)?;
-    Some((
-        conversation_id(id)?,
-        i64::from_be_bytes(seq.try_into().ok()?),
-    ))
-}
-
-/// A binding key: the profile name and the conversation id.
-fn split_binding_key(key: &[u8]) -> Option<(String, ConversationId)> {
-    let (name, rest) = key.split_at_checked(key.len().checked_sub(17)?)?;
-    let (zero, id) = rest.split_first()?;
-    (*zero == 0).then_some(())?;
-    Some((String::from_utf8(name.to_vec()).ok()?, conversation_id(id)?))
-}
-
-/// How a record is named in logs, errors and reports: `<tree>/<key>`, the key as a name, an id or
-/// an id and seq, or as hex when it has no such shape.
-pub fn place(tree: TreeId, key: &[u8]) -> String {
-    let shaped = match tree {
-        TreeId::Profiles => Some(text_key(key)),
-        TreeId::Conversations => conversation_id(key).map(|id| id.to_string()),
-        TreeId::Bindings => {
-            split_binding_key(key).map(|(name, id)| format!("{}/{id}", text_key(name.as_bytes())))
-        }
-        TreeId::Events => split_event_key(key).map(|(id, seq)| format!("{id}/{seq}")),
-    };
-    format!("{}/{}", tree.name(), shaped.unwrap_or_else(|| hex(key)))
-}
-
 /// Why a record does not read, from a store error (the reason only: the place is reported apart).
 fn reason(e: StoreError) -> String {
     match e {
         StoreError::Corrupt { reason, .. } => reason,
         other => other.to_string(),
     }
-}
-
-/// The key ids that seal the secrets of `records` (profiles and inline LLMs of conversations);
-/// records that do not decode are passed over (a check reports them).
-pub fn sealed_key_ids(records: &[RawRecord]) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    let mut note = |_: &str, s: &mut Secret| {
-        if let Some(id) = SecretCipher::key_id_of(s.expose()) {
-            ids.insert(id.to_owned());
-        }
-        Ok::<(), ()>(())
-    };
-    for r in records {
-        match r.tree {
-            TreeId::Profiles => {
-                if let Ok(mut p) = serde_json::from_slice::<ProfileRecord>(&r.value) {
-                    let _ = profile_secrets(&mut p, &mut note);
-                }
-            }
-            TreeId::Conversations => {
-                if let Ok(mut c) = serde_json::from_slice::<Conversation>(&r.value) {
-                    let _ = conversation_secrets(&mut c, &mut note);
-                }
-            }
-            TreeId::Bindings | TreeId::Events => {}
-        }
-    }
-    ids
 }
 
 /// Counts the set secrets of a decoded (opened) record.
@@ -474,35 +386,5 @@ impl SledStore {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_split_and_refuse_other_shapes() {
-        let id = ConversationId::generate();
-        let mut event = id.as_bytes().to_vec();
-        event.extend_from_slice(&7i64.to_be_bytes());
-        assert_eq!(split_event_key(&event), Some((id, 7)));
-        assert_eq!(split_event_key(&event[..20]), None);
-        let name = crate::domain::ProfileName::parse("gpt", "name").expect("valid");
-        assert_eq!(
-            split_binding_key(&binding_key(&name, &id)),
-            Some(("gpt".to_owned(), id))
-        );
-        assert_eq!(split_binding_key(b"short"), None);
-        assert_eq!(text_key(b"a\nb\xff"), "a\\nb\u{fffd}");
-        assert_eq!(place(TreeId::Events, &event), format!("events/{id}/7"));
-        assert_eq!(
-            place(TreeId::Events, &event[..3]),
-            format!("events/{}", hex(&event[..3]))
-        );
-        assert_eq!(
-            place(TreeId::Conversations, id.as_bytes()),
-            format!("conversations/{id}")
-        );
     }
 }
