@@ -11,7 +11,9 @@
 //! `cargo test --test campaign` runs the short campaign (30 cycles); arguments after `--`:
 //! `--soak SECONDS` keeps killing for that long, `--cycles N`, `--seed N` replays a run (the seed
 //! is printed, and the history of a failed run is written to a file whose path is printed).
-#[path = "../api/helpers.rs"]
+// The api suite's helpers, of which the campaign uses a few.
+#[path = "../api/helpers/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 
 mod client;
