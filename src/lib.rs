@@ -1,14 +1,15 @@
 //! profile-registry: a gRPC registry of OpenHands LLM profiles over an embedded sled database.
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod openhands;
 pub mod server;
-pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

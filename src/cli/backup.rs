@@ -204,7 +204,7 @@ pub async fn run_backup(args: BackupArgs) -> anyhow::Result<bool> {
     }
     let header = header.context("the server sent no backup header")?;
     ensure!(
-        header.format_version == crate::service::admin::BACKUP_FORMAT_VERSION,
+        header.format_version == crate::grpc::admin::BACKUP_FORMAT_VERSION,
         "the server sends backup format {}, which this build does not read",
         header.format_version
     );

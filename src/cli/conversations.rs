@@ -7,11 +7,11 @@ use anyhow::Context;
 use fs2::FileExt;
 
 use super::{fernet_key_from_env, Target};
+use crate::app::transfer::Outcome;
+use crate::app::Limits;
 use crate::config::{ExportConversationsArgs, ImportConversationsArgs, SecretsMode};
 use crate::openhands::conversation::parse_event_file_name;
 use crate::openhands::folder::{read_text_file, write_files};
-use crate::service::transfer::Outcome;
-use crate::service::Limits;
 
 /// The largest base_state.json read (the request limit of the server it goes to).
 const MAX_BASE_STATE_BYTES: u64 = 4 * 1024 * 1024;

@@ -15,8 +15,8 @@ use crate::config::{
     WatchArgs,
 };
 use crate::domain::{SecretField, SECRET_MASK};
+use crate::grpc::convert::llm_to_pb;
 use crate::pb;
-use crate::service::convert::llm_to_pb;
 
 const PAGE: i32 = 1000;
 

@@ -6,13 +6,13 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{fernet_key_from_env, Target};
+use crate::app::transfer::{ImportReport, Outcome};
+use crate::app::Limits;
 use crate::config::{ExportArgs, ImportArgs, OnConflict, SecretsMode};
 use crate::openhands::folder::{
     default_dir, prunable, Equivalent, FileState, ProfilesDir, Refused, Staging,
 };
 use crate::openhands::secrets::{same_when_decrypted, FernetKey};
-use crate::service::transfer::{ImportReport, Outcome};
-use crate::service::Limits;
 
 fn progress(len: usize, what: &str) -> ProgressBar {
     // Hidden by indicatif itself when stderr is not a terminal.

@@ -9,15 +9,15 @@ use tonic::{Request, Response, Status};
 
 use super::connection::{connect, ServerChannel};
 use super::target::open_data_dir;
+use crate::app::Limits;
 use crate::config::TargetArgs;
+use crate::grpc::conversation::ConversationApi;
+use crate::grpc::profile::ProfileApi;
 use crate::pb;
 use crate::pb::conversation_service_client::ConversationServiceClient;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::profile_service_client::ProfileServiceClient;
 use crate::pb::profile_service_server::ProfileService;
-use crate::service::conversation::ConversationApi;
-use crate::service::profile::ProfileApi;
-use crate::service::Limits;
 use crate::store::Store;
 
 /// Either way of reaching the registry, with the same calls.

@@ -4,6 +4,11 @@ use std::sync::Arc;
 use anyhow::bail;
 
 use super::connection::{connect, status_error, ServerChannel};
+use crate::app::transfer::{
+    export_conversation_files, export_documents, import_conversation_files, import_documents,
+    ExportPage, ImportReport, Outcome, TransferError,
+};
+use crate::app::Limits;
 use crate::config::{OnConflict, SecretsMode, TargetArgs};
 use crate::domain::{ConversationId, ProfileName};
 use crate::openhands::profile::SecretsOut;
@@ -11,11 +16,6 @@ use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::conversation_service_client::ConversationServiceClient;
 use crate::pb::profile_service_client::ProfileServiceClient;
-use crate::service::transfer::{
-    export_conversation_files, export_documents, import_conversation_files, import_documents,
-    ExportPage, ImportReport, Outcome, TransferError,
-};
-use crate::service::Limits;
 use crate::store::{
     ConflictPolicy, ConversationStore, ImportOutcome, OpenError, SledStore, StoreOptions,
 };

@@ -1,9 +1,9 @@
 //! Property tests over the request validators and page-token decoding: no input panics, and every
 //! refused input leaves the store unchanged.
 use profile_registry::domain::ProfileName;
+use profile_registry::grpc::page_token;
 use profile_registry::openhands::profile::{name_from_file, parse_file};
 use profile_registry::pb;
-use profile_registry::service::page_token;
 use proptest::prelude::*;
 
 use crate::helpers::{create, full_listing, profile, TestApp};

@@ -178,7 +178,7 @@ fn event(conversation: usize, n: usize) -> pb::Event {
         unreachable!("a JSON object literal")
     };
     pb::Event {
-        body: Some(profile_registry::service::convert::map_to_struct(&map)),
+        body: Some(profile_registry::grpc::convert::map_to_struct(&map)),
         ..Default::default()
     }
 }

@@ -5,12 +5,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
+use profile_registry::app::transfer::Outcome;
+use profile_registry::app::Limits;
 use profile_registry::cli::profiles::{export_to_folder, ExportOptions};
 use profile_registry::cli::Target;
 use profile_registry::config::{OnConflict, SecretsMode, TargetArgs};
 use profile_registry::openhands::folder::{sync_filesystem, ProfilesDir};
-use profile_registry::service::transfer::Outcome;
-use profile_registry::service::Limits;
 
 /// The profile every generated file is a variant of (about 1 KiB, as the SDK writes it).
 pub const FIXTURE: &str =

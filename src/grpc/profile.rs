@@ -12,6 +12,7 @@ use super::{
     audit_secret_access, conflict_policy, observe, page_token, parse_fernet_key, secrets_out,
     Limits,
 };
+use crate::app::transfer::{export_documents, import_documents, ImportReport, Outcome};
 use crate::auth::{principal, Role};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
@@ -19,7 +20,6 @@ use crate::health::async_stream;
 use crate::openhands::profile::SecretsOut;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
-use crate::service::transfer::{export_documents, import_documents, ImportReport, Outcome};
 use crate::store::{ProfileChange, ProfileStore, ProfileWatch, PutMode, StoreError};
 
 /// The listing name page tokens of ListProfiles are bound to.

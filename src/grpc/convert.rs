@@ -6,13 +6,13 @@ use serde_json::{Map, Value};
 use crate::domain::pyjson::number_from_f64;
 use std::collections::BTreeMap;
 
+use crate::app::Limits;
 use crate::domain::{
     conversation_violations, Conversation, ConversationId, Event, ExecutionStatus, LlmConfig,
     LlmSource, NewEvent, Profile, ProfileName, Secret, Timestamp, Violation,
 };
 use crate::openhands::profile::to_file_text;
 use crate::pb;
-use crate::service::Limits;
 
 /// Domain timestamp to wire.
 pub fn timestamp_to_pb(t: Timestamp) -> prost_types::Timestamp {

@@ -15,20 +15,16 @@ use super::{
     audit_secret_access, conflict_policy, observe, page_token, parse_fernet_key, secrets_out,
     Limits,
 };
+use crate::app;
+use crate::app::transfer::{export_conversation_files, import_conversation_files, TransferError};
 use crate::auth::principal;
-use crate::domain::{Conversation, ConversationId, LlmConfig, LlmSource, ProfileName, Violation};
+use crate::domain::{Conversation, ConversationId, LlmSource, ProfileName, Violation};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
 use crate::pb;
 use crate::pb::conversation_service_server::ConversationService;
-use crate::service::transfer::{
-    export_conversation_files, import_conversation_files, resolve_llms, TransferError,
-};
 use crate::store::ImportOutcome;
 use crate::store::{ConversationStore, EventQuery, ProfileStore, StoreError};
-
-/// The mutable fields an update mask may name.
-const MASK_FIELDS: [&str; 5] = ["llms", "execution_status", "title", "tags", "state"];
 
 /// The ConversationService handlers: shared state only.
 pub struct ConversationApi<S> {
@@ -59,42 +55,7 @@ fn not_found(id: &ConversationId) -> Status {
     })
 }
 
-/// For a write: an inline LLM given with the mask keeps the stored secrets of the same usage.
-/// `blind`: the caller may not read secrets, so a secret it supplies always counts as a change
-/// (see `LlmConfig::blind_write`): no outcome tells whether it equals the stored one.
-fn merge_inline(new: LlmSource, old: Option<&LlmSource>, blind: bool) -> LlmSource {
-    match (new, old) {
-        (LlmSource::Inline(mut n), old) => {
-            n.blind_if(blind);
-            let old = match old {
-                Some(LlmSource::Inline(o)) => Some(&**o),
-                _ => None,
-            };
-            LlmSource::Inline(Box::new(n.merge_onto(old)))
-        }
-        (p, _) => p,
-    }
-}
-
 impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
-    /// Each binding's configuration in effect: the profile's (absent when the profile was deleted
-    /// with force) or the inline one; masked unless `reveal`.
-    async fn resolve(
-        &self,
-        c: &Conversation,
-        reveal: bool,
-    ) -> Result<BTreeMap<String, LlmConfig>, Status> {
-        let resolved = resolve_llms(&*self.store, c).await?;
-        Ok(if reveal {
-            resolved
-        } else {
-            resolved
-                .into_iter()
-                .map(|(usage, llm)| (usage, llm.masked()))
-                .collect()
-        })
-    }
-
     async fn respond(
         &self,
         c: Conversation,
@@ -102,7 +63,7 @@ impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
         reveal: bool,
     ) -> Result<pb::Conversation, Status> {
         let resolved = if resolve {
-            self.resolve(&c, reveal).await?
+            app::conversations::resolve(&*self.store, &c, reveal).await?
         } else {
             BTreeMap::new()
         };
@@ -126,12 +87,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         observe("CreateConversation", &resource, async {
             let input = conversation_from_pb(input, "conversation", &self.limits)
                 .map_err(|v| invalid_argument(&v))?;
-            let mut c = input.conversation;
-            c.llms = std::mem::take(&mut c.llms)
-                .into_iter()
-                .map(|(u, s)| (u, merge_inline(s, None, false)))
-                .collect();
-            let created = self.store.create_conversation(c).await?;
+            let created = app::conversations::create(&*self.store, input.conversation).await?;
             Ok(Response::new(self.respond(created, false, false).await?))
         })
         .await
@@ -229,16 +185,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             .unwrap_or_default();
         observe("UpdateConversation", &resource, async {
             let paths = update_mask.map(|m| m.paths).unwrap_or_default();
-            let unknown: Vec<Violation> = paths
-                .iter()
-                .filter(|p| !MASK_FIELDS.contains(&p.as_str()))
-                .map(|p| {
-                    Violation::new(
-                        "update_mask.paths",
-                        format!("{p:?} is not one of {}", MASK_FIELDS.join(", ")),
-                    )
-                })
-                .collect();
+            let unknown = app::conversations::mask_violations(&paths);
             if !unknown.is_empty() {
                 return Err(invalid_argument(&unknown));
             }
@@ -247,45 +194,14 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             let id = input
                 .id
                 .ok_or_else(|| invalid_field("conversation.id", "is required"))?;
-            let all = paths.is_empty();
-            let wants = move |f: &str| all || paths.iter().any(|p| p == f);
-            let new = input.conversation;
-            let status_unset = input.status_unset;
-            let updated = self
-                .store
-                .update_conversation(&id, expected_revision, move |old| {
-                    let mut c = old.clone();
-                    if wants("llms") {
-                        c.llms = new
-                            .llms
-                            .into_iter()
-                            .map(|(u, s)| {
-                                let s = merge_inline(s, old.llms.get(&u), blind);
-                                (u, s)
-                            })
-                            .collect();
-                    }
-                    if wants("execution_status") && !(all && status_unset) {
-                        c.execution_status = new.execution_status;
-                    }
-                    if wants("title") {
-                        c.title = new.title;
-                    }
-                    if wants("tags") {
-                        c.tags = new.tags;
-                    }
-                    if wants("state") {
-                        c.state = new.state;
-                    }
-                    // The same rule as SwitchLlm (a status change to RUNNING may come with new LLMs).
-                    if c.execution_status == crate::domain::ExecutionStatus::Running
-                        && c.llms != old.llms
-                    {
-                        refuse_while_running(old, "changing its LLMs")?;
-                    }
-                    Ok(c)
-                })
-                .await?;
+            let update = app::conversations::Update {
+                paths,
+                new: input.conversation,
+                status_unset: input.status_unset,
+            };
+            let updated =
+                app::conversations::update(&*self.store, &id, expected_revision, update, blind)
+                    .await?;
             Ok(Response::new(self.respond(updated, false, false).await?))
         })
         .await
@@ -333,11 +249,6 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         } = req.into_inner();
         observe("SwitchLlm", &id, async {
             let id = parse_id(&id, "id")?;
-            let usage = if usage_id.is_empty() {
-                "agent".to_owned()
-            } else {
-                usage_id
-            };
             let mut violations = Vec::new();
             let source = match target {
                 Some(pb::switch_llm_request::Target::Profile(p)) => binding_from_pb(
@@ -362,16 +273,15 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
                 Some(s) if violations.is_empty() => s,
                 _ => return Err(invalid_argument(&violations)),
             };
-            let switched = self
-                .store
-                .update_conversation(&id, expected_revision, move |old| {
-                    refuse_while_running(old, "switching its LLM")?;
-                    let mut c = old.clone();
-                    let source = merge_inline(source, old.llms.get(&usage), blind);
-                    c.llms.insert(usage, source);
-                    Ok(c)
-                })
-                .await?;
+            let switched = app::conversations::switch_llm(
+                &*self.store,
+                &id,
+                usage_id,
+                source,
+                expected_revision,
+                blind,
+            )
+            .await?;
             Ok(Response::new(self.respond(switched, false, false).await?))
         })
         .await
@@ -586,17 +496,6 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         })
         .await
     }
-}
-
-/// A running agent's LLMs do not change under it: FAILED_PRECONDITION while `old` is RUNNING.
-fn refuse_while_running(old: &Conversation, doing: &str) -> Result<(), StoreError> {
-    if old.execution_status == crate::domain::ExecutionStatus::Running {
-        return Err(StoreError::FailedPrecondition(format!(
-            "conversation {} is RUNNING: pause it (or let it finish) before {doing}",
-            old.id
-        )));
-    }
-    Ok(())
 }
 
 /// The end of a watch on a conversation that was deleted.

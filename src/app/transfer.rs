@@ -2,6 +2,7 @@
 //! the CLI's direct `--data-dir` mode and `serve --import-on-start`.
 use std::collections::BTreeMap;
 
+use crate::app::Limits;
 use crate::domain::{
     conversation_violations, Conversation, ConversationId, Event, LlmConfig, LlmSource,
     ProfileName, Secret, SecretField, Violation,
@@ -9,7 +10,6 @@ use crate::domain::{
 use crate::openhands::conversation::{export_conversation, parse_conversation, LlmForm};
 use crate::openhands::profile::{export_file, name_from_file, parse_file, SecretsOut};
 use crate::openhands::secrets::FernetKey;
-use crate::service::Limits;
 use crate::store::{
     ConflictPolicy, ConversationStore, EventQuery, ImportOutcome, ProfileStore, StoreError,
 };
