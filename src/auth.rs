@@ -1,13 +1,10 @@
 //! Authentication and roles: bearer tokens from a file of hashed tokens, checked in constant time
-//! by a tower layer in front of every service; the caller's identity travels in request extensions
+//! by the call layer (`grpc::layer`) in front of every service; the caller's identity travels in request extensions
 //! so handlers can check the `secrets` role for reveals and plaintext exports.
 use std::collections::BTreeSet;
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -214,6 +211,11 @@ impl Authenticator {
             .len()
     }
 
+    /// Whether reflection needs a token too (`--protect-reflection`).
+    pub fn protect_reflection(&self) -> bool {
+        self.protect_reflection
+    }
+
     /// Whether no token is loaded (never true after a successful load).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -282,159 +284,6 @@ impl Authenticator {
                 roles: e.roles.clone(),
             })
             .ok_or_else(|| Status::unauthenticated("invalid bearer token"))
-    }
-}
-
-/// The role a method needs before its request is decoded; `None` for open services.
-fn required_role(path: &str, protect_reflection: bool) -> Option<Role> {
-    let (service, method) = path.trim_start_matches('/').split_once('/')?;
-    match service {
-        "grpc.health.v1.Health" => None,
-        s if s.starts_with("grpc.reflection.") => protect_reflection.then_some(Role::Reader),
-        "profileregistry.v1.ProfileService" => Some(match method {
-            "GetProfile" | "ListProfiles" | "WatchProfiles" | "ValidateProfile"
-            | "ExportProfiles" => Role::Reader,
-            _ => Role::Writer,
-        }),
-        "profileregistry.v1.ConversationService" => Some(match method {
-            "GetConversation" | "ListConversations" | "ListEvents" | "WatchEvents"
-            | "ExportConversation" => Role::Reader,
-            _ => Role::Writer,
-        }),
-        // AdminService (backups carry every record, secrets sealed) and anything else: admin only.
-        _ => Some(Role::Admin),
-    }
-}
-
-/// The tower layer that authenticates every call (absent when authentication is off).
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Option<Arc<Authenticator>>,
-}
-
-impl AuthLayer {
-    /// Authenticates with `auth`, or lets every call through as anonymous admin when `None`.
-    pub fn new(auth: Option<Arc<Authenticator>>) -> Self {
-        Self { auth }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// The service of [`AuthLayer`].
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    auth: Option<Arc<Authenticator>>,
-}
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-/// The inner call, with tonic's answer to a request its decoder refuses (INTERNAL "failed to
-/// decode Protobuf message", e.g. a Struct nested past prost's recursion limit of 100) turned into
-/// what it is: the caller's mistake, INVALID_ARGUMENT.
-fn through<F, E>(call: F) -> BoxFuture<http::Response<tonic::body::Body>, E>
-where
-    F: std::future::Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send + 'static,
-{
-    Box::pin(async move { call.await.map(undecodable_as_invalid) })
-}
-
-fn undecodable_as_invalid(
-    mut res: http::Response<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
-    let headers = res.headers_mut();
-    let internal = headers.get("grpc-status").is_some_and(|v| v == "13");
-    let undecodable = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| {
-            m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode")
-        });
-    if internal && undecodable {
-        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
-        headers.insert(
-            "grpc-message",
-            http::HeaderValue::from_static(
-                "the%20request%20cannot%20be%20decoded:%20it%20is%20malformed,%20or%20nests%20deeper%20than%20the%20100%20levels%20protobuf%20allows",
-            ),
-        );
-    }
-    res
-}
-
-impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        // Without auth, or on an open method, the call goes through as is: handlers that ask
-        // `principal()` get the anonymous one.
-        let Some(auth) = &self.auth else {
-            return through(self.inner.call(req));
-        };
-        let principal = match required_role(req.uri().path(), auth.protect_reflection) {
-            None => return through(self.inner.call(req)),
-            Some(role) => {
-                let header = req
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok());
-                auth.authenticate(header).and_then(|p| {
-                    let method = req
-                        .uri()
-                        .path()
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    p.require(role, &format!("call {method}")).map(|()| p)
-                })
-            }
-        };
-        match principal {
-            Ok(p) => {
-                req.extensions_mut().insert(p);
-                through(self.inner.call(req))
-            }
-            Err(status) => {
-                tracing::info!(path = req.uri().path(), code = ?status.code(), "rpc refused");
-                if let Some((service, method)) =
-                    req.uri().path().trim_start_matches('/').split_once('/')
-                {
-                    let service = if service.ends_with("ConversationService") {
-                        "profileregistry.v1.ConversationService"
-                    } else if service.ends_with("AdminService") {
-                        "profileregistry.v1.AdminService"
-                    } else {
-                        "profileregistry.v1.ProfileService"
-                    };
-                    crate::metrics::record_call(service, method, status.code(), 0.0);
-                }
-                Box::pin(async move { Ok(status.into_http()) })
-            }
-        }
     }
 }
 
@@ -535,34 +384,5 @@ mod tests {
             err.contains("unknown role") && !err.contains(&token_hash_hex("t")),
             "{err}"
         );
-    }
-
-    #[test]
-    fn methods_need_the_right_role() {
-        assert_eq!(required_role("/grpc.health.v1.Health/Check", true), None);
-        assert_eq!(
-            required_role(
-                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                false
-            ),
-            None
-        );
-        assert_eq!(
-            required_role("/profileregistry.v1.ProfileService/GetProfile", false),
-            Some(Role::Reader)
-        );
-        assert_eq!(
-            required_role("/profileregistry.v1.ProfileService/CreateProfile", false),
-            Some(Role::Writer)
-        );
-        assert_eq!(
-            required_role("/profileregistry.v1.ConversationService/WatchEvents", false),
-            Some(Role::Reader)
-        );
-        assert_eq!(
-            required_role("/profileregistry.v1.AdminService/Backup", false),
-            Some(Role::Admin)
-        );
-        assert_eq!(required_role("/other.Service/X", false), Some(Role::Admin));
     }
 }

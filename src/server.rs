@@ -13,11 +13,12 @@ use tonic::transport::Server;
 
 use crate::app::transfer::{import_documents, Outcome};
 use crate::app::Limits;
-use crate::auth::{AuthLayer, Authenticator};
+use crate::auth::Authenticator;
 use crate::cli::fernet_key_from_env;
 use crate::config::ServeArgs;
 use crate::grpc::admin::AdminApi;
 use crate::grpc::conversation::ConversationApi;
+use crate::grpc::layer::CallLayer;
 use crate::grpc::profile::ProfileApi;
 use crate::health::HealthState;
 use crate::openhands::folder::ProfilesDir;
@@ -149,7 +150,7 @@ impl Application {
         let router = Server::builder()
             .max_concurrent_streams(args.max_streams_per_connection)
             .timeout(args.request_timeout)
-            .layer(AuthLayer::new(auth))
+            .layer(CallLayer::new(auth))
             .add_service(health.service(stop_rx.clone()))
             .add_service(profile_service)
             .add_service(conversation_service)

@@ -12,8 +12,7 @@ use super::convert::{
     llm_from_pb, status_from_pb,
 };
 use super::{
-    audit_secret_access, conflict_policy, observe, page_token, parse_fernet_key, secrets_out,
-    Limits,
+    audit_secret_access, conflict_policy, page_token, parse_fernet_key, secrets_out, Limits,
 };
 use crate::app;
 use crate::app::transfer::{export_conversation_files, import_conversation_files, TransferError};
@@ -83,14 +82,10 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         req: Request<pb::CreateConversationRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
         let input = req.into_inner().conversation;
-        let resource = input.as_ref().map(|c| c.id.clone()).unwrap_or_default();
-        observe("CreateConversation", &resource, async {
-            let input = conversation_from_pb(input, "conversation", &self.limits)
-                .map_err(|v| invalid_argument(&v))?;
-            let created = app::conversations::create(&*self.store, input.conversation).await?;
-            Ok(Response::new(self.respond(created, false, false).await?))
-        })
-        .await
+        let input = conversation_from_pb(input, "conversation", &self.limits)
+            .map_err(|v| invalid_argument(&v))?;
+        let created = app::conversations::create(&*self.store, input.conversation).await?;
+        Ok(Response::new(self.respond(created, false, false).await?))
     }
 
     async fn get_conversation(
@@ -103,21 +98,18 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             resolve_llms,
             reveal_secrets,
         } = req.into_inner();
-        observe("GetConversation", &id, async {
-            let id = parse_id(&id, "id")?;
-            let c = self
-                .store
-                .get_conversation(&id)
-                .await?
-                .ok_or_else(|| not_found(&id))?;
-            if reveal_secrets {
-                audit_secret_access(&who, "reveal secrets", &id.to_string())?;
-            }
-            Ok(Response::new(
-                self.respond(c, resolve_llms, reveal_secrets).await?,
-            ))
-        })
-        .await
+        let id = parse_id(&id, "id")?;
+        let c = self
+            .store
+            .get_conversation(&id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        if reveal_secrets {
+            audit_secret_access(&who, "reveal secrets", &id.to_string())?;
+        }
+        Ok(Response::new(
+            self.respond(c, resolve_llms, reveal_secrets).await?,
+        ))
     }
 
     async fn list_conversations(
@@ -130,43 +122,40 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             execution_status,
             profile,
         } = req.into_inner();
-        observe("ListConversations", &profile, async {
-            let size = self.limits.page_size(page_size)?;
-            let status = status_from_pb(execution_status, "execution_status")
-                .map_err(|v| invalid_argument(&[v]))?;
-            let profile = match profile.as_str() {
-                "" => None,
-                p => Some(ProfileName::parse(p, "profile").map_err(|v| invalid_argument(&[v]))?),
-            };
-            let listing = format!(
-                "conversations|{execution_status}|{}",
-                profile.as_ref().map(ProfileName::as_str).unwrap_or("")
-            );
-            let after = page_token::decode(&self.limits.page_key, &listing, &page_token)?
-                .map(|a| parse_id(&a, "page_token"))
-                .transpose()?;
-            let mut page = self
-                .store
-                .list_conversations(after, size + 1, status, profile.as_ref())
-                .await?;
-            let next_page_token = if page.len() > size {
-                page.truncate(size);
-                page.last()
-                    .map(|c| page_token::encode(&self.limits.page_key, &listing, &c.id.to_string()))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            let conversations = page
-                .into_iter()
-                .map(|c| conversation_to_pb(c.masked(), BTreeMap::new()))
-                .collect();
-            Ok(Response::new(pb::ListConversationsResponse {
-                conversations,
-                next_page_token,
-            }))
-        })
-        .await
+        let size = self.limits.page_size(page_size)?;
+        let status = status_from_pb(execution_status, "execution_status")
+            .map_err(|v| invalid_argument(&[v]))?;
+        let profile = match profile.as_str() {
+            "" => None,
+            p => Some(ProfileName::parse(p, "profile").map_err(|v| invalid_argument(&[v]))?),
+        };
+        let listing = format!(
+            "conversations|{execution_status}|{}",
+            profile.as_ref().map(ProfileName::as_str).unwrap_or("")
+        );
+        let after = page_token::decode(&self.limits.page_key, &listing, &page_token)?
+            .map(|a| parse_id(&a, "page_token"))
+            .transpose()?;
+        let mut page = self
+            .store
+            .list_conversations(after, size + 1, status, profile.as_ref())
+            .await?;
+        let next_page_token = if page.len() > size {
+            page.truncate(size);
+            page.last()
+                .map(|c| page_token::encode(&self.limits.page_key, &listing, &c.id.to_string()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let conversations = page
+            .into_iter()
+            .map(|c| conversation_to_pb(c.masked(), BTreeMap::new()))
+            .collect();
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations,
+            next_page_token,
+        }))
     }
 
     async fn update_conversation(
@@ -179,32 +168,24 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             update_mask,
             expected_revision,
         } = req.into_inner();
-        let resource = conversation
-            .as_ref()
-            .map(|c| c.id.clone())
-            .unwrap_or_default();
-        observe("UpdateConversation", &resource, async {
-            let paths = update_mask.map(|m| m.paths).unwrap_or_default();
-            let unknown = app::conversations::mask_violations(&paths);
-            if !unknown.is_empty() {
-                return Err(invalid_argument(&unknown));
-            }
-            let input = conversation_from_pb(conversation, "conversation", &self.limits)
-                .map_err(|v| invalid_argument(&v))?;
-            let id = input
-                .id
-                .ok_or_else(|| invalid_field("conversation.id", "is required"))?;
-            let update = app::conversations::Update {
-                paths,
-                new: input.conversation,
-                status_unset: input.status_unset,
-            };
-            let updated =
-                app::conversations::update(&*self.store, &id, expected_revision, update, blind)
-                    .await?;
-            Ok(Response::new(self.respond(updated, false, false).await?))
-        })
-        .await
+        let paths = update_mask.map(|m| m.paths).unwrap_or_default();
+        let unknown = app::conversations::mask_violations(&paths);
+        if !unknown.is_empty() {
+            return Err(invalid_argument(&unknown));
+        }
+        let input = conversation_from_pb(conversation, "conversation", &self.limits)
+            .map_err(|v| invalid_argument(&v))?;
+        let id = input
+            .id
+            .ok_or_else(|| invalid_field("conversation.id", "is required"))?;
+        let update = app::conversations::Update {
+            paths,
+            new: input.conversation,
+            status_unset: input.status_unset,
+        };
+        let updated =
+            app::conversations::update(&*self.store, &id, expected_revision, update, blind).await?;
+        Ok(Response::new(self.respond(updated, false, false).await?))
     }
 
     async fn delete_conversation(
@@ -218,22 +199,19 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             allow_missing,
             force,
         } = req.into_inner();
-        observe("DeleteConversation", &id, async {
-            let parsed = parse_id(&id, "id")?;
-            let deleted = self
-                .store
-                .delete_conversation(&parsed, expected_revision, allow_missing, force)
-                .await?;
-            if force && deleted.is_some() {
-                tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource = %parsed, damaged = deleted.as_ref().is_some_and(|(c, _)| c.revision == 0), "forced delete");
-            }
-            Ok(Response::new(pb::DeleteConversationResponse {
-                id: parsed.to_string(),
-                deleted: deleted.is_some(),
-                events_deleted: deleted.map_or(0, |(_, n)| n),
-            }))
-        })
-        .await
+        let parsed = parse_id(&id, "id")?;
+        let deleted = self
+            .store
+            .delete_conversation(&parsed, expected_revision, allow_missing, force)
+            .await?;
+        if force && deleted.is_some() {
+            tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource = %parsed, damaged = deleted.as_ref().is_some_and(|(c, _)| c.revision == 0), "forced delete");
+        }
+        Ok(Response::new(pb::DeleteConversationResponse {
+            id: parsed.to_string(),
+            deleted: deleted.is_some(),
+            events_deleted: deleted.map_or(0, |(_, n)| n),
+        }))
     }
 
     async fn switch_llm(
@@ -247,44 +225,41 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             target,
             expected_revision,
         } = req.into_inner();
-        observe("SwitchLlm", &id, async {
-            let id = parse_id(&id, "id")?;
-            let mut violations = Vec::new();
-            let source = match target {
-                Some(pb::switch_llm_request::Target::Profile(p)) => binding_from_pb(
-                    pb::LlmBinding {
-                        source: Some(pb::llm_binding::Source::Profile(p)),
-                        resolved: None,
-                    },
-                    "target",
-                    &mut violations,
-                ),
-                Some(pb::switch_llm_request::Target::Llm(l)) => {
-                    let llm = llm_from_pb(l, "llm", &mut violations);
-                    violations.extend(llm.violations("llm"));
-                    Some(LlmSource::Inline(Box::new(llm)))
-                }
-                None => {
-                    violations.push(Violation::new("target", "set profile or llm"));
-                    None
-                }
-            };
-            let source = match source {
-                Some(s) if violations.is_empty() => s,
-                _ => return Err(invalid_argument(&violations)),
-            };
-            let switched = app::conversations::switch_llm(
-                &*self.store,
-                &id,
-                usage_id,
-                source,
-                expected_revision,
-                blind,
-            )
-            .await?;
-            Ok(Response::new(self.respond(switched, false, false).await?))
-        })
-        .await
+        let id = parse_id(&id, "id")?;
+        let mut violations = Vec::new();
+        let source = match target {
+            Some(pb::switch_llm_request::Target::Profile(p)) => binding_from_pb(
+                pb::LlmBinding {
+                    source: Some(pb::llm_binding::Source::Profile(p)),
+                    resolved: None,
+                },
+                "target",
+                &mut violations,
+            ),
+            Some(pb::switch_llm_request::Target::Llm(l)) => {
+                let llm = llm_from_pb(l, "llm", &mut violations);
+                violations.extend(llm.violations("llm"));
+                Some(LlmSource::Inline(Box::new(llm)))
+            }
+            None => {
+                violations.push(Violation::new("target", "set profile or llm"));
+                None
+            }
+        };
+        let source = match source {
+            Some(s) if violations.is_empty() => s,
+            _ => return Err(invalid_argument(&violations)),
+        };
+        let switched = app::conversations::switch_llm(
+            &*self.store,
+            &id,
+            usage_id,
+            source,
+            expected_revision,
+            blind,
+        )
+        .await?;
+        Ok(Response::new(self.respond(switched, false, false).await?))
     }
 
     async fn append_events(
@@ -296,19 +271,16 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             events,
             expected_next_seq,
         } = req.into_inner();
-        observe("AppendEvents", &conversation_id, async {
-            let id = parse_id(&conversation_id, "conversation_id")?;
-            let events = events_from_pb(events, &self.limits).map_err(|v| invalid_argument(&v))?;
-            let (first_seq, next_seq) = self
-                .store
-                .append_events(&id, events, expected_next_seq)
-                .await?;
-            Ok(Response::new(pb::AppendEventsResponse {
-                first_seq,
-                next_seq,
-            }))
-        })
-        .await
+        let id = parse_id(&conversation_id, "conversation_id")?;
+        let events = events_from_pb(events, &self.limits).map_err(|v| invalid_argument(&v))?;
+        let (first_seq, next_seq) = self
+            .store
+            .append_events(&id, events, expected_next_seq)
+            .await?;
+        Ok(Response::new(pb::AppendEventsResponse {
+            first_seq,
+            next_seq,
+        }))
     }
 
     async fn list_events(
@@ -324,52 +296,47 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             source,
             descending,
         } = req.into_inner();
-        observe("ListEvents", &conversation_id, async {
-            let id = parse_id(&conversation_id, "conversation_id")?;
-            let size = self.limits.page_size(page_size)?;
-            if self.store.get_conversation(&id).await?.is_none() {
-                return Err(not_found(&id));
-            }
-            let listing = format!("events|{id}|{after_seq:?}|{kind}|{source}|{descending}");
-            let cursor = page_token::decode(&self.limits.page_key, &listing, &page_token)?
-                .map(|t| {
-                    t.parse::<i64>()
-                        .map_err(|_| invalid_field("page_token", "is damaged"))
-                })
-                .transpose()?;
-            let mut query = EventQuery {
-                after_seq,
-                before_seq: None,
-                kind,
-                source,
-                descending,
-                limit: size + 1,
-            };
-            if let Some(c) = cursor {
-                if descending {
-                    query.before_seq = Some(c);
-                } else {
-                    query.after_seq = Some(c);
-                }
-            }
-            let mut events = self.store.list_events(&id, &query).await?;
-            let next_page_token = if events.len() > size {
-                events.truncate(size);
-                events
-                    .last()
-                    .map(|e| {
-                        page_token::encode(&self.limits.page_key, &listing, &e.seq.to_string())
-                    })
-                    .unwrap_or_default()
+        let id = parse_id(&conversation_id, "conversation_id")?;
+        let size = self.limits.page_size(page_size)?;
+        if self.store.get_conversation(&id).await?.is_none() {
+            return Err(not_found(&id));
+        }
+        let listing = format!("events|{id}|{after_seq:?}|{kind}|{source}|{descending}");
+        let cursor = page_token::decode(&self.limits.page_key, &listing, &page_token)?
+            .map(|t| {
+                t.parse::<i64>()
+                    .map_err(|_| invalid_field("page_token", "is damaged"))
+            })
+            .transpose()?;
+        let mut query = EventQuery {
+            after_seq,
+            before_seq: None,
+            kind,
+            source,
+            descending,
+            limit: size + 1,
+        };
+        if let Some(c) = cursor {
+            if descending {
+                query.before_seq = Some(c);
             } else {
-                String::new()
-            };
-            Ok(Response::new(pb::ListEventsResponse {
-                events: events.into_iter().map(event_to_pb).collect(),
-                next_page_token,
-            }))
-        })
-        .await
+                query.after_seq = Some(c);
+            }
+        }
+        let mut events = self.store.list_events(&id, &query).await?;
+        let next_page_token = if events.len() > size {
+            events.truncate(size);
+            events
+                .last()
+                .map(|e| page_token::encode(&self.limits.page_key, &listing, &e.seq.to_string()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(event_to_pb).collect(),
+            next_page_token,
+        }))
     }
 
     async fn import_conversation(
@@ -384,53 +351,47 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             bind_profile,
             dry_run,
         } = req.into_inner();
-        observe("ImportConversation", "", async {
-            let policy = conflict_policy(on_conflict)?;
-            let key = parse_fernet_key(&fernet_key)?;
-            let bind = match bind_profile.as_str() {
-                "" => None,
-                p => Some(
-                    ProfileName::parse(p, "bind_profile").map_err(|v| invalid_argument(&[v]))?,
-                ),
-            };
-            let files: Vec<(String, String)> =
-                events.into_iter().map(|f| (f.name, f.json)).collect();
-            let (id, outcome, count) = import_conversation_files(
-                &*self.store,
-                &base_state_json,
-                &files,
-                key.as_ref(),
-                bind.as_ref(),
-                policy,
-                dry_run,
-                &self.limits,
-            )
-            .await
-            .map_err(|e| match e {
-                TransferError::Invalid(v) => invalid_argument(&v),
-                TransferError::Store(e) => e.into(),
-            })?;
-            let id = id.to_string();
-            use pb::import_result::Outcome as O;
-            let (outcome, reason) = match outcome {
-                ImportOutcome::Created(_) => (O::Created, String::new()),
-                ImportOutcome::Updated(_) => (O::Updated, String::new()),
-                ImportOutcome::Unchanged(_) => (O::Unchanged, String::new()),
-                ImportOutcome::Skipped(why) => (O::Skipped, why),
-            };
-            let events = if outcome == O::Skipped {
-                0
-            } else {
-                i64::try_from(count).unwrap_or(i64::MAX)
-            };
-            Ok(Response::new(pb::ImportConversationResponse {
-                id,
-                outcome: outcome as i32,
-                reason,
-                events,
-            }))
-        })
+        let policy = conflict_policy(on_conflict)?;
+        let key = parse_fernet_key(&fernet_key)?;
+        let bind = match bind_profile.as_str() {
+            "" => None,
+            p => Some(ProfileName::parse(p, "bind_profile").map_err(|v| invalid_argument(&[v]))?),
+        };
+        let files: Vec<(String, String)> = events.into_iter().map(|f| (f.name, f.json)).collect();
+        let (id, outcome, count) = import_conversation_files(
+            &*self.store,
+            &base_state_json,
+            &files,
+            key.as_ref(),
+            bind.as_ref(),
+            policy,
+            dry_run,
+            &self.limits,
+        )
         .await
+        .map_err(|e| match e {
+            TransferError::Invalid(v) => invalid_argument(&v),
+            TransferError::Store(e) => e.into(),
+        })?;
+        let id = id.to_string();
+        use pb::import_result::Outcome as O;
+        let (outcome, reason) = match outcome {
+            ImportOutcome::Created(_) => (O::Created, String::new()),
+            ImportOutcome::Updated(_) => (O::Updated, String::new()),
+            ImportOutcome::Unchanged(_) => (O::Unchanged, String::new()),
+            ImportOutcome::Skipped(why) => (O::Skipped, why),
+        };
+        let events = if outcome == O::Skipped {
+            0
+        } else {
+            i64::try_from(count).unwrap_or(i64::MAX)
+        };
+        Ok(Response::new(pb::ImportConversationResponse {
+            id,
+            outcome: outcome as i32,
+            reason,
+            events,
+        }))
     }
 
     async fn export_conversation(
@@ -444,27 +405,24 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             fernet_key,
             profile_refs,
         } = req.into_inner();
-        observe("ExportConversation", &id, async {
-            let id = parse_id(&id, "id")?;
-            let key = parse_fernet_key(&fernet_key)?;
-            let secrets = secrets_out(secrets, key.as_ref())?;
-            match secrets {
-                crate::openhands::profile::SecretsOut::Redacted => {}
-                _ => audit_secret_access(&who, "export conversation secrets", &id.to_string())?,
-            }
-            let (base_state_json, files) =
-                export_conversation_files(&*self.store, &id, secrets, profile_refs).await?;
-            Ok(Response::new(pb::ExportConversationResponse {
-                id: id.to_string(),
-                dir_name: id.simple(),
-                base_state_json,
-                events: files
-                    .into_iter()
-                    .map(|(name, json)| pb::ConversationFile { name, json })
-                    .collect(),
-            }))
-        })
-        .await
+        let id = parse_id(&id, "id")?;
+        let key = parse_fernet_key(&fernet_key)?;
+        let secrets = secrets_out(secrets, key.as_ref())?;
+        match secrets {
+            crate::openhands::profile::SecretsOut::Redacted => {}
+            _ => audit_secret_access(&who, "export conversation secrets", &id.to_string())?,
+        }
+        let (base_state_json, files) =
+            export_conversation_files(&*self.store, &id, secrets, profile_refs).await?;
+        Ok(Response::new(pb::ExportConversationResponse {
+            id: id.to_string(),
+            dir_name: id.simple(),
+            base_state_json,
+            events: files
+                .into_iter()
+                .map(|(name, json)| pb::ConversationFile { name, json })
+                .collect(),
+        }))
     }
 
     type WatchEventsStream = EventStream;
@@ -477,24 +435,21 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             conversation_id,
             after_seq,
         } = req.into_inner();
-        observe("WatchEvents", &conversation_id, async {
-            let id = parse_id(&conversation_id, "conversation_id")?;
-            if *self.shutdown.borrow() {
-                return Err(Status::unavailable("the server is shutting down"));
-            }
-            // Subscribe before reading the stored events, so nothing falls between the two.
-            let live = self.store.subscribe_events();
-            if self.store.get_conversation(&id).await?.is_none() {
-                return Err(not_found(&id));
-            }
-            let store = Arc::clone(&self.store);
-            let shutdown = self.shutdown.clone();
-            let stream: EventStream = Box::pin(async_stream(move |tx| {
-                tail_events(store, id, after_seq, live, shutdown, tx)
-            }));
-            Ok(Response::new(stream))
-        })
-        .await
+        let id = parse_id(&conversation_id, "conversation_id")?;
+        if *self.shutdown.borrow() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
+        // Subscribe before reading the stored events, so nothing falls between the two.
+        let live = self.store.subscribe_events();
+        if self.store.get_conversation(&id).await?.is_none() {
+            return Err(not_found(&id));
+        }
+        let store = Arc::clone(&self.store);
+        let shutdown = self.shutdown.clone();
+        let stream: EventStream = Box::pin(async_stream(move |tx| {
+            tail_events(store, id, after_seq, live, shutdown, tx)
+        }));
+        Ok(Response::new(stream))
     }
 }
 

@@ -9,8 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{profile_from_pb, profile_to_pb};
 use super::{
-    audit_secret_access, conflict_policy, observe, page_token, parse_fernet_key, secrets_out,
-    Limits,
+    audit_secret_access, conflict_policy, page_token, parse_fernet_key, secrets_out, Limits,
 };
 use crate::app::transfer::{export_documents, import_documents, ImportReport, Outcome};
 use crate::auth::{principal, Role};
@@ -79,17 +78,13 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         req: Request<pb::CreateProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
         let profile = req.into_inner().profile;
-        let resource = profile.as_ref().map(|p| p.name.clone()).unwrap_or_default();
-        observe("CreateProfile", &resource, async {
-            let (name, llm) =
-                profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
-            let (p, _) = self
-                .store
-                .put_profile(name, llm, PutMode::Create, None)
-                .await?;
-            Ok(Response::new(profile_to_pb(p.masked())))
-        })
-        .await
+        let (name, llm) =
+            profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
+        let (p, _) = self
+            .store
+            .put_profile(name, llm, PutMode::Create, None)
+            .await?;
+        Ok(Response::new(profile_to_pb(p.masked())))
     }
 
     async fn get_profile(
@@ -101,21 +96,18 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             name,
             reveal_secrets,
         } = req.into_inner();
-        observe("GetProfile", &name, async {
-            let name = parse_name(&name, "name")?;
-            let p = self
-                .store
-                .get_profile(&name)
-                .await?
-                .ok_or_else(|| not_found(&name))?;
-            if reveal_secrets {
-                audit_secret_access(&who, "reveal secrets", name.as_str())?;
-                Ok(Response::new(profile_to_pb(p)))
-            } else {
-                Ok(Response::new(profile_to_pb(p.masked())))
-            }
-        })
-        .await
+        let name = parse_name(&name, "name")?;
+        let p = self
+            .store
+            .get_profile(&name)
+            .await?
+            .ok_or_else(|| not_found(&name))?;
+        if reveal_secrets {
+            audit_secret_access(&who, "reveal secrets", name.as_str())?;
+            Ok(Response::new(profile_to_pb(p)))
+        } else {
+            Ok(Response::new(profile_to_pb(p.masked())))
+        }
     }
 
     async fn list_profiles(
@@ -126,27 +118,24 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             page_size,
             page_token,
         } = req.into_inner();
-        observe("ListProfiles", "", async {
-            let size = self.limits.page_size(page_size)?;
-            let after = page_token::decode(&self.limits.page_key, LISTING, &page_token)?;
-            let mut page = self.store.list_profiles(after.as_deref(), size + 1).await?;
-            let next_page_token = if page.len() > size {
-                page.truncate(size);
-                page.last()
-                    .map(|p| page_token::encode(&self.limits.page_key, LISTING, p.name.as_str()))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            Ok(Response::new(pb::ListProfilesResponse {
-                profiles: page
-                    .into_iter()
-                    .map(|p| profile_to_pb(p.masked()))
-                    .collect(),
-                next_page_token,
-            }))
-        })
-        .await
+        let size = self.limits.page_size(page_size)?;
+        let after = page_token::decode(&self.limits.page_key, LISTING, &page_token)?;
+        let mut page = self.store.list_profiles(after.as_deref(), size + 1).await?;
+        let next_page_token = if page.len() > size {
+            page.truncate(size);
+            page.last()
+                .map(|p| page_token::encode(&self.limits.page_key, LISTING, p.name.as_str()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListProfilesResponse {
+            profiles: page
+                .into_iter()
+                .map(|p| profile_to_pb(p.masked()))
+                .collect(),
+            next_page_token,
+        }))
     }
 
     async fn update_profile(
@@ -159,26 +148,22 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             allow_missing,
             expected_revision,
         } = req.into_inner();
-        let resource = profile.as_ref().map(|p| p.name.clone()).unwrap_or_default();
-        observe("UpdateProfile", &resource, async {
-            if expected_revision.is_some_and(|r| r < 0) {
-                return Err(invalid_field("expected_revision", "must not be negative"));
-            }
-            let (name, mut llm) =
-                profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
-            llm.blind_if(blind);
-            let mode = if allow_missing {
-                PutMode::Upsert
-            } else {
-                PutMode::Update
-            };
-            let (p, _) = self
-                .store
-                .put_profile(name, llm, mode, expected_revision)
-                .await?;
-            Ok(Response::new(profile_to_pb(p.masked())))
-        })
-        .await
+        if expected_revision.is_some_and(|r| r < 0) {
+            return Err(invalid_field("expected_revision", "must not be negative"));
+        }
+        let (name, mut llm) =
+            profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
+        llm.blind_if(blind);
+        let mode = if allow_missing {
+            PutMode::Upsert
+        } else {
+            PutMode::Update
+        };
+        let (p, _) = self
+            .store
+            .put_profile(name, llm, mode, expected_revision)
+            .await?;
+        Ok(Response::new(profile_to_pb(p.masked())))
     }
 
     async fn delete_profile(
@@ -192,24 +177,20 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             allow_missing,
             force,
         } = req.into_inner();
-        let resource = name.clone();
-        observe("DeleteProfile", &resource, async {
-            let parsed = parse_name(&name, "name")?;
-            let deleted = self
-                .store
-                .delete_profile(&parsed, expected_revision, allow_missing, force)
-                .await?;
-            if force && deleted.is_some() {
-                // Forced deletes (of bound or damaged records) are audited.
-                tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource = %name, damaged = deleted.as_ref().is_some_and(|p| p.revision == 0), "forced delete");
-            }
-            Ok(Response::new(pb::DeleteProfileResponse {
-                name,
-                deleted: deleted.is_some(),
-                revision: deleted.map_or(0, |p| p.revision),
-            }))
-        })
-        .await
+        let parsed = parse_name(&name, "name")?;
+        let deleted = self
+            .store
+            .delete_profile(&parsed, expected_revision, allow_missing, force)
+            .await?;
+        if force && deleted.is_some() {
+            // Forced deletes (of bound or damaged records) are audited.
+            tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource = %name, damaged = deleted.as_ref().is_some_and(|p| p.revision == 0), "forced delete");
+        }
+        Ok(Response::new(pb::DeleteProfileResponse {
+            name,
+            deleted: deleted.is_some(),
+            revision: deleted.map_or(0, |p| p.revision),
+        }))
     }
 
     async fn rename_profile(
@@ -217,21 +198,18 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         req: Request<pb::RenameProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
         let pb::RenameProfileRequest { name, new_name } = req.into_inner();
-        observe("RenameProfile", &name, async {
-            let (from, to) = match (
-                ProfileName::parse(&name, "name"),
-                ProfileName::parse(&new_name, "new_name"),
-            ) {
-                (Ok(f), Ok(t)) => (f, t),
-                (f, t) => {
-                    let v: Vec<_> = [f.err(), t.err()].into_iter().flatten().collect();
-                    return Err(invalid_argument(&v));
-                }
-            };
-            let p = self.store.rename_profile(&from, &to).await?;
-            Ok(Response::new(profile_to_pb(p.masked())))
-        })
-        .await
+        let (from, to) = match (
+            ProfileName::parse(&name, "name"),
+            ProfileName::parse(&new_name, "new_name"),
+        ) {
+            (Ok(f), Ok(t)) => (f, t),
+            (f, t) => {
+                let v: Vec<_> = [f.err(), t.err()].into_iter().flatten().collect();
+                return Err(invalid_argument(&v));
+            }
+        };
+        let p = self.store.rename_profile(&from, &to).await?;
+        Ok(Response::new(profile_to_pb(p.masked())))
     }
 
     async fn validate_profile(
@@ -239,23 +217,19 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         req: Request<pb::ValidateProfileRequest>,
     ) -> Result<Response<pb::ValidateProfileResponse>, Status> {
         let profile = req.into_inner().profile;
-        let resource = profile.as_ref().map(|p| p.name.clone()).unwrap_or_default();
-        observe("ValidateProfile", &resource, async {
-            let violations = profile_from_pb(profile, &self.limits)
-                .err()
-                .unwrap_or_default();
-            Ok(Response::new(pb::ValidateProfileResponse {
-                valid: violations.is_empty(),
-                violations: violations
-                    .into_iter()
-                    .map(|v| pb::FieldViolation {
-                        field: v.field,
-                        description: v.description,
-                    })
-                    .collect(),
-            }))
-        })
-        .await
+        let violations = profile_from_pb(profile, &self.limits)
+            .err()
+            .unwrap_or_default();
+        Ok(Response::new(pb::ValidateProfileResponse {
+            valid: violations.is_empty(),
+            violations: violations
+                .into_iter()
+                .map(|v| pb::FieldViolation {
+                    field: v.field,
+                    description: v.description,
+                })
+                .collect(),
+        }))
     }
 
     type WatchProfilesStream = EventStream;
@@ -265,17 +239,14 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         req: Request<pb::WatchProfilesRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let send_initial = req.into_inner().send_initial;
-        observe("WatchProfiles", "", async {
-            if *self.shutdown.borrow() {
-                return Err(Status::unavailable("the server is shutting down"));
-            }
-            let watch = self.store.watch_profiles(send_initial).await?;
-            let shutdown = self.shutdown.clone();
-            let stream: EventStream =
-                Box::pin(async_stream(move |tx| forward_changes(watch, shutdown, tx)));
-            Ok(Response::new(stream))
-        })
-        .await
+        if *self.shutdown.borrow() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
+        let watch = self.store.watch_profiles(send_initial).await?;
+        let shutdown = self.shutdown.clone();
+        let stream: EventStream =
+            Box::pin(async_stream(move |tx| forward_changes(watch, shutdown, tx)));
+        Ok(Response::new(stream))
     }
 
     async fn import_profiles(
@@ -289,26 +260,22 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             fernet_key,
             dry_run,
         } = req.into_inner();
-        let resource = format!("{} documents", documents.len());
-        observe("ImportProfiles", &resource, async {
-            let policy = conflict_policy(on_conflict)?;
-            let key = parse_fernet_key(&fernet_key)?;
-            let docs = documents.into_iter().map(|d| (d.name, d.json)).collect();
-            let reports = import_documents(
-                &*self.store,
-                docs,
-                key.as_ref(),
-                policy,
-                dry_run,
-                blind,
-                &self.limits,
-            )
-            .await?;
-            Ok(Response::new(pb::ImportProfilesResponse {
-                results: reports.into_iter().map(import_result_to_pb).collect(),
-            }))
-        })
-        .await
+        let policy = conflict_policy(on_conflict)?;
+        let key = parse_fernet_key(&fernet_key)?;
+        let docs = documents.into_iter().map(|d| (d.name, d.json)).collect();
+        let reports = import_documents(
+            &*self.store,
+            docs,
+            key.as_ref(),
+            policy,
+            dry_run,
+            blind,
+            &self.limits,
+        )
+        .await?;
+        Ok(Response::new(pb::ImportProfilesResponse {
+            results: reports.into_iter().map(import_result_to_pb).collect(),
+        }))
     }
 
     async fn export_profiles(
@@ -323,43 +290,39 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             page_size,
             page_token,
         } = req.into_inner();
-        observe("ExportProfiles", &names.join(","), async {
-            let key = parse_fernet_key(&fernet_key)?;
-            let mode = secrets_out(secrets, key.as_ref())?;
-            let names = names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| parse_name(n, &format!("names[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            let size = match page_size {
-                0 => usize::MAX - 1,
-                n => self.limits.page_size(n)?,
-            };
-            let after = page_token::decode(&self.limits.page_key, EXPORT_LISTING, &page_token)?;
-            let page =
-                export_documents(&*self.store, &names, &mode, after.as_deref(), size).await?;
-            match mode {
-                SecretsOut::Redacted => {}
-                SecretsOut::Plaintext => {
-                    audit_secret_access(&who, "export secrets in plaintext", &names_or_all(&names))?
-                }
-                SecretsOut::Encrypted(_) => {
-                    audit_secret_access(&who, "export secrets encrypted", &names_or_all(&names))?
-                }
+        let key = parse_fernet_key(&fernet_key)?;
+        let mode = secrets_out(secrets, key.as_ref())?;
+        let names = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| parse_name(n, &format!("names[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let size = match page_size {
+            0 => usize::MAX - 1,
+            n => self.limits.page_size(n)?,
+        };
+        let after = page_token::decode(&self.limits.page_key, EXPORT_LISTING, &page_token)?;
+        let page = export_documents(&*self.store, &names, &mode, after.as_deref(), size).await?;
+        match mode {
+            SecretsOut::Redacted => {}
+            SecretsOut::Plaintext => {
+                audit_secret_access(&who, "export secrets in plaintext", &names_or_all(&names))?
             }
-            Ok(Response::new(pb::ExportProfilesResponse {
-                documents: page
-                    .documents
-                    .into_iter()
-                    .map(|(name, json)| pb::ProfileDocument { name, json })
-                    .collect(),
-                next_page_token: page
-                    .more_after
-                    .map(|a| page_token::encode(&self.limits.page_key, EXPORT_LISTING, &a))
-                    .unwrap_or_default(),
-            }))
-        })
-        .await
+            SecretsOut::Encrypted(_) => {
+                audit_secret_access(&who, "export secrets encrypted", &names_or_all(&names))?
+            }
+        }
+        Ok(Response::new(pb::ExportProfilesResponse {
+            documents: page
+                .documents
+                .into_iter()
+                .map(|(name, json)| pb::ProfileDocument { name, json })
+                .collect(),
+            next_page_token: page
+                .more_after
+                .map(|a| page_token::encode(&self.limits.page_key, EXPORT_LISTING, &a))
+                .unwrap_or_default(),
+        }))
     }
 }
 
