@@ -3,8 +3,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use crate::args::Args;
 use crate::load::Sample;
-use crate::Args;
 
 pub const HEALTH: &str = "Health/Check";
 pub const GET_PROFILE: &str = "GetProfile";

@@ -1,0 +1,56 @@
+//! How the benchmark reaches a server: gRPC clients spread over several connections, and the
+//! `TargetArgs` of the `import` / `export` commands.
+use profile_registry::config::{ClientArgs, TargetArgs};
+use profile_registry::pb::conversation_service_client::ConversationServiceClient;
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::procs::channels;
+
+/// Clients of one server, one per connection.
+#[derive(Clone)]
+pub struct Clients {
+    health: Vec<HealthClient<Channel>>,
+    profiles: Vec<ProfileServiceClient<Channel>>,
+    conversations: Vec<ConversationServiceClient<Channel>>,
+}
+
+impl Clients {
+    pub async fn connect(url: &str, n: usize) -> anyhow::Result<Self> {
+        let chans = channels(url, n).await?;
+        Ok(Self {
+            health: chans.iter().cloned().map(HealthClient::new).collect(),
+            profiles: chans
+                .iter()
+                .cloned()
+                .map(|c| ProfileServiceClient::new(c).max_decoding_message_size(usize::MAX))
+                .collect(),
+            conversations: chans
+                .iter()
+                .cloned()
+                .map(ConversationServiceClient::new)
+                .collect(),
+        })
+    }
+
+    pub fn health(&self, w: usize) -> HealthClient<Channel> {
+        self.health[w % self.health.len()].clone()
+    }
+
+    pub fn profiles(&self, w: usize) -> ProfileServiceClient<Channel> {
+        self.profiles[w % self.profiles.len()].clone()
+    }
+
+    pub fn conversations(&self, w: usize) -> ConversationServiceClient<Channel> {
+        self.conversations[w % self.conversations.len()].clone()
+    }
+}
+
+pub fn target_args(url: &str) -> TargetArgs {
+    TargetArgs {
+        client: ClientArgs::plain(url),
+        data_dir: None,
+        secret_key_file: None,
+    }
+}

@@ -1,0 +1,185 @@
+//! What each row of the main server calls: one closure per row, from `(worker, n)` to one call.
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::ensure;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use profile_registry::pb;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::args::Args;
+use crate::clients::Clients;
+use crate::dataset::event;
+use crate::load::pick;
+use crate::report;
+use crate::transfer::profile_name;
+
+/// One row's call: `(worker, n)` to a future of one call.
+pub type Call = Arc<dyn Fn(usize, u64) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+pub fn call<F, Fut>(f: F) -> Call
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Arc::new(move |w, n| f(w, n).boxed())
+}
+
+/// The rows measured on the main server, in order.
+pub fn server_calls(
+    clients: &Clients,
+    args: &Args,
+    ids: Arc<Vec<String>>,
+    bases: Arc<Vec<pb::LlmConfig>>,
+    pages: Arc<Vec<String>>,
+) -> Vec<(&'static str, Call)> {
+    let profiles = args.profiles;
+    let mut rows = Vec::new();
+    let cl = clients.clone();
+    rows.push((
+        report::HEALTH,
+        call(move |w, _| {
+            let mut h = cl.health(w);
+            async move {
+                h.check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?;
+                Ok(())
+            }
+        }),
+    ));
+    let cl = clients.clone();
+    rows.push((
+        report::GET_PROFILE,
+        call(move |w, n| {
+            let mut p = cl.profiles(w);
+            async move {
+                p.get_profile(pb::GetProfileRequest {
+                    name: profile_name(pick(w, n, profiles)),
+                    reveal_secrets: false,
+                })
+                .await?;
+                Ok(())
+            }
+        }),
+    ));
+    let cl = clients.clone();
+    rows.push((
+        report::LIST_PROFILES,
+        call(move |w, n| {
+            let mut p = cl.profiles(w);
+            // A page from a random place: the tokens are the server's (keyed, so not made here).
+            let page = pick(w, n, pages.len());
+            let (start, page_token) = (page * 100, pages[page].clone());
+            async move {
+                let page = p
+                    .list_profiles(pb::ListProfilesRequest {
+                        page_size: 100,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                ensure!(
+                    page.profiles.len() == 100.min(profiles - start),
+                    "a short page"
+                );
+                Ok(())
+            }
+        }),
+    ));
+    let cl = clients.clone();
+    rows.push((
+        report::UPDATE_PROFILE,
+        call(move |w, n| {
+            let mut p = cl.profiles(w);
+            let i = w % bases.len();
+            // A new temperature every call, so every call writes (an unchanged profile is not).
+            let llm = pb::LlmConfig {
+                temperature: Some(0.5 + (n % 1_000_000) as f64 * 1e-7 + w as f64 * 1e-1),
+                ..bases[i].clone()
+            };
+            async move {
+                p.update_profile(pb::UpdateProfileRequest {
+                    profile: Some(pb::Profile {
+                        name: profile_name(i),
+                        llm: Some(llm),
+                        ..Default::default()
+                    }),
+                    allow_missing: true,
+                    expected_revision: None,
+                })
+                .await?;
+                Ok(())
+            }
+        }),
+    ));
+    let (cl, ids2) = (clients.clone(), Arc::clone(&ids));
+    rows.push((
+        report::GET_CONVERSATION,
+        call(move |w, n| {
+            let mut cv = cl.conversations(w);
+            let id = ids2[pick(w, n, ids2.len())].clone();
+            async move {
+                let conv = cv
+                    .get_conversation(pb::GetConversationRequest {
+                        id,
+                        resolve_llms: true,
+                        reveal_secrets: false,
+                    })
+                    .await?
+                    .into_inner();
+                ensure!(
+                    conv.llms.values().all(|b| b.resolved.is_some()),
+                    "an LLM was not resolved"
+                );
+                Ok(())
+            }
+        }),
+    ));
+    for (row, batch) in [(report::APPEND_1, 1), (report::APPEND_100, 100)] {
+        let (cl, ids2) = (clients.clone(), Arc::clone(&ids));
+        rows.push((
+            row,
+            call(move |w, n| {
+                let mut cv = cl.conversations(w);
+                // Worker w appends to conversation w: 64 workers over 64 conversations.
+                let conversation_id = ids2[w % ids2.len()].clone();
+                let events = (0..batch).map(|e| event(w, n as usize + e)).collect();
+                async move {
+                    cv.append_events(pb::AppendEventsRequest {
+                        conversation_id,
+                        events,
+                        expected_next_seq: None,
+                    })
+                    .await?;
+                    Ok(())
+                }
+            }),
+        ));
+    }
+    let (cl, events) = (clients.clone(), args.events);
+    rows.push((
+        report::LIST_EVENTS,
+        call(move |w, n| {
+            let mut cv = cl.conversations(w);
+            // Conversations past the first 64 keep their loaded events (the appends go to those).
+            let i = ids.len().min(64) + pick(w, n, ids.len().saturating_sub(64));
+            let conversation_id = ids[i.min(ids.len() - 1)].clone();
+            async move {
+                let page = cv
+                    .list_events(pb::ListEventsRequest {
+                        conversation_id,
+                        page_size: 100,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                ensure!(!page.events.is_empty() || events == 0, "an empty page");
+                Ok(())
+            }
+        }),
+    ));
+    rows
+}

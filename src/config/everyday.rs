@@ -1,0 +1,218 @@
+//! The everyday commands, which answer on standard output: `list`, `get`, `put`, `delete`,
+//! `rename`, `watch`, the `conversations` commands and `completions`, and their output formats.
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::TargetArgs;
+
+/// How a command prints what it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// The proto JSON mapping: one object per line.
+    Json,
+}
+
+/// How `get` prints a profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GetOutput {
+    /// One field per line, for people.
+    #[default]
+    Table,
+    /// The proto JSON mapping of the Profile message.
+    Json,
+    /// The exact bytes of the SDK's `<name>.json` file (what `export` writes).
+    Sdk,
+}
+
+/// Settings of `list`.
+#[derive(Clone, Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `get`.
+#[derive(Clone, Debug, Args)]
+pub struct GetArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// Show the secrets' values instead of the mask (needs the secrets role; audited).
+    #[arg(long)]
+    pub reveal_secrets: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: GetOutput,
+}
+
+/// Settings of `put`.
+#[derive(Clone, Debug, Args)]
+pub struct PutArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// The SDK profile JSON document; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+
+    /// Write only if the stored profile is at this revision (compare-and-swap).
+    #[arg(long)]
+    pub expected_revision: Option<i64>,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, to read Fernet-encrypted secrets.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `delete`.
+#[derive(Clone, Debug, Args)]
+pub struct DeleteArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// Delete even while conversations are bound to it (their bindings stay, and resolve again
+    /// when the name is re-created).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Delete only if the stored profile is at this revision.
+    #[arg(long)]
+    pub expected_revision: Option<i64>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+}
+
+/// Settings of `rename`.
+#[derive(Clone, Debug, Args)]
+pub struct RenameArgs {
+    /// The profile's current name.
+    pub old: String,
+
+    /// Its new name.
+    pub new: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `watch`.
+#[derive(Clone, Debug, Args)]
+pub struct WatchArgs {
+    /// Print every current profile first, then the changes.
+    #[arg(long)]
+    pub send_initial: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// The `conversations` commands.
+#[derive(Debug, Subcommand)]
+pub enum ConversationsCommand {
+    /// List the conversations: id, title, status, agent LLM, events, revision, last update.
+    List(ConversationListArgs),
+    /// Show one conversation, its LLMs resolved from their profiles (secrets masked).
+    Get(ConversationGetArgs),
+    /// Print a conversation's events in order; --follow keeps printing new ones until interrupted.
+    Events(ConversationEventsArgs),
+}
+
+/// Settings of `conversations list`.
+#[derive(Clone, Debug, Args)]
+pub struct ConversationListArgs {
+    /// Only conversations with an LLM bound to this profile.
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// Only conversations in this execution status (idle, running, paused,
+    /// waiting_for_confirmation, finished, error, stuck).
+    #[arg(long)]
+    pub status: Option<String>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `conversations get`.
+#[derive(Clone, Debug, Args)]
+pub struct ConversationGetArgs {
+    /// The conversation's id (dashed UUID or 32 hex digits).
+    pub id: String,
+
+    /// Show the secrets of its LLMs instead of the mask (needs the secrets role; audited).
+    #[arg(long)]
+    pub reveal_secrets: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `conversations events`.
+#[derive(Clone, Debug, Args)]
+pub struct ConversationEventsArgs {
+    /// The conversation's id (dashed UUID or 32 hex digits).
+    pub id: String,
+
+    /// After the stored events, keep printing new ones as they are appended, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Settings of `completions`.
+#[derive(Clone, Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

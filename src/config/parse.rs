@@ -1,0 +1,34 @@
+//! Value parsers the flags share (durations such as `--shutdown-grace 10s`).
+use std::time::Duration;
+
+/// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (num, unit) = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((raw, "s"), |i| raw.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 10s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{raw:?}: unit must be ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{raw:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Moving SDK files in and out: `import`, `export`, `import-conversations`,
+//! `export-conversations`, with their conflict and secrets policies.
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::TargetArgs;
+
+/// What an import does with a profile name that exists, and an export with a file that differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OnConflict {
+    /// Keep what is there (import: the stored profile; export: the folder's file).
+    #[default]
+    Skip,
+    /// Replace it (import: with the file's profile; export: with the registry's profile).
+    Overwrite,
+    /// Write nothing at all when any name conflicts.
+    Fail,
+}
+
+impl From<OnConflict> for crate::store::ConflictPolicy {
+    fn from(c: OnConflict) -> Self {
+        match c {
+            OnConflict::Skip => Self::Skip,
+            OnConflict::Overwrite => Self::Overwrite,
+            OnConflict::Fail => Self::Fail,
+        }
+    }
+}
+
+/// How exported files carry secrets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum SecretsMode {
+    /// The SDK's mask "**********" (the SDK's default).
+    #[default]
+    Redacted,
+    /// The secret values (the SDK's include_secrets=True).
+    Plaintext,
+    /// Fernet tokens with the key from --fernet-key-env (the SDK with OH_SECRET_KEY).
+    Encrypted,
+}
+
+/// Settings of `import`.
+#[derive(Clone, Debug, Args)]
+pub struct ImportArgs {
+    /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// What to do when a profile of that name exists.
+    #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
+    pub on_conflict: OnConflict,
+
+    /// Report what would happen without writing anything.
+    #[arg(long, env = "REGISTRY_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, to read encrypted secrets.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+}
+
+/// Settings of `export`.
+#[derive(Clone, Debug, Args)]
+pub struct ExportArgs {
+    /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// How secrets are written.
+    #[arg(
+        long,
+        env = "REGISTRY_EXPORT_SECRETS",
+        value_enum,
+        default_value = "redacted"
+    )]
+    pub secrets: SecretsMode,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    /// Only these profiles (repeatable); default all.
+    #[arg(long = "name", env = "REGISTRY_EXPORT_NAMES", value_delimiter = ',')]
+    pub names: Vec<String>,
+
+    /// Delete the folder's other `<name>.json` files, so it holds exactly the exported profiles.
+    #[arg(long, env = "REGISTRY_EXPORT_PRUNE")]
+    pub prune: bool,
+
+    /// What to do when the folder's file for a profile differs from it: replace the file
+    /// (default), keep it, or write nothing at all. A file that already holds exactly the profile
+    /// is left as it is in every case.
+    #[arg(
+        long,
+        env = "REGISTRY_EXPORT_ON_CONFLICT",
+        value_enum,
+        default_value = "overwrite"
+    )]
+    pub on_conflict: OnConflict,
+
+    /// Report what would be written, kept and pruned without touching the folder.
+    #[arg(long, env = "REGISTRY_EXPORT_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+/// Settings of `import-conversations`.
+#[derive(Clone, Debug, Args)]
+pub struct ImportConversationsArgs {
+    /// The conversations folder [default: $OH_PERSISTENCE_DIR/conversations, else ~/.openhands/conversations].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// What to do when a conversation with that id exists (overwrite replaces it and its events).
+    #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
+    pub on_conflict: OnConflict,
+
+    /// Report what would happen without writing anything.
+    #[arg(long, env = "REGISTRY_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, to read encrypted secrets.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    /// Bind each imported agent LLM to this existing profile instead of keeping its inline copy.
+    #[arg(long, env = "REGISTRY_BIND_PROFILE")]
+    pub bind_profile: Option<String>,
+}
+
+/// Settings of `export-conversations`.
+#[derive(Clone, Debug, Args)]
+pub struct ExportConversationsArgs {
+    /// The conversations folder [default: $OH_PERSISTENCE_DIR/conversations, else ~/.openhands/conversations].
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
+
+    /// How the secrets of the written LLMs appear.
+    #[arg(
+        long,
+        env = "REGISTRY_EXPORT_SECRETS",
+        value_enum,
+        default_value = "redacted"
+    )]
+    pub secrets: SecretsMode,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    /// Write {"kind": "profile_ref", "profile_id": NAME} for profile bindings (the SDK alone cannot read it).
+    #[arg(long, env = "REGISTRY_PROFILE_REFS")]
+    pub profile_refs: bool,
+
+    /// Only these conversations (repeatable, dashed or 32-hex ids); default all.
+    #[arg(long = "id", env = "REGISTRY_EXPORT_IDS", value_delimiter = ',')]
+    pub ids: Vec<String>,
+}

@@ -1,0 +1,325 @@
+//! The profiles of the PostgreSQL store: `impl ProfileStore for PgStore` (reads through the
+//! profile cache, puts through the group commit of `puts`, deletes, renames with the conversations
+//! bound to the name, imports, watches) and the helpers only it uses.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{limit, puts, rows, store_error, PgStore, Tx};
+use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName};
+use crate::store::codec::ProfileRecord;
+use crate::store::rules;
+use crate::store::{
+    ConflictPolicy, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch, PutMode, PutOutcome,
+    StoreError,
+};
+
+impl ProfileStore for PgStore {
+    async fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
+        if let Some(p) = self.cache.get(name.as_str()) {
+            return Ok(Some(p));
+        }
+        let generation = self.cache.generation();
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, record FROM profiles WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+        let Some((seq, bytes)) = row else {
+            return Ok(None);
+        };
+        let profile = self
+            .codec
+            .decode_profile(name.as_str().as_bytes(), &bytes)?
+            .profile;
+        self.cache
+            .insert(generation, u64::try_from(seq).unwrap_or(0), &profile);
+        Ok(Some(profile))
+    }
+
+    async fn list_profiles(
+        &self,
+        after: Option<&str>,
+        limit_to: usize,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, record FROM profiles WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (name, bytes) in rows {
+            match self.codec.decode_profile(name.as_bytes(), &bytes) {
+                Ok(r) => out.push(r.profile),
+                Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_profile(
+        &self,
+        name: ProfileName,
+        llm: LlmConfig,
+        mode: PutMode,
+        expected_revision: Option<i64>,
+    ) -> Result<(Profile, PutOutcome), StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = puts::PutJob {
+            name,
+            llm,
+            mode,
+            expected_revision,
+            reply,
+        };
+        let gone = || StoreError::Unavailable("the store is closing".into());
+        self.puts.send(job).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    async fn delete_profile(
+        &self,
+        name: &ProfileName,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+        force: bool,
+    ) -> Result<Option<Profile>, StoreError> {
+        let mut tx = self.begin(true).await?;
+        let read = match self.read_profile(&mut tx, name).await {
+            // A record that does not decode is not kept forever: force deletes its row.
+            Err(StoreError::Corrupt { .. }) if force => {
+                let placeholder = rules::damaged_placeholder(name);
+                let change = self.remove_profile(&mut tx, &placeholder).await?;
+                self.commit_profiles(tx, &[change]).await?;
+                return Ok(Some(placeholder));
+            }
+            other => other?,
+        };
+        let Some(old) = read else {
+            return if allow_missing {
+                Ok(None)
+            } else {
+                Err(rules::not_found(name))
+            };
+        };
+        rules::check_revision(&old, expected_revision)?;
+        let users = self.bound_to(&mut tx, name, 6).await?;
+        rules::check_unbound(name, &users, force)?;
+        let change = self.remove_profile(&mut tx, &old).await?;
+        self.commit_profiles(tx, &[change]).await?;
+        Ok(Some(old))
+    }
+
+    async fn rename_profile(
+        &self,
+        from: &ProfileName,
+        to: &ProfileName,
+    ) -> Result<Profile, StoreError> {
+        let mut tx = self.begin(true).await?;
+        let old = self
+            .read_profile(&mut tx, from)
+            .await?
+            .ok_or_else(|| rules::not_found(from))?;
+        if from == to {
+            return Ok(old);
+        }
+        if self.read_profile(&mut tx, to).await?.is_some() {
+            return Err(StoreError::AlreadyExists {
+                kind: "profile",
+                name: to.to_string(),
+            });
+        }
+        let mut changes = vec![self.remove_profile(&mut tx, &old).await?];
+        let renamed = rules::renamed(&old, to);
+        changes.extend(self.write_profiles(&mut tx, vec![renamed.clone()]).await?);
+        // Conversations bound to the old name follow it, in the same transaction.
+        for id in self.bound_to(&mut tx, from, usize::MAX).await? {
+            let Some(before) = self.read_conversation(&mut tx, &id, true).await? else {
+                continue;
+            };
+            let c = rules::rebound(before, from, to, renamed.update_time);
+            self.write_conversation(&mut tx, &c).await?;
+        }
+        self.commit_profiles(tx, &changes).await?;
+        Ok(renamed)
+    }
+
+    async fn import_profiles(
+        &self,
+        items: Vec<(ProfileName, LlmConfig)>,
+        policy: ConflictPolicy,
+        dry_run: bool,
+    ) -> Result<Vec<ImportOutcome>, StoreError> {
+        let mut tx = self.begin(!dry_run).await?;
+        let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
+        let rows = rows::profile_records(&mut tx, &names).await?;
+        let mut stored = HashMap::with_capacity(rows.len());
+        for (name, bytes) in rows {
+            let p = self.codec.decode_profile(name.as_bytes(), &bytes)?.profile;
+            stored.insert(p.name.clone(), p);
+        }
+        let (outcomes, writes) = rules::plan_import(items, policy, stored);
+        if dry_run || writes.is_empty() {
+            return Ok(outcomes);
+        }
+        let changes = self.write_profiles(&mut tx, writes).await?;
+        self.commit_profiles(tx, &changes).await?;
+        Ok(outcomes)
+    }
+
+    async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
+        let changes = self.changes.subscribe();
+        if !snapshot {
+            return Ok(ProfileWatch {
+                snapshot: Vec::new(),
+                covered: 0,
+                changes,
+            });
+        }
+        // One consistent read of the profiles and the counter: every change below `covered` is in it.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let covered = rows::next_seq(&mut *tx).await?;
+        let rows: Vec<(String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (name, seq, bytes) in rows {
+            match self.codec.decode_profile(name.as_bytes(), &bytes) {
+                Ok(r) => out.push((u64::try_from(seq).unwrap_or(0), r.profile)),
+                Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
+            }
+        }
+        Ok(ProfileWatch {
+            snapshot: out,
+            covered,
+            changes,
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every write is committed (and so durable) before it is acknowledged.
+        Ok(())
+    }
+}
+
+impl PgStore {
+    async fn read_profile(
+        &self,
+        tx: &mut Tx,
+        name: &ProfileName,
+    ) -> Result<Option<Profile>, StoreError> {
+        let row: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT record FROM profiles WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(store_error)?;
+        row.map(|bytes| {
+            self.codec
+                .decode_profile(name.as_str().as_bytes(), &bytes)
+                .map(|r| r.profile)
+        })
+        .transpose()
+    }
+
+    /// The stored bytes of a profile. Its change seq lives in the `seq` column, not in the record
+    /// (so a put can take its seq in the same statement that writes it).
+    fn encode(&self, profile: &Profile) -> Result<Vec<u8>, StoreError> {
+        self.codec.encode_profile(&ProfileRecord {
+            seq: 0,
+            profile: profile.clone(),
+        })
+    }
+
+    /// Writes `profiles` (each at the next change seq) and their change rows, and notifies.
+    async fn write_profiles(
+        &self,
+        tx: &mut Tx,
+        profiles: Vec<Profile>,
+    ) -> Result<Vec<ProfileChange>, StoreError> {
+        let first = rows::take_seqs(tx, profiles.len()).await?;
+        let records = profiles
+            .iter()
+            .map(|p| self.encode(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        rows::put_profiles(tx, first, &profiles, &records).await?;
+        let changes = (first..)
+            .zip(profiles)
+            .map(|(seq, p)| ProfileChange::Put {
+                seq,
+                profile: Arc::new(p),
+            })
+            .collect();
+        Ok(changes)
+    }
+
+    /// Deletes a profile row and records the change.
+    async fn remove_profile(
+        &self,
+        tx: &mut Tx,
+        profile: &Profile,
+    ) -> Result<ProfileChange, StoreError> {
+        let seq = rows::take_seqs(tx, 1).await?;
+        rows::delete_profile(tx, seq, profile).await?;
+        Ok(ProfileChange::Delete {
+            seq,
+            name: profile.name.clone(),
+            revision: profile.revision,
+        })
+    }
+
+    /// Commits a transaction that changed profiles: notifies every replica (this one included) in
+    /// the same transaction, and drops the names from this replica's cache before answering, so the
+    /// caller reads its own write here at once.
+    async fn commit_profiles(
+        &self,
+        mut tx: Tx,
+        changes: &[ProfileChange],
+    ) -> Result<(), StoreError> {
+        let names: Vec<(&str, u64)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                ProfileChange::Put { profile, seq } => Some((profile.name.as_str(), *seq)),
+                ProfileChange::Delete { name, seq, .. } => Some((name.as_str(), *seq)),
+                ProfileChange::Missed { .. } => None,
+            })
+            .collect();
+        let listed: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+        rows::notify_profiles(&mut tx, &listed).await?;
+        let result = self.commit(tx).await;
+        for (name, seq) in names {
+            self.cache.invalidate(name, seq);
+        }
+        result
+    }
+
+    async fn bound_to(
+        &self,
+        tx: &mut Tx,
+        name: &ProfileName,
+        limit_to: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT conversation FROM bindings WHERE profile = $1 ORDER BY conversation LIMIT $2",
+        )
+        .bind(name.as_str())
+        .bind(limit(limit_to))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(store_error)?;
+        Ok(ids
+            .into_iter()
+            .map(|u| ConversationId::from_bytes(u.into_bytes()))
+            .collect())
+    }
+}
