@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod openhands;
+pub mod pb;
 pub mod server;
 pub mod store;
 pub mod telemetry;
@@ -32,14 +33,4 @@ pub fn is_loopback_host(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Code generated from `proto/` by tonic-prost-build, and the descriptor set served by reflection.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod pb {
-    tonic::include_proto!("profileregistry.v1");
-
-    /// The encoded descriptor set of every proto in `proto/`, for reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("profileregistry_descriptor");
 }

@@ -11,11 +11,12 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
-use crate::app::transfer::{import_documents, Outcome};
+use crate::app::transfer::import_documents;
 use crate::app::Limits;
 use crate::auth::Authenticator;
 use crate::cli::fernet_key_from_env;
 use crate::config::ServeArgs;
+use crate::domain::Outcome;
 use crate::grpc::admin::AdminApi;
 use crate::grpc::conversation::ConversationApi;
 use crate::grpc::layer::CallLayer;
@@ -314,7 +315,7 @@ async fn seed(store: &Store, dir: &std::path::Path, args: &ServeArgs) -> anyhow:
         store,
         docs,
         key.as_ref(),
-        args.on_conflict.into(),
+        args.on_conflict,
         false,
         false,
         &limits,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::app::Limits;
 use crate::domain::{
-    conversation_violations, Conversation, ConversationId, Event, LlmConfig, LlmSource,
+    conversation_violations, Conversation, ConversationId, Event, LlmConfig, LlmSource, Outcome,
     ProfileName, Secret, SecretField, Violation,
 };
 use crate::openhands::conversation::{export_conversation, parse_conversation, LlmForm};
@@ -13,34 +13,6 @@ use crate::openhands::secrets::FernetKey;
 use crate::store::{
     ConflictPolicy, ConversationStore, EventQuery, ImportOutcome, ProfileStore, StoreError,
 };
-
-/// What happened to one imported document.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    /// A new profile.
-    Created,
-    /// An existing profile was replaced.
-    Updated,
-    /// Already stored with this content.
-    Unchanged,
-    /// Not written (conflict).
-    Skipped,
-    /// Refused.
-    Invalid,
-}
-
-impl Outcome {
-    /// The outcome in words, as the CLI and the logs print it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Updated => "updated",
-            Self::Unchanged => "unchanged",
-            Self::Skipped => "skipped",
-            Self::Invalid => "invalid",
-        }
-    }
-}
 
 /// The reason given with a profile created from a file whose secret held the SDK's mask.
 pub const NO_KEY: &str = "no key: the file holds the mask";

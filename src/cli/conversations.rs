@@ -7,9 +7,10 @@ use anyhow::Context;
 use fs2::FileExt;
 
 use super::{fernet_key_from_env, Target};
-use crate::app::transfer::Outcome;
 use crate::app::Limits;
-use crate::config::{ExportConversationsArgs, ImportConversationsArgs, SecretsMode};
+use crate::config::{ExportConversationsArgs, ImportConversationsArgs};
+use crate::domain::Outcome;
+use crate::domain::SecretsMode;
 use crate::openhands::conversation::parse_event_file_name;
 use crate::openhands::folder::{read_text_file, write_files};
 

@@ -6,9 +6,11 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{fernet_key_from_env, Target};
-use crate::app::transfer::{ImportReport, Outcome};
+use crate::app::transfer::ImportReport;
 use crate::app::Limits;
-use crate::config::{ExportArgs, ImportArgs, OnConflict, SecretsMode};
+use crate::config::{ExportArgs, ImportArgs};
+use crate::domain::Outcome;
+use crate::domain::{ConflictPolicy, SecretsMode};
 use crate::openhands::folder::{
     default_dir, prunable, Equivalent, FileState, ProfilesDir, Refused, Staging,
 };
@@ -125,11 +127,7 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     for name in &exported.pruned {
         eprintln!("PRUNED {}", file(name));
     }
-    let secrets = match args.secrets {
-        SecretsMode::Redacted => "redacted",
-        SecretsMode::Plaintext => "plaintext",
-        SecretsMode::Encrypted => "encrypted",
-    };
+    let secrets = args.secrets.as_str();
     println!(
         "{}{}: exported {} profiles (secrets {secrets}; {} written, {} unchanged, {} skipped, {} conflicts), pruned {}",
         if args.dry_run || !exported.conflicts.is_empty() {
@@ -168,7 +166,7 @@ pub struct ExportOptions<'a> {
     /// Delete the folder's other profile files.
     pub prune: bool,
     /// A file that differs from its profile: replace it, keep it, or write nothing at all.
-    pub on_conflict: OnConflict,
+    pub on_conflict: ConflictPolicy,
     /// Only report.
     pub dry_run: bool,
 }
@@ -236,12 +234,12 @@ pub async fn export_to_folder(
                     }
                     FileState::Absent => true,
                     FileState::Different => match policy {
-                        OnConflict::Overwrite => true,
-                        OnConflict::Skip => {
+                        ConflictPolicy::Overwrite => true,
+                        ConflictPolicy::Skip => {
                             report.skipped.push(name.clone());
                             false
                         }
-                        OnConflict::Fail => {
+                        ConflictPolicy::Fail => {
                             report.conflicts.push(name.clone());
                             false
                         }

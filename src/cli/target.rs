@@ -6,19 +6,18 @@ use anyhow::bail;
 use super::connection::{connect, status_error, ServerChannel};
 use crate::app::transfer::{
     export_conversation_files, export_documents, import_conversation_files, import_documents,
-    ExportPage, ImportReport, Outcome, TransferError,
+    ExportPage, ImportReport, TransferError,
 };
 use crate::app::Limits;
-use crate::config::{OnConflict, SecretsMode, TargetArgs};
+use crate::config::TargetArgs;
+use crate::domain::{ConflictPolicy, Outcome, SecretsMode};
 use crate::domain::{ConversationId, ProfileName};
 use crate::openhands::profile::SecretsOut;
 use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::conversation_service_client::ConversationServiceClient;
 use crate::pb::profile_service_client::ProfileServiceClient;
-use crate::store::{
-    ConflictPolicy, ConversationStore, ImportOutcome, OpenError, SledStore, StoreOptions,
-};
+use crate::store::{ConversationStore, ImportOutcome, OpenError, SledStore, StoreOptions};
 
 /// Requests stay well under the server's default 4 MiB limit.
 const CHUNK_BYTES: usize = 3 * 1024 * 1024;
@@ -67,14 +66,14 @@ impl Target {
         &mut self,
         docs: Vec<(String, String)>,
         key: Option<&FernetKey>,
-        on_conflict: OnConflict,
+        on_conflict: ConflictPolicy,
         dry_run: bool,
         progress: &dyn Fn(usize),
     ) -> anyhow::Result<Vec<ImportReport>> {
         match self {
             Self::Local(store) => {
                 let n = docs.len();
-                let policy = ConflictPolicy::from(on_conflict);
+                let policy = on_conflict;
                 let reports = import_documents(
                     &**store,
                     docs,
@@ -90,19 +89,13 @@ impl Target {
             }
             Self::Remote(channel) => {
                 let client = &mut profiles_client(channel);
-                let chunks = chunk(docs);
-                // FAIL must write nothing if any chunk conflicts: check them all first.
-                if on_conflict == OnConflict::Fail && !dry_run && chunks.len() > 1 {
-                    let mut checked = Vec::new();
-                    for c in &chunks {
-                        checked.extend(
-                            remote_import(client, c.clone(), key, on_conflict, true).await?,
-                        );
-                    }
-                    if checked.iter().any(|r| r.outcome == Outcome::Skipped) {
-                        return Ok(checked);
-                    }
-                }
+                // FAIL is one request, so the server writes all of it or nothing; the other
+                // policies go in chunks under the server's request limit.
+                let chunks = if on_conflict == ConflictPolicy::Fail {
+                    vec![docs]
+                } else {
+                    chunk(docs)
+                };
                 let mut reports = Vec::new();
                 for c in chunks {
                     reports.extend(remote_import(client, c, key, on_conflict, dry_run).await?);
@@ -148,7 +141,7 @@ impl Target {
             }
             Self::Remote(channel) => {
                 let mut client = profiles_client(channel);
-                let secrets = secrets_pb(mode);
+                let secrets = pb::export_profiles_request::Secrets::from(mode);
                 let mut page_token = String::new();
                 loop {
                     let resp = client
@@ -186,15 +179,6 @@ fn conversations_client(channel: &ServerChannel) -> ConversationServiceClient<Se
     ConversationServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
-fn on_conflict_pb(c: OnConflict) -> pb::import_profiles_request::OnConflict {
-    use pb::import_profiles_request::OnConflict as P;
-    match c {
-        OnConflict::Skip => P::Skip,
-        OnConflict::Overwrite => P::Overwrite,
-        OnConflict::Fail => P::Fail,
-    }
-}
-
 fn chunk(docs: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
     let mut chunks = vec![Vec::new()];
     let mut size = 0;
@@ -216,10 +200,10 @@ async fn remote_import(
     client: &mut ProfileServiceClient<ServerChannel>,
     docs: Vec<(String, String)>,
     key: Option<&FernetKey>,
-    on_conflict: OnConflict,
+    on_conflict: ConflictPolicy,
     dry_run: bool,
 ) -> anyhow::Result<Vec<ImportReport>> {
-    let on_conflict = on_conflict_pb(on_conflict);
+    let on_conflict = pb::import_profiles_request::OnConflict::from(on_conflict);
     let resp = client
         .import_profiles(pb::ImportProfilesRequest {
             documents: docs
@@ -231,20 +215,24 @@ async fn remote_import(
             dry_run,
         })
         .await
-        .map_err(status_error)?
+        .map_err(|s| {
+            let too_large = matches!(
+                s.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+            );
+            let e = status_error(s);
+            if too_large && on_conflict == pb::import_profiles_request::OnConflict::Fail {
+                e.context("--on-conflict fail sends the whole folder as one atomic request, and the server refuses one this large: raise the server's --max-request-bytes, or import with --on-conflict skip or overwrite")
+            } else {
+                e
+            }
+        })?
         .into_inner();
     Ok(resp
         .results
         .into_iter()
         .map(|r| {
-            use pb::import_result::Outcome as O;
-            let outcome = match r.outcome() {
-                O::Created => Outcome::Created,
-                O::Updated => Outcome::Updated,
-                O::Unchanged => Outcome::Unchanged,
-                O::Skipped => Outcome::Skipped,
-                O::Invalid | O::Unspecified => Outcome::Invalid,
-            };
+            let outcome = Outcome::from(r.outcome());
             ImportReport {
                 name: r.name,
                 outcome,
@@ -268,7 +256,7 @@ impl Target {
         events: Vec<(String, String)>,
         key: Option<&FernetKey>,
         bind_profile: Option<&str>,
-        on_conflict: OnConflict,
+        on_conflict: ConflictPolicy,
         dry_run: bool,
     ) -> anyhow::Result<ConversationImport> {
         match self {
@@ -284,7 +272,7 @@ impl Target {
                     &events,
                     key,
                     bind.as_ref(),
-                    on_conflict.into(),
+                    on_conflict,
                     dry_run,
                     &Limits::default(),
                 )
@@ -313,7 +301,7 @@ impl Target {
                 })
             }
             Self::Remote(channel) => {
-                let on_conflict = on_conflict_pb(on_conflict);
+                let on_conflict = pb::import_profiles_request::OnConflict::from(on_conflict);
                 let mut conversations = conversations_client(channel);
                 let resp = conversations
                     .import_conversation(pb::ImportConversationRequest {
@@ -331,14 +319,7 @@ impl Target {
                 Ok(match resp {
                     Ok(r) => {
                         let r = r.into_inner();
-                        use pb::import_result::Outcome as O;
-                        let outcome = match r.outcome() {
-                            O::Created => Outcome::Created,
-                            O::Updated => Outcome::Updated,
-                            O::Unchanged => Outcome::Unchanged,
-                            O::Skipped => Outcome::Skipped,
-                            O::Invalid | O::Unspecified => Outcome::Invalid,
-                        };
+                        let outcome = Outcome::from(r.outcome());
                         Ok((r.id, outcome, r.events, r.reason))
                     }
                     Err(s)
@@ -391,7 +372,7 @@ impl Target {
                     let r = conversations
                         .export_conversation(pb::ExportConversationRequest {
                             id: id.to_string(),
-                            secrets: secrets_pb(mode) as i32,
+                            secrets: pb::export_profiles_request::Secrets::from(mode) as i32,
                             fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
                             profile_refs,
                         })
@@ -452,21 +433,7 @@ impl Target {
 
 /// The local form of `--secrets`; encrypted needs the SDK's key.
 fn secrets_out(mode: SecretsMode, key: Option<&FernetKey>) -> anyhow::Result<SecretsOut<'_>> {
-    Ok(match (mode, key) {
-        (SecretsMode::Redacted, _) => SecretsOut::Redacted,
-        (SecretsMode::Plaintext, _) => SecretsOut::Plaintext,
-        (SecretsMode::Encrypted, Some(k)) => SecretsOut::Encrypted(k),
-        (SecretsMode::Encrypted, None) => {
-            bail!("--secrets encrypted needs the SDK's key: set the variable named by --fernet-key-env (OH_SECRET_KEY)")
-        }
+    SecretsOut::of(mode, key).ok_or_else(|| {
+        anyhow::anyhow!("--secrets encrypted needs the SDK's key: set the variable named by --fernet-key-env (OH_SECRET_KEY)")
     })
-}
-
-fn secrets_pb(mode: SecretsMode) -> pb::export_profiles_request::Secrets {
-    use pb::export_profiles_request::Secrets;
-    match mode {
-        SecretsMode::Redacted => Secrets::Redacted,
-        SecretsMode::Plaintext => Secrets::Plaintext,
-        SecretsMode::Encrypted => Secrets::Encrypted,
-    }
 }

@@ -26,8 +26,7 @@ pub use self::everyday::{
 pub use self::parse::parse_duration;
 pub use self::serve::ServeArgs;
 pub use self::transfer::{
-    ExportArgs, ExportConversationsArgs, ImportArgs, ImportConversationsArgs, OnConflict,
-    SecretsMode,
+    ExportArgs, ExportConversationsArgs, ImportArgs, ImportConversationsArgs,
 };
 
 /// A gRPC registry of OpenHands LLM profiles (named LLM configurations) over an embedded database.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use super::{parse_duration, Cli, OnConflict};
+use super::{parse_duration, Cli};
+use crate::domain::ConflictPolicy;
 
 /// Settings of `serve`.
 #[derive(Clone, Debug, Args)]
@@ -110,7 +111,7 @@ pub struct ServeArgs {
 
     /// With --import-on-start: what to do when a profile of that name exists.
     #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
-    pub on_conflict: OnConflict,
+    pub on_conflict: ConflictPolicy,
 
     /// With --import-on-start: the environment variable holding the SDK's OH_SECRET_KEY.
     #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]

@@ -2,43 +2,10 @@
 //! `export-conversations`, with their conflict and secrets policies.
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::TargetArgs;
-
-/// What an import does with a profile name that exists, and an export with a file that differs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum OnConflict {
-    /// Keep what is there (import: the stored profile; export: the folder's file).
-    #[default]
-    Skip,
-    /// Replace it (import: with the file's profile; export: with the registry's profile).
-    Overwrite,
-    /// Write nothing at all when any name conflicts.
-    Fail,
-}
-
-impl From<OnConflict> for crate::store::ConflictPolicy {
-    fn from(c: OnConflict) -> Self {
-        match c {
-            OnConflict::Skip => Self::Skip,
-            OnConflict::Overwrite => Self::Overwrite,
-            OnConflict::Fail => Self::Fail,
-        }
-    }
-}
-
-/// How exported files carry secrets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum SecretsMode {
-    /// The SDK's mask "**********" (the SDK's default).
-    #[default]
-    Redacted,
-    /// The secret values (the SDK's include_secrets=True).
-    Plaintext,
-    /// Fernet tokens with the key from --fernet-key-env (the SDK with OH_SECRET_KEY).
-    Encrypted,
-}
+use crate::domain::{ConflictPolicy, SecretsMode};
 
 /// Settings of `import`.
 #[derive(Clone, Debug, Args)]
@@ -52,7 +19,7 @@ pub struct ImportArgs {
 
     /// What to do when a profile of that name exists.
     #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
-    pub on_conflict: OnConflict,
+    pub on_conflict: ConflictPolicy,
 
     /// Report what would happen without writing anything.
     #[arg(long, env = "REGISTRY_DRY_RUN")]
@@ -103,7 +70,7 @@ pub struct ExportArgs {
         value_enum,
         default_value = "overwrite"
     )]
-    pub on_conflict: OnConflict,
+    pub on_conflict: ConflictPolicy,
 
     /// Report what would be written, kept and pruned without touching the folder.
     #[arg(long, env = "REGISTRY_EXPORT_DRY_RUN")]
@@ -122,7 +89,7 @@ pub struct ImportConversationsArgs {
 
     /// What to do when a conversation with that id exists (overwrite replaces it and its events).
     #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
-    pub on_conflict: OnConflict,
+    pub on_conflict: ConflictPolicy,
 
     /// Report what would happen without writing anything.
     #[arg(long, env = "REGISTRY_DRY_RUN")]

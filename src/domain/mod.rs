@@ -3,6 +3,7 @@ mod conversation;
 mod name;
 mod profile;
 pub mod pyjson;
+mod transfer;
 pub mod values;
 
 pub use conversation::{
@@ -11,6 +12,7 @@ pub use conversation::{
 };
 pub use name::ProfileName;
 pub use profile::{LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS};
+pub use transfer::{ConflictPolicy, Outcome, SecretsMode};
 
 /// One broken rule of a request: the field's path and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]

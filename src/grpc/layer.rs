@@ -16,8 +16,11 @@ use tracing::Instrument;
 use super::methods::{self, Access, Method};
 use crate::auth::Authenticator;
 
-/// The largest request prefix read for its resource: messages are scanned, never held, beyond it.
+/// The largest request prefix read for a resource named by a field: the field comes first in
+/// every request that has one, so a prefix holds it.
 const PEEK_LIMIT: usize = 1 << 20;
+/// A count ("N documents") reads the whole message, up to this size.
+const COUNT_LIMIT: usize = 64 << 20;
 
 /// Installs [`CallService`] around the routes.
 #[derive(Clone)]
@@ -196,7 +199,11 @@ struct Peek {
 
 impl Peek {
     fn look(&mut self, data: &Bytes) {
-        if self.resource.get().is_some() || self.seen.len() >= PEEK_LIMIT + 5 {
+        let limit = match self.row.resource {
+            methods::Resource::Count(_) => COUNT_LIMIT,
+            _ => PEEK_LIMIT,
+        };
+        if self.resource.get().is_some() || self.seen.len() >= limit + 5 {
             return;
         }
         self.seen.extend_from_slice(data);
@@ -209,7 +216,7 @@ impl Peek {
         let have = self.seen.len() - 5;
         if compressed {
             let _ = self.resource.set(String::new());
-        } else if have >= len || have >= PEEK_LIMIT {
+        } else if have >= len || have >= limit {
             let message = &self.seen[5..5 + have.min(len)];
             let found = methods::resource_of(self.row, message).unwrap_or_default();
             self.span.record("resource", found.as_str());

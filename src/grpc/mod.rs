@@ -28,34 +28,17 @@ pub(crate) fn secrets_out<'a>(
     raw: i32,
     key: Option<&'a crate::openhands::secrets::FernetKey>,
 ) -> Result<crate::openhands::profile::SecretsOut<'a>, tonic::Status> {
-    use crate::openhands::profile::SecretsOut;
-    use crate::pb::export_profiles_request::Secrets;
-    match (Secrets::try_from(raw), key) {
-        (Ok(Secrets::Unspecified | Secrets::Redacted), _) => Ok(SecretsOut::Redacted),
-        (Ok(Secrets::Plaintext), _) => Ok(SecretsOut::Plaintext),
-        (Ok(Secrets::Encrypted), Some(k)) => Ok(SecretsOut::Encrypted(k)),
-        (Ok(Secrets::Encrypted), None) => Err(crate::error::invalid_field(
-            "fernet_key",
-            "is required when secrets is ENCRYPTED",
-        )),
-        (Err(_), _) => Err(crate::error::invalid_field(
-            "secrets",
-            "must be REDACTED, PLAINTEXT or ENCRYPTED",
-        )),
-    }
+    let mode = crate::pb::export_profiles_request::Secrets::try_from(raw).map_err(|_| {
+        crate::error::invalid_field("secrets", "must be REDACTED, PLAINTEXT or ENCRYPTED")
+    })?;
+    crate::openhands::profile::SecretsOut::of(mode.into(), key).ok_or_else(|| {
+        crate::error::invalid_field("fernet_key", "is required when secrets is ENCRYPTED")
+    })
 }
 
 /// The conflict policy of an import request.
-pub(crate) fn conflict_policy(raw: i32) -> Result<crate::store::ConflictPolicy, tonic::Status> {
-    use crate::pb::import_profiles_request::OnConflict;
-    use crate::store::ConflictPolicy;
-    match OnConflict::try_from(raw) {
-        Ok(OnConflict::Unspecified | OnConflict::Skip) => Ok(ConflictPolicy::Skip),
-        Ok(OnConflict::Overwrite) => Ok(ConflictPolicy::Overwrite),
-        Ok(OnConflict::Fail) => Ok(ConflictPolicy::Fail),
-        Err(_) => Err(crate::error::invalid_field(
-            "on_conflict",
-            "must be SKIP, OVERWRITE or FAIL",
-        )),
-    }
+pub(crate) fn conflict_policy(raw: i32) -> Result<crate::domain::ConflictPolicy, tonic::Status> {
+    crate::pb::import_profiles_request::OnConflict::try_from(raw)
+        .map(Into::into)
+        .map_err(|_| crate::error::invalid_field("on_conflict", "must be SKIP, OVERWRITE or FAIL"))
 }

@@ -11,7 +11,7 @@ use super::convert::{profile_from_pb, profile_to_pb};
 use super::{
     audit_secret_access, conflict_policy, page_token, parse_fernet_key, secrets_out, Limits,
 };
-use crate::app::transfer::{export_documents, import_documents, ImportReport, Outcome};
+use crate::app::transfer::{export_documents, import_documents, ImportReport};
 use crate::auth::{principal, Role};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
@@ -342,14 +342,7 @@ fn names_or_all(names: &[ProfileName]) -> String {
 const EXPORT_LISTING: &str = "profile-export";
 
 fn import_result_to_pb(r: ImportReport) -> pb::ImportResult {
-    use pb::import_result::Outcome as O;
-    let outcome = match r.outcome {
-        Outcome::Created => O::Created,
-        Outcome::Updated => O::Updated,
-        Outcome::Unchanged => O::Unchanged,
-        Outcome::Skipped => O::Skipped,
-        Outcome::Invalid => O::Invalid,
-    };
+    let outcome = pb::import_result::Outcome::from(r.outcome);
     pb::ImportResult {
         name: r.name,
         outcome: outcome as i32,

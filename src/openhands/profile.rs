@@ -89,7 +89,18 @@ pub enum SecretsOut<'a> {
     Encrypted(&'a FernetKey),
 }
 
-impl SecretsOut<'_> {
+impl<'a> SecretsOut<'a> {
+    /// The form for `mode`; `None` when it is ENCRYPTED and there is no key.
+    pub fn of(mode: crate::domain::SecretsMode, key: Option<&'a FernetKey>) -> Option<Self> {
+        use crate::domain::SecretsMode;
+        match (mode, key) {
+            (SecretsMode::Redacted, _) => Some(Self::Redacted),
+            (SecretsMode::Plaintext, _) => Some(Self::Plaintext),
+            (SecretsMode::Encrypted, Some(k)) => Some(Self::Encrypted(k)),
+            (SecretsMode::Encrypted, None) => None,
+        }
+    }
+
     /// Renders one secret value.
     pub fn render(&self, secret: &Secret) -> String {
         match self {

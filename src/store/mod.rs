@@ -21,6 +21,7 @@ pub use self::any::{Location, Store};
 pub use self::codec::sealed_key_ids;
 pub use self::records::{place as place_of, RawRecord, RotationReport, Snapshot, TreeId};
 pub use self::sled::{CheckReport, OpenError, SledStore, StoreOptions};
+pub use crate::domain::ConflictPolicy;
 
 /// What can go wrong in the store: expected outcomes first, then fail-stop storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -109,18 +110,6 @@ pub enum PutMode {
     Update,
     /// Create or update.
     Upsert,
-}
-
-/// What an import does with a name that exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ConflictPolicy {
-    /// Keep the stored profile.
-    #[default]
-    Skip,
-    /// Replace it.
-    Overwrite,
-    /// Write nothing at all when any name exists.
-    Fail,
 }
 
 /// What an import did with one profile.

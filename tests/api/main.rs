@@ -14,6 +14,7 @@ mod folders;
 mod help;
 mod helpers;
 mod hostile;
+mod import_atomic;
 mod large_data;
 mod leaks;
 mod messages;

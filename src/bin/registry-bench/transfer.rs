@@ -5,11 +5,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
-use profile_registry::app::transfer::Outcome;
 use profile_registry::app::Limits;
 use profile_registry::cli::profiles::{export_to_folder, ExportOptions};
 use profile_registry::cli::Target;
-use profile_registry::config::{OnConflict, SecretsMode, TargetArgs};
+use profile_registry::config::TargetArgs;
+use profile_registry::domain::Outcome;
+use profile_registry::domain::{ConflictPolicy, SecretsMode};
 use profile_registry::openhands::folder::{sync_filesystem, ProfilesDir};
 
 /// The profile every generated file is a variant of (about 1 KiB, as the SDK writes it).
@@ -56,7 +57,7 @@ pub async fn import_documents(
     let n = docs.len();
     let mut target = Target::open(target).await?;
     let reports = target
-        .import(docs, None, OnConflict::Skip, false, &|_| {})
+        .import(docs, None, ConflictPolicy::Skip, false, &|_| {})
         .await?;
     ensure!(
         reports.len() == n,
@@ -110,7 +111,7 @@ pub async fn export(out: &Path, target: &TargetArgs) -> anyhow::Result<f64> {
         mode: SecretsMode::Plaintext,
         key: None,
         prune: false,
-        on_conflict: OnConflict::Overwrite,
+        on_conflict: ConflictPolicy::Overwrite,
         dry_run: false,
     };
     export_to_folder(&mut target, out, &options, &|_, _| {}).await?;

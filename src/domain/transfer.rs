@@ -1,0 +1,66 @@
+//! The words of import and export, one type each, shared by the use cases, the wire and the CLI
+//! (their protobuf forms convert beside the pb types, in `crate::pb`): what to do on a conflict,
+//! how exported secrets travel, and what happened to each imported item.
+
+/// What an import does with a name that exists, and an export with a file that differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConflictPolicy {
+    /// Keep what is there (import: the stored profile; export: the folder's file).
+    #[default]
+    Skip,
+    /// Replace it (import: with the file's profile; export: with the registry's profile).
+    Overwrite,
+    /// Write nothing at all when any name conflicts.
+    Fail,
+}
+
+/// How exported files carry secrets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretsMode {
+    /// The SDK's mask "**********" (the SDK's default).
+    #[default]
+    Redacted,
+    /// The secret values (the SDK's include_secrets=True).
+    Plaintext,
+    /// Fernet tokens with the key from --fernet-key-env (the SDK with OH_SECRET_KEY).
+    Encrypted,
+}
+
+impl SecretsMode {
+    /// The mode in words, as summaries print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Redacted => "redacted",
+            Self::Plaintext => "plaintext",
+            Self::Encrypted => "encrypted",
+        }
+    }
+}
+
+/// What happened to one imported item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A new record.
+    Created,
+    /// An existing record was replaced.
+    Updated,
+    /// Already stored with this content.
+    Unchanged,
+    /// Not written (conflict).
+    Skipped,
+    /// Refused.
+    Invalid,
+}
+
+impl Outcome {
+    /// The outcome in words, as the CLI and the logs print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+            Self::Invalid => "invalid",
+        }
+    }
+}

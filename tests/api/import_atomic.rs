@@ -1,0 +1,92 @@
+//! `import --on-conflict fail` against a server is one atomic request, however large the folder:
+//! the other policies go in chunks under the server's request limit, FAIL may not (a conflict in a
+//! later chunk would leave the earlier ones written).
+use crate::helpers::{create, full_listing, output_text, profile, run_cli, ChildServer};
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+
+/// Files of about 1.3 KiB: 3,000 of them are more than one 3 MiB chunk.
+const FILES: usize = 3000;
+
+fn write_folder(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = "k".repeat(1200);
+    for i in 0..FILES {
+        let text = format!(r#"{{"model": "gpt-4o", "api_key": "sk-{i}-{key}"}}"#);
+        std::fs::write(dir.join(format!("p{i:05}.json")), text).unwrap();
+    }
+}
+
+/// The server's ImportProfiles log lines.
+fn import_lines(server: &ChildServer) -> Vec<String> {
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains("ImportProfiles") && l.contains("documents"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_fail_sends_one_request_and_writes_all_or_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(data.path(), &["--max-request-bytes", "16777216"]);
+    let url = format!("http://{}", server.addr);
+    let src = tempfile::tempdir().unwrap();
+    let folder = src.path().join("profiles");
+    write_folder(&folder);
+    let folder = folder.to_str().unwrap();
+
+    // A name stored already, at the end of the folder: FAIL writes nothing at all.
+    let last = format!("p{:05}", FILES - 1);
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ProfileServiceClient::new(channel);
+    create(&mut client, profile(&last, "gpt-4o-mini", None)).await;
+    let o = run_cli(
+        &["import", folder, "--on-conflict", "fail", "--server", &url],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let names: Vec<String> = full_listing(&mut client)
+        .await
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    assert_eq!(names, vec![last.clone()], "FAIL wrote part of the folder");
+    let lines = import_lines(&server);
+    assert_eq!(lines.len(), 1, "one request, not chunks: {lines:#?}");
+    assert!(
+        lines[0].contains(&format!("{FILES} documents")),
+        "{}",
+        lines[0]
+    );
+
+    // Without the conflict, the same single request writes every profile.
+    std::fs::remove_file(std::path::Path::new(folder).join(format!("{last}.json"))).unwrap();
+    let o = run_cli(
+        &["import", folder, "--on-conflict", "fail", "--server", &url],
+        &[],
+    )
+    .await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert_eq!(full_listing(&mut client).await.len(), FILES);
+    assert_eq!(
+        import_lines(&server).len(),
+        2,
+        "{:#?}",
+        import_lines(&server)
+    );
+
+    // SKIP still goes in chunks under the limit (here: at least two requests).
+    let o = run_cli(&["import", folder, "--server", &url], &[]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(
+        import_lines(&server).len() >= 4,
+        "{:#?}",
+        import_lines(&server)
+    );
+}
