@@ -28,7 +28,7 @@ use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::pb::profile_service_server::ProfileServiceServer;
 use crate::store::postgres::PgOptions;
-use crate::store::{Location, ProfileStore, Store, StoreOptions};
+use crate::store::{Location, Store, StoreOptions};
 use crate::tls::{ReloadingTls, TlsFiles};
 
 /// A bound, not yet serving server: the port is known (tests bind port 0), the store is open.
@@ -140,8 +140,8 @@ impl Application {
         .max_decoding_message_size(args.max_request_bytes);
         let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&store)));
         let health = HealthState::serving(&[
-            <ProfileServiceServer<ProfileApi<Store>> as NamedService>::NAME,
-            <ConversationServiceServer<ConversationApi<Store>> as NamedService>::NAME,
+            <ProfileServiceServer<ProfileApi> as NamedService>::NAME,
+            <ConversationServiceServer<ConversationApi> as NamedService>::NAME,
             <AdminServiceServer<AdminApi> as NamedService>::NAME,
         ]);
         let reflection_v1 = reflection().build_v1()?;

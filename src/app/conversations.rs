@@ -8,7 +8,7 @@ use crate::app::transfer::resolve_llms;
 use crate::domain::{
     Conversation, ConversationId, ExecutionStatus, LlmConfig, LlmSource, Violation,
 };
-use crate::store::{ConversationStore, ProfileStore, StoreError};
+use crate::store::{Store, StoreError};
 
 /// The mutable fields an update mask may name.
 pub const MASK_FIELDS: [&str; 5] = ["llms", "execution_status", "title", "tags", "state"];
@@ -66,10 +66,7 @@ fn refuse_while_running(old: &Conversation, doing: &str) -> Result<(), StoreErro
 }
 
 /// Creates a conversation (its inline LLMs as given, masks and all).
-pub async fn create<S: ConversationStore>(
-    store: &S,
-    mut c: Conversation,
-) -> Result<Conversation, StoreError> {
+pub async fn create(store: &Store, mut c: Conversation) -> Result<Conversation, StoreError> {
     c.llms = std::mem::take(&mut c.llms)
         .into_iter()
         .map(|(u, s)| (u, merge_inline(s, None, false)))
@@ -78,8 +75,8 @@ pub async fn create<S: ConversationStore>(
 }
 
 /// Replaces the fields `update` names (all when it names none); `blind` as for [`merge_inline`].
-pub async fn update<S: ConversationStore>(
-    store: &S,
+pub async fn update(
+    store: &Store,
     id: &ConversationId,
     expected_revision: Option<i64>,
     update: Update,
@@ -127,8 +124,8 @@ pub async fn update<S: ConversationStore>(
 }
 
 /// Points one usage (`agent` when empty) at `source`; refused while the conversation runs.
-pub async fn switch_llm<S: ConversationStore>(
-    store: &S,
+pub async fn switch_llm(
+    store: &Store,
     id: &ConversationId,
     usage: String,
     source: LlmSource,
@@ -153,8 +150,8 @@ pub async fn switch_llm<S: ConversationStore>(
 
 /// Each binding's configuration in effect: the profile's (absent when the profile was deleted
 /// with force) or the inline one; masked unless `reveal`.
-pub async fn resolve<S: ProfileStore>(
-    store: &S,
+pub async fn resolve(
+    store: &Store,
     c: &Conversation,
     reveal: bool,
 ) -> Result<BTreeMap<String, LlmConfig>, StoreError> {

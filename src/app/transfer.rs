@@ -1,4 +1,4 @@
-//! Import and export of SDK profile files over any [`ProfileStore`]: shared by the gRPC handlers,
+//! Import and export of SDK profile files over the [`Store`]: shared by the gRPC handlers,
 //! the CLI's direct `--data-dir` mode and `serve --import-on-start`.
 use std::collections::BTreeMap;
 
@@ -10,9 +10,7 @@ use crate::domain::{
 use crate::openhands::conversation::{export_conversation, parse_conversation, LlmForm};
 use crate::openhands::profile::{export_file, name_from_file, parse_file, SecretsOut};
 use crate::openhands::secrets::FernetKey;
-use crate::store::{
-    ConflictPolicy, ConversationStore, EventQuery, ImportOutcome, ProfileStore, StoreError,
-};
+use crate::store::{ConflictPolicy, EventQuery, ImportOutcome, Store, StoreError};
 
 /// The reason given with a profile created from a file whose secret held the SDK's mask.
 pub const NO_KEY: &str = "no key: the file holds the mask";
@@ -33,8 +31,8 @@ pub struct ImportReport {
 /// Parses every document (name, file text) and imports the valid ones as one atomic batch; bad
 /// documents are reported and never written. `blind`: the caller may not read secrets, so no
 /// outcome may depend on whether a supplied secret equals the stored one.
-pub async fn import_documents<S: ProfileStore>(
-    store: &S,
+pub async fn import_documents(
+    store: &Store,
     docs: Vec<(String, String)>,
     key: Option<&FernetKey>,
     policy: ConflictPolicy,
@@ -108,8 +106,8 @@ pub struct ExportPage {
 }
 
 /// Renders the named profiles (all of them, a page at a time, when `names` is empty) as SDK files.
-pub async fn export_documents<S: ProfileStore>(
-    store: &S,
+pub async fn export_documents(
+    store: &Store,
     names: &[ProfileName],
     secrets: &SecretsOut<'_>,
     after: Option<&str>,
@@ -164,8 +162,8 @@ impl From<StoreError> for TransferError {
 
 /// Imports one SDK conversation folder's files (base_state.json text, event files) all or nothing.
 #[allow(clippy::too_many_arguments)]
-pub async fn import_conversation_files<S: ConversationStore>(
-    store: &S,
+pub async fn import_conversation_files(
+    store: &Store,
     base_state: &str,
     events: &[(String, String)],
     key: Option<&FernetKey>,
@@ -202,8 +200,8 @@ pub async fn import_conversation_files<S: ConversationStore>(
 
 /// The configuration in effect for each LLM usage of `c`: its profile's (left out when the profile
 /// was deleted with force) or its inline one. Secrets are unmasked: mask them before responding.
-pub async fn resolve_llms<S: ProfileStore>(
-    store: &S,
+pub async fn resolve_llms(
+    store: &Store,
     c: &Conversation,
 ) -> Result<BTreeMap<String, LlmConfig>, StoreError> {
     let mut out = BTreeMap::new();
@@ -222,8 +220,8 @@ pub async fn resolve_llms<S: ProfileStore>(
 
 /// One conversation as the SDK's files: base_state.json's text (bound LLMs resolved inline, or
 /// profile references) and the event files (name, text).
-pub async fn export_conversation_files<S: ConversationStore + ProfileStore>(
-    store: &S,
+pub async fn export_conversation_files(
+    store: &Store,
     id: &ConversationId,
     secrets: SecretsOut<'_>,
     profile_refs: bool,

@@ -32,9 +32,9 @@ pub enum Registry {
     /// The services on a data dir opened by this process.
     Local {
         /// ProfileService.
-        profiles: ProfileApi<Store>,
+        profiles: ProfileApi,
         /// ConversationService.
-        conversations: ConversationApi<Store>,
+        conversations: ConversationApi,
         /// Kept so that streams stay open: they end when the server's shutdown flag flips.
         _running: watch::Sender<bool>,
     },

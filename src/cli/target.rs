@@ -17,7 +17,7 @@ use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::conversation_service_client::ConversationServiceClient;
 use crate::pb::profile_service_client::ProfileServiceClient;
-use crate::store::{ConversationStore, ImportOutcome, OpenError, SledStore, StoreOptions};
+use crate::store::{ImportOutcome, OpenError, SledStore, Store, StoreOptions};
 
 /// Requests stay well under the server's default 4 MiB limit.
 const CHUNK_BYTES: usize = 3 * 1024 * 1024;
@@ -49,14 +49,14 @@ pub enum Target {
     /// A running server.
     Remote(ServerChannel),
     /// A data dir opened directly (no server running on it).
-    Local(Arc<SledStore>),
+    Local(Arc<Store>),
 }
 
 impl Target {
     /// Connects to the server, or opens the data dir when one is given.
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Self> {
         if args.data_dir.is_some() {
-            return Ok(Self::Local(open_data_dir(args)?));
+            return Ok(Self::Local(Arc::new(Store::Sled(open_data_dir(args)?))));
         }
         Ok(Self::Remote(connect(&args.client).await?))
     }
@@ -74,16 +74,9 @@ impl Target {
             Self::Local(store) => {
                 let n = docs.len();
                 let policy = on_conflict;
-                let reports = import_documents(
-                    &**store,
-                    docs,
-                    key,
-                    policy,
-                    dry_run,
-                    false,
-                    &Limits::default(),
-                )
-                .await?;
+                let reports =
+                    import_documents(store, docs, key, policy, dry_run, false, &Limits::default())
+                        .await?;
                 progress(n);
                 Ok(reports)
             }
@@ -130,8 +123,7 @@ impl Target {
                     let ExportPage {
                         documents,
                         more_after,
-                    } = export_documents(&**store, &names, &secrets, after.as_deref(), 1000)
-                        .await?;
+                    } = export_documents(store, &names, &secrets, after.as_deref(), 1000).await?;
                     page(documents)?;
                     match more_after {
                         Some(a) => after = Some(a),
@@ -267,7 +259,7 @@ impl Target {
                     })
                     .transpose()?;
                 let result = import_conversation_files(
-                    &**store,
+                    store,
                     &base_state,
                     &events,
                     key,
@@ -364,7 +356,7 @@ impl Target {
                 Self::Local(store) => {
                     let secrets = secrets_out(mode, key)?;
                     let (base, files) =
-                        export_conversation_files(&**store, &id, secrets, profile_refs).await?;
+                        export_conversation_files(store, &id, secrets, profile_refs).await?;
                     out.push((id.simple(), base, files));
                 }
                 Self::Remote(channel) => {

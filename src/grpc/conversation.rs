@@ -23,18 +23,18 @@ use crate::health::async_stream;
 use crate::pb;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::store::ImportOutcome;
-use crate::store::{ConversationStore, EventQuery, ProfileStore, StoreError};
+use crate::store::{EventQuery, Store, StoreError};
 
 /// The ConversationService handlers: shared state only.
-pub struct ConversationApi<S> {
-    store: Arc<S>,
+pub struct ConversationApi {
+    store: Arc<Store>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 }
 
-impl<S> ConversationApi<S> {
+impl ConversationApi {
     /// Handlers over `store`; Watch streams end when `shutdown` turns true.
-    pub fn new(store: Arc<S>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(store: Arc<Store>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
         Self {
             store,
             limits,
@@ -54,7 +54,7 @@ fn not_found(id: &ConversationId) -> Status {
     })
 }
 
-impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
+impl ConversationApi {
     async fn respond(
         &self,
         c: Conversation,
@@ -62,7 +62,7 @@ impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
         reveal: bool,
     ) -> Result<pb::Conversation, Status> {
         let resolved = if resolve {
-            app::conversations::resolve(&*self.store, &c, reveal).await?
+            app::conversations::resolve(&self.store, &c, reveal).await?
         } else {
             BTreeMap::new()
         };
@@ -76,7 +76,7 @@ impl<S: ConversationStore + ProfileStore> ConversationApi<S> {
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<S: ConversationStore + ProfileStore> ConversationService for ConversationApi<S> {
+impl ConversationService for ConversationApi {
     async fn create_conversation(
         &self,
         req: Request<pb::CreateConversationRequest>,
@@ -84,7 +84,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         let input = req.into_inner().conversation;
         let input = conversation_from_pb(input, "conversation", &self.limits)
             .map_err(|v| invalid_argument(&v))?;
-        let created = app::conversations::create(&*self.store, input.conversation).await?;
+        let created = app::conversations::create(&self.store, input.conversation).await?;
         Ok(Response::new(self.respond(created, false, false).await?))
     }
 
@@ -184,7 +184,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             status_unset: input.status_unset,
         };
         let updated =
-            app::conversations::update(&*self.store, &id, expected_revision, update, blind).await?;
+            app::conversations::update(&self.store, &id, expected_revision, update, blind).await?;
         Ok(Response::new(self.respond(updated, false, false).await?))
     }
 
@@ -251,7 +251,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             _ => return Err(invalid_argument(&violations)),
         };
         let switched = app::conversations::switch_llm(
-            &*self.store,
+            &self.store,
             &id,
             usage_id,
             source,
@@ -359,7 +359,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
         };
         let files: Vec<(String, String)> = events.into_iter().map(|f| (f.name, f.json)).collect();
         let (id, outcome, count) = import_conversation_files(
-            &*self.store,
+            &self.store,
             &base_state_json,
             &files,
             key.as_ref(),
@@ -413,7 +413,7 @@ impl<S: ConversationStore + ProfileStore> ConversationService for ConversationAp
             _ => audit_secret_access(&who, "export conversation secrets", &id.to_string())?,
         }
         let (base_state_json, files) =
-            export_conversation_files(&*self.store, &id, secrets, profile_refs).await?;
+            export_conversation_files(&self.store, &id, secrets, profile_refs).await?;
         Ok(Response::new(pb::ExportConversationResponse {
             id: id.to_string(),
             dir_name: id.simple(),
@@ -464,8 +464,8 @@ fn gone(id: &ConversationId) -> Status {
 /// the log grew past what was sent, the new ones from the store: every event once, in seq order.
 /// Live batches carry no events, so a watcher that stops reading pins no event in memory, and one
 /// that falls behind the channel's backlog just reads on from the store.
-async fn tail_events<S: ConversationStore>(
-    store: Arc<S>,
+async fn tail_events(
+    store: Arc<Store>,
     id: ConversationId,
     after_seq: Option<i64>,
     mut live: broadcast::Receiver<crate::store::EventBatch>,

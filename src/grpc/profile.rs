@@ -1,4 +1,4 @@
-//! profileregistry.v1.ProfileService: thin handlers over a [`ProfileStore`].
+//! profileregistry.v1.ProfileService: thin handlers over the [`Store`].
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,21 +19,21 @@ use crate::health::async_stream;
 use crate::openhands::profile::SecretsOut;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
-use crate::store::{ProfileChange, ProfileStore, ProfileWatch, PutMode, StoreError};
+use crate::store::{ProfileChange, ProfileWatch, PutMode, Store, StoreError};
 
 /// The listing name page tokens of ListProfiles are bound to.
 const LISTING: &str = "profiles";
 
 /// The ProfileService handlers: shared state only.
-pub struct ProfileApi<S> {
-    store: Arc<S>,
+pub struct ProfileApi {
+    store: Arc<Store>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 }
 
-impl<S: ProfileStore> ProfileApi<S> {
+impl ProfileApi {
     /// Handlers over `store`; Watch streams end when `shutdown` turns true.
-    pub fn new(store: Arc<S>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(store: Arc<Store>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
         Self {
             store,
             limits,
@@ -72,7 +72,7 @@ fn event(
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ProfileEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl<S: ProfileStore> ProfileService for ProfileApi<S> {
+impl ProfileService for ProfileApi {
     async fn create_profile(
         &self,
         req: Request<pb::CreateProfileRequest>,
@@ -264,7 +264,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
         let key = parse_fernet_key(&fernet_key)?;
         let docs = documents.into_iter().map(|d| (d.name, d.json)).collect();
         let reports = import_documents(
-            &*self.store,
+            &self.store,
             docs,
             key.as_ref(),
             policy,
@@ -302,7 +302,7 @@ impl<S: ProfileStore> ProfileService for ProfileApi<S> {
             n => self.limits.page_size(n)?,
         };
         let after = page_token::decode(&self.limits.page_key, EXPORT_LISTING, &page_token)?;
-        let page = export_documents(&*self.store, &names, &mode, after.as_deref(), size).await?;
+        let page = export_documents(&self.store, &names, &mode, after.as_deref(), size).await?;
         match mode {
             SecretsOut::Redacted => {}
             SecretsOut::Plaintext => {

@@ -6,8 +6,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::postgres::{PgOptions, PgStore};
 use super::{
-    ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, ProfileStore,
-    ProfileWatch, PutMode, PutOutcome, RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
+    ConflictPolicy, EventBatch, EventQuery, ImportOutcome, ProfileWatch, PutMode, PutOutcome,
+    RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
 };
 use crate::domain::{
     Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
@@ -136,12 +136,16 @@ impl Store {
     }
 }
 
-impl ProfileStore for Store {
-    async fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
+/// The store's operations: the contract each backend implements once (a backend that lacks one,
+/// or gives it another signature, does not compile here).
+impl Store {
+    /// One profile, or `None`.
+    pub async fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
         each!(self, s => s.get_profile(name).await)
     }
 
-    async fn list_profiles(
+    /// Up to `limit` profiles in name order, after the name `after` when given.
+    pub async fn list_profiles(
         &self,
         after: Option<&str>,
         limit: usize,
@@ -149,7 +153,9 @@ impl ProfileStore for Store {
         each!(self, s => s.list_profiles(after, limit).await)
     }
 
-    async fn put_profile(
+    /// Creates or replaces a profile's configuration (secret and extra merge rules applied against
+    /// the stored one); durable when it returns.
+    pub async fn put_profile(
         &self,
         name: ProfileName,
         llm: LlmConfig,
@@ -159,7 +165,8 @@ impl ProfileStore for Store {
         each!(self, s => s.put_profile(name, llm, mode, expected_revision).await)
     }
 
-    async fn delete_profile(
+    /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
+    pub async fn delete_profile(
         &self,
         name: &ProfileName,
         expected_revision: Option<i64>,
@@ -169,7 +176,8 @@ impl ProfileStore for Store {
         each!(self, s => s.delete_profile(name, expected_revision, allow_missing, force).await)
     }
 
-    async fn rename_profile(
+    /// Renames a profile atomically; durable when it returns.
+    pub async fn rename_profile(
         &self,
         from: &ProfileName,
         to: &ProfileName,
@@ -177,7 +185,9 @@ impl ProfileStore for Store {
         each!(self, s => s.rename_profile(from, to).await)
     }
 
-    async fn import_profiles(
+    /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on `dry_run`).
+    /// The same name twice sees its first occurrence as existing.
+    pub async fn import_profiles(
         &self,
         items: Vec<(ProfileName, LlmConfig)>,
         policy: ConflictPolicy,
@@ -186,28 +196,34 @@ impl ProfileStore for Store {
         each!(self, s => s.import_profiles(items, policy, dry_run).await)
     }
 
-    async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
+    /// Starts a watch: subscribe first, then (optionally) the snapshot.
+    pub async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
         each!(self, s => s.watch_profiles(snapshot).await)
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    /// Flushes everything to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
         each!(self, s => s.flush())
     }
 }
 
-impl ConversationStore for Store {
-    async fn create_conversation(&self, c: Conversation) -> Result<Conversation, StoreError> {
+impl Store {
+    /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.
+    pub async fn create_conversation(&self, c: Conversation) -> Result<Conversation, StoreError> {
         each!(self, s => s.create_conversation(c).await)
     }
 
-    async fn get_conversation(
+    /// One conversation, or `None`.
+    pub async fn get_conversation(
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
         each!(self, s => s.get_conversation(id).await)
     }
 
-    async fn list_conversations(
+    /// Up to `limit` conversations by id after `after`, filtered by status and bound profile (the
+    /// profile filter reads an index, not every conversation).
+    pub async fn list_conversations(
         &self,
         after: Option<ConversationId>,
         limit: usize,
@@ -217,7 +233,9 @@ impl ConversationStore for Store {
         each!(self, s => s.list_conversations(after, limit, status, profile).await)
     }
 
-    async fn update_conversation<F>(
+    /// Replaces the mutable fields with what `change` makes of the stored conversation; checks
+    /// `expected_revision` and that bound profiles exist; durable when it returns.
+    pub async fn update_conversation<F>(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
@@ -229,7 +247,10 @@ impl ConversationStore for Store {
         each!(self, s => s.update_conversation(id, expected_revision, change).await)
     }
 
-    async fn delete_conversation(
+    /// Deletes a conversation and its events atomically; returns it and the number of events.
+    /// With `force`, a record that does not decode goes too (returned as a placeholder of
+    /// revision 0).
+    pub async fn delete_conversation(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
@@ -239,7 +260,8 @@ impl ConversationStore for Store {
         each!(self, s => s.delete_conversation(id, expected_revision, allow_missing, force).await)
     }
 
-    async fn append_events(
+    /// Appends events, all or none, at the next seqs; returns (first seq, next seq).
+    pub async fn append_events(
         &self,
         id: &ConversationId,
         events: Vec<NewEvent>,
@@ -248,7 +270,8 @@ impl ConversationStore for Store {
         each!(self, s => s.append_events(id, events, expected_next_seq).await)
     }
 
-    async fn list_events(
+    /// A page of events.
+    pub async fn list_events(
         &self,
         id: &ConversationId,
         query: &EventQuery,
@@ -256,7 +279,9 @@ impl ConversationStore for Store {
         each!(self, s => s.list_events(id, query).await)
     }
 
-    async fn import_conversation(
+    /// Imports a conversation with its events in one transaction (per `policy`; nothing written on
+    /// `dry_run`); OVERWRITE replaces the stored conversation and all of its events.
+    pub async fn import_conversation(
         &self,
         c: Conversation,
         events: Vec<NewEvent>,
@@ -266,7 +291,8 @@ impl ConversationStore for Store {
         each!(self, s => s.import_conversation(c, events, policy, dry_run).await)
     }
 
-    fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
+    /// Live appended events (subscribe before reading the stored ones, then skip by seq).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
         each!(self, s => s.subscribe_events())
     }
 }

@@ -8,14 +8,11 @@ pub mod records;
 mod rules;
 pub mod sled;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::domain::{
-    Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
-};
+use crate::domain::{ConversationId, Profile, ProfileName};
 
 pub use self::any::{Location, Store};
 pub use self::codec::sealed_key_ids;
@@ -214,139 +211,4 @@ pub struct ProfileWatch {
     pub covered: u64,
     /// Live changes.
     pub changes: broadcast::Receiver<ProfileChange>,
-}
-
-/// Profiles, by name.
-pub trait ProfileStore: Send + Sync + 'static {
-    /// One profile, or `None`.
-    fn get_profile(
-        &self,
-        name: &ProfileName,
-    ) -> impl Future<Output = Result<Option<Profile>, StoreError>> + Send;
-
-    /// Up to `limit` profiles in name order, after the name `after` when given.
-    fn list_profiles(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<Profile>, StoreError>> + Send;
-
-    /// Creates or replaces a profile's configuration (secret and extra merge rules applied against
-    /// the stored one); durable when it returns.
-    fn put_profile(
-        &self,
-        name: ProfileName,
-        llm: LlmConfig,
-        mode: PutMode,
-        expected_revision: Option<i64>,
-    ) -> impl Future<Output = Result<(Profile, PutOutcome), StoreError>> + Send;
-
-    /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
-    fn delete_profile(
-        &self,
-        name: &ProfileName,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
-    ) -> impl Future<Output = Result<Option<Profile>, StoreError>> + Send;
-
-    /// Renames a profile atomically; durable when it returns.
-    fn rename_profile(
-        &self,
-        from: &ProfileName,
-        to: &ProfileName,
-    ) -> impl Future<Output = Result<Profile, StoreError>> + Send;
-
-    /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on `dry_run`).
-    /// The same name twice sees its first occurrence as existing.
-    fn import_profiles(
-        &self,
-        items: Vec<(ProfileName, LlmConfig)>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-    ) -> impl Future<Output = Result<Vec<ImportOutcome>, StoreError>> + Send;
-
-    /// Starts a watch: subscribe first, then (optionally) the snapshot.
-    fn watch_profiles(
-        &self,
-        snapshot: bool,
-    ) -> impl Future<Output = Result<ProfileWatch, StoreError>> + Send;
-
-    /// Flushes everything to disk.
-    fn flush(&self) -> Result<(), StoreError>;
-}
-
-/// Conversations and their events, with referential integrity to profiles.
-pub trait ConversationStore: Send + Sync + 'static {
-    /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.
-    fn create_conversation(
-        &self,
-        c: Conversation,
-    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send;
-
-    /// One conversation, or `None`.
-    fn get_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> impl Future<Output = Result<Option<Conversation>, StoreError>> + Send;
-
-    /// Up to `limit` conversations by id after `after`, filtered by status and bound profile (the
-    /// profile filter reads an index, not every conversation).
-    fn list_conversations(
-        &self,
-        after: Option<ConversationId>,
-        limit: usize,
-        status: Option<ExecutionStatus>,
-        profile: Option<&ProfileName>,
-    ) -> impl Future<Output = Result<Vec<Conversation>, StoreError>> + Send;
-
-    /// Replaces the mutable fields with what `change` makes of the stored conversation; checks
-    /// `expected_revision` and that bound profiles exist; durable when it returns.
-    fn update_conversation<F>(
-        &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        change: F,
-    ) -> impl Future<Output = Result<Conversation, StoreError>> + Send
-    where
-        F: FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send;
-
-    /// Deletes a conversation and its events atomically; returns it and the number of events.
-    /// With `force`, a record that does not decode goes too (returned as a placeholder of
-    /// revision 0).
-    fn delete_conversation(
-        &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
-    ) -> impl Future<Output = Result<Option<(Conversation, i64)>, StoreError>> + Send;
-
-    /// Appends events, all or none, at the next seqs; returns (first seq, next seq).
-    fn append_events(
-        &self,
-        id: &ConversationId,
-        events: Vec<NewEvent>,
-        expected_next_seq: Option<i64>,
-    ) -> impl Future<Output = Result<(i64, i64), StoreError>> + Send;
-
-    /// A page of events.
-    fn list_events(
-        &self,
-        id: &ConversationId,
-        query: &EventQuery,
-    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
-
-    /// Imports a conversation with its events in one transaction (per `policy`; nothing written on
-    /// `dry_run`); OVERWRITE replaces the stored conversation and all of its events.
-    fn import_conversation(
-        &self,
-        c: Conversation,
-        events: Vec<NewEvent>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-    ) -> impl Future<Output = Result<ImportOutcome, StoreError>> + Send;
-
-    /// Live appended events (subscribe before reading the stored ones, then skip by seq).
-    fn subscribe_events(&self) -> broadcast::Receiver<EventBatch>;
 }

@@ -1,4 +1,4 @@
-//! The conversations of the PostgreSQL store: `impl ConversationStore for PgStore` (records,
+//! The conversations of the PostgreSQL store: its conversation methods (records,
 //! their bindings, their events and the notifications of appends) and the helpers only it uses.
 use tokio::sync::broadcast;
 
@@ -6,12 +6,13 @@ use super::{limit, rows, store_error, uuid, PgStore, Tx};
 use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
 use crate::store::records::{decode, encode, event_key};
 use crate::store::rules;
-use crate::store::{
-    ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError, TreeId,
-};
+use crate::store::{ConflictPolicy, EventBatch, EventQuery, ImportOutcome, StoreError, TreeId};
 
-impl ConversationStore for PgStore {
-    async fn create_conversation(&self, c: Conversation) -> Result<Conversation, StoreError> {
+impl PgStore {
+    pub(crate) async fn create_conversation(
+        &self,
+        c: Conversation,
+    ) -> Result<Conversation, StoreError> {
         let mut tx = self.begin(true).await?;
         if self
             .read_conversation(&mut tx, &c.id, false)
@@ -30,7 +31,7 @@ impl ConversationStore for PgStore {
         Ok(c)
     }
 
-    async fn get_conversation(
+    pub(crate) async fn get_conversation(
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
@@ -44,7 +45,7 @@ impl ConversationStore for PgStore {
             .transpose()
     }
 
-    async fn list_conversations(
+    pub(crate) async fn list_conversations(
         &self,
         after: Option<ConversationId>,
         limit_to: usize,
@@ -75,7 +76,7 @@ impl ConversationStore for PgStore {
         Ok(out)
     }
 
-    async fn update_conversation<F>(
+    pub(crate) async fn update_conversation<F>(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
@@ -99,7 +100,7 @@ impl ConversationStore for PgStore {
         Ok(new)
     }
 
-    async fn delete_conversation(
+    pub(crate) async fn delete_conversation(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
@@ -144,7 +145,7 @@ impl ConversationStore for PgStore {
         Ok(Some((old, events)))
     }
 
-    async fn append_events(
+    pub(crate) async fn append_events(
         &self,
         id: &ConversationId,
         events: Vec<NewEvent>,
@@ -176,7 +177,7 @@ impl ConversationStore for PgStore {
         Ok((first, next))
     }
 
-    async fn list_events(
+    pub(crate) async fn list_events(
         &self,
         id: &ConversationId,
         q: &EventQuery,
@@ -209,7 +210,7 @@ impl ConversationStore for PgStore {
         Ok(out)
     }
 
-    async fn import_conversation(
+    pub(crate) async fn import_conversation(
         &self,
         c: Conversation,
         events: Vec<NewEvent>,
@@ -241,7 +242,7 @@ impl ConversationStore for PgStore {
         Ok(outcome)
     }
 
-    fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
         self.event_changes.subscribe()
     }
 }

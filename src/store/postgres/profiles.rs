@@ -1,4 +1,4 @@
-//! The profiles of the PostgreSQL store: `impl ProfileStore for PgStore` (reads through the
+//! The profiles of the PostgreSQL store: its profile methods (reads through the
 //! profile cache, puts through the group commit of `puts`, deletes, renames with the conversations
 //! bound to the name, imports, watches) and the helpers only it uses.
 use std::collections::HashMap;
@@ -9,12 +9,14 @@ use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName};
 use crate::store::codec::ProfileRecord;
 use crate::store::rules;
 use crate::store::{
-    ConflictPolicy, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch, PutMode, PutOutcome,
-    StoreError,
+    ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
 };
 
-impl ProfileStore for PgStore {
-    async fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
+impl PgStore {
+    pub(crate) async fn get_profile(
+        &self,
+        name: &ProfileName,
+    ) -> Result<Option<Profile>, StoreError> {
         if let Some(p) = self.cache.get(name.as_str()) {
             return Ok(Some(p));
         }
@@ -37,7 +39,7 @@ impl ProfileStore for PgStore {
         Ok(Some(profile))
     }
 
-    async fn list_profiles(
+    pub(crate) async fn list_profiles(
         &self,
         after: Option<&str>,
         limit_to: usize,
@@ -60,7 +62,7 @@ impl ProfileStore for PgStore {
         Ok(out)
     }
 
-    async fn put_profile(
+    pub(crate) async fn put_profile(
         &self,
         name: ProfileName,
         llm: LlmConfig,
@@ -80,7 +82,7 @@ impl ProfileStore for PgStore {
         answer.await.map_err(|_| gone())?
     }
 
-    async fn delete_profile(
+    pub(crate) async fn delete_profile(
         &self,
         name: &ProfileName,
         expected_revision: Option<i64>,
@@ -113,7 +115,7 @@ impl ProfileStore for PgStore {
         Ok(Some(old))
     }
 
-    async fn rename_profile(
+    pub(crate) async fn rename_profile(
         &self,
         from: &ProfileName,
         to: &ProfileName,
@@ -147,7 +149,7 @@ impl ProfileStore for PgStore {
         Ok(renamed)
     }
 
-    async fn import_profiles(
+    pub(crate) async fn import_profiles(
         &self,
         items: Vec<(ProfileName, LlmConfig)>,
         policy: ConflictPolicy,
@@ -170,7 +172,7 @@ impl ProfileStore for PgStore {
         Ok(outcomes)
     }
 
-    async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
+    pub(crate) async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
         let changes = self.changes.subscribe();
         if !snapshot {
             return Ok(ProfileWatch {
@@ -206,7 +208,7 @@ impl ProfileStore for PgStore {
         })
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
         // Every write is committed (and so durable) before it is acknowledged.
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! The sled implementation of [`ConversationStore`]: conversation records, an index of profile
+//! The sled implementation of conversations: conversation records, an index of profile
 //! bindings (`profile \0 id`), and events keyed by `id ++ seq` (big-endian, so ranges are in order).
 //! Every multi-record change is one sled transaction over all trees.
 use std::ops::Bound;
@@ -11,9 +11,7 @@ use super::SledStore;
 use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
 use crate::store::records::{binding_key, decode, encode, event_key, TreeId};
 use crate::store::rules;
-use crate::store::{
-    Change, ConflictPolicy, ConversationStore, EventBatch, EventQuery, ImportOutcome, StoreError,
-};
+use crate::store::{Change, ConflictPolicy, EventBatch, EventQuery, ImportOutcome, StoreError};
 
 /// One write of a transaction.
 pub(super) enum Op {
@@ -136,8 +134,11 @@ impl SledStore {
     }
 }
 
-impl ConversationStore for SledStore {
-    async fn create_conversation(&self, c: Conversation) -> Result<Conversation, StoreError> {
+impl SledStore {
+    pub(crate) async fn create_conversation(
+        &self,
+        c: Conversation,
+    ) -> Result<Conversation, StoreError> {
         let (epoch, c) = {
             let _guard = self.lock();
             if self.conversations.contains_key(c.id.as_bytes())? {
@@ -161,14 +162,14 @@ impl ConversationStore for SledStore {
         Ok(c)
     }
 
-    async fn get_conversation(
+    pub(crate) async fn get_conversation(
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
         self.read_conversation(id)
     }
 
-    async fn list_conversations(
+    pub(crate) async fn list_conversations(
         &self,
         after: Option<ConversationId>,
         limit: usize,
@@ -219,7 +220,7 @@ impl ConversationStore for SledStore {
         Ok(out)
     }
 
-    async fn update_conversation<F>(
+    pub(crate) async fn update_conversation<F>(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
@@ -250,7 +251,7 @@ impl ConversationStore for SledStore {
         Ok(result)
     }
 
-    async fn delete_conversation(
+    pub(crate) async fn delete_conversation(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
@@ -308,7 +309,7 @@ impl ConversationStore for SledStore {
         Ok(result)
     }
 
-    async fn append_events(
+    pub(crate) async fn append_events(
         &self,
         id: &ConversationId,
         events: Vec<NewEvent>,
@@ -345,7 +346,7 @@ impl ConversationStore for SledStore {
         Ok((first, next))
     }
 
-    async fn list_events(
+    pub(crate) async fn list_events(
         &self,
         id: &ConversationId,
         q: &EventQuery,
@@ -389,7 +390,7 @@ impl ConversationStore for SledStore {
         Ok(out)
     }
 
-    async fn import_conversation(
+    pub(crate) async fn import_conversation(
         &self,
         c: Conversation,
         events: Vec<NewEvent>,
@@ -437,7 +438,7 @@ impl ConversationStore for SledStore {
         Ok(outcome)
     }
 
-    fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
         self.event_changes.subscribe()
     }
 }

@@ -11,7 +11,7 @@ use crate::store::records::{
     binding_key, conversation_id, decode, place, split_binding_key, split_event_key, text_key,
     RawRecord, Snapshot, TreeId,
 };
-use crate::store::{ProfileStore, StoreError};
+use crate::store::StoreError;
 
 /// What [`SledStore::check`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl SledStore {
             self.tree(tree).apply_batch(batch)?;
         }
         while self.next_seq()? < next_seq {}
-        ProfileStore::flush(self)?;
+        self.flush()?;
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! The sled implementation of [`ProfileStore`]: profile records by name, written through the
+//! The sled implementation of profiles: profile records by name, written through the
 //! group-committed flush and published to watchers once durable.
 use super::conversations::Op;
 use super::SledStore;
@@ -7,18 +7,20 @@ use crate::store::codec::ProfileRecord;
 use crate::store::records::TreeId;
 use crate::store::rules::{self, PutPlan};
 use crate::store::{
-    ConflictPolicy, ImportOutcome, ProfileChange, ProfileStore, ProfileWatch, PutMode, PutOutcome,
-    StoreError,
+    ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
 
-impl ProfileStore for SledStore {
-    async fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
+impl SledStore {
+    pub(crate) async fn get_profile(
+        &self,
+        name: &ProfileName,
+    ) -> Result<Option<Profile>, StoreError> {
         Ok(self.read_profile(name.as_str())?.map(|r| r.profile))
     }
 
-    async fn list_profiles(
+    pub(crate) async fn list_profiles(
         &self,
         after: Option<&str>,
         limit: usize,
@@ -44,7 +46,7 @@ impl ProfileStore for SledStore {
         Ok(out)
     }
 
-    async fn put_profile(
+    pub(crate) async fn put_profile(
         &self,
         name: ProfileName,
         llm: LlmConfig,
@@ -74,7 +76,7 @@ impl ProfileStore for SledStore {
         Ok(result)
     }
 
-    async fn delete_profile(
+    pub(crate) async fn delete_profile(
         &self,
         name: &ProfileName,
         expected_revision: Option<i64>,
@@ -114,7 +116,7 @@ impl ProfileStore for SledStore {
         Ok(deleted)
     }
 
-    async fn rename_profile(
+    pub(crate) async fn rename_profile(
         &self,
         from: &ProfileName,
         to: &ProfileName,
@@ -179,7 +181,7 @@ impl ProfileStore for SledStore {
         Ok(renamed)
     }
 
-    async fn import_profiles(
+    pub(crate) async fn import_profiles(
         &self,
         items: Vec<(ProfileName, LlmConfig)>,
         policy: ConflictPolicy,
@@ -219,7 +221,7 @@ impl ProfileStore for SledStore {
         Ok(outcomes)
     }
 
-    async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
+    pub(crate) async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
         let changes = self.changes.subscribe();
         let mut out = Vec::new();
         if snapshot {
@@ -238,7 +240,7 @@ impl ProfileStore for SledStore {
         })
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }
