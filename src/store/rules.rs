@@ -329,3 +329,7 @@ pub fn plan_import_conversation(
     c.event_count = i64::try_from(events).unwrap_or(i64::MAX);
     Ok((c, outcome))
 }
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;
