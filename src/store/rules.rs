@@ -331,5 +331,5 @@ pub fn plan_import_conversation(
 }
 
 #[cfg(test)]
-#[path = "rules_tests.rs"]
+#[path = "rules_tests/mod.rs"]
 mod tests;
