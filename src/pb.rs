@@ -13,7 +13,7 @@ mod words {
     use super::export_profiles_request::Secrets;
     use super::import_profiles_request::OnConflict;
     use super::import_result;
-    use crate::domain::{ConflictPolicy, Outcome, SecretsMode};
+    use crate::domain::{ConflictPolicy, ImportOutcome, Outcome, SecretsMode};
 
     /// UNSPECIFIED is the default, SKIP.
     impl From<OnConflict> for ConflictPolicy {
@@ -79,6 +79,28 @@ mod words {
                 Outcome::Unchanged => Self::Unchanged,
                 Outcome::Skipped => Self::Skipped,
                 Outcome::Invalid => Self::Invalid,
+            }
+        }
+    }
+
+    impl From<ImportOutcome> for super::ImportResult {
+        fn from(o: ImportOutcome) -> Self {
+            Self {
+                name: o.name,
+                outcome: import_result::Outcome::from(o.outcome) as i32,
+                reason: o.reason,
+                revision: o.revision,
+            }
+        }
+    }
+
+    impl From<super::ImportResult> for ImportOutcome {
+        fn from(r: super::ImportResult) -> Self {
+            Self {
+                outcome: r.outcome().into(),
+                name: r.name,
+                reason: r.reason,
+                revision: r.revision,
             }
         }
     }

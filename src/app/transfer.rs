@@ -15,19 +15,6 @@ use crate::store::{ConflictPolicy, EventQuery, ImportOutcome, Store, StoreError}
 /// The reason given with a profile created from a file whose secret held the SDK's mask.
 pub const NO_KEY: &str = "no key: the file holds the mask";
 
-/// The report on one imported document.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImportReport {
-    /// The document's name as given.
-    pub name: String,
-    /// What happened.
-    pub outcome: Outcome,
-    /// Why, for Skipped and Invalid; for Created, [`NO_KEY`] when a secret held the mask.
-    pub reason: String,
-    /// The stored revision afterwards (0 when none).
-    pub revision: i64,
-}
-
 /// Parses every document (name, file text) and imports the valid ones as one atomic batch; bad
 /// documents are reported and never written. `blind`: the caller may not read secrets, so no
 /// outcome may depend on whether a supplied secret equals the stored one.
@@ -39,7 +26,7 @@ pub async fn import_documents(
     dry_run: bool,
     blind: bool,
     limits: &Limits,
-) -> Result<Vec<ImportReport>, StoreError> {
+) -> Result<Vec<ImportOutcome>, StoreError> {
     let mut reports = Vec::with_capacity(docs.len());
     let mut valid = Vec::new();
     let mut slots = Vec::new();
@@ -51,7 +38,7 @@ pub async fn import_documents(
                 llm.blind_if(blind);
                 (n, llm)
             });
-        let (outcome, reason) = match parsed {
+        reports.push(match parsed {
             Ok(item) => {
                 let masked = SecretField::ALL
                     .iter()
@@ -59,29 +46,21 @@ pub async fn import_documents(
                 valid.push(item);
                 slots.push((reports.len(), masked));
                 // Filled in from the store's outcome below.
-                (Outcome::Created, String::new())
+                ImportOutcome::stored(name, Outcome::Created, 0)
             }
-            Err(reason) => (Outcome::Invalid, reason),
-        };
-        reports.push(ImportReport {
-            name,
-            outcome,
-            reason,
-            revision: 0,
+            Err(reason) => ImportOutcome::refused(name, Outcome::Invalid, reason),
         });
     }
     let outcomes = store.import_profiles(valid, policy, dry_run).await?;
     for ((slot, masked), outcome) in slots.into_iter().zip(outcomes) {
         let r = &mut reports[slot];
-        (r.outcome, r.revision, r.reason) = match outcome {
-            // The mask keeps a stored key; a new profile has none to keep, so it comes in
-            // without one: say so, or a redacted export imported elsewhere loses keys silently.
-            ImportOutcome::Created(rev) if masked => (Outcome::Created, rev, NO_KEY.into()),
-            ImportOutcome::Created(rev) => (Outcome::Created, rev, String::new()),
-            ImportOutcome::Updated(rev) => (Outcome::Updated, rev, String::new()),
-            ImportOutcome::Unchanged(rev) => (Outcome::Unchanged, rev, String::new()),
-            ImportOutcome::Skipped(why) => (Outcome::Skipped, 0, why),
-        };
+        // The report keeps the document's name; the store's outcome names the profile.
+        (r.outcome, r.revision, r.reason) = (outcome.outcome, outcome.revision, outcome.reason);
+        // The mask keeps a stored key; a new profile has none to keep, so it comes in without
+        // one: say so, or a redacted export imported elsewhere loses keys silently.
+        if masked && r.outcome == Outcome::Created {
+            r.reason = NO_KEY.into();
+        }
     }
     Ok(reports)
 }
@@ -160,7 +139,8 @@ impl From<StoreError> for TransferError {
     }
 }
 
-/// Imports one SDK conversation folder's files (base_state.json text, event files) all or nothing.
+/// Imports one SDK conversation folder's files (base_state.json text, event files) all or nothing:
+/// the outcome (named by the conversation's id) and how many events it wrote.
 #[allow(clippy::too_many_arguments)]
 pub async fn import_conversation_files(
     store: &Store,
@@ -171,7 +151,7 @@ pub async fn import_conversation_files(
     policy: ConflictPolicy,
     dry_run: bool,
     limits: &Limits,
-) -> Result<(ConversationId, ImportOutcome, usize), TransferError> {
+) -> Result<(ImportOutcome, i64), TransferError> {
     if let Some((name, text)) = events
         .iter()
         .find(|(_, t)| t.len() > limits.max_event_bytes)
@@ -191,11 +171,16 @@ pub async fn import_conversation_files(
     if !violations.is_empty() {
         return Err(TransferError::Invalid(violations));
     }
-    let (id, count) = (c.id, events.len());
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let outcome = store
         .import_conversation(c, events, policy, dry_run)
         .await?;
-    Ok((id, outcome, count))
+    let written = if outcome.outcome == Outcome::Skipped {
+        0
+    } else {
+        count
+    };
+    Ok((outcome, written))
 }
 
 /// The configuration in effect for each LLM usage of `c`: its profile's (left out when the profile

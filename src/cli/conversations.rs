@@ -96,16 +96,16 @@ pub async fn run_import(args: ImportConversationsArgs) -> anyhow::Result<bool> {
             Err(why) => Err(why),
         };
         match result {
-            Ok((id, outcome, n, reason)) => {
+            Ok((imported, n)) => {
+                let id = &imported.name;
                 if id.replace('-', "") != name {
                     eprintln!("NOTE {name}: the folder holds conversation {id}");
                 }
-                counts[outcome as usize] += 1;
-                if outcome == Outcome::Skipped {
-                    eprintln!("SKIPPED {name}: {reason}");
-                } else {
-                    events_total += n;
+                counts[imported.outcome as usize] += 1;
+                if imported.outcome == Outcome::Skipped {
+                    eprintln!("SKIPPED {name}: {}", imported.reason);
                 }
+                events_total += n;
             }
             Err(why) => {
                 counts[Outcome::Invalid as usize] += 1;

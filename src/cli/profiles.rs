@@ -6,11 +6,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{fernet_key_from_env, Target};
-use crate::app::transfer::ImportReport;
 use crate::app::Limits;
 use crate::config::{ExportArgs, ImportArgs};
-use crate::domain::Outcome;
 use crate::domain::{ConflictPolicy, SecretsMode};
+use crate::domain::{ImportOutcome, Outcome};
 use crate::openhands::folder::{
     default_dir, prunable, Equivalent, FileState, ProfilesDir, Refused, Staging,
 };
@@ -50,7 +49,7 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
 /// files were imported.
 pub fn print_import_summary(
     dir: &std::path::Path,
-    reports: &[ImportReport],
+    reports: &[ImportOutcome],
     refused: &[Refused],
     dry_run: bool,
 ) -> bool {

@@ -6,18 +6,18 @@ use anyhow::bail;
 use super::connection::{connect, status_error, ServerChannel};
 use crate::app::transfer::{
     export_conversation_files, export_documents, import_conversation_files, import_documents,
-    ExportPage, ImportReport, TransferError,
+    ExportPage, TransferError,
 };
 use crate::app::Limits;
 use crate::config::TargetArgs;
-use crate::domain::{ConflictPolicy, Outcome, SecretsMode};
+use crate::domain::{ConflictPolicy, ImportOutcome, SecretsMode};
 use crate::domain::{ConversationId, ProfileName};
 use crate::openhands::profile::SecretsOut;
 use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::conversation_service_client::ConversationServiceClient;
 use crate::pb::profile_service_client::ProfileServiceClient;
-use crate::store::{ImportOutcome, OpenError, SledStore, Store, StoreOptions};
+use crate::store::{OpenError, SledStore, Store, StoreOptions};
 
 /// Requests stay well under the server's default 4 MiB limit.
 const CHUNK_BYTES: usize = 3 * 1024 * 1024;
@@ -69,7 +69,7 @@ impl Target {
         on_conflict: ConflictPolicy,
         dry_run: bool,
         progress: &dyn Fn(usize),
-    ) -> anyhow::Result<Vec<ImportReport>> {
+    ) -> anyhow::Result<Vec<ImportOutcome>> {
         match self {
             Self::Local(store) => {
                 let n = docs.len();
@@ -194,7 +194,7 @@ async fn remote_import(
     key: Option<&FernetKey>,
     on_conflict: ConflictPolicy,
     dry_run: bool,
-) -> anyhow::Result<Vec<ImportReport>> {
+) -> anyhow::Result<Vec<ImportOutcome>> {
     let on_conflict = pb::import_profiles_request::OnConflict::from(on_conflict);
     let resp = client
         .import_profiles(pb::ImportProfilesRequest {
@@ -220,24 +220,12 @@ async fn remote_import(
             }
         })?
         .into_inner();
-    Ok(resp
-        .results
-        .into_iter()
-        .map(|r| {
-            let outcome = Outcome::from(r.outcome());
-            ImportReport {
-                name: r.name,
-                outcome,
-                reason: r.reason,
-                revision: r.revision,
-            }
-        })
-        .collect())
+    Ok(resp.results.into_iter().map(ImportOutcome::from).collect())
 }
 
-/// The result of importing one conversation folder: its id, what happened and how many events,
-/// or why it was refused.
-pub type ConversationImport = Result<(String, Outcome, i64, String), String>;
+/// The result of importing one conversation folder: what happened (named by its id) and how many
+/// events it wrote, or why it was refused.
+pub type ConversationImport = Result<(ImportOutcome, i64), String>;
 
 impl Target {
     /// Imports one conversation folder's files.
@@ -270,20 +258,7 @@ impl Target {
                 )
                 .await;
                 Ok(match result {
-                    Ok((id, outcome, n)) => {
-                        let (outcome, reason) = match outcome {
-                            ImportOutcome::Created(_) => (Outcome::Created, String::new()),
-                            ImportOutcome::Updated(_) => (Outcome::Updated, String::new()),
-                            ImportOutcome::Unchanged(_) => (Outcome::Unchanged, String::new()),
-                            ImportOutcome::Skipped(why) => (Outcome::Skipped, why),
-                        };
-                        Ok((
-                            id.to_string(),
-                            outcome,
-                            i64::try_from(n).unwrap_or(i64::MAX),
-                            reason,
-                        ))
-                    }
+                    Ok(imported) => Ok(imported),
                     Err(TransferError::Invalid(v)) => Err(v
                         .iter()
                         .map(ToString::to_string)
@@ -311,8 +286,13 @@ impl Target {
                 Ok(match resp {
                     Ok(r) => {
                         let r = r.into_inner();
-                        let outcome = Outcome::from(r.outcome());
-                        Ok((r.id, outcome, r.events, r.reason))
+                        let outcome = ImportOutcome {
+                            outcome: r.outcome().into(),
+                            name: r.id,
+                            reason: r.reason,
+                            revision: 0,
+                        };
+                        Ok((outcome, r.events))
                     }
                     Err(s)
                         if matches!(

@@ -12,7 +12,7 @@ pub use conversation::{
 };
 pub use name::ProfileName;
 pub use profile::{LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS};
-pub use transfer::{ConflictPolicy, Outcome, SecretsMode};
+pub use transfer::{ConflictPolicy, ImportOutcome, Outcome, SecretsMode};
 
 /// One broken rule of a request: the field's path and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -64,3 +64,40 @@ impl Outcome {
         }
     }
 }
+
+/// What an import did with one item (a profile document, a conversation folder): the one form
+/// the store, the use cases, the wire and the CLI all report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// The item: a profile's name (a document's name as given, in a report on documents) or a
+    /// conversation's id.
+    pub name: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why, for Skipped and Invalid; a note for a Created profile whose secret held the mask.
+    pub reason: String,
+    /// The stored revision afterwards (0 when nothing was written).
+    pub revision: i64,
+}
+
+impl ImportOutcome {
+    /// Written (Created, Updated) or found equal (Unchanged), at `revision`.
+    pub fn stored(name: impl Into<String>, outcome: Outcome, revision: i64) -> Self {
+        Self {
+            name: name.into(),
+            outcome,
+            reason: String::new(),
+            revision,
+        }
+    }
+
+    /// Not written (Skipped, Invalid), and why.
+    pub fn refused(name: impl Into<String>, outcome: Outcome, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            outcome,
+            reason: reason.into(),
+            revision: 0,
+        }
+    }
+}

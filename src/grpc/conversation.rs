@@ -22,7 +22,6 @@ use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
 use crate::pb;
 use crate::pb::conversation_service_server::ConversationService;
-use crate::store::ImportOutcome;
 use crate::store::{EventQuery, Store, StoreError};
 
 /// The ConversationService handlers: shared state only.
@@ -358,7 +357,7 @@ impl ConversationService for ConversationApi {
             p => Some(ProfileName::parse(p, "bind_profile").map_err(|v| invalid_argument(&[v]))?),
         };
         let files: Vec<(String, String)> = events.into_iter().map(|f| (f.name, f.json)).collect();
-        let (id, outcome, count) = import_conversation_files(
+        let (outcome, events) = import_conversation_files(
             &self.store,
             &base_state_json,
             &files,
@@ -373,23 +372,11 @@ impl ConversationService for ConversationApi {
             TransferError::Invalid(v) => invalid_argument(&v),
             TransferError::Store(e) => e.into(),
         })?;
-        let id = id.to_string();
-        use pb::import_result::Outcome as O;
-        let (outcome, reason) = match outcome {
-            ImportOutcome::Created(_) => (O::Created, String::new()),
-            ImportOutcome::Updated(_) => (O::Updated, String::new()),
-            ImportOutcome::Unchanged(_) => (O::Unchanged, String::new()),
-            ImportOutcome::Skipped(why) => (O::Skipped, why),
-        };
-        let events = if outcome == O::Skipped {
-            0
-        } else {
-            i64::try_from(count).unwrap_or(i64::MAX)
-        };
+        let result = pb::ImportResult::from(outcome);
         Ok(Response::new(pb::ImportConversationResponse {
-            id,
-            outcome: outcome as i32,
-            reason,
+            id: result.name,
+            outcome: result.outcome,
+            reason: result.reason,
             events,
         }))
     }

@@ -11,7 +11,7 @@ use super::convert::{profile_from_pb, profile_to_pb};
 use super::{
     audit_secret_access, conflict_policy, page_token, parse_fernet_key, secrets_out, Limits,
 };
-use crate::app::transfer::{export_documents, import_documents, ImportReport};
+use crate::app::transfer::{export_documents, import_documents};
 use crate::auth::{principal, Role};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
@@ -274,7 +274,7 @@ impl ProfileService for ProfileApi {
         )
         .await?;
         Ok(Response::new(pb::ImportProfilesResponse {
-            results: reports.into_iter().map(import_result_to_pb).collect(),
+            results: reports.into_iter().map(pb::ImportResult::from).collect(),
         }))
     }
 
@@ -340,16 +340,6 @@ fn names_or_all(names: &[ProfileName]) -> String {
 
 /// The listing name page tokens of ExportProfiles are bound to.
 const EXPORT_LISTING: &str = "profile-export";
-
-fn import_result_to_pb(r: ImportReport) -> pb::ImportResult {
-    let outcome = pb::import_result::Outcome::from(r.outcome);
-    pb::ImportResult {
-        name: r.name,
-        outcome: outcome as i32,
-        reason: r.reason,
-        revision: r.revision,
-    }
-}
 
 /// Sends the snapshot, then every later change once: a change already reflected in the snapshot
 /// (its seq at or below the snapshot's record for that name) is skipped, so there is no gap and no

@@ -18,7 +18,7 @@ pub use self::any::{Location, Store};
 pub use self::codec::sealed_key_ids;
 pub use self::records::{place as place_of, RawRecord, RotationReport, Snapshot, TreeId};
 pub use self::sled::{CheckReport, OpenError, SledStore, StoreOptions};
-pub use crate::domain::ConflictPolicy;
+pub use crate::domain::{ConflictPolicy, ImportOutcome};
 
 /// What can go wrong in the store: expected outcomes first, then fail-stop storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -107,19 +107,6 @@ pub enum PutMode {
     Update,
     /// Create or update.
     Upsert,
-}
-
-/// What an import did with one profile.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImportOutcome {
-    /// Created at this revision.
-    Created(i64),
-    /// Replaced; now at this revision.
-    Updated(i64),
-    /// Already stored with this content, at this revision.
-    Unchanged(i64),
-    /// Not written, and why.
-    Skipped(String),
 }
 
 /// A change to a profile, published once it is durable, in commit order.

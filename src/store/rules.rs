@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
+use crate::domain::Outcome;
 use crate::domain::{
     Conversation, ConversationId, Event, LlmConfig, LlmSource, NewEvent, Profile, ProfileName,
     Timestamp,
@@ -183,7 +184,11 @@ pub fn plan_import(
         if conflicts.iter().any(|c| *c) {
             let outcomes = conflicts
                 .into_iter()
-                .map(|c| ImportOutcome::Skipped(if c { FAIL_EXISTS } else { FAIL_OTHER }.into()))
+                .zip(&items)
+                .map(|(c, (name, _))| {
+                    let why = if c { FAIL_EXISTS } else { FAIL_OTHER };
+                    ImportOutcome::refused(name.as_str(), Outcome::Skipped, why)
+                })
                 .collect();
             return (outcomes, Vec::new());
         }
@@ -194,22 +199,27 @@ pub fn plan_import(
     for (name, llm) in items {
         let old = stored.get(&name);
         let llm = llm.merge_onto(old.map(|p| &p.llm));
-        let (revision, create_time, outcome): (i64, Timestamp, fn(i64) -> ImportOutcome) = match old
-        {
+        let (revision, create_time, outcome) = match old {
             Some(o) if o.llm.same_content(&llm) => {
-                outcomes.push(ImportOutcome::Unchanged(o.revision));
-                continue;
-            }
-            Some(_) if policy == ConflictPolicy::Skip => {
-                outcomes.push(ImportOutcome::Skipped(
-                    "a profile of that name exists with other content (on_conflict SKIP)".into(),
+                outcomes.push(ImportOutcome::stored(
+                    name.as_str(),
+                    Outcome::Unchanged,
+                    o.revision,
                 ));
                 continue;
             }
-            Some(o) => (o.revision + 1, o.create_time, ImportOutcome::Updated),
-            None => (1, now, ImportOutcome::Created),
+            Some(_) if policy == ConflictPolicy::Skip => {
+                outcomes.push(ImportOutcome::refused(
+                    name.as_str(),
+                    Outcome::Skipped,
+                    "a profile of that name exists with other content (on_conflict SKIP)",
+                ));
+                continue;
+            }
+            Some(o) => (o.revision + 1, o.create_time, Outcome::Updated),
+            None => (1, now, Outcome::Created),
         };
-        outcomes.push(outcome(revision));
+        outcomes.push(ImportOutcome::stored(name.as_str(), outcome, revision));
         let profile = Profile {
             name: name.clone(),
             llm: LlmConfig {
@@ -312,17 +322,19 @@ pub fn plan_import_conversation(
     let now = Timestamp::now();
     let outcome = match (old, policy) {
         (Some(_), ConflictPolicy::Skip | ConflictPolicy::Fail) => {
-            return Err(ImportOutcome::Skipped(
-                "a conversation with that id exists".into(),
+            return Err(ImportOutcome::refused(
+                c.id.to_string(),
+                Outcome::Skipped,
+                "a conversation with that id exists",
             ));
         }
         (Some(o), ConflictPolicy::Overwrite) => {
             (c.revision, c.create_time) = (o.revision + 1, o.create_time);
-            ImportOutcome::Updated(c.revision)
+            ImportOutcome::stored(c.id.to_string(), Outcome::Updated, c.revision)
         }
         (None, _) => {
             (c.revision, c.create_time) = (1, now);
-            ImportOutcome::Created(1)
+            ImportOutcome::stored(c.id.to_string(), Outcome::Created, 1)
         }
     };
     c.update_time = now;

@@ -219,12 +219,12 @@ type ConversationImportCase = (
     Option<i64>,
     &'static str,
     usize,
-    Result<(ImportOutcome, Timestamp), ImportOutcome>,
+    Result<(Got, Timestamp), Got>,
 );
 
 #[test]
 fn plan_import_conversation() {
-    use ImportOutcome::{Created, Updated};
+    use Got::{Created, Updated};
     let exists = || skipped("a conversation with that id exists");
     let (same, other) = (TITLE, "imported");
     let cases: Vec<ConversationImportCase> = vec![
@@ -286,11 +286,14 @@ fn plan_import_conversation() {
             let (got, span) = timed(|| {
                 super::plan_import_conversation(incoming.clone(), old.as_ref(), events, *policy)
             });
-            let got = got.map(|(mut c, outcome)| {
-                settle(&mut c.create_time, &span);
-                settle(&mut c.update_time, &span);
-                (c, outcome)
-            });
+            let got = got
+                .map(|(mut c, outcome)| {
+                    settle(&mut c.create_time, &span);
+                    settle(&mut c.update_time, &span);
+                    assert_eq!(outcome.name, c.id.to_string(), "{case}: named by its id");
+                    (c, Got::from(outcome))
+                })
+                .map_err(Got::from);
             let want = want.clone().map(|(outcome, create_time)| {
                 let (Created(revision) | Updated(revision)) = outcome else {
                     unreachable!("{case}: the table plans only writes")

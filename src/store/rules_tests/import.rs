@@ -14,13 +14,13 @@ type ImportCase = (
     &'static [ConflictPolicy],
     Vec<Profile>,
     Vec<(&'static str, LlmConfig)>,
-    Vec<ImportOutcome>,
+    Vec<Got>,
     Vec<Profile>,
 );
 
 #[test]
 fn plan_import() {
-    use ImportOutcome::{Created, Unchanged, Updated};
+    use Got::{Created, Unchanged, Updated};
     let a = |l: LlmConfig| vec![stored("a", l, 3)];
     let cases: Vec<ImportCase> = vec![
         (
@@ -186,6 +186,7 @@ fn plan_import() {
                 settle(&mut p.create_time, &span);
                 settle(&mut p.update_time, &span);
             }
+            let got_outcomes: Vec<Got> = got_outcomes.into_iter().map(Got::from).collect();
             assert_eq!(got_outcomes, outcomes, "{case}: outcomes");
             assert_eq!(got_writes, writes, "{case}: writes");
         }
