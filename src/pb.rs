@@ -12,82 +12,41 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 mod words {
     use super::export_profiles_request::Secrets;
     use super::import_profiles_request::OnConflict;
-    use super::import_result;
+    use super::import_result::Outcome as PbOutcome;
     use crate::domain::{ConflictPolicy, ImportOutcome, Outcome, SecretsMode};
 
-    /// UNSPECIFIED is the default, SKIP.
-    impl From<OnConflict> for ConflictPolicy {
-        fn from(c: OnConflict) -> Self {
-            match c {
-                OnConflict::Unspecified | OnConflict::Skip => Self::Skip,
-                OnConflict::Overwrite => Self::Overwrite,
-                OnConflict::Fail => Self::Fail,
+    /// `From` both ways between a domain enum and its pb form, variant for variant; the pb
+    /// variants after `;` (UNSPECIFIED, or one a newer peer sends) read as the domain one given.
+    macro_rules! both_ways {
+        ($domain:ident <=> $pb:ident [$($v:ident),*]; $($other:ident => $to:ident),*) => {
+            impl From<$pb> for $domain {
+                fn from(x: $pb) -> Self {
+                    match x {
+                        $($pb::$v => Self::$v,)*
+                        $($pb::$other => Self::$to,)*
+                    }
+                }
             }
-        }
+
+            impl From<$domain> for $pb {
+                fn from(x: $domain) -> Self {
+                    match x {
+                        $($domain::$v => Self::$v,)*
+                    }
+                }
+            }
+        };
     }
 
-    impl From<ConflictPolicy> for OnConflict {
-        fn from(c: ConflictPolicy) -> Self {
-            match c {
-                ConflictPolicy::Skip => Self::Skip,
-                ConflictPolicy::Overwrite => Self::Overwrite,
-                ConflictPolicy::Fail => Self::Fail,
-            }
-        }
-    }
-
-    /// UNSPECIFIED is the default, REDACTED.
-    impl From<Secrets> for SecretsMode {
-        fn from(s: Secrets) -> Self {
-            match s {
-                Secrets::Unspecified | Secrets::Redacted => Self::Redacted,
-                Secrets::Plaintext => Self::Plaintext,
-                Secrets::Encrypted => Self::Encrypted,
-            }
-        }
-    }
-
-    impl From<SecretsMode> for Secrets {
-        fn from(s: SecretsMode) -> Self {
-            match s {
-                SecretsMode::Redacted => Self::Redacted,
-                SecretsMode::Plaintext => Self::Plaintext,
-                SecretsMode::Encrypted => Self::Encrypted,
-            }
-        }
-    }
-
-    /// An outcome a newer server sends and this build does not know reads as INVALID.
-    impl From<import_result::Outcome> for Outcome {
-        fn from(o: import_result::Outcome) -> Self {
-            use import_result::Outcome as O;
-            match o {
-                O::Created => Self::Created,
-                O::Updated => Self::Updated,
-                O::Unchanged => Self::Unchanged,
-                O::Skipped => Self::Skipped,
-                O::Invalid | O::Unspecified => Self::Invalid,
-            }
-        }
-    }
-
-    impl From<Outcome> for import_result::Outcome {
-        fn from(o: Outcome) -> Self {
-            match o {
-                Outcome::Created => Self::Created,
-                Outcome::Updated => Self::Updated,
-                Outcome::Unchanged => Self::Unchanged,
-                Outcome::Skipped => Self::Skipped,
-                Outcome::Invalid => Self::Invalid,
-            }
-        }
-    }
+    both_ways!(ConflictPolicy <=> OnConflict [Skip, Overwrite, Fail]; Unspecified => Skip);
+    both_ways!(SecretsMode <=> Secrets [Redacted, Plaintext, Encrypted]; Unspecified => Redacted);
+    both_ways!(Outcome <=> PbOutcome [Created, Updated, Unchanged, Skipped, Invalid]; Unspecified => Invalid);
 
     impl From<ImportOutcome> for super::ImportResult {
         fn from(o: ImportOutcome) -> Self {
             Self {
                 name: o.name,
-                outcome: import_result::Outcome::from(o.outcome) as i32,
+                outcome: PbOutcome::from(o.outcome) as i32,
                 reason: o.reason,
                 revision: o.revision,
             }

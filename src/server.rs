@@ -111,15 +111,9 @@ impl Application {
     /// Serves until `shutdown` completes, then: health NOT_SERVING, stop accepting, end streams,
     /// give in-flight calls the grace period, flush the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self {
-            listener,
-            health_listener,
-            store,
-            location,
-            args,
-            auth,
-            tls,
-        } = self;
+        let (listener, health_listener) = (self.listener, self.health_listener);
+        let (store, location, args) = (self.store, self.location, self.args);
+        let (auth, tls) = (self.auth, self.tls);
         let addr = listener.local_addr()?;
         let limits = Limits {
             page_key: store.page_key(),

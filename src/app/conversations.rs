@@ -90,36 +90,40 @@ pub async fn update(
     let all = paths.is_empty();
     let wants = move |f: &str| all || paths.iter().any(|p| p == f);
     store
-        .update_conversation(id, expected_revision, move |old| {
-            let mut c = old.clone();
-            if wants("llms") {
-                c.llms = new
-                    .llms
-                    .into_iter()
-                    .map(|(u, s)| {
-                        let s = merge_inline(s, old.llms.get(&u), blind);
-                        (u, s)
-                    })
-                    .collect();
-            }
-            if wants("execution_status") && !(all && status_unset) {
-                c.execution_status = new.execution_status;
-            }
-            if wants("title") {
-                c.title = new.title;
-            }
-            if wants("tags") {
-                c.tags = new.tags;
-            }
-            if wants("state") {
-                c.state = new.state;
-            }
-            // The same rule as SwitchLlm (a status change to RUNNING may come with new LLMs).
-            if c.execution_status == ExecutionStatus::Running && c.llms != old.llms {
-                refuse_while_running(old, "changing its LLMs")?;
-            }
-            Ok(c)
-        })
+        .update_conversation(
+            id,
+            expected_revision,
+            Box::new(move |old| {
+                let mut c = old.clone();
+                if wants("llms") {
+                    c.llms = new
+                        .llms
+                        .into_iter()
+                        .map(|(u, s)| {
+                            let s = merge_inline(s, old.llms.get(&u), blind);
+                            (u, s)
+                        })
+                        .collect();
+                }
+                if wants("execution_status") && !(all && status_unset) {
+                    c.execution_status = new.execution_status;
+                }
+                if wants("title") {
+                    c.title = new.title;
+                }
+                if wants("tags") {
+                    c.tags = new.tags;
+                }
+                if wants("state") {
+                    c.state = new.state;
+                }
+                // The same rule as SwitchLlm (a status change to RUNNING may come with new LLMs).
+                if c.execution_status == ExecutionStatus::Running && c.llms != old.llms {
+                    refuse_while_running(old, "changing its LLMs")?;
+                }
+                Ok(c)
+            }),
+        )
         .await
 }
 
@@ -138,13 +142,17 @@ pub async fn switch_llm(
         usage
     };
     store
-        .update_conversation(id, expected_revision, move |old| {
-            refuse_while_running(old, "switching its LLM")?;
-            let mut c = old.clone();
-            let source = merge_inline(source, old.llms.get(&usage), blind);
-            c.llms.insert(usage, source);
-            Ok(c)
-        })
+        .update_conversation(
+            id,
+            expected_revision,
+            Box::new(move |old| {
+                refuse_while_running(old, "switching its LLM")?;
+                let mut c = old.clone();
+                let source = merge_inline(source, old.llms.get(&usage), blind);
+                c.llms.insert(usage, source);
+                Ok(c)
+            }),
+        )
         .await
 }
 

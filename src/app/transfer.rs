@@ -107,10 +107,7 @@ pub async fn export_documents(
             let p = store
                 .get_profile(name)
                 .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "profile",
-                    name: name.to_string(),
-                })?;
+                .ok_or_else(|| StoreError::not_found("profile", name))?;
             profiles.push(p);
         }
     }
@@ -214,10 +211,7 @@ pub async fn export_conversation_files(
     let c = store
         .get_conversation(id)
         .await?
-        .ok_or_else(|| StoreError::NotFound {
-            kind: "conversation",
-            name: id.to_string(),
-        })?;
+        .ok_or_else(|| StoreError::not_found("conversation", id))?;
     let resolved = resolve_llms(store, &c).await?;
     let mut events: Vec<Event> = Vec::new();
     loop {

@@ -47,10 +47,7 @@ fn parse_id(raw: &str, field: &str) -> Result<ConversationId, Status> {
 }
 
 fn not_found(id: &ConversationId) -> Status {
-    Status::from(StoreError::NotFound {
-        kind: "conversation",
-        name: id.to_string(),
-    })
+    Status::from(StoreError::not_found("conversation", id))
 }
 
 impl ConversationApi {

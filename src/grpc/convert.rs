@@ -40,92 +40,50 @@ pub fn profile_to_pb(p: Profile) -> pb::Profile {
     }
 }
 
+/// Builds `$Dst { .. }` from `$src` with the LLM fields the domain and the pb form share as they
+/// are, plus `$rest` (the secrets, `extra`, and what only one side has). Both structs are built
+/// this way, one in each direction, and a struct literal must name every field: a field added to
+/// either side does not compile until it is converted.
+macro_rules! llm_with_plain_fields {
+    ($src:ident => $($Dst:ident)::+ { $($rest:tt)* }) => {
+        $($Dst)::+ {
+            model: $src.model, base_url: $src.base_url, api_version: $src.api_version,
+            aws_region_name: $src.aws_region_name, temperature: $src.temperature,
+            top_p: $src.top_p, top_k: $src.top_k, max_input_tokens: $src.max_input_tokens,
+            max_output_tokens: $src.max_output_tokens, reasoning_effort: $src.reasoning_effort,
+            usage_id: $src.usage_id,
+            $($rest)*
+        }
+    };
+}
+
 /// An LLM configuration for a response.
 pub fn llm_to_pb(llm: LlmConfig) -> pb::LlmConfig {
-    let LlmConfig {
-        model,
-        base_url,
-        api_version,
-        api_key,
-        aws_access_key_id,
-        aws_secret_access_key,
-        aws_session_token,
-        aws_region_name,
-        temperature,
-        top_p,
-        top_k,
-        max_input_tokens,
-        max_output_tokens,
-        reasoning_effort,
-        usage_id,
-        extra,
-        key_order: _,
-        blind_write: _,
-    } = llm;
     let secret = |s: Option<Secret>| s.map(|s| s.expose().to_owned());
-    pb::LlmConfig {
-        model,
-        base_url,
-        api_version,
-        api_key: secret(api_key),
-        aws_access_key_id: secret(aws_access_key_id),
-        aws_secret_access_key: secret(aws_secret_access_key),
-        aws_session_token: secret(aws_session_token),
-        aws_region_name,
-        temperature,
-        top_p,
-        top_k,
-        max_input_tokens,
-        max_output_tokens,
-        reasoning_effort,
-        usage_id,
-        extra: (!extra.is_empty()).then(|| map_to_struct(&extra)),
-    }
+    llm_with_plain_fields!(llm => pb::LlmConfig {
+        api_key: secret(llm.api_key),
+        aws_access_key_id: secret(llm.aws_access_key_id),
+        aws_secret_access_key: secret(llm.aws_secret_access_key),
+        aws_session_token: secret(llm.aws_session_token),
+        extra: (!llm.extra.is_empty()).then(|| map_to_struct(&llm.extra)),
+    })
 }
 
 /// An LLM configuration from a request, unvalidated; conversion problems land in `violations`.
 pub fn llm_from_pb(pb: pb::LlmConfig, field: &str, violations: &mut Vec<Violation>) -> LlmConfig {
-    let pb::LlmConfig {
-        model,
-        base_url,
-        api_version,
-        api_key,
-        aws_access_key_id,
-        aws_secret_access_key,
-        aws_session_token,
-        aws_region_name,
-        temperature,
-        top_p,
-        top_k,
-        max_input_tokens,
-        max_output_tokens,
-        reasoning_effort,
-        usage_id,
-        extra,
-    } = pb;
-    let extra = extra
+    let extra = pb
+        .extra
         .map(|s| struct_to_map(s, &format!("{field}.extra"), violations))
         .unwrap_or_default();
-    LlmConfig {
-        model,
-        base_url,
-        api_version,
-        api_key: api_key.map(Secret::new),
-        aws_access_key_id: aws_access_key_id.map(Secret::new),
-        aws_secret_access_key: aws_secret_access_key.map(Secret::new),
-        aws_session_token: aws_session_token.map(Secret::new),
-        aws_region_name,
-        temperature,
-        top_p,
-        top_k,
-        max_input_tokens,
-        max_output_tokens,
-        reasoning_effort,
-        usage_id,
+    llm_with_plain_fields!(pb => LlmConfig {
+        api_key: pb.api_key.map(Secret::new),
+        aws_access_key_id: pb.aws_access_key_id.map(Secret::new),
+        aws_secret_access_key: pb.aws_secret_access_key.map(Secret::new),
+        aws_session_token: pb.aws_session_token.map(Secret::new),
         extra,
         key_order: Vec::new(),
         blind_write: false,
-    }
+    })
 }
 
 /// A profile from a write request, with every rule checked: its name, its LLM configuration and the

@@ -47,10 +47,7 @@ fn parse_name(raw: &str, field: &str) -> Result<ProfileName, Status> {
 }
 
 fn not_found(name: &ProfileName) -> Status {
-    Status::from(StoreError::NotFound {
-        kind: "profile",
-        name: name.to_string(),
-    })
+    Status::from(StoreError::not_found("profile", name))
 }
 
 fn event(

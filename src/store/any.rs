@@ -6,8 +6,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::postgres::{PgOptions, PgStore};
 use super::{
-    ConflictPolicy, EventBatch, EventQuery, ImportOutcome, ProfileWatch, PutMode, PutOutcome,
-    RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
+    ConflictPolicy, ConversationChange, EventBatch, EventQuery, ImportOutcome, ProfileWatch,
+    PutMode, PutOutcome, RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
 };
 use crate::domain::{
     Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
@@ -136,159 +136,73 @@ impl Store {
     }
 }
 
-/// The store's operations: the contract each backend implements once (a backend that lacks one,
-/// or gives it another signature, does not compile here).
+/// Writes each async method of [`Store`] once, as its contract: the doc, the arguments, what it
+/// gives; the body calls the backend's method of the same name (a backend that lacks one, or
+/// takes other arguments, does not compile here).
+macro_rules! dispatch {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, StoreError> {
+                each!(self, s => s.$name($($arg),*).await)
+            }
+        )*
+    };
+}
+
+/// The store's operations: the contract each backend implements once.
 impl Store {
-    /// One profile, or `None`.
-    pub async fn get_profile(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
-        each!(self, s => s.get_profile(name).await)
-    }
-
-    /// Up to `limit` profiles in name order, after the name `after` when given.
-    pub async fn list_profiles(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Profile>, StoreError> {
-        each!(self, s => s.list_profiles(after, limit).await)
-    }
-
-    /// Creates or replaces a profile's configuration (secret and extra merge rules applied against
-    /// the stored one); durable when it returns.
-    pub async fn put_profile(
-        &self,
-        name: ProfileName,
-        llm: LlmConfig,
-        mode: PutMode,
-        expected_revision: Option<i64>,
-    ) -> Result<(Profile, PutOutcome), StoreError> {
-        each!(self, s => s.put_profile(name, llm, mode, expected_revision).await)
-    }
-
-    /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
-    pub async fn delete_profile(
-        &self,
-        name: &ProfileName,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
-    ) -> Result<Option<Profile>, StoreError> {
-        each!(self, s => s.delete_profile(name, expected_revision, allow_missing, force).await)
-    }
-
-    /// Renames a profile atomically; durable when it returns.
-    pub async fn rename_profile(
-        &self,
-        from: &ProfileName,
-        to: &ProfileName,
-    ) -> Result<Profile, StoreError> {
-        each!(self, s => s.rename_profile(from, to).await)
-    }
-
-    /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on `dry_run`).
-    /// The same name twice sees its first occurrence as existing.
-    pub async fn import_profiles(
-        &self,
-        items: Vec<(ProfileName, LlmConfig)>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-    ) -> Result<Vec<ImportOutcome>, StoreError> {
-        each!(self, s => s.import_profiles(items, policy, dry_run).await)
-    }
-
-    /// Starts a watch: subscribe first, then (optionally) the snapshot.
-    pub async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
-        each!(self, s => s.watch_profiles(snapshot).await)
+    dispatch! {
+        /// One profile, or `None`.
+        fn get_profile(name: &ProfileName) -> Option<Profile>;
+        /// Up to `limit` profiles in name order, after the name `after` when given.
+        fn list_profiles(after: Option<&str>, limit: usize) -> Vec<Profile>;
+        /// Creates or replaces a profile's configuration (secret and extra merge rules applied
+        /// against the stored one); durable when it returns.
+        fn put_profile(name: ProfileName, llm: LlmConfig, mode: PutMode, expected_revision: Option<i64>)
+            -> (Profile, PutOutcome);
+        /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
+        fn delete_profile(name: &ProfileName, expected_revision: Option<i64>, allow_missing: bool, force: bool)
+            -> Option<Profile>;
+        /// Renames a profile atomically; durable when it returns.
+        fn rename_profile(from: &ProfileName, to: &ProfileName) -> Profile;
+        /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on
+        /// `dry_run`). The same name twice sees its first occurrence as existing.
+        fn import_profiles(items: Vec<(ProfileName, LlmConfig)>, policy: ConflictPolicy, dry_run: bool)
+            -> Vec<ImportOutcome>;
+        /// Starts a watch: subscribe first, then (optionally) the snapshot.
+        fn watch_profiles(snapshot: bool) -> ProfileWatch;
+        /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.
+        fn create_conversation(c: Conversation) -> Conversation;
+        /// One conversation, or `None`.
+        fn get_conversation(id: &ConversationId) -> Option<Conversation>;
+        /// Up to `limit` conversations by id after `after`, filtered by status and bound profile
+        /// (the profile filter reads an index, not every conversation).
+        fn list_conversations(after: Option<ConversationId>, limit: usize, status: Option<ExecutionStatus>,
+            profile: Option<&ProfileName>) -> Vec<Conversation>;
+        /// Replaces the mutable fields with what `change` makes of the stored conversation;
+        /// checks `expected_revision` and that bound profiles exist; durable when it returns.
+        fn update_conversation(id: &ConversationId, expected_revision: Option<i64>,
+            change: ConversationChange<'_>) -> Conversation;
+        /// Deletes a conversation and its events atomically; returns it and the number of events.
+        /// With `force`, a record that does not decode goes too (returned as a placeholder of
+        /// revision 0).
+        fn delete_conversation(id: &ConversationId, expected_revision: Option<i64>, allow_missing: bool,
+            force: bool) -> Option<(Conversation, i64)>;
+        /// Appends events, all or none, at the next seqs; returns (first seq, next seq).
+        fn append_events(id: &ConversationId, events: Vec<NewEvent>, expected_next_seq: Option<i64>)
+            -> (i64, i64);
+        /// A page of events.
+        fn list_events(id: &ConversationId, query: &EventQuery) -> Vec<Event>;
+        /// Imports a conversation with its events in one transaction (per `policy`; nothing
+        /// written on `dry_run`); OVERWRITE replaces the stored conversation and all its events.
+        fn import_conversation(c: Conversation, events: Vec<NewEvent>, policy: ConflictPolicy, dry_run: bool)
+            -> ImportOutcome;
     }
 
     /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         each!(self, s => s.flush())
-    }
-}
-
-impl Store {
-    /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.
-    pub async fn create_conversation(&self, c: Conversation) -> Result<Conversation, StoreError> {
-        each!(self, s => s.create_conversation(c).await)
-    }
-
-    /// One conversation, or `None`.
-    pub async fn get_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> Result<Option<Conversation>, StoreError> {
-        each!(self, s => s.get_conversation(id).await)
-    }
-
-    /// Up to `limit` conversations by id after `after`, filtered by status and bound profile (the
-    /// profile filter reads an index, not every conversation).
-    pub async fn list_conversations(
-        &self,
-        after: Option<ConversationId>,
-        limit: usize,
-        status: Option<ExecutionStatus>,
-        profile: Option<&ProfileName>,
-    ) -> Result<Vec<Conversation>, StoreError> {
-        each!(self, s => s.list_conversations(after, limit, status, profile).await)
-    }
-
-    /// Replaces the mutable fields with what `change` makes of the stored conversation; checks
-    /// `expected_revision` and that bound profiles exist; durable when it returns.
-    pub async fn update_conversation<F>(
-        &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        change: F,
-    ) -> Result<Conversation, StoreError>
-    where
-        F: FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send,
-    {
-        each!(self, s => s.update_conversation(id, expected_revision, change).await)
-    }
-
-    /// Deletes a conversation and its events atomically; returns it and the number of events.
-    /// With `force`, a record that does not decode goes too (returned as a placeholder of
-    /// revision 0).
-    pub async fn delete_conversation(
-        &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
-    ) -> Result<Option<(Conversation, i64)>, StoreError> {
-        each!(self, s => s.delete_conversation(id, expected_revision, allow_missing, force).await)
-    }
-
-    /// Appends events, all or none, at the next seqs; returns (first seq, next seq).
-    pub async fn append_events(
-        &self,
-        id: &ConversationId,
-        events: Vec<NewEvent>,
-        expected_next_seq: Option<i64>,
-    ) -> Result<(i64, i64), StoreError> {
-        each!(self, s => s.append_events(id, events, expected_next_seq).await)
-    }
-
-    /// A page of events.
-    pub async fn list_events(
-        &self,
-        id: &ConversationId,
-        query: &EventQuery,
-    ) -> Result<Vec<Event>, StoreError> {
-        each!(self, s => s.list_events(id, query).await)
-    }
-
-    /// Imports a conversation with its events in one transaction (per `policy`; nothing written on
-    /// `dry_run`); OVERWRITE replaces the stored conversation and all of its events.
-    pub async fn import_conversation(
-        &self,
-        c: Conversation,
-        events: Vec<NewEvent>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-    ) -> Result<ImportOutcome, StoreError> {
-        each!(self, s => s.import_conversation(c, events, policy, dry_run).await)
     }
 
     /// Live appended events (subscribe before reading the stored ones, then skip by seq).

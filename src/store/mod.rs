@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::domain::{ConversationId, Profile, ProfileName};
+use crate::domain::{Conversation, ConversationId, Profile, ProfileName};
 
 pub use self::any::{Location, Store};
 pub use self::codec::sealed_key_ids;
@@ -76,6 +76,16 @@ pub enum StoreError {
     Volume(fault::VolumeFault),
 }
 
+impl StoreError {
+    /// NOT_FOUND for the `kind` ("profile", "conversation") named `name`.
+    pub fn not_found(kind: &'static str, name: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            kind,
+            name: name.to_string(),
+        }
+    }
+}
+
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> Self {
         match e {
@@ -86,6 +96,10 @@ impl From<::sled::Error> for StoreError {
         }
     }
 }
+
+/// What an update makes of the stored conversation, or why it refuses; run under the write lock.
+pub type ConversationChange<'a> =
+    Box<dyn FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send + 'a>;
 
 /// What a put did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

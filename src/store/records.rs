@@ -180,6 +180,18 @@ impl RotationReport {
     }
 }
 
+/// A record that reads, or `None` after one error line naming what was passed over: a listing
+/// skips a damaged record (`check` reports it, a forced delete removes it) instead of failing.
+pub fn or_skip<T>(read: Result<T, StoreError>, what: &str) -> Option<T> {
+    match read {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "skipping a damaged {what}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

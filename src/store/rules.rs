@@ -18,13 +18,6 @@ pub enum PutPlan {
     Write(Profile, PutOutcome),
 }
 
-pub fn not_found(name: &ProfileName) -> StoreError {
-    StoreError::NotFound {
-        kind: "profile",
-        name: name.to_string(),
-    }
-}
-
 pub fn check_revision(profile: &Profile, expected: Option<i64>) -> Result<(), StoreError> {
     match expected {
         Some(expected) if expected != profile.revision => Err(StoreError::RevisionMismatch {
@@ -52,7 +45,7 @@ pub fn plan_put(
                 name: name.to_string(),
             })
         }
-        (None, PutMode::Update) => return Err(not_found(&name)),
+        (None, PutMode::Update) => return Err(StoreError::not_found("profile", &name)),
         (None, _) if expected_revision.is_some_and(|r| r != 0) => {
             return Err(StoreError::RevisionMismatch {
                 kind: "profile",
@@ -73,21 +66,29 @@ pub fn plan_put(
                 Some(o) => (o.revision + 1, o.create_time, PutOutcome::Updated),
                 None => (1, now, PutOutcome::Created),
             };
-            PutPlan::Write(
-                Profile {
-                    name,
-                    llm: LlmConfig {
-                        blind_write: false,
-                        ..llm
-                    },
-                    revision,
-                    create_time,
-                    update_time: now,
-                },
-                outcome,
-            )
+            PutPlan::Write(written(name, llm, revision, create_time, now), outcome)
         }
     })
+}
+
+/// A profile as it is written: stored values are never marked blind (that is a request's mark).
+fn written(
+    name: ProfileName,
+    llm: LlmConfig,
+    revision: i64,
+    create_time: Timestamp,
+    now: Timestamp,
+) -> Profile {
+    Profile {
+        name,
+        llm: LlmConfig {
+            blind_write: false,
+            ..llm
+        },
+        revision,
+        create_time,
+        update_time: now,
+    }
 }
 
 /// What a forced delete of a damaged profile record reports as deleted: the name, revision 0.
@@ -220,27 +221,11 @@ pub fn plan_import(
             None => (1, now, Outcome::Created),
         };
         outcomes.push(ImportOutcome::stored(name.as_str(), outcome, revision));
-        let profile = Profile {
-            name: name.clone(),
-            llm: LlmConfig {
-                blind_write: false,
-                ..llm
-            },
-            revision,
-            create_time,
-            update_time: now,
-        };
+        let profile = written(name.clone(), llm, revision, create_time, now);
         writes.push(profile.clone());
         stored.insert(name, profile);
     }
     (outcomes, writes)
-}
-
-pub fn conversation_not_found(id: &ConversationId) -> StoreError {
-    StoreError::NotFound {
-        kind: "conversation",
-        name: id.to_string(),
-    }
 }
 
 pub fn check_conversation_revision(

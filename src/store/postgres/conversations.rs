@@ -4,9 +4,11 @@ use tokio::sync::broadcast;
 
 use super::{limit, rows, store_error, uuid, PgStore, Tx};
 use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
-use crate::store::records::{decode, encode, event_key};
+use crate::store::records::{decode, encode, event_key, or_skip};
 use crate::store::rules;
-use crate::store::{ConflictPolicy, EventBatch, EventQuery, ImportOutcome, StoreError, TreeId};
+use crate::store::{
+    ConflictPolicy, ConversationChange, EventBatch, EventQuery, ImportOutcome, StoreError, TreeId,
+};
 
 impl PgStore {
     pub(crate) async fn create_conversation(
@@ -68,28 +70,25 @@ impl PgStore {
         let mut out = Vec::with_capacity(rows.len());
         for (id, bytes, count) in rows {
             let id = ConversationId::from_bytes(id.into_bytes());
-            match self.conversation(&id, &bytes, count) {
-                Ok(c) => out.push(c),
-                Err(e) => tracing::error!(error = %e, "skipping a damaged conversation record"),
-            }
+            out.extend(or_skip(
+                self.conversation(&id, &bytes, count),
+                "conversation record",
+            ));
         }
         Ok(out)
     }
 
-    pub(crate) async fn update_conversation<F>(
+    pub(crate) async fn update_conversation(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
-        change: F,
-    ) -> Result<Conversation, StoreError>
-    where
-        F: FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send,
-    {
+        change: ConversationChange<'_>,
+    ) -> Result<Conversation, StoreError> {
         let mut tx = self.begin(true).await?;
         let old = self
             .read_conversation(&mut tx, id, true)
             .await?
-            .ok_or_else(|| rules::conversation_not_found(id))?;
+            .ok_or_else(|| StoreError::not_found("conversation", id))?;
         rules::check_conversation_revision(&old, expected_revision)?;
         let Some(new) = rules::updated(&old, change)? else {
             return Ok(old);
@@ -129,7 +128,7 @@ impl PgStore {
             return if allow_missing {
                 Ok(None)
             } else {
-                Err(rules::conversation_not_found(id))
+                Err(StoreError::not_found("conversation", id))
             };
         };
         rules::check_conversation_revision(&old, expected_revision)?;
@@ -158,7 +157,7 @@ impl PgStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(store_error)?
-                .ok_or_else(|| rules::conversation_not_found(id))?;
+                .ok_or_else(|| StoreError::not_found("conversation", id))?;
         rules::check_next_seq(id, first, expected_next_seq)?;
         if events.is_empty() {
             return Ok((first, first));
@@ -202,10 +201,10 @@ impl PgStore {
         let mut out = Vec::with_capacity(rows.len());
         for (seq, bytes) in rows {
             let key = event_key(id, seq);
-            match decode::<Event>(TreeId::Events, &key, &bytes) {
-                Ok(e) => out.push(e),
-                Err(e) => tracing::error!(error = %e, "skipping a damaged event record"),
-            }
+            out.extend(or_skip(
+                decode::<Event>(TreeId::Events, &key, &bytes),
+                "event record",
+            ));
         }
         Ok(out)
     }
@@ -256,7 +255,7 @@ impl PgStore {
                 .await
                 .map_err(store_error)?;
             if found.is_none() {
-                return Err(rules::not_found(name));
+                return Err(StoreError::not_found("profile", name));
             }
         }
         Ok(())

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, watch};
 use super::{store_error, CHANNEL};
 use crate::domain::{ConversationId, Profile, ProfileName};
 use crate::store::codec::Codec;
+use crate::store::records::or_skip;
 use crate::store::{EventBatch, ProfileChange, StoreError};
 
 /// Profiles read through this replica, valid while the listener is connected. Each entry carries the
@@ -307,15 +308,15 @@ impl Listener {
                     continue;
                 }
                 let change = match record {
-                    Some(bytes) => match self.codec.decode_profile(name.as_bytes(), &bytes) {
-                        Ok(r) => ProfileChange::Put {
+                    Some(bytes) => match or_skip(
+                        self.codec.decode_profile(name.as_bytes(), &bytes),
+                        "profile change",
+                    ) {
+                        Some(r) => ProfileChange::Put {
                             seq,
                             profile: Arc::new(r.profile),
                         },
-                        Err(e) => {
-                            tracing::error!(error = %e, "skipping a damaged profile change");
-                            continue;
-                        }
+                        None => continue,
                     },
                     None => {
                         let Ok(name) = ProfileName::parse(&name, "name") else {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{limit, puts, rows, store_error, PgStore, Tx};
 use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName};
 use crate::store::codec::ProfileRecord;
+use crate::store::records::or_skip;
 use crate::store::rules;
 use crate::store::{
     ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
@@ -54,10 +55,8 @@ impl PgStore {
         .map_err(store_error)?;
         let mut out = Vec::with_capacity(rows.len());
         for (name, bytes) in rows {
-            match self.codec.decode_profile(name.as_bytes(), &bytes) {
-                Ok(r) => out.push(r.profile),
-                Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
-            }
+            let read = self.codec.decode_profile(name.as_bytes(), &bytes);
+            out.extend(or_skip(read, "profile record").map(|r| r.profile));
         }
         Ok(out)
     }
@@ -104,7 +103,7 @@ impl PgStore {
             return if allow_missing {
                 Ok(None)
             } else {
-                Err(rules::not_found(name))
+                Err(StoreError::not_found("profile", name))
             };
         };
         rules::check_revision(&old, expected_revision)?;
@@ -124,7 +123,7 @@ impl PgStore {
         let old = self
             .read_profile(&mut tx, from)
             .await?
-            .ok_or_else(|| rules::not_found(from))?;
+            .ok_or_else(|| StoreError::not_found("profile", from))?;
         if from == to {
             return Ok(old);
         }
@@ -196,10 +195,9 @@ impl PgStore {
         tx.commit().await.map_err(store_error)?;
         let mut out = Vec::with_capacity(rows.len());
         for (name, seq, bytes) in rows {
-            match self.codec.decode_profile(name.as_bytes(), &bytes) {
-                Ok(r) => out.push((u64::try_from(seq).unwrap_or(0), r.profile)),
-                Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
-            }
+            let read = self.codec.decode_profile(name.as_bytes(), &bytes);
+            let seq = u64::try_from(seq).unwrap_or(0);
+            out.extend(or_skip(read, "profile record").map(|r| (seq, r.profile)));
         }
         Ok(ProfileWatch {
             snapshot: out,

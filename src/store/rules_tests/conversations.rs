@@ -196,7 +196,11 @@ fn updated_passes_a_refusal_on() {
             StoreError::FailedPrecondition("conversation is running".into()),
             "running",
         ),
-        ("gone", conversation_not_found(&id(7)), cid.as_str()),
+        (
+            "gone",
+            StoreError::not_found("conversation", id(7)),
+            cid.as_str(),
+        ),
         ("stale", mismatch("conversation", &cid, 2, 4), cid.as_str()),
     ];
     for (case, refusal, resource) in cases {

@@ -4,10 +4,15 @@ use super::*;
 #[test]
 fn not_found_names_the_resource() {
     let cases = [
-        ("profile", not_found(&name("gpt-4o")), "profile", "gpt-4o"),
+        (
+            "profile",
+            StoreError::not_found("profile", name("gpt-4o")),
+            "profile",
+            "gpt-4o",
+        ),
         (
             "conversation",
-            conversation_not_found(&id(1)),
+            StoreError::not_found("conversation", id(1)),
             "conversation",
             "01010101-0101-0101-0101-010101010101",
         ),
@@ -101,7 +106,7 @@ fn plan_put_mode_and_revision() {
         kind: "profile",
         name: "gpt".into(),
     };
-    let missing = || not_found(&name("gpt"));
+    let missing = || StoreError::not_found("profile", name("gpt"));
     let stale = |expected, actual| mismatch("profile", "gpt", expected, actual);
     // (revision of the stored "gpt" (gpt-4o), the put's model, mode, expected revision, outcome
     // and revision); each case is named by its inputs.

@@ -9,9 +9,11 @@ use tokio::sync::broadcast;
 
 use super::SledStore;
 use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
-use crate::store::records::{binding_key, decode, encode, event_key, TreeId};
+use crate::store::records::{binding_key, decode, encode, event_key, or_skip, TreeId};
 use crate::store::rules;
-use crate::store::{Change, ConflictPolicy, EventBatch, EventQuery, ImportOutcome, StoreError};
+use crate::store::{
+    Change, ConflictPolicy, ConversationChange, EventBatch, EventQuery, ImportOutcome, StoreError,
+};
 
 /// One write of a transaction.
 pub(super) enum Op {
@@ -29,8 +31,6 @@ fn id_from_key(key: &[u8]) -> Option<ConversationId> {
     let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
     Some(ConversationId::from_bytes(tail))
 }
-
-use rules::conversation_not_found as not_found;
 
 impl SledStore {
     /// Applies `ops` atomically across every tree.
@@ -103,10 +103,7 @@ impl SledStore {
     fn check_profiles_exist(&self, c: &Conversation) -> Result<(), StoreError> {
         for name in c.bound_profiles() {
             if !self.profiles.contains_key(name.as_str().as_bytes())? {
-                return Err(StoreError::NotFound {
-                    kind: "profile",
-                    name: name.to_string(),
-                });
+                return Err(StoreError::not_found("profile", name));
             }
         }
         Ok(())
@@ -139,8 +136,7 @@ impl SledStore {
         &self,
         c: Conversation,
     ) -> Result<Conversation, StoreError> {
-        let (epoch, c) = {
-            let _guard = self.lock();
+        self.durably(|| {
             if self.conversations.contains_key(c.id.as_bytes())? {
                 return Err(StoreError::AlreadyExists {
                     kind: "conversation",
@@ -156,10 +152,9 @@ impl SledStore {
             )];
             Self::binding_ops(None, Some(&c), &mut ops);
             self.apply(&ops)?;
-            (self.flusher.committed(std::iter::empty::<Change>()), c)
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(c)
+            self.changed(std::iter::empty::<Change>(), c)
+        })
+        .await
     }
 
     pub(crate) async fn get_conversation(
@@ -192,11 +187,8 @@ impl SledStore {
                 let Some(id) = id_from_key(&key) else {
                     continue;
                 };
-                match self.read_conversation(&id) {
-                    Ok(Some(c)) if wanted(&c) => out.push(c),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "skipping a damaged conversation record"),
-                }
+                let read = or_skip(self.read_conversation(&id), "conversation record");
+                out.extend(read.flatten().filter(|c| wanted(c)));
             }
             return Ok(out);
         }
@@ -211,27 +203,21 @@ impl SledStore {
             let (key, bytes) = item?;
             let c = decode::<Conversation>(TreeId::Conversations, &key, &bytes)
                 .and_then(|c| self.open_conversation(&key, c));
-            match c {
-                Ok(c) if wanted(&c) => out.push(c),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "skipping a damaged conversation record"),
-            }
+            out.extend(or_skip(c, "conversation record").filter(|c| wanted(c)));
         }
         Ok(out)
     }
 
-    pub(crate) async fn update_conversation<F>(
+    pub(crate) async fn update_conversation(
         &self,
         id: &ConversationId,
         expected_revision: Option<i64>,
-        change: F,
-    ) -> Result<Conversation, StoreError>
-    where
-        F: FnOnce(&Conversation) -> Result<Conversation, StoreError> + Send,
-    {
-        let (epoch, result) = {
-            let _guard = self.lock();
-            let old = self.read_conversation(id)?.ok_or_else(|| not_found(id))?;
+        change: ConversationChange<'_>,
+    ) -> Result<Conversation, StoreError> {
+        self.durably(|| {
+            let old = self
+                .read_conversation(id)?
+                .ok_or_else(|| StoreError::not_found("conversation", id))?;
             rules::check_conversation_revision(&old, expected_revision)?;
             if let Some(new) = rules::updated(&old, change)? {
                 self.check_profiles_exist(&new)?;
@@ -242,13 +228,12 @@ impl SledStore {
                 )];
                 Self::binding_ops(Some(&old), Some(&new), &mut ops);
                 self.apply(&ops)?;
-                (self.flusher.committed(std::iter::empty::<Change>()), new)
+                self.changed(std::iter::empty::<Change>(), new)
             } else {
-                (self.flusher.written(), old)
+                self.unchanged(old)
             }
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(result)
+        })
+        .await
     }
 
     pub(crate) async fn delete_conversation(
@@ -258,17 +243,11 @@ impl SledStore {
         allow_missing: bool,
         force: bool,
     ) -> Result<Option<(Conversation, i64)>, StoreError> {
-        let (epoch, result) = {
-            let _guard = self.lock();
+        self.durably(|| {
             let (old, bindings) = match self.read_conversation(id) {
                 // Nothing to delete: still answer only once every earlier write is durable.
-                Ok(None) if allow_missing => {
-                    let epoch = self.flusher.written();
-                    drop(_guard);
-                    self.flusher.wait(epoch).await?;
-                    return Ok(None);
-                }
-                Ok(None) => return Err(not_found(id)),
+                Ok(None) if allow_missing => return self.unchanged(None),
+                Ok(None) => return Err(StoreError::not_found("conversation", id)),
                 Ok(Some(old)) => {
                     rules::check_conversation_revision(&old, expected_revision)?;
                     let mut ops = Vec::new();
@@ -303,10 +282,9 @@ impl SledStore {
                 next_seq: old.event_count.max(events),
                 deleted: true,
             };
-            (self.flusher.committed([gone]), Some((old, events)))
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(result)
+            self.changed([gone], Some((old, events)))
+        })
+        .await
     }
 
     pub(crate) async fn append_events(
@@ -315,13 +293,14 @@ impl SledStore {
         events: Vec<NewEvent>,
         expected_next_seq: Option<i64>,
     ) -> Result<(i64, i64), StoreError> {
-        let (epoch, first, next) = {
-            let _guard = self.lock();
-            let mut c = self.read_conversation(id)?.ok_or_else(|| not_found(id))?;
+        self.durably(|| {
+            let mut c = self
+                .read_conversation(id)?
+                .ok_or_else(|| StoreError::not_found("conversation", id))?;
             let first = c.event_count;
             rules::check_next_seq(id, first, expected_next_seq)?;
             if events.is_empty() {
-                return Ok((first, first));
+                return self.unchanged((first, first));
             }
             let mut ops = Vec::with_capacity(events.len() + 1);
             let appended = i64::try_from(events.len()).unwrap_or(i64::MAX);
@@ -340,10 +319,9 @@ impl SledStore {
                 next_seq: c.event_count,
                 deleted: false,
             };
-            (self.flusher.committed([batch]), first, c.event_count)
-        };
-        self.flusher.wait(epoch).await?;
-        Ok((first, next))
+            self.changed([batch], (first, c.event_count))
+        })
+        .await
     }
 
     pub(crate) async fn list_events(
@@ -374,12 +352,11 @@ impl SledStore {
             let (key, bytes) = item?;
             // A damaged event is skipped, like a damaged record in any listing: its seq is missing
             // from the page, which a client can see (seqs are contiguous).
-            let e: Event = match decode(TreeId::Events, &key, &bytes) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "skipping a damaged event record");
-                    continue;
-                }
+            let Some(e) = or_skip(
+                decode::<Event>(TreeId::Events, &key, &bytes),
+                "event record",
+            ) else {
+                continue;
             };
             if (q.kind.is_empty() || e.kind == q.kind)
                 && (q.source.is_empty() || e.source == q.source)
@@ -397,17 +374,16 @@ impl SledStore {
         policy: ConflictPolicy,
         dry_run: bool,
     ) -> Result<ImportOutcome, StoreError> {
-        let (epoch, outcome) = {
-            let _guard = self.lock();
+        self.durably(|| {
             self.check_profiles_exist(&c)?;
             let old = self.read_conversation(&c.id)?;
             let (c, outcome) =
                 match rules::plan_import_conversation(c, old.as_ref(), events.len(), policy) {
                     Ok(plan) => plan,
-                    Err(skipped) => return Ok(skipped),
+                    Err(skipped) => return self.unchanged(skipped),
                 };
             if dry_run {
-                return Ok(outcome);
+                return self.unchanged(outcome);
             }
             let mut ops = Vec::with_capacity(events.len() + 4);
             if old.is_some() {
@@ -429,13 +405,9 @@ impl SledStore {
             ));
             Self::binding_ops(old.as_ref(), Some(&c), &mut ops);
             self.apply(&ops)?;
-            (
-                self.flusher.committed(std::iter::empty::<Change>()),
-                outcome,
-            )
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(outcome)
+            self.changed(std::iter::empty::<Change>(), outcome)
+        })
+        .await
     }
 
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {

@@ -210,6 +210,36 @@ impl SledStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `write` under the write lock, then waits until the epoch it ends with (see
+    /// [`Self::changed`], [`Self::unchanged`]) is on disk: every write answers only once it, and
+    /// every write before it, is durable.
+    pub(super) async fn durably<T>(
+        &self,
+        write: impl FnOnce() -> Result<(u64, T), StoreError>,
+    ) -> Result<T, StoreError> {
+        let (epoch, value) = {
+            let _guard = self.lock();
+            write()?
+        };
+        self.flusher.wait(epoch).await?;
+        Ok(value)
+    }
+
+    /// The end of a write that applied its ops: `changes` publish once they are durable.
+    pub(super) fn changed<C: Into<Change>, T>(
+        &self,
+        changes: impl IntoIterator<Item = C>,
+        value: T,
+    ) -> Result<(u64, T), StoreError> {
+        Ok((self.flusher.committed(changes), value))
+    }
+
+    /// The end of a write that changed nothing: it still waits for what earlier writes applied,
+    /// so no answer shows state that is not durable yet.
+    pub(super) fn unchanged<T>(&self, value: T) -> Result<(u64, T), StoreError> {
+        Ok((self.flusher.written(), value))
+    }
+
     pub(super) fn next_seq(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
     }
@@ -295,8 +325,7 @@ impl SledStore {
     /// Re-encrypts every secret (profiles and inline LLMs of conversations) with the first key, in
     /// one transaction. Records whose secrets do not open are left as they are and reported.
     pub async fn rotate_keys(&self) -> Result<RotationReport, StoreError> {
-        let (epoch, report) = {
-            let _guard = self.lock();
+        self.durably(|| {
             let mut report = RotationReport {
                 key_id: self.codec.cipher().sealing_key_id().to_owned(),
                 ..RotationReport::default()
@@ -315,13 +344,12 @@ impl SledStore {
                 &mut ops,
             )?;
             if ops.is_empty() {
-                (self.flusher.written(), report)
+                self.unchanged(report)
             } else {
                 self.apply(&ops)?;
-                (self.flusher.committed(std::iter::empty::<Change>()), report)
+                self.changed(std::iter::empty::<Change>(), report)
             }
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(report)
+        })
+        .await
     }
 }

@@ -4,6 +4,7 @@ use super::conversations::Op;
 use super::SledStore;
 use crate::domain::{LlmConfig, Profile, ProfileName};
 use crate::store::codec::ProfileRecord;
+use crate::store::records::or_skip;
 use crate::store::records::TreeId;
 use crate::store::rules::{self, PutPlan};
 use crate::store::{
@@ -38,10 +39,8 @@ impl SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            match self.decode_profile(&key, &bytes) {
-                Ok(r) => out.push(r.profile),
-                Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
-            }
+            let read = self.decode_profile(&key, &bytes);
+            out.extend(or_skip(read, "profile record").map(|r| r.profile));
         }
         Ok(out)
     }
@@ -53,11 +52,10 @@ impl SledStore {
         mode: PutMode,
         expected_revision: Option<i64>,
     ) -> Result<(Profile, PutOutcome), StoreError> {
-        let (epoch, result) = {
-            let _guard = self.lock();
+        self.durably(|| {
             let old = self.read_profile(name.as_str())?.map(|r| r.profile);
             match rules::plan_put(old, name, llm, mode, expected_revision)? {
-                PutPlan::Unchanged(old) => (self.flusher.written(), (old, PutOutcome::Unchanged)),
+                PutPlan::Unchanged(old) => self.unchanged((old, PutOutcome::Unchanged)),
                 PutPlan::Write(profile, outcome) => {
                     let record = ProfileRecord {
                         seq: self.next_seq()?,
@@ -68,12 +66,11 @@ impl SledStore {
                         seq: record.seq,
                         profile: Arc::new(record.profile.clone()),
                     };
-                    (self.flusher.committed([change]), (record.profile, outcome))
+                    self.changed([change], (record.profile, outcome))
                 }
             }
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(result)
+        })
+        .await
     }
 
     pub(crate) async fn delete_profile(
@@ -83,14 +80,13 @@ impl SledStore {
         allow_missing: bool,
         force: bool,
     ) -> Result<Option<Profile>, StoreError> {
-        let (epoch, deleted) = {
-            let _guard = self.lock();
+        self.durably(|| {
             let found = match self.read_profile(name.as_str()) {
                 // A record that does not decode is not kept forever: force deletes its bytes.
                 Err(StoreError::Corrupt { .. }) if force => Some(rules::damaged_placeholder(name)),
                 Err(e) => return Err(e),
                 Ok(None) if allow_missing => None,
-                Ok(None) => return Err(rules::not_found(name)),
+                Ok(None) => return Err(StoreError::not_found("profile", name)),
                 Ok(Some(record)) => {
                     rules::check_revision(&record.profile, expected_revision)?;
                     rules::check_unbound(name, &self.conversations_bound_to(name, 6)?, force)?;
@@ -99,7 +95,7 @@ impl SledStore {
             };
             match found {
                 // Nothing to delete: still answer only once every earlier write is durable.
-                None => (self.flusher.written(), None),
+                None => self.unchanged(None),
                 Some(profile) => {
                     // With force, bindings stay: they resolve again if the name is re-created.
                     self.profiles.remove(name.as_str().as_bytes())?;
@@ -108,12 +104,11 @@ impl SledStore {
                         name: name.clone(),
                         revision: profile.revision,
                     };
-                    (self.flusher.committed([change]), Some(profile))
+                    self.changed([change], Some(profile))
                 }
             }
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(deleted)
+        })
+        .await
     }
 
     pub(crate) async fn rename_profile(
@@ -121,14 +116,13 @@ impl SledStore {
         from: &ProfileName,
         to: &ProfileName,
     ) -> Result<Profile, StoreError> {
-        let (epoch, renamed) = {
-            let _guard = self.lock();
+        self.durably(|| {
             let old = self
                 .read_profile(from.as_str())?
-                .ok_or_else(|| rules::not_found(from))?
+                .ok_or_else(|| StoreError::not_found("profile", from))?
                 .profile;
             if from == to {
-                return Ok(old);
+                return self.unchanged(old);
             }
             if self.profiles.contains_key(to.as_str().as_bytes())? {
                 return Err(StoreError::AlreadyExists {
@@ -175,10 +169,9 @@ impl SledStore {
                     profile: Arc::new(record.profile.clone()),
                 },
             ];
-            (self.flusher.committed(changes), record.profile)
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(renamed)
+            self.changed(changes, record.profile)
+        })
+        .await
     }
 
     pub(crate) async fn import_profiles(
@@ -187,8 +180,7 @@ impl SledStore {
         policy: ConflictPolicy,
         dry_run: bool,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
-        let (epoch, outcomes) = {
-            let _guard = self.lock();
+        self.durably(|| {
             let mut stored = HashMap::new();
             for (name, _) in &items {
                 if let Some(r) = self.read_profile(name.as_str())? {
@@ -197,7 +189,7 @@ impl SledStore {
             }
             let (outcomes, writes) = rules::plan_import(items, policy, stored);
             if dry_run || writes.is_empty() {
-                (self.flusher.written(), outcomes)
+                self.unchanged(outcomes)
             } else {
                 let mut batch = sled::Batch::default();
                 let mut changes = Vec::with_capacity(writes.len());
@@ -214,11 +206,10 @@ impl SledStore {
                     });
                 }
                 self.profiles.apply_batch(batch)?;
-                (self.flusher.committed(changes), outcomes)
+                self.changed(changes, outcomes)
             }
-        };
-        self.flusher.wait(epoch).await?;
-        Ok(outcomes)
+        })
+        .await
     }
 
     pub(crate) async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
@@ -227,10 +218,8 @@ impl SledStore {
         if snapshot {
             for item in self.profiles.iter() {
                 let (key, bytes) = item?;
-                match self.decode_profile(&key, &bytes) {
-                    Ok(r) => out.push((r.seq, r.profile)),
-                    Err(e) => tracing::error!(error = %e, "skipping a damaged profile record"),
-                }
+                let read = self.decode_profile(&key, &bytes);
+                out.extend(or_skip(read, "profile record").map(|r| (r.seq, r.profile)));
             }
         }
         Ok(ProfileWatch {
