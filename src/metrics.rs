@@ -2,15 +2,12 @@
 //! by service, method and status code, profile and conversation counts, database size and flush
 //! latency. Recording goes through the `metrics` facade; rendering is metrics-exporter-prometheus.
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-use crate::store::Store;
 
 /// Seconds buckets for call and flush latency.
 const BUCKETS: [f64; 14] = [
@@ -47,23 +44,20 @@ pub fn record_flush(seconds: f64) {
     metrics::histogram!("registry_flush_seconds").record(seconds);
 }
 
-/// Serves `GET /metrics` on `addr` until the process ends, and refreshes the store gauges.
-pub async fn serve(addr: SocketAddr, store: Arc<Store>) -> anyhow::Result<SocketAddr> {
+/// Sets the store gauges: how many profiles and conversations, and the database's size.
+pub fn record_store(profiles: usize, conversations: usize, bytes: u64) {
+    metrics::gauge!("registry_profiles").set(profiles as f64);
+    metrics::gauge!("registry_conversations").set(conversations as f64);
+    metrics::gauge!("registry_database_bytes").set(bytes as f64);
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let handle = handle()?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("--metrics-listen {addr}"))?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let counts = store.counts().await.unwrap_or_default();
-            let size = store.size_on_disk().await;
-            metrics::gauge!("registry_profiles").set(counts.0 as f64);
-            metrics::gauge!("registry_conversations").set(counts.1 as f64);
-            metrics::gauge!("registry_database_bytes").set(size as f64);
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-    });
     tokio::spawn(async move {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else {

@@ -182,7 +182,16 @@ impl Application {
             None => None,
         };
         if let Some(metrics_addr) = args.metrics_listen {
-            let bound = crate::metrics::serve(metrics_addr, Arc::clone(&store)).await?;
+            let bound = crate::metrics::serve(metrics_addr).await?;
+            let gauged = Arc::clone(&store);
+            tokio::spawn(async move {
+                loop {
+                    let (profiles, conversations) = gauged.counts().await.unwrap_or_default();
+                    let bytes = gauged.size_on_disk().await;
+                    crate::metrics::record_store(profiles, conversations, bytes);
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            });
             tracing::info!(%bound, "metrics at http://{bound}/metrics");
         }
         tokio::spawn(fail_stop_on_fault(health.clone()));

@@ -333,14 +333,12 @@ async fn restore_to_postgres(
         .records
         .iter()
         .filter(|r| {
-            let keep = !damaged.contains(&(r.tree, r.key.clone()));
-            if !keep {
-                println!(
-                    "DAMAGED {}: not restored (it stays in the backup file)",
-                    crate::store::place_of(r.tree, &r.key)
-                );
-            }
-            keep
+            kept(
+                r,
+                &damaged,
+                "DAMAGED",
+                "not restored (it stays in the backup file)",
+            )
         })
         .cloned()
         .collect();
@@ -356,10 +354,20 @@ async fn restore_to_postgres(
 }
 
 /// The records of `backup` that sled's check finds damaged, found in a throwaway data dir.
-fn damaged_in(
-    backup: &Backup,
-    key_file: Option<&Path>,
-) -> anyhow::Result<std::collections::BTreeSet<(crate::store::TreeId, Vec<u8>)>> {
+/// Records set aside by a check, by tree and key.
+pub(crate) type SetAside = std::collections::BTreeSet<(crate::store::TreeId, Vec<u8>)>;
+
+/// Whether `r` goes on: a record in `aside` stays behind, named on standard output as
+/// `<label> <place>: <why>`.
+pub(crate) fn kept(r: &RawRecord, aside: &SetAside, label: &str, why: &str) -> bool {
+    let keep = !aside.contains(&(r.tree, r.key.clone()));
+    if !keep {
+        println!("{label} {}: {why}", crate::store::place_of(r.tree, &r.key));
+    }
+    keep
+}
+
+fn damaged_in(backup: &Backup, key_file: Option<&Path>) -> anyhow::Result<SetAside> {
     let scratch = tempfile::tempdir().context("a scratch dir to check the backup in")?;
     let store = open_offline(scratch.path(), key_file.map(Path::to_path_buf), "restore")?;
     store.restore(&backup.records, backup.next_seq)?;

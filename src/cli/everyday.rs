@@ -22,7 +22,7 @@ const PAGE: i32 = 1000;
 
 /// `list`: every profile, a page at a time.
 pub async fn run_list(args: ListArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.target).await?;
+    let mut registry = Registry::open(&args.reach.target).await?;
     let mut rows = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -34,7 +34,7 @@ pub async fn run_list(args: ListArgs) -> anyhow::Result<bool> {
             .await
             .map_err(status_error)?;
         for p in page.profiles {
-            match args.output {
+            match args.reach.output {
                 Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
                 Output::Table => rows.push(profile_row(&p)),
             }
@@ -44,7 +44,7 @@ pub async fn run_list(args: ListArgs) -> anyhow::Result<bool> {
         }
         page_token = page.next_page_token;
     }
-    if args.output == Output::Table {
+    if args.reach.output == Output::Table {
         emit(&table(
             &["NAME", "MODEL", "BASE_URL", "REVISION", "UPDATED"],
             &rows,
@@ -132,14 +132,14 @@ pub async fn run_put(args: PutArgs) -> anyhow::Result<bool> {
         .into_iter()
         .filter(|f| llm.secret(*f).is_some_and(crate::domain::Secret::is_mask))
         .collect();
-    let mut registry = Registry::open(&args.target).await?;
+    let mut registry = Registry::open(&args.reach.target).await?;
     let profile = pb::Profile {
         name: args.name,
         llm: Some(llm_to_pb(llm)),
         ..Default::default()
     };
     let (verb, p) = put(&mut registry, profile, args.expected_revision).await?;
-    match args.output {
+    match args.reach.output {
         Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
         Output::Table => say!("{verb} profile \"{}\" (revision {})", p.name, p.revision),
     }
@@ -238,7 +238,7 @@ pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<bool> {
 
 /// `rename OLD NEW`.
 pub async fn run_rename(args: RenameArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.target).await?;
+    let mut registry = Registry::open(&args.reach.target).await?;
     let p = registry
         .rename_profile(pb::RenameProfileRequest {
             name: args.old.clone(),
@@ -246,7 +246,7 @@ pub async fn run_rename(args: RenameArgs) -> anyhow::Result<bool> {
         })
         .await
         .map_err(status_error)?;
-    match args.output {
+    match args.reach.output {
         Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
         Output::Table => say!(
             "renamed profile \"{}\" to \"{}\" (revision {})",
@@ -260,15 +260,15 @@ pub async fn run_rename(args: RenameArgs) -> anyhow::Result<bool> {
 
 /// `watch`: one line per change until interrupted.
 pub async fn run_watch(args: WatchArgs) -> anyhow::Result<bool> {
-    needs_server(&args.target, "watch")?;
-    let mut registry = Registry::open(&args.target).await?;
+    needs_server(&args.reach.target, "watch")?;
+    let mut registry = Registry::open(&args.reach.target).await?;
     let stream = registry
         .watch_profiles(pb::WatchProfilesRequest {
             send_initial: args.send_initial,
         })
         .await
         .map_err(status_error)?;
-    follow(stream, |e: &pb::ProfileEvent| match args.output {
+    follow(stream, |e: &pb::ProfileEvent| match args.reach.output {
         Output::Json => json(e, "profileregistry.v1.ProfileEvent"),
         Output::Table => {
             let kind = match e.r#type() {
@@ -347,7 +347,7 @@ async fn conversations_list(args: ConversationListArgs) -> anyhow::Result<bool> 
         Some(s) => parse_status(s)? as i32,
         None => 0,
     };
-    let mut registry = Registry::open(&args.target).await?;
+    let mut registry = Registry::open(&args.reach.target).await?;
     let mut rows = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -361,7 +361,7 @@ async fn conversations_list(args: ConversationListArgs) -> anyhow::Result<bool> 
             .await
             .map_err(status_error)?;
         for c in page.conversations {
-            match args.output {
+            match args.reach.output {
                 Output::Json => say!("{}", json(&c, "profileregistry.v1.Conversation")),
                 Output::Table => rows.push(vec![
                     c.id.clone(),
@@ -379,7 +379,7 @@ async fn conversations_list(args: ConversationListArgs) -> anyhow::Result<bool> 
         }
         page_token = page.next_page_token;
     }
-    if args.output == Output::Table {
+    if args.reach.output == Output::Table {
         emit(&table(
             &[
                 "ID", "TITLE", "STATUS", "AGENT", "EVENTS", "REVISION", "UPDATED",
@@ -416,7 +416,7 @@ fn agent(c: &pb::Conversation) -> String {
 }
 
 async fn conversations_get(args: ConversationGetArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.target).await?;
+    let mut registry = Registry::open(&args.reach.target).await?;
     let c = registry
         .get_conversation(pb::GetConversationRequest {
             id: args.id,
@@ -425,7 +425,7 @@ async fn conversations_get(args: ConversationGetArgs) -> anyhow::Result<bool> {
         })
         .await
         .map_err(status_error)?;
-    if args.output == Output::Json {
+    if args.reach.output == Output::Json {
         say!("{}", json(&c, "profileregistry.v1.Conversation"));
         return Ok(true);
     }
@@ -462,8 +462,8 @@ async fn conversations_get(args: ConversationGetArgs) -> anyhow::Result<bool> {
 }
 
 async fn conversations_events(args: ConversationEventsArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.target).await?;
-    let line = |e: &pb::Event| match args.output {
+    let mut registry = Registry::open(&args.reach.target).await?;
+    let line = |e: &pb::Event| match args.reach.output {
         Output::Json => json(e, "profileregistry.v1.Event"),
         Output::Table => format!(
             "{:>6}  {:<20}  {:<12}  {:<28}  {}",
@@ -475,7 +475,7 @@ async fn conversations_events(args: ConversationEventsArgs) -> anyhow::Result<bo
         ),
     };
     let header = || {
-        if args.output == Output::Table {
+        if args.reach.output == Output::Table {
             say!(
                 "{:>6}  {:<20}  {:<12}  {:<28}  ID",
                 "SEQ",
@@ -486,7 +486,7 @@ async fn conversations_events(args: ConversationEventsArgs) -> anyhow::Result<bo
         }
     };
     if args.follow {
-        needs_server(&args.target, "conversations events --follow")?;
+        needs_server(&args.reach.target, "conversations events --follow")?;
         // The stored events first, then live ones, each once.
         let stream = registry
             .watch_events(pb::WatchEventsRequest {

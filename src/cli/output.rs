@@ -126,42 +126,30 @@ pub fn value_json(v: &prost_types::Value) -> String {
 /// The `profileregistry.v1.LlmConfig` fields that are set, as `(field, value)` pairs (secrets as
 /// they came: masked unless revealed), then each `extra` key as `extra.KEY`.
 pub fn llm_fields(prefix: &str, llm: &pb::LlmConfig) -> Vec<(String, String)> {
-    let mut out = vec![(format!("{prefix}model"), llm.model.clone())];
-    let texts = [
-        ("base_url", &llm.base_url),
-        ("api_version", &llm.api_version),
-        ("api_key", &llm.api_key),
-        ("aws_access_key_id", &llm.aws_access_key_id),
-        ("aws_secret_access_key", &llm.aws_secret_access_key),
-        ("aws_session_token", &llm.aws_session_token),
-        ("aws_region_name", &llm.aws_region_name),
-        ("reasoning_effort", &llm.reasoning_effort),
-        ("usage_id", &llm.usage_id),
+    let text = |v: &Option<String>| v.clone();
+    let number = |v: Option<f64>| v.map(|v| v.to_string());
+    let whole = |v: Option<i64>| v.map(|v| v.to_string());
+    let fields = [
+        ("model", Some(llm.model.clone())),
+        ("base_url", text(&llm.base_url)),
+        ("api_version", text(&llm.api_version)),
+        ("api_key", text(&llm.api_key)),
+        ("aws_access_key_id", text(&llm.aws_access_key_id)),
+        ("aws_secret_access_key", text(&llm.aws_secret_access_key)),
+        ("aws_session_token", text(&llm.aws_session_token)),
+        ("aws_region_name", text(&llm.aws_region_name)),
+        ("reasoning_effort", text(&llm.reasoning_effort)),
+        ("usage_id", text(&llm.usage_id)),
+        ("temperature", number(llm.temperature)),
+        ("top_p", number(llm.top_p)),
+        ("top_k", number(llm.top_k)),
+        ("max_input_tokens", whole(llm.max_input_tokens)),
+        ("max_output_tokens", whole(llm.max_output_tokens)),
     ];
-    for (name, v) in texts {
-        if let Some(v) = v {
-            out.push((format!("{prefix}{name}"), v.clone()));
-        }
-    }
-    let floats = [
-        ("temperature", llm.temperature),
-        ("top_p", llm.top_p),
-        ("top_k", llm.top_k),
-    ];
-    for (name, v) in floats {
-        if let Some(v) = v {
-            out.push((format!("{prefix}{name}"), v.to_string()));
-        }
-    }
-    let ints = [
-        ("max_input_tokens", llm.max_input_tokens),
-        ("max_output_tokens", llm.max_output_tokens),
-    ];
-    for (name, v) in ints {
-        if let Some(v) = v {
-            out.push((format!("{prefix}{name}"), v.to_string()));
-        }
-    }
+    let mut out: Vec<(String, String)> = fields
+        .into_iter()
+        .filter_map(|(name, v)| Some((format!("{prefix}{name}"), v?)))
+        .collect();
     if let Some(extra) = &llm.extra {
         let mut keys: Vec<_> = extra.fields.iter().collect();
         keys.sort_by(|a, b| a.0.cmp(b.0));

@@ -54,7 +54,7 @@ pub async fn run_migrate_store(args: MigrateStoreArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("--from {}", from.describe()))?;
     // A sled source is checked first: records that do not decode, or break a rule the API
     // enforces today, stay behind (named), so the target holds only what every client can read.
-    let left_behind: std::collections::BTreeSet<(TreeId, Vec<u8>)> = match &*source {
+    let left_behind: super::backup::SetAside = match &*source {
         Store::Sled(s) => s
             .check()
             .context("checking the source")?
@@ -66,14 +66,8 @@ pub async fn run_migrate_store(args: MigrateStoreArgs) -> anyhow::Result<bool> {
     let mut snapshot = source.snapshot().await.context("reading the source")?;
     drop(source);
     snapshot.records.retain(|r| {
-        let keep = !left_behind.contains(&(r.tree, r.key.clone()));
-        if !keep {
-            println!(
-                "NOT MIGRATED {}: damaged, or breaks a rule of acceptable values (see check); left in the source",
-                crate::store::place_of(r.tree, &r.key)
-            );
-        }
-        keep
+        let why = "damaged, or breaks a rule of acceptable values (see check); left in the source";
+        super::backup::kept(r, &left_behind, "NOT MIGRATED", why)
     });
     let target = Store::open(&to, &sled, &pg)
         .await

@@ -28,9 +28,9 @@ pub enum GetOutput {
     Sdk,
 }
 
-/// Settings of `list`.
+/// Where an everyday command goes (a server, or a data dir) and how it prints.
 #[derive(Clone, Debug, Args)]
-pub struct ListArgs {
+pub struct Reach {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub target: TargetArgs,
@@ -38,6 +38,14 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,
+}
+
+/// Settings of `list`.
+#[derive(Clone, Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub reach: Reach,
 }
 
 /// Settings of `get`.
@@ -78,11 +86,7 @@ pub struct PutArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub target: TargetArgs,
-
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: Output,
+    pub reach: Reach,
 }
 
 /// Settings of `delete`.
@@ -116,11 +120,7 @@ pub struct RenameArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub target: TargetArgs,
-
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: Output,
+    pub reach: Reach,
 }
 
 /// Settings of `watch`.
@@ -132,11 +132,7 @@ pub struct WatchArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub target: TargetArgs,
-
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: Output,
+    pub reach: Reach,
 }
 
 /// The `conversations` commands.
@@ -164,11 +160,7 @@ pub struct ConversationListArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub target: TargetArgs,
-
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: Output,
+    pub reach: Reach,
 }
 
 /// Settings of `conversations get`.
@@ -183,11 +175,7 @@ pub struct ConversationGetArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub target: TargetArgs,
-
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: Output,
+    pub reach: Reach,
 }
 
 /// Settings of `conversations events`.
@@ -202,11 +190,7 @@ pub struct ConversationEventsArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub target: TargetArgs,
-
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: Output,
+    pub reach: Reach,
 }
 
 /// Settings of `completions`.

@@ -20,8 +20,8 @@ pub use self::admin::{
 pub use self::client::{ClientArgs, TargetArgs};
 pub use self::everyday::{
     CompletionsArgs, ConversationEventsArgs, ConversationGetArgs, ConversationListArgs,
-    ConversationsCommand, DeleteArgs, GetArgs, GetOutput, ListArgs, Output, PutArgs, RenameArgs,
-    WatchArgs,
+    ConversationsCommand, DeleteArgs, GetArgs, GetOutput, ListArgs, Output, PutArgs, Reach,
+    RenameArgs, WatchArgs,
 };
 pub use self::parse::parse_duration;
 pub use self::serve::ServeArgs;

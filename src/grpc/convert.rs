@@ -288,21 +288,12 @@ pub fn conversation_from_pb(
     prefix: &str,
     limits: &Limits,
 ) -> Result<ConversationInput, Vec<Violation>> {
-    let Some(pb::Conversation {
-        id,
-        llms,
-        execution_status,
-        title,
-        tags,
-        state,
-        revision: _,
-        create_time: _,
-        update_time: _,
-        event_count: _,
-    }) = c
-    else {
+    // The record fields (revision, times, event count) are the store's: a request's are ignored.
+    let Some(c) = c else {
         return Err(vec![Violation::new(prefix, "is required")]);
     };
+    let (id, llms, execution_status) = (c.id, c.llms, c.execution_status);
+    let (title, tags, state) = (c.title, c.tags, c.state);
     let mut violations = Vec::new();
     let id = if id.is_empty() {
         None
@@ -403,23 +394,15 @@ pub fn conversation_to_pb(
 
 /// An event for a response.
 pub fn event_to_pb(e: Event) -> pb::Event {
-    let Event {
-        seq,
-        id,
-        kind,
-        source,
-        timestamp,
-        body,
-    } = e;
-    let body = serde_json::from_str::<Map<String, Value>>(&body)
+    let body = serde_json::from_str::<Map<String, Value>>(&e.body)
         .ok()
         .map(|m| map_to_struct(&m));
     pb::Event {
-        seq,
-        id,
-        kind,
-        source,
-        timestamp: Some(timestamp_to_pb(timestamp)),
+        seq: e.seq,
+        id: e.id,
+        kind: e.kind,
+        source: e.source,
+        timestamp: Some(timestamp_to_pb(e.timestamp)),
         body,
     }
 }

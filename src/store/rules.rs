@@ -71,6 +71,19 @@ pub fn plan_put(
     })
 }
 
+/// The answer to deleting what is not there: nothing when `allow_missing`, else NOT_FOUND.
+pub fn absent<T>(
+    allow_missing: bool,
+    kind: &'static str,
+    name: impl std::fmt::Display,
+) -> Result<Option<T>, StoreError> {
+    if allow_missing {
+        Ok(None)
+    } else {
+        Err(StoreError::not_found(kind, name))
+    }
+}
+
 /// A profile as it is written: stored values are never marked blind (that is a request's mark).
 fn written(
     name: ProfileName,

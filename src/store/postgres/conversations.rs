@@ -125,11 +125,7 @@ impl PgStore {
             other => other?,
         };
         let Some(old) = read else {
-            return if allow_missing {
-                Ok(None)
-            } else {
-                Err(StoreError::not_found("conversation", id))
-            };
+            return rules::absent(allow_missing, "conversation", id);
         };
         rules::check_conversation_revision(&old, expected_revision)?;
         // Events and bindings go with it (ON DELETE CASCADE).

@@ -100,11 +100,7 @@ impl PgStore {
             other => other?,
         };
         let Some(old) = read else {
-            return if allow_missing {
-                Ok(None)
-            } else {
-                Err(StoreError::not_found("profile", name))
-            };
+            return rules::absent(allow_missing, "profile", name);
         };
         rules::check_revision(&old, expected_revision)?;
         let users = self.bound_to(&mut tx, name, 6).await?;
