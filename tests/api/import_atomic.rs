@@ -90,3 +90,61 @@ async fn import_fail_sends_one_request_and_writes_all_or_nothing() {
         import_lines(&server)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_fail_over_the_request_limit_is_refused_saying_which_limit() {
+    let data = tempfile::tempdir().unwrap();
+    // The default limit, 4 MiB: 3,000 files of 1.3 KiB are 3.9 MiB, so a limit of 2 MiB.
+    let server = ChildServer::start(data.path(), &["--max-request-bytes", "2097152"]);
+    let url = format!("http://{}", server.addr);
+    let src = tempfile::tempdir().unwrap();
+    let folder = src.path().join("profiles");
+    write_folder(&folder);
+    let o = run_cli(
+        &[
+            "import",
+            folder.to_str().unwrap(),
+            "--on-conflict",
+            "fail",
+            "--server",
+            &url,
+        ],
+        &[],
+    )
+    .await;
+    let text = output_text(&o);
+    assert_ne!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("--max-request-bytes"), "{text}");
+    assert!(text.contains("one atomic request"), "{text}");
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ProfileServiceClient::new(channel);
+    assert!(
+        full_listing(&mut client).await.is_empty(),
+        "nothing written"
+    );
+    // SKIP goes in chunks of 3 MiB, over this server's limit too: the same message does not
+    // blame FAIL for it.
+    let o = run_cli(
+        &[
+            "import",
+            folder.to_str().unwrap(),
+            "--server",
+            &url_of(&server),
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        !output_text(&o).contains("one atomic request"),
+        "{}",
+        output_text(&o)
+    );
+}
+
+fn url_of(server: &ChildServer) -> String {
+    format!("http://{}", server.addr)
+}
