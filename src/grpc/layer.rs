@@ -206,6 +206,13 @@ impl Peek {
         if self.resource.get().is_some() || self.seen.len() >= limit + 5 {
             return;
         }
+        // The common case, a whole message in one chunk, is read where it lies.
+        if self.seen.is_empty() {
+            if let Some(message) = whole_message(data) {
+                self.settle(message);
+                return;
+            }
+        }
         self.seen.extend_from_slice(data);
         let mut header = &self.seen[..self.seen.len().min(5)];
         if header.len() < 5 {
@@ -217,13 +224,25 @@ impl Peek {
         if compressed {
             let _ = self.resource.set(String::new());
         } else if have >= len || have >= limit {
-            let message = &self.seen[5..5 + have.min(len)];
-            let found = methods::resource_of(self.row, message).unwrap_or_default();
-            self.span.record("resource", found.as_str());
-            let _ = self.resource.set(found);
-            self.seen = BytesMut::new();
+            let seen = std::mem::take(&mut self.seen);
+            self.settle(&seen[5..5 + have.min(len)]);
         }
     }
+
+    fn settle(&mut self, message: &[u8]) {
+        let found = methods::resource_of(self.row, message).unwrap_or_default();
+        self.span.record("resource", found.as_str());
+        let _ = self.resource.set(found);
+    }
+}
+
+/// The message of a gRPC frame that `data` holds whole and uncompressed.
+fn whole_message(data: &[u8]) -> Option<&[u8]> {
+    let (&flag, rest) = data.split_first()?;
+    let (len, message) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    (flag == 0).then_some(())?;
+    message.get(..len)
 }
 
 impl http_body::Body for Peek {
@@ -250,5 +269,31 @@ impl http_body::Body for Peek {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_message;
+
+    #[test]
+    fn a_whole_uncompressed_frame_is_read_where_it_lies() {
+        let frame = |flag: u8, len: u32, body: &[u8]| {
+            let mut f = vec![flag];
+            f.extend_from_slice(&len.to_be_bytes());
+            f.extend_from_slice(body);
+            f
+        };
+        type Case<'a> = (&'a str, Vec<u8>, Option<&'a [u8]>);
+        let cases: [Case; 5] = [
+            ("whole", frame(0, 3, b"abc"), Some(b"abc")),
+            ("whole, more after", frame(0, 2, b"abc"), Some(b"ab")),
+            ("cut short", frame(0, 4, b"abc"), None),
+            ("compressed", frame(1, 3, b"abc"), None),
+            ("no header", vec![0, 0, 0], None),
+        ];
+        for (case, bytes, want) in cases {
+            assert_eq!(whole_message(&bytes), want, "{case}");
+        }
     }
 }
