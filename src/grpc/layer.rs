@@ -16,11 +16,10 @@ use tracing::Instrument;
 use super::methods::{self, Access, Method};
 use crate::auth::Authenticator;
 
-/// The largest request prefix read for a resource named by a field: the field comes first in
-/// every request that has one, so a prefix holds it.
-const PEEK_LIMIT: usize = 1 << 20;
-/// A count ("N documents") reads the whole message, up to this size.
-const COUNT_LIMIT: usize = 64 << 20;
+/// The resource is read from the whole message (a client may send its fields in any order),
+/// up to this size; a message that arrives in one chunk is read where it lies, one split across
+/// chunks is gathered first.
+const PEEK_LIMIT: usize = 64 << 20;
 
 /// Installs [`CallService`] around the routes.
 #[derive(Clone)]
@@ -199,10 +198,7 @@ struct Peek {
 
 impl Peek {
     fn look(&mut self, data: &Bytes) {
-        let limit = match self.row.resource {
-            methods::Resource::Count(_) => COUNT_LIMIT,
-            _ => PEEK_LIMIT,
-        };
+        let limit = PEEK_LIMIT;
         if self.resource.get().is_some() || self.seen.len() >= limit + 5 {
             return;
         }

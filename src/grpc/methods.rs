@@ -6,11 +6,14 @@ use std::sync::OnceLock;
 
 use crate::auth::Role;
 
-/// Whether a method changes anything (reads are logged at debug level when they succeed).
+/// Whether a method changes anything, and how a success is logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Gets, lists, watches, validations and exports.
+    /// Gets, lists, watches and validations: the hot path, logged at debug level.
     Read,
+    /// Reads that copy data out (exports, backups): logged at info, like writes, so that every
+    /// copy leaves a line at the default level.
+    Export,
     /// Everything else.
     Write,
 }
@@ -20,8 +23,11 @@ pub enum Access {
 pub enum Resource {
     /// Nothing in particular (a listing, an import of a whole conversation).
     None,
-    /// The values of this request field (a dotted path through nested messages), comma-joined.
+    /// The value of this request field (a dotted path through nested messages); the last one
+    /// when a hostile request repeats it, as the decoder takes the last.
     Field(&'static str),
+    /// The values of this repeated request field, comma-joined.
+    Fields(&'static str),
     /// How many values this repeated request field has: "N documents".
     Count(&'static str),
     /// Always this text (the whole store).
@@ -54,7 +60,7 @@ const fn row(
     resource: Resource,
 ) -> Method {
     let role = match access {
-        Access::Read => Role::Reader,
+        Access::Read | Access::Export => Role::Reader,
         Access::Write => Role::Writer,
     };
     Method {
@@ -66,8 +72,8 @@ const fn row(
     }
 }
 
-use Access::{Read, Write};
-use Resource::{Count, Field, Fixed};
+use Access::{Export, Read, Write};
+use Resource::{Count, Field, Fields, Fixed};
 
 /// Every rpc of our services.
 pub static METHODS: &[Method] = &[
@@ -80,7 +86,7 @@ pub static METHODS: &[Method] = &[
     row(PROFILES, "ValidateProfile", Read, Field("profile.name")),
     row(PROFILES, "WatchProfiles", Read, Resource::None),
     row(PROFILES, "ImportProfiles", Write, Count("documents")),
-    row(PROFILES, "ExportProfiles", Read, Field("names")),
+    row(PROFILES, "ExportProfiles", Export, Fields("names")),
     row(
         CONVERSATIONS,
         "CreateConversation",
@@ -106,13 +112,13 @@ pub static METHODS: &[Method] = &[
     row(CONVERSATIONS, "ListEvents", Read, Field("conversation_id")),
     row(CONVERSATIONS, "WatchEvents", Read, Field("conversation_id")),
     row(CONVERSATIONS, "ImportConversation", Write, Resource::None),
-    row(CONVERSATIONS, "ExportConversation", Read, Field("id")),
+    row(CONVERSATIONS, "ExportConversation", Export, Field("id")),
     // A backup carries every record (secrets sealed): admin only.
     Method {
         service: ADMIN,
         name: "Backup",
         role: Role::Admin,
-        access: Read,
+        access: Export,
         resource: Fixed("*"),
     },
 ];
@@ -145,35 +151,37 @@ fn numbers() -> &'static [Vec<u32>] {
     NUMBERS.get_or_init(|| {
         let pool = prost_reflect::DescriptorPool::decode(crate::pb::FILE_DESCRIPTOR_SET)
             .expect("the descriptor set built from proto/ decodes");
-        METHODS.iter().map(|m| field_numbers(&pool, m)).collect()
+        METHODS.iter().map(|m| field_numbers(&pool, m).0).collect()
     })
 }
 
 /// The field numbers along a row's resource path (empty when it names no field or a name is not
-/// in the descriptors: the unit test below keeps the table and the protos in step).
-fn field_numbers(pool: &prost_reflect::DescriptorPool, m: &Method) -> Vec<u32> {
+/// in the descriptors: the unit test below keeps the table and the protos in step), and whether
+/// the last one is repeated.
+fn field_numbers(pool: &prost_reflect::DescriptorPool, m: &Method) -> (Vec<u32>, bool) {
     let path = match m.resource {
-        Field(p) | Count(p) => p,
-        Resource::None | Fixed(_) => return Vec::new(),
+        Field(p) | Fields(p) | Count(p) => p,
+        Resource::None | Fixed(_) => return (Vec::new(), false),
     };
     let Some(mut message) = pool
         .get_service_by_name(m.service)
         .and_then(|s| s.methods().find(|x| x.name() == m.name))
         .map(|x| x.input())
     else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
-    let mut out = Vec::new();
+    let (mut out, mut repeated) = (Vec::new(), false);
     for part in path.split('.') {
         let Some(field) = message.get_field_by_name(part) else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         out.push(field.number());
+        repeated = field.is_list();
         if let prost_reflect::Kind::Message(inner) = field.kind() {
             message = inner;
         }
     }
-    out
+    (out, repeated)
 }
 
 /// The resource a request names, read from its encoded message (`None` when the row names no
@@ -185,6 +193,11 @@ pub fn resource_of(m: &'static Method, message: &[u8]) -> Option<String> {
         Resource::None => None,
         Fixed(text) => Some(text.to_owned()),
         Field(_) => {
+            let mut last: &[u8] = &[];
+            scan(message, path, &mut |v| last = v);
+            Some(String::from_utf8_lossy(last).into_owned())
+        }
+        Fields(_) => {
             let mut found = Vec::new();
             scan(message, path, &mut |v| {
                 found.push(String::from_utf8_lossy(v).into_owned());
@@ -213,7 +226,7 @@ fn varint(buf: &[u8]) -> Option<(u64, &[u8])> {
 
 /// Calls `found` with every length-delimited value at `path` (field numbers, outermost first) in
 /// the protobuf-encoded `buf`; stops quietly where the encoding is damaged or cut short.
-fn scan(mut buf: &[u8], path: &[u32], found: &mut dyn FnMut(&[u8])) {
+fn scan<'a>(mut buf: &'a [u8], path: &[u32], found: &mut dyn FnMut(&'a [u8])) {
     let Some((&want, rest_of_path)) = path.split_first() else {
         return;
     };
@@ -263,15 +276,20 @@ mod tests {
                 rpcs += 1;
                 let path = format!("/{}/{}", service.full_name(), method.name());
                 let m = find(&path).unwrap_or_else(|| panic!("{path} has no row"));
-                let resolved = field_numbers(&pool, m);
+                let (resolved, repeated) = field_numbers(&pool, m);
                 match m.resource {
-                    Field(p) | Count(p) => assert_eq!(
+                    Field(p) | Fields(p) | Count(p) => assert_eq!(
                         resolved.len(),
                         p.split('.').count(),
                         "{path}: {p} is not a field path of its request"
                     ),
                     Resource::None | Fixed(_) => assert!(resolved.is_empty()),
                 }
+                let lists = matches!(m.resource, Fields(_) | Count(_));
+                assert_eq!(
+                    repeated, lists,
+                    "{path}: Fields and Count name repeated fields"
+                );
             }
         }
         assert_eq!(rpcs, METHODS.len(), "a row names an rpc the protos lack");
@@ -379,9 +397,12 @@ mod tests {
         for (path, bytes, want) in cases {
             assert_eq!(resource_of(at(path), &bytes).as_deref(), want, "{path}");
         }
+        // A single field given twice reads as the decoder takes it: the last.
+        let twice = [0x0a, 1, b'a', 0x0a, 1, b'b'];
+        let m = at("/profileregistry.v1.ProfileService/GetProfile");
+        assert_eq!(resource_of(m, &twice).as_deref(), Some("b"));
         // Cut short or damaged: what could be read, never a panic.
         let bytes = get.encode_to_vec();
-        let m = at("/profileregistry.v1.ProfileService/GetProfile");
         assert_eq!(resource_of(m, &bytes[..3]).as_deref(), Some(""));
         assert_eq!(resource_of(m, &[0xff; 12]).as_deref(), Some(""));
     }

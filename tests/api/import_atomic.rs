@@ -89,6 +89,17 @@ async fn import_fail_sends_one_request_and_writes_all_or_nothing() {
         "{:#?}",
         import_lines(&server)
     );
+
+    // Reads that copy data out leave a line at the default level, like writes.
+    let out = src.path().join("exported");
+    let o = run_cli(&["export", out.to_str().unwrap(), "--server", &url], &[]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("ExportProfiles")),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
