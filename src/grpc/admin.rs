@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::audit_secret_access;
+use crate::app::audit_secret_access;
 use crate::auth::principal;
 use crate::pb;
 use crate::pb::admin_service_server::AdminService;

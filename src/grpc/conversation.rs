@@ -11,11 +11,9 @@ use super::convert::{
     binding_from_pb, conversation_from_pb, conversation_to_pb, event_to_pb, events_from_pb,
     llm_from_pb, status_from_pb,
 };
-use super::{
-    audit_secret_access, conflict_policy, page_token, parse_fernet_key, secrets_out, Limits,
-};
-use crate::app;
+use super::{conflict_policy, page_token, parse_fernet_key, secrets_out};
 use crate::app::transfer::{export_conversation_files, import_conversation_files, TransferError};
+use crate::app::{self, audit_secret_access, Limits};
 use crate::auth::principal;
 use crate::domain::{Conversation, ConversationId, LlmSource, ProfileName, Violation};
 use crate::error::{invalid_argument, invalid_field};

@@ -125,7 +125,7 @@ where
         let path = req.uri().path();
         let row = methods::find(path);
         if let Some(auth) = &self.auth {
-            if let Some(role) = methods::required_role(path, auth.protect_reflection()) {
+            if let Some(role) = methods::required_role(row, path, auth.protect_reflection()) {
                 let header = req
                     .headers()
                     .get("authorization")
@@ -198,8 +198,7 @@ struct Peek {
 
 impl Peek {
     fn look(&mut self, data: &Bytes) {
-        let limit = PEEK_LIMIT;
-        if self.resource.get().is_some() || self.seen.len() >= limit + 5 {
+        if self.resource.get().is_some() || self.seen.len() >= PEEK_LIMIT + 5 {
             return;
         }
         // The common case, a whole message in one chunk, is read where it lies.
@@ -219,7 +218,7 @@ impl Peek {
         let have = self.seen.len() - 5;
         if compressed {
             let _ = self.resource.set(String::new());
-        } else if have >= len || have >= limit {
+        } else if have >= len || have >= PEEK_LIMIT {
             let seen = std::mem::take(&mut self.seen);
             self.settle(&seen[5..5 + have.min(len)]);
         }

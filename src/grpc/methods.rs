@@ -131,10 +131,10 @@ pub fn find(path: &str) -> Option<&'static Method> {
         .find(|m| m.name == name && m.service == service)
 }
 
-/// The role a path needs before its request is decoded: the table's; none for health checks;
-/// reader for reflection when it is protected; admin for anything else.
-pub fn required_role(path: &str, protect_reflection: bool) -> Option<Role> {
-    if let Some(m) = find(path) {
+/// The role a path needs before its request is decoded: its row's (`row`, from [`find`]); none
+/// for health checks; reader for reflection when it is protected; admin for anything else.
+pub fn required_role(row: Option<&Method>, path: &str, protect_reflection: bool) -> Option<Role> {
+    if let Some(m) = row {
         return Some(m.role);
     }
     let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
@@ -337,7 +337,7 @@ mod tests {
             ),
         ];
         for (path, protect, want) in cases {
-            assert_eq!(required_role(path, protect), want, "{path}");
+            assert_eq!(required_role(find(path), path, protect), want, "{path}");
         }
     }
 

@@ -1,7 +1,6 @@
 //! The wire floor: gRPC handlers (one file per proto service), the conversions between pb and
 //! domain types, page tokens and the mapping of errors to Status. Handlers decode, call `app`
 //! or the store, and encode; every rule lives below them.
-pub use crate::app::{audit_secret_access, Limits};
 
 pub mod admin;
 pub mod conversation;

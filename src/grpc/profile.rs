@@ -8,10 +8,9 @@ use tokio::sync::{broadcast, watch};
 use tonic::{Request, Response, Status};
 
 use super::convert::{profile_from_pb, profile_to_pb};
-use super::{
-    audit_secret_access, conflict_policy, page_token, parse_fernet_key, secrets_out, Limits,
-};
+use super::{conflict_policy, page_token, parse_fernet_key, secrets_out};
 use crate::app::transfer::{export_documents, import_documents};
+use crate::app::{audit_secret_access, Limits};
 use crate::auth::{principal, Role};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
