@@ -297,6 +297,33 @@ impl PgStore {
         let codec = Arc::new(Codec::new(cipher));
         let cache = Arc::new(ProfileCache::new(options.cache_entries));
         let (connected_tx, connected) = watch::channel(false);
+        // A server killed mid-write may leave a transaction that PostgreSQL is still committing
+        // (or about to abort once it sees the closed connection). Every write holds WRITE_LOCK
+        // until it ends, so taking it once waits those out: this server's first reads show their
+        // outcome, never a state the old transaction changes afterwards.
+        let barrier = async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        match tokio::time::timeout(Duration::from_secs(10), barrier).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(PgOpenError::Connect {
+                    target,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(PgOpenError::Connect {
+                    target,
+                    reason: "writes in flight did not end within 10 s".into(),
+                })
+            }
+        }
         let last_seq = rows::next_seq(&pool)
             .await
             .map_err(|e| PgOpenError::Connect {
