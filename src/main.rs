@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(*args).await.map(|()| true),
         Some(Command::Import(args)) => cli::profiles::run_import(args).await,
         Some(Command::Export(args)) => cli::profiles::run_export(args).await,
+        Some(Command::Sync(args)) => cli::sync::run_sync(args).await,
         Some(Command::NewToken(args)) => new_token(&args),
         Some(Command::ImportConversations(args)) => cli::conversations::run_import(args).await,
         Some(Command::ExportConversations(args)) => cli::conversations::run_export(args).await,

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::connection::status_error;
 use super::output::{emit, fields, json, llm_fields, or_dash, say, table, time};
 use super::registry::{Messages, Registry};
-use super::{fernet_key_from_env, Usage};
+use super::{fernet_key_from_env, interrupted, Usage};
 use crate::config::{
     CompletionsArgs, ConversationEventsArgs, ConversationGetArgs, ConversationListArgs,
     ConversationsCommand, DeleteArgs, GetArgs, GetOutput, ListArgs, Output, PutArgs, RenameArgs,
@@ -316,20 +316,6 @@ async fn follow<T>(mut stream: Messages<T>, line: impl Fn(&T) -> String) -> anyh
                 None => anyhow::bail!("the server ended the stream"),
             },
         }
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
     }
 }
 

@@ -9,6 +9,7 @@ mod output;
 pub mod profiles;
 mod registry;
 pub mod stores;
+pub mod sync;
 mod target;
 
 pub use connection::{code_words, server_url, Bearer, Refused, ServerChannel};
@@ -50,5 +51,19 @@ pub(crate) fn open_offline(
             "{what} needs the data dir to itself: stop the server first"
         ))),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
     }
 }

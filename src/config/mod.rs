@@ -26,7 +26,7 @@ pub use self::everyday::{
 pub use self::parse::parse_duration;
 pub use self::serve::ServeArgs;
 pub use self::transfer::{
-    ExportArgs, ExportConversationsArgs, ImportArgs, ImportConversationsArgs,
+    ExportArgs, ExportConversationsArgs, ImportArgs, ImportConversationsArgs, SyncArgs,
 };
 
 /// A gRPC registry of OpenHands LLM profiles (named LLM configurations) over an embedded database.
@@ -61,6 +61,10 @@ pub enum Command {
     Import(ImportArgs),
     /// Export the registry's profiles as an SDK profiles folder, byte for byte what the SDK writes.
     Export(ExportArgs),
+    /// Keep an SDK profiles folder equal to the registry while it runs (a sidecar for agent
+    /// runtimes that read files): writes each profile's file as `export` does, deletes the files of
+    /// deleted profiles that it wrote itself, and follows the server through restarts.
+    Sync(SyncArgs),
     /// Make a bearer token: prints the token (give it to the client; it is not stored) and the
     /// line to add to the --auth-tokens-file (which holds only its SHA-256).
     NewToken(NewTokenArgs),

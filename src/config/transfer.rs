@@ -1,10 +1,11 @@
 //! Moving SDK files in and out: `import`, `export`, `import-conversations`,
-//! `export-conversations`, with their conflict and secrets policies.
+//! `export-conversations`, with their conflict and secrets policies; and `sync`, which keeps a
+//! profiles folder equal to the registry.
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::TargetArgs;
+use super::{ClientArgs, TargetArgs};
 use crate::domain::{ConflictPolicy, SecretsMode};
 
 /// Settings of `import`.
@@ -134,4 +135,41 @@ pub struct ExportConversationsArgs {
     /// Only these conversations (repeatable, dashed or 32-hex ids); default all.
     #[arg(long = "id", env = "REGISTRY_EXPORT_IDS", value_delimiter = ',')]
     pub ids: Vec<String>,
+}
+
+/// Settings of `sync`.
+#[derive(Clone, Debug, Args)]
+pub struct SyncArgs {
+    /// The profiles folder to keep equal to the registry [default: $OH_PERSISTENCE_DIR/profiles,
+    /// else ~/.openhands/profiles]. Created when missing. Files the sync did not write are never
+    /// touched.
+    #[arg(env = "REGISTRY_SYNC_DIR")]
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub client: ClientArgs,
+
+    /// How secrets are written: the SDK's mask (the default: agents then need their keys from
+    /// elsewhere), plaintext (needs a token with the secrets role), or encrypted with
+    /// --fernet-key-env as the SDK's own cipher.
+    #[arg(
+        long,
+        env = "REGISTRY_SYNC_SECRETS",
+        value_enum,
+        default_value = "redacted"
+    )]
+    pub secrets: SecretsMode,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+
+    /// Mirror only these profiles (repeatable, or comma-separated); default all.
+    #[arg(long = "name", env = "REGISTRY_SYNC_NAMES", value_delimiter = ',')]
+    pub names: Vec<String>,
+
+    /// Sync once and exit (0 when the folder is in step) instead of following changes.
+    #[arg(long, env = "REGISTRY_SYNC_ONCE")]
+    pub once: bool,
 }

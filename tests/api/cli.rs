@@ -3,14 +3,14 @@
 //! error messages in words.
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use profile_registry::pb;
 use serde_json::Value;
 
 use crate::helpers::{
     binary, bound, conversation, create, create_conversation, message_event, output_text, profile,
-    run_cli, sled_only, TestApp,
+    run_cli, sled_only, terminate, TestApp,
 };
 
 /// An SDK profile file with a key, a float, an integer under extra and schema_version last.
@@ -322,27 +322,6 @@ impl Lines {
     }
 }
 
-/// Sends SIGTERM and waits for the exit code (a follower ends cleanly when interrupted).
-fn interrupt(child: &mut std::process::Child) -> Option<i32> {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_one_line_per_change_until_interrupted() {
     let app = TestApp::spawn().await;
@@ -386,7 +365,7 @@ async fn watch_prints_one_line_per_change_until_interrupted() {
         (deleted["name"].as_str(), deleted["type"].as_str()),
         (Some("first"), Some("DELETE"))
     );
-    let code = tokio::task::spawn_blocking(move || interrupt(&mut child))
+    let code = tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
         .unwrap();
     assert_eq!(code, Some(0), "watch ends with 0 when interrupted");
@@ -409,7 +388,7 @@ async fn watch_prints_one_line_per_change_until_interrupted() {
         line.starts_with("PUT") && line.contains("second") && line.contains("gpt-4o-mini"),
         "{line}"
     );
-    tokio::task::spawn_blocking(move || interrupt(&mut child))
+    tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
         .unwrap();
 }
@@ -545,7 +524,7 @@ async fn conversation_commands_list_get_and_follow_events() {
         (live["seq"].as_str(), live["id"].as_str()),
         (Some("2"), Some("e2"))
     );
-    let code = tokio::task::spawn_blocking(move || interrupt(&mut child))
+    let code = tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
         .unwrap();
     assert_eq!(code, Some(0));

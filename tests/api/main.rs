@@ -28,6 +28,7 @@ mod props;
 mod replicas;
 mod rolling;
 mod secrets_at_rest;
+mod sync;
 mod tls;
 mod transfer;
 mod watch;

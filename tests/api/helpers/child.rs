@@ -29,6 +29,12 @@ impl ChildServer {
 
     /// Like [`ChildServer::start`], with extra environment variables.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on("127.0.0.1:0", data_dir, extra, env)
+    }
+
+    /// Like [`ChildServer::start_with_env`], listening on `listen` (e.g. the address of a server
+    /// this one replaces).
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut store_args: Vec<String> = Vec::new();
         if extra.contains(&"--store") {
             // The test chose the store itself (e.g. several replicas on one database).
@@ -43,7 +49,7 @@ impl ChildServer {
             .envs(env.iter().copied())
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .args(&store_args)
@@ -119,6 +125,27 @@ impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM to a child (a follower, a sync) and waits up to 10 s for its exit code.
+pub fn terminate(child: &mut Child) -> Option<i32> {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

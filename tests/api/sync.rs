@@ -1,0 +1,422 @@
+//! `profile-registry sync DIR`: a profiles folder that follows the registry. The sync runs as a
+//! child process against a real server; the folder is read as files, and by the real SDK.
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use profile_registry::pb;
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use tonic::transport::Channel;
+
+use crate::helpers::{
+    binary, connect, create, profile, sdk_pythons, skip_without, ChildServer, TestApp,
+};
+
+/// How long a change may take to reach the folder before the test calls it lost (the issue asks
+/// for a second; the bench measures it).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// `profile-registry sync` as a child process, its stderr collected.
+struct Sync {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Sync {
+    fn start(dir: &Path, server: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(binary());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd
+            .arg("sync")
+            .arg(dir)
+            .args(["--server", server])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        crate::helpers::terminate(&mut self.child)
+    }
+}
+
+impl Drop for Sync {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The folder's profile files (`*.json`), by name.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.ends_with(".json") {
+            out.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+    out
+}
+
+/// What `export` writes for every profile (secrets redacted), as `<name>.json` files.
+async fn exported(client: &mut ProfileServiceClient<Channel>) -> BTreeMap<String, Vec<u8>> {
+    let resp = client
+        .export_profiles(pb::ExportProfilesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    resp.documents
+        .into_iter()
+        .map(|d| (format!("{}.json", d.name), d.json.into_bytes()))
+        .collect()
+}
+
+/// Waits until the folder's files are `want` plus `others` (files that are not the registry's).
+async fn until_files(
+    dir: &Path,
+    want: &BTreeMap<String, Vec<u8>>,
+    others: &BTreeMap<String, Vec<u8>>,
+    sync: &Sync,
+) -> Duration {
+    let mut all = want.clone();
+    all.extend(others.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let started = Instant::now();
+    loop {
+        if dir.is_dir() && files(dir) == all {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the folder did not follow the registry:\nwant {:?}\nhave {:?}\nsync log:\n{}",
+            all.keys().collect::<Vec<_>>(),
+            files(dir).keys().collect::<Vec<_>>(),
+            sync.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn update(name: &str, model: &str, key: Option<&str>) -> pb::UpdateProfileRequest {
+    pb::UpdateProfileRequest {
+        profile: Some(profile(name, model, key)),
+        allow_missing: true,
+        expected_revision: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_follows_changes_and_deletes_only_its_own_files() {
+    let app = TestApp::spawn().await;
+    let mut client = app.profiles().await;
+    create(&mut client, profile("gpt", "gpt-4o", Some("sk-gpt-secret"))).await;
+    create(&mut client, profile("claude", "claude-3", None)).await;
+    let dir = app.dir.path().join("profiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A file the sync did not write, and a stale copy of a registry profile it must replace.
+    let mine = BTreeMap::from([("mine.json".to_owned(), b"{\"model\": \"local\"}".to_vec())]);
+    std::fs::write(dir.join("mine.json"), &mine["mine.json"]).unwrap();
+    std::fs::write(dir.join("claude.json"), b"{\"model\": \"old\"}").unwrap();
+
+    let sync = Sync::start(&dir, &app.url(), &[], &[]);
+    until_files(&dir, &exported(&mut client).await, &mine, &sync).await;
+    let gpt = String::from_utf8(files(&dir)["gpt.json"].clone()).unwrap();
+    assert!(
+        gpt.contains("\"**********\"") && !gpt.contains("sk-gpt-secret"),
+        "{gpt}"
+    );
+    let mode = std::fs::metadata(dir.join("gpt.json")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let claude_inode = std::fs::metadata(dir.join("claude.json")).unwrap().ino();
+
+    // A change, a delete, a rename: each reaches the folder; the untouched file keeps its inode.
+    client
+        .update_profile(update("gpt", "gpt-4o-mini", None))
+        .await
+        .unwrap();
+    until_files(&dir, &exported(&mut client).await, &mine, &sync).await;
+    assert!(String::from_utf8_lossy(&files(&dir)["gpt.json"]).contains("gpt-4o-mini"));
+    assert_eq!(
+        std::fs::metadata(dir.join("claude.json")).unwrap().ino(),
+        claude_inode
+    );
+    client
+        .rename_profile(pb::RenameProfileRequest {
+            name: "claude".into(),
+            new_name: "claude-next".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .delete_profile(pb::DeleteProfileRequest {
+            name: "gpt".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let want = exported(&mut client).await;
+    assert_eq!(want.keys().collect::<Vec<_>>(), ["claude-next.json"]);
+    until_files(&dir, &want, &mine, &sync).await;
+    // The manifest follows the deletes (it is saved just after them).
+    let started = Instant::now();
+    loop {
+        let manifest = std::fs::read_to_string(dir.join(".profile-registry-sync")).unwrap();
+        if manifest.contains("claude-next.json") && !manifest.contains("gpt.json") {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "{manifest}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let log = sync.log();
+    assert_eq!(sync.terminate(), Some(0), "{log}");
+    assert!(!log.contains("sk-gpt-secret"));
+    assert_eq!(files(&dir)["mine.json"], mine["mine.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_converges_after_the_server_and_the_sync_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(data.path(), &[]);
+    let addr = server.addr;
+    let mut client = ProfileServiceClient::new(connect(addr).await);
+    for name in ["a", "b", "c"] {
+        client
+            .update_profile(update(name, "m1", None))
+            .await
+            .unwrap();
+    }
+    let dir = data.path().join("mirror");
+    let sync = Sync::start(&dir, &addr.to_string(), &[], &[]);
+    until_files(&dir, &exported(&mut client).await, &BTreeMap::new(), &sync).await;
+
+    // The server dies (SIGKILL) and comes back on the same address with changes made meanwhile
+    // by another server on the same data: the sync reconnects and catches up.
+    drop(server);
+    let server = ChildServer::start(data.path(), &[]);
+    let mut other = ProfileServiceClient::new(connect(server.addr).await);
+    other.update_profile(update("a", "m2", None)).await.unwrap();
+    other
+        .delete_profile(pb::DeleteProfileRequest {
+            name: "b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(other);
+    drop(server);
+    let server = ChildServer::start_on(&addr.to_string(), data.path(), &[], &[]);
+    let mut client = ProfileServiceClient::new(connect(server.addr).await);
+    until_files(&dir, &exported(&mut client).await, &BTreeMap::new(), &sync).await;
+    assert!(sync.log().contains("sync out of step"), "{}", sync.log());
+
+    // The sync itself is killed; changes meanwhile; a new sync converges without rewriting the
+    // files that still hold their profiles.
+    drop(sync);
+    let c_inode = std::fs::metadata(dir.join("c.json")).unwrap().ino();
+    client
+        .delete_profile(pb::DeleteProfileRequest {
+            name: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .update_profile(update("d", "m1", None))
+        .await
+        .unwrap();
+    let sync = Sync::start(&dir, &addr.to_string(), &[], &[]);
+    until_files(&dir, &exported(&mut client).await, &BTreeMap::new(), &sync).await;
+    assert_eq!(
+        std::fs::metadata(dir.join("c.json")).unwrap().ino(),
+        c_inode
+    );
+    assert_eq!(sync.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_once_names_and_secret_modes() {
+    let app = TestApp::spawn().await;
+    let mut client = app.profiles().await;
+    create(&mut client, profile("gpt", "gpt-4o", Some("sk-plain-1"))).await;
+    create(&mut client, profile("other", "o3", Some("sk-plain-2"))).await;
+    let dir = app.dir.path().join("once");
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["sync".to_owned(), dir.display().to_string()];
+        args.extend(["--server".to_owned(), app.url(), "--once".to_owned()]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            crate::helpers::cli_output(&args, &env)
+        })
+    };
+    let o = run(&["--name", "gpt", "--secrets", "plaintext"], &[])
+        .await
+        .unwrap();
+    let text = crate::helpers::output_text(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("1 profiles, 1 written"), "{text}");
+    assert_eq!(files(&dir).keys().collect::<Vec<_>>(), ["gpt.json"]);
+    assert!(String::from_utf8_lossy(&files(&dir)["gpt.json"]).contains("sk-plain-1"));
+    assert!(!text.contains("sk-plain-1"));
+
+    // A second run with nothing changed writes nothing.
+    let o = run(&["--name", "gpt", "--secrets", "plaintext"], &[])
+        .await
+        .unwrap();
+    assert!(crate::helpers::output_text(&o).contains("0 written, 1 unchanged"));
+
+    // Encrypted without the key: a usage error, nothing written.
+    let o = run(&["--secrets", "encrypted"], &[]).await.unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        crate::helpers::output_text(&o)
+    );
+    assert!(crate::helpers::output_text(&o).contains("OH_SECRET_KEY"));
+    // A bad name is refused by name.
+    let o = run(&["--name", "../x"], &[]).await.unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(crate::helpers::output_text(&o).contains("--name"));
+
+    // Encrypted: the files hold Fernet tokens, not the key; all profiles now (the manifest owns
+    // gpt.json, so it is rewritten in the new mode).
+    let key = "a-secret-key-for-the-sdk";
+    let o = run(&["--secrets", "encrypted"], &[("OH_SECRET_KEY", key)])
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", crate::helpers::output_text(&o));
+    let all = files(&dir);
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["gpt.json", "other.json"]);
+    for text in all.values() {
+        let text = String::from_utf8_lossy(text);
+        assert!(
+            text.contains("\"gAAAAA") && !text.contains("sk-plain"),
+            "{text}"
+        );
+    }
+    // Encrypted again with the same key: fresh tokens, but the same secrets: nothing rewritten.
+    let o = run(&["--secrets", "encrypted"], &[("OH_SECRET_KEY", key)])
+        .await
+        .unwrap();
+    assert!(crate::helpers::output_text(&o).contains("0 written, 2 unchanged"));
+
+    // Nobody listening: --once fails with the address named.
+    let o = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            crate::helpers::cli_output(
+                [
+                    "sync",
+                    &dir.display().to_string(),
+                    "--server",
+                    "127.0.0.1:9",
+                    "--once",
+                ],
+                &[],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(crate::helpers::output_text(&o).contains("127.0.0.1:9"));
+}
+
+/// The real SDK's `LLMProfileStore`, reading the synced folder, sees a change made through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_loads_what_sync_wrote() {
+    let pythons = sdk_pythons();
+    if skip_without(
+        "Python 3.12 with openhands-sdk ($REGISTRY_SDK_PYTHONS)",
+        !pythons.is_empty(),
+    ) {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let mut client = app.profiles().await;
+    create(&mut client, profile("agent", "gpt-4o", Some("sk-agent"))).await;
+    let persistence = app.dir.path().join("oh");
+    let dir: PathBuf = persistence.join("profiles");
+    let sync = Sync::start(&dir, &app.url(), &[], &[]);
+    until_files(&dir, &exported(&mut client).await, &BTreeMap::new(), &sync).await;
+    client
+        .update_profile(update("agent", "claude-sonnet", None))
+        .await
+        .unwrap();
+    // Polls the SDK's own load until it sees the new model (or 10 s pass).
+    let script = r#"
+import sys, time
+from openhands.sdk.llm.llm_profile_store import LLMProfileStore
+store = LLMProfileStore(sys.argv[1])
+start = time.monotonic()
+while True:
+    try:
+        llm = store.load("agent")
+        if llm.model == "claude-sonnet":
+            break
+    except Exception:
+        pass
+    if time.monotonic() - start > 10:
+        sys.exit("the SDK never loaded the change")
+    time.sleep(0.01)
+key = llm.api_key.get_secret_value() if llm.api_key is not None else None
+assert key in (None, "", "**********"), "the default sync must not carry keys"
+print(f"loaded after {time.monotonic() - start:.3f} s")
+"#;
+    for python in pythons {
+        let o = Command::new(&python)
+            .args(["-c", script])
+            .arg(&dir)
+            .env("OPENHANDS_SUPPRESS_BANNER", "1")
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}{}\nsync log:\n{}",
+            python.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            sync.log()
+        );
+        eprintln!(
+            "{}: {}",
+            python.display(),
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
+    }
+    assert_eq!(sync.terminate(), Some(0));
+}
