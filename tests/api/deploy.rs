@@ -101,7 +101,12 @@ fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
 }
 
 /// Every kustomization under deploy/ that `kubectl apply -k` is meant for (components are not).
-const KUSTOMIZATIONS: [&str; 3] = ["base", "overlays/example", "overlays/postgres"];
+const KUSTOMIZATIONS: [&str; 4] = [
+    "base",
+    "overlays/example",
+    "overlays/postgres",
+    "examples/agent-server",
+];
 
 /// `kubectl kustomize deploy/<kustomization>`, written to a file in `dir`.
 fn kustomize(kustomization: &str, dir: &Path) -> PathBuf {
@@ -177,6 +182,7 @@ fn manifests_pass_strict_schema_validation() {
         "overlays/example/statefulset-patch.yaml",
         "overlays/postgres/deployment.yaml",
         "overlays/postgres/poddisruptionbudget.yaml",
+        "examples/agent-server/deployment.yaml",
     ] {
         assert!(
             files.contains(&deploy_dir().join(expected)),
@@ -829,4 +835,67 @@ async fn readme_docker_run_line_serves_as_printed() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0), "exit 0 on SIGTERM");
+}
+
+/// The agent-server example: a first `sync --once`, then `sync` as a native sidecar, writing into an
+/// emptyDir that the agent-server mounts at its SDK profiles folder ($OH_PERSISTENCE_DIR/profiles);
+/// the token only from a Secret; keys masked unless changed on purpose.
+#[test]
+fn agent_server_example_syncs_into_the_sdk_profiles_folder() {
+    if skip_without(
+        "python3 with PyYAML",
+        found("python3", &["-c", "import yaml"]),
+    ) {
+        return;
+    }
+    let docs = yaml_docs(&deploy_dir().join("examples/agent-server/deployment.yaml"));
+    let of_kind = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    let (deployment, config) = (of_kind("Deployment"), of_kind("ConfigMap"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let setting = |key: &str| str_at(config, &format!("/data/{key}")).to_owned();
+    let mount_of = |container: &Value, volume: &str| {
+        container["volumeMounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == volume))
+            .map(|m| str_at(m, "/mountPath").to_owned())
+    };
+
+    let agent = named(&pod["containers"], "agent-server");
+    let persistence = str_at(named(&agent["env"], "OH_PERSISTENCE_DIR"), "/value");
+    let profiles = format!("{persistence}/profiles");
+    assert_eq!(
+        mount_of(agent, "profiles").as_deref(),
+        Some(profiles.as_str())
+    );
+    assert!(named(&pod["volumes"], "profiles")["emptyDir"].is_object());
+    assert_eq!(setting("REGISTRY_SYNC_DIR"), profiles);
+    assert_eq!(setting("REGISTRY_SYNC_SECRETS"), "redacted");
+
+    let init = pod["initContainers"].as_array().expect("initContainers");
+    let args: Vec<&Value> = init.iter().map(|c| &c["args"]).collect();
+    assert_eq!(args[0], &serde_json::json!(["sync", "--once"]));
+    assert_eq!(args[1], &serde_json::json!(["sync"]));
+    assert!(
+        init[0].get("restartPolicy").is_none(),
+        "the first sync runs to completion"
+    );
+    assert_eq!(
+        init[1]["restartPolicy"], "Always",
+        "the sidecar keeps running"
+    );
+    for c in init {
+        assert_eq!(mount_of(c, "profiles").as_deref(), Some(profiles.as_str()));
+        assert_eq!(
+            str_at(c, "/envFrom/0/configMapRef/name"),
+            str_at(config, "/metadata/name")
+        );
+        let token = named(&c["env"], "REGISTRY_TOKEN");
+        assert!(
+            token["valueFrom"]["secretKeyRef"].is_object(),
+            "the token only from a Secret"
+        );
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    }
+    // One user for both sides: the sync writes mode 0600 files the agent-server must read.
+    assert!(pod["securityContext"]["runAsUser"].is_i64());
 }
