@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::helpers::binary;
 
-const ROWS: [&str; 14] = [
+const ROWS: [&str; 15] = [
     "Health/Check",
     "GetProfile",
     "ListProfiles (page 100)",
@@ -19,15 +19,17 @@ const ROWS: [&str; 14] = [
     "etcd Put",
     "GetProfile, small store",
     "GetProfile, large store",
+    "sync: UpdateProfile to file",
 ];
 
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "GetProfile c64 >= 10 x SDK load",
     "UpdateProfile c64 >= etcd Put c64",
     "AppendEvents (batch 1) c64 >= 10 x c1",
     "server RSS after the full run <= 64 MiB",
     "start to SERVING on the data set <= 0.5 s",
     "import of 100 SDK files",
+    "sync: change to file p99 < 1 s",
 ];
 
 #[test]
@@ -41,6 +43,7 @@ fn the_benchmark_completes_and_prints_every_row() {
         .args(["--profiles", "100", "--conversations", "4", "--events", "3"])
         .args(["--duration", "200ms", "--connections", "2"])
         .args(["--small-profiles", "100", "--large-profiles", "300"])
+        .args(["--sync-changes", "20"])
         .arg("--server-bin")
         .arg(binary())
         .arg("--json")

@@ -48,6 +48,10 @@ pub struct Args {
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
 
+    /// Changes timed by the sync row (one after another).
+    #[arg(long, default_value_t = 200)]
+    pub sync_changes: usize,
+
     /// Measure only the rows whose name contains one of these (repeatable; e.g. to profile one).
     #[arg(long)]
     pub only: Vec<String>,

@@ -6,7 +6,8 @@
 //! SERVING on that data, and measures each row at concurrency 1 and 64 over several connections.
 //! Health/Check is the baseline: the cost of one unary call in this stack on this machine. When
 //! present, the OpenHands SDK (`REGISTRY_SDK_PYTHON`/`REGISTRY_SDK_PYTHONS`) and an `etcd` binary
-//! are measured in the same run for comparison. Prints a table and each target with whether it
+//! are measured in the same run for comparison. A `profile-registry sync` child times how long a
+//! change takes to reach its folder. Prints a table and each target with whether it
 //! is met; `--json FILE` writes every figure.
 //! Run: `cargo run --release --bin registry-bench -- --json bench.json`.
 mod args;
@@ -19,6 +20,7 @@ mod report;
 mod rows;
 mod scenarios;
 mod sdk;
+mod sync;
 mod transfer;
 
 use std::time::Duration;
@@ -97,6 +99,17 @@ async fn main() -> anyhow::Result<()> {
     match &server {
         Some(s) => report.rss(Some(s.rss_kib()?)),
         None => report.rss(None),
+    }
+    match bin.as_ref().filter(|_| report.wants(report::SYNC_DELAY)) {
+        Some(bin) => {
+            let dir = work.path().join("synced");
+            let s = sync::delay(bin, &url, &dir, args.sync_changes).await?;
+            report.row(report::SYNC_DELAY, 1, s);
+        }
+        None => report.skip(
+            report::SYNC_DELAY,
+            "needs the profile-registry binary (no --server)",
+        ),
     }
     if let Some(s) = server.take() {
         s.stop()?;
