@@ -27,6 +27,7 @@ mod profiles;
 mod props;
 mod replicas;
 mod rolling;
+mod sdk_adapter;
 mod secrets_at_rest;
 mod sync;
 mod tls;

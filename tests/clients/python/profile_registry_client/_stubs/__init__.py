@@ -1,0 +1,1 @@
+"""gRPC stubs generated from proto/ (see generate_stubs.py); not a public API."""
