@@ -17,11 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use fs2::FileExt;
 use futures::{FutureExt, StreamExt};
 use tonic::Code;
 
@@ -30,7 +31,9 @@ use super::target::MAX_RESPONSE_BYTES;
 use super::{fernet_key_from_env, interrupted, Usage};
 use crate::config::SyncArgs;
 use crate::domain::{ProfileName, SecretsMode};
-use crate::openhands::folder::{default_dir, Equivalent, FileState, ProfilesDir, Staging};
+use crate::openhands::folder::{
+    create_private_dir, default_dir, read_text_file, Equivalent, FileState, ProfilesDir, Staging,
+};
 use crate::openhands::secrets::{same_when_decrypted, FernetKey};
 use crate::pb;
 use crate::pb::profile_service_client::ProfileServiceClient;
@@ -38,6 +41,10 @@ use crate::pb::profile_service_client::ProfileServiceClient;
 /// The file in the folder that lists the profile files the sync wrote (not `*.json`, so neither
 /// the SDK nor `import` takes it for a profile).
 pub const MANIFEST: &str = ".profile-registry-sync";
+/// The lock a sync holds in its folder while it runs: one sync per folder.
+pub const RUN_LOCK: &str = ".profile-registry-sync.lock";
+/// A manifest listing 100,000 names fits well within this.
+const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -63,7 +70,7 @@ pub async fn run_sync(args: SyncArgs) -> anyhow::Result<bool> {
             .map_err(|v| anyhow::Error::new(Usage(v.to_string())))?;
         only.insert(parsed.to_string());
     }
-    let mut mirror = Mirror::open(dir, args.secrets, key, only)?;
+    let mut mirror = Mirror::new(dir, args.secrets, key, only);
     if args.once {
         let mut client = client(&args).await?;
         let done = mirror.resync(&mut client).await.map_err(|e| e.error)?;
@@ -77,7 +84,7 @@ pub async fn run_sync(args: SyncArgs) -> anyhow::Result<bool> {
             tracing::info!(dir = %mirror.dir.display(), "sync stopped");
             Ok(true)
         }
-        never = follow(&args, &mut mirror) => match never {},
+        ended = follow(&args, &mut mirror) => ended,
     }
 }
 
@@ -89,40 +96,74 @@ async fn client(args: &SyncArgs) -> anyhow::Result<Client> {
 /// Why a session ended.
 struct Ended {
     error: anyhow::Error,
-    /// The server asked for a new watch (ABORTED, RESOURCE_EXHAUSTED): start over at once.
-    again_now: bool,
+    /// The server asked for a new watch (ABORTED, RESOURCE_EXHAUSTED on the stream).
+    watch_again: bool,
+    /// Retrying cannot help until someone changes something (a refused token, a second sync on
+    /// the folder): before the first sync in step, the command exits instead of retrying.
+    fatal: bool,
+}
+
+impl Ended {
+    fn fatal(error: anyhow::Error) -> Self {
+        Self {
+            error,
+            watch_again: false,
+            fatal: true,
+        }
+    }
 }
 
 impl From<anyhow::Error> for Ended {
     fn from(error: anyhow::Error) -> Self {
         Self {
             error,
-            again_now: false,
+            watch_again: false,
+            fatal: false,
         }
+    }
+}
+
+impl From<io::Error> for Ended {
+    fn from(error: io::Error) -> Self {
+        anyhow::Error::new(error).into()
     }
 }
 
 impl From<tonic::Status> for Ended {
     fn from(status: tonic::Status) -> Self {
-        let again_now = matches!(status.code(), Code::Aborted | Code::ResourceExhausted);
+        let watch_again = matches!(status.code(), Code::Aborted | Code::ResourceExhausted);
+        let fatal = matches!(
+            status.code(),
+            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
+        );
         Self {
             error: status_error(status),
-            again_now,
+            watch_again,
+            fatal,
         }
     }
 }
 
-/// Sessions, one after another, forever: each ends with an error that is logged when it differs
-/// from the last one logged, then a backoff.
-async fn follow(args: &SyncArgs, mirror: &mut Mirror) -> std::convert::Infallible {
+/// Sessions, one after another, until an error that retrying cannot mend comes before the first
+/// sync in step. Each session's end is logged when it differs from the last one logged; the next
+/// session waits a backoff, except once right after a session in step that the server told to
+/// watch again.
+async fn follow(args: &SyncArgs, mirror: &mut Mirror) -> anyhow::Result<bool> {
     let mut backoff = MIN_BACKOFF;
     let mut last_logged: Option<String> = None;
+    let mut ever_in_step = false;
+    let mut quick_retry_used = false;
     loop {
-        let ended = session(args, mirror, &mut || {
+        let mut in_step = false;
+        let ended = session(args, mirror, &mut || in_step = true).await;
+        if in_step {
+            ever_in_step = true;
             backoff = MIN_BACKOFF;
             last_logged = None;
-        })
-        .await;
+        }
+        if ended.fatal && !ever_in_step {
+            return Err(ended.error);
+        }
         let message = format!("{:#}", ended.error);
         if last_logged.as_deref() != Some(message.as_str()) {
             tracing::warn!(
@@ -132,7 +173,9 @@ async fn follow(args: &SyncArgs, mirror: &mut Mirror) -> std::convert::Infallibl
             );
             last_logged = Some(message);
         }
-        if !ended.again_now {
+        let quick = ended.watch_again && in_step && !quick_retry_used;
+        quick_retry_used = quick;
+        if !quick {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -213,6 +256,12 @@ impl Done {
     }
 }
 
+/// The identity of a folder (device, inode): a folder deleted and made again is another one.
+fn identity(dir: &Path) -> io::Result<(u64, u64)> {
+    let meta = fs::metadata(dir)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
 /// The folder and what the sync knows of it.
 struct Mirror {
     dir: PathBuf,
@@ -222,28 +271,58 @@ struct Mirror {
     only: BTreeSet<String>,
     /// The names whose files the sync wrote (the manifest).
     owned: BTreeSet<String>,
+    /// The run lock ([`RUN_LOCK`], one sync per folder) and the identity of the folder it is in.
+    claim: Option<(fs::File, (u64, u64))>,
+    /// Names whose file cannot be put in place (a folder in the way), warned about once each.
+    blocked: BTreeSet<String>,
 }
 
 impl Mirror {
-    fn open(
+    fn new(
         dir: PathBuf,
         mode: SecretsMode,
         key: Option<FernetKey>,
         only: BTreeSet<String>,
-    ) -> anyhow::Result<Self> {
-        // Creates the folder (mode 0700) and checks that it can be locked.
-        drop(
-            ProfilesDir::lock(&dir, true)
-                .with_context(|| format!("cannot write the profiles folder {}", dir.display()))?,
-        );
-        let owned = read_manifest(&dir)?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             dir,
             mode,
             key: key.filter(|_| mode == SecretsMode::Encrypted),
             only,
-            owned,
-        })
+            owned: BTreeSet::new(),
+            claim: None,
+            blocked: BTreeSet::new(),
+        }
+    }
+
+    /// Creates the folder when missing and holds the run lock in it, reading its manifest; again
+    /// when the folder was replaced. A second sync on the same folder is refused: each would
+    /// delete the files the other wrote.
+    fn claim(&mut self) -> Result<(), Ended> {
+        create_private_dir(&self.dir)
+            .with_context(|| format!("cannot create the profiles folder {}", self.dir.display()))?;
+        let id = identity(&self.dir)
+            .with_context(|| format!("cannot read the profiles folder {}", self.dir.display()))?;
+        if self.claim.as_ref().is_some_and(|(_, held)| *held == id) {
+            return Ok(());
+        }
+        let path = self.dir.join(RUN_LOCK);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if file.try_lock_exclusive().is_err() {
+            return Err(Ended::fatal(anyhow::anyhow!(
+                "another `profile-registry sync` keeps {} (it holds {RUN_LOCK}): one sync per folder",
+                self.dir.display()
+            )));
+        }
+        self.owned = read_manifest(&self.dir)?;
+        self.claim = Some((file, id));
+        Ok(())
     }
 
     fn wanted(&self, name: &str) -> bool {
@@ -251,8 +330,9 @@ impl Mirror {
     }
 
     /// Makes the folder equal to the registry: every profile written (or left when it already
-    /// holds it), and the owned files of profiles that are gone deleted.
+    /// holds it), and the owned files of profiles that are gone (or no longer selected) deleted.
     async fn resync(&mut self, client: &mut Client) -> Result<Done, Ended> {
+        self.claim()?;
         let docs = if self.only.is_empty() {
             self.export_all(client).await?
         } else {
@@ -260,13 +340,18 @@ impl Mirror {
             self.export_named(client, names).await?
         };
         let present: BTreeSet<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();
+        for name in self.only.iter().filter(|n| !present.contains(n.as_str())) {
+            tracing::warn!(
+                "--name {name}: the registry has no such profile (yet); its file appears when it is created"
+            );
+        }
         let gone = self
             .owned
             .iter()
             .filter(|n| !present.contains(n.as_str()))
             .cloned()
             .collect();
-        Ok(self.write(docs, gone)?)
+        self.write(docs, gone).await
     }
 
     /// Applies a batch of watch events: the last event of each name decides.
@@ -289,7 +374,8 @@ impl Mirror {
         } else {
             self.export_named(client, put).await?
         };
-        Ok(self.write(docs, gone.into_iter().map(|(n, _)| n).collect())?)
+        self.write(docs, gone.into_iter().map(|(n, _)| n).collect())
+            .await
     }
 
     fn request(
@@ -318,69 +404,111 @@ impl Mirror {
                 .export_profiles(self.request(Vec::new(), PAGE, page_token))
                 .await?
                 .into_inner();
-            docs.extend(page.documents.into_iter().map(|d| (d.name, d.json)));
-            if page.next_page_token.is_empty() {
+            page_token = page.next_page_token.clone();
+            docs.extend(documents(page));
+            if page_token.is_empty() {
                 return Ok(docs);
             }
-            page_token = page.next_page_token;
         }
     }
 
-    /// The files of `names`, leaving out those that do not exist (deleted since: their DELETE
-    /// event follows, or the folder never had them).
+    /// The files of `names`, a page of names a request, leaving out those that do not exist
+    /// (deleted since: their DELETE event follows, or the folder never had them).
     async fn export_named(
         &self,
         client: &mut Client,
         names: Vec<String>,
     ) -> Result<Vec<(String, String)>, Ended> {
-        match client
-            .export_profiles(self.request(names.clone(), 0, String::new()))
-            .await
-        {
-            Ok(resp) => Ok(documents(resp.into_inner())),
-            Err(status) if status.code() == Code::NotFound => {
-                let mut docs = Vec::new();
-                for name in names {
-                    match client
-                        .export_profiles(self.request(vec![name], 0, String::new()))
-                        .await
-                    {
-                        Ok(resp) => docs.extend(documents(resp.into_inner())),
-                        Err(status) if status.code() == Code::NotFound => {}
-                        Err(status) => return Err(status.into()),
+        let mut docs = Vec::new();
+        for chunk in names.chunks(PAGE as usize) {
+            match client
+                .export_profiles(self.request(chunk.to_vec(), 0, String::new()))
+                .await
+            {
+                Ok(resp) => docs.extend(documents(resp.into_inner())),
+                Err(status) if status.code() == Code::NotFound => {
+                    for name in chunk {
+                        match client
+                            .export_profiles(self.request(vec![name.clone()], 0, String::new()))
+                            .await
+                        {
+                            Ok(resp) => docs.extend(documents(resp.into_inner())),
+                            Err(status) if status.code() == Code::NotFound => {}
+                            Err(status) => return Err(status.into()),
+                        }
                     }
                 }
-                Ok(docs)
+                Err(status) => return Err(status.into()),
             }
-            Err(status) => Err(status.into()),
         }
+        Ok(docs)
     }
 
     /// Under the SDK's lock: puts `docs` in place (a file that holds its profile is left as it
-    /// is), then deletes the owned files among `gone`, keeping the manifest ahead of the files.
-    fn write(&mut self, docs: Vec<(String, String)>, gone: Vec<String>) -> anyhow::Result<Done> {
-        let _folder = ProfilesDir::lock(&self.dir, true)
+    /// is), then deletes the owned files among `gone`. The manifest is saved before files are put
+    /// in place and after files are deleted, so it always lists every file the sync wrote.
+    async fn write(
+        &mut self,
+        docs: Vec<(String, String)>,
+        gone: Vec<String>,
+    ) -> Result<Done, Ended> {
+        let mut done = Done::default();
+        if docs.is_empty() && !gone.iter().any(|n| self.owned.contains(n)) {
+            return Ok(done);
+        }
+        let _folder = ProfilesDir::lock_async(&self.dir, true)
+            .await
             .with_context(|| format!("cannot write the profiles folder {}", self.dir.display()))?;
+        // Deleted (and perhaps made again) under us: the files and the manifest went with it.
+        let replaced = identity(&self.dir)
+            .ok()
+            .zip(self.claim.as_ref().map(|(_, id)| *id))
+            .is_none_or(|(now, held)| now != held);
+        if replaced {
+            self.claim = None;
+            return Err(anyhow::anyhow!(
+                "{} was deleted or replaced while the sync kept it; writing it again",
+                self.dir.display()
+            )
+            .into());
+        }
         let key = self.key.clone();
         let decrypted =
             key.map(|key| move |have: &str, want: &str| same_when_decrypted(have, want, &key));
         let equivalent = decrypted.as_ref().map(|f| f as &Equivalent);
         let mut staging = Staging::new(&self.dir);
-        let mut done = Done {
-            profiles: docs.len(),
-            ..Done::default()
-        };
         let mut owned = self.owned.clone();
         for (name, text) in docs {
-            let file = format!("{name}.json");
-            if staging.compare(&file, &text, equivalent)? != FileState::Same {
-                staging.stage(file, &text)?;
-                done.written.push(name.clone());
+            // The server names only valid profiles; a name that is not one never becomes a path.
+            if ProfileName::parse(&name, "name").is_err() {
+                tracing::warn!(name = %name.escape_debug(), "the server sent a profile name that is not one; skipped");
+                continue;
             }
-            owned.insert(name);
+            done.profiles += 1;
+            let file = format!("{name}.json");
+            if staging.compare(&file, &text, equivalent)? == FileState::Same {
+                continue;
+            }
+            match staging.stage(file, &text) {
+                Ok(()) => {
+                    self.blocked.remove(&name);
+                    done.written.push(name.clone());
+                    owned.insert(name);
+                }
+                // A folder in a profile's place: that file waits, the others go on.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if self.blocked.insert(name) {
+                        tracing::warn!(dir = %self.dir.display(), "{e}");
+                    }
+                    done.profiles -= 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         self.save_manifest(owned)?;
-        staging.commit(&|_| {})?;
+        if !staging.is_empty() {
+            staging.commit(&|_| {})?;
+        }
         let mut owned = self.owned.clone();
         for name in gone {
             if !owned.remove(&name) {
@@ -401,10 +529,12 @@ impl Mirror {
         Ok(done)
     }
 
+    /// Saves the manifest when it changes, or when it went missing.
     fn save_manifest(&mut self, owned: BTreeSet<String>) -> anyhow::Result<()> {
-        if owned != self.owned {
+        let path = self.dir.join(MANIFEST);
+        if owned != self.owned || fs::symlink_metadata(&path).is_err() {
             write_manifest(&self.dir, &owned)
-                .with_context(|| format!("cannot write {}", self.dir.join(MANIFEST).display()))?;
+                .with_context(|| format!("cannot write {}", path.display()))?;
             self.owned = owned;
         }
         Ok(())
@@ -418,26 +548,40 @@ fn documents(resp: pb::ExportProfilesResponse) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The names in the folder's manifest; none when it has none.
+/// The profile names in the folder's manifest; none when it has none. Entries that are not
+/// `<valid profile name>.json` are dropped with a warning: the manifest lies in a folder others
+/// can write, and its names become paths to delete.
 fn read_manifest(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
     let path = dir.join(MANIFEST);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
+    if fs::symlink_metadata(&path).is_err() {
+        return Ok(BTreeSet::new());
+    }
+    let text = read_text_file(&path, MAX_MANIFEST_BYTES, false)
+        .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not the sync's manifest (JSON)", path.display()))?;
-    let names = value
+    let files = value
         .get("files")
         .and_then(|f| f.as_array())
         .with_context(|| format!("{}: no \"files\" list", path.display()))?;
-    Ok(names
-        .iter()
-        .filter_map(|n| n.as_str())
-        .filter_map(|n| n.strip_suffix(".json"))
-        .map(str::to_owned)
-        .collect())
+    let mut names = BTreeSet::new();
+    for file in files {
+        let name = file
+            .as_str()
+            .and_then(|f| f.strip_suffix(".json"))
+            .and_then(|n| ProfileName::parse(n, "name").ok());
+        match name {
+            Some(name) => {
+                names.insert(name.to_string());
+            }
+            None => tracing::warn!(
+                manifest = %path.display(),
+                "an entry that is not `<profile name>.json` was dropped: {}",
+                file.to_string().escape_debug()
+            ),
+        }
+    }
+    Ok(names)
 }
 
 /// Writes the manifest atomically (temp file, fsync, rename).

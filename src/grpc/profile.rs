@@ -298,15 +298,18 @@ impl ProfileService for ProfileApi {
             n => self.limits.page_size(n)?,
         };
         let after = page_token::decode(&self.limits.page_key, EXPORT_LISTING, &page_token)?;
+        // Refused before anything is read or decrypted; audited once the export succeeded.
+        let action = match mode {
+            SecretsOut::Redacted => None,
+            SecretsOut::Plaintext => Some("export secrets in plaintext"),
+            SecretsOut::Encrypted(_) => Some("export secrets encrypted"),
+        };
+        if let Some(action) = action {
+            who.require(Role::Secrets, action)?;
+        }
         let page = export_documents(&self.store, &names, &mode, after.as_deref(), size).await?;
-        match mode {
-            SecretsOut::Redacted => {}
-            SecretsOut::Plaintext => {
-                audit_secret_access(&who, "export secrets in plaintext", &names_or_all(&names))?
-            }
-            SecretsOut::Encrypted(_) => {
-                audit_secret_access(&who, "export secrets encrypted", &names_or_all(&names))?
-            }
+        if let Some(action) = action {
+            audit_secret_access(&who, action, &names_or_all(&names))?;
         }
         Ok(Response::new(pb::ExportProfilesResponse {
             documents: page

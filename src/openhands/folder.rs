@@ -13,6 +13,27 @@ use fs2::FileExt;
 pub const LOCK_FILE: &str = ".profiles.lock";
 /// How long to wait for the lock (the SDK's own timeout).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a waiter tries the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(50);
+
+/// Creates `path` and its parents when missing, the folder itself mode 0700 (it holds keys).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    if !path.exists() {
+        fs::create_dir_all(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn locked(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WouldBlock,
+        format!(
+            "{} is locked by another process (waited 30 s)",
+            path.join(LOCK_FILE).display()
+        ),
+    )
+}
 
 /// The default folder: `$OH_PERSISTENCE_DIR/profiles` when set, else `~/.openhands/profiles`.
 pub fn default_dir() -> PathBuf {
@@ -249,9 +270,39 @@ impl ProfilesDir {
     /// Locks `path` (creating it, mode 0700, when `create`), waiting up to 30 s for the SDK's lock.
     /// A read-only folder (a mounted ConfigMap or Secret) cannot hold a lock file: it is read unlocked.
     pub fn lock(path: &Path, create: bool) -> io::Result<Self> {
-        if create && !path.exists() {
-            fs::create_dir_all(path)?;
-            fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        let started = Instant::now();
+        loop {
+            match Self::attempt(path, create, started)? {
+                Some(dir) => return Ok(dir),
+                None => std::thread::sleep(LOCK_POLL),
+            }
+        }
+    }
+
+    /// [`ProfilesDir::lock`] for async callers: the wait yields, so a signal can end it.
+    pub async fn lock_async(path: &Path, create: bool) -> io::Result<Self> {
+        let started = Instant::now();
+        loop {
+            match Self::attempt(path, create, started)? {
+                Some(dir) => return Ok(dir),
+                None => tokio::time::sleep(LOCK_POLL).await,
+            }
+        }
+    }
+
+    /// One attempt at the lock: `None` while another process holds it, an error once the wait
+    /// that began at `started` is over.
+    fn attempt(path: &Path, create: bool, started: Instant) -> io::Result<Option<Self>> {
+        match Self::try_lock(path, create)? {
+            None if started.elapsed() > LOCK_TIMEOUT => Err(locked(path)),
+            held => Ok(held),
+        }
+    }
+
+    /// One attempt at the lock: `None` while another process holds it.
+    fn try_lock(path: &Path, create: bool) -> io::Result<Option<Self>> {
+        if create {
+            create_private_dir(path)?;
         }
         if !path.is_dir() {
             return Err(io::Error::new(
@@ -273,30 +324,20 @@ impl ProfilesDir {
                         io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
                     ) =>
             {
-                return Ok(Self {
+                return Ok(Some(Self {
                     path: path.to_owned(),
                     _lock: None,
-                });
+                }));
             }
             Err(e) => return Err(e),
         };
-        let started = Instant::now();
-        while lock.try_lock_exclusive().is_err() {
-            if started.elapsed() > LOCK_TIMEOUT {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "{} is locked by another process (waited 30 s)",
-                        path.join(LOCK_FILE).display()
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if lock.try_lock_exclusive().is_err() {
+            return Ok(None);
         }
-        Ok(Self {
+        Ok(Some(Self {
             path: path.to_owned(),
             _lock: Some(lock),
-        })
+        }))
     }
 
     /// The folder.

@@ -2,7 +2,7 @@
 //! child process against a real server; the folder is read as files, and by the real SDK.
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -123,6 +123,14 @@ async fn until_files(
     }
 }
 
+async fn delete(client: &mut ProfileServiceClient<Channel>, name: &str) {
+    let req = pb::DeleteProfileRequest {
+        name: name.into(),
+        ..Default::default()
+    };
+    client.delete_profile(req).await.unwrap();
+}
+
 fn update(name: &str, model: &str, key: Option<&str>) -> pb::UpdateProfileRequest {
     pb::UpdateProfileRequest {
         profile: Some(profile(name, model, key)),
@@ -173,13 +181,7 @@ async fn sync_follows_changes_and_deletes_only_its_own_files() {
         })
         .await
         .unwrap();
-    client
-        .delete_profile(pb::DeleteProfileRequest {
-            name: "gpt".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    delete(&mut client, "gpt").await;
     let want = exported(&mut client).await;
     assert_eq!(want.keys().collect::<Vec<_>>(), ["claude-next.json"]);
     until_files(&dir, &want, &mine, &sync).await;
@@ -222,13 +224,7 @@ async fn sync_converges_after_the_server_and_the_sync_restart() {
     let server = ChildServer::start(data.path(), &[]);
     let mut other = ProfileServiceClient::new(connect(server.addr).await);
     other.update_profile(update("a", "m2", None)).await.unwrap();
-    other
-        .delete_profile(pb::DeleteProfileRequest {
-            name: "b".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    delete(&mut other, "b").await;
     drop(other);
     drop(server);
     let server = ChildServer::start_on(&addr.to_string(), data.path(), &[], &[]);
@@ -240,13 +236,7 @@ async fn sync_converges_after_the_server_and_the_sync_restart() {
     // files that still hold their profiles.
     drop(sync);
     let c_inode = std::fs::metadata(dir.join("c.json")).unwrap().ino();
-    client
-        .delete_profile(pb::DeleteProfileRequest {
-            name: "a".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    delete(&mut client, "a").await;
     client
         .update_profile(update("d", "m1", None))
         .await
@@ -419,4 +409,121 @@ print(f"loaded after {time.monotonic() - start:.3f} s")
         );
     }
     assert_eq!(sync.terminate(), Some(0));
+}
+
+/// `sync ... --once` with `extra`, its output as text and its exit code.
+async fn once(dir: &Path, server: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["sync".to_owned(), dir.display().to_string()];
+    args.extend([
+        "--server".to_owned(),
+        server.to_owned(),
+        "--once".to_owned(),
+    ]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let o = tokio::task::spawn_blocking(move || crate::helpers::cli_output(&args, &[]))
+        .await
+        .unwrap();
+    (o.status.code(), crate::helpers::output_text(&o))
+}
+
+/// What a hostile or broken folder cannot make the sync do: delete outside the folder (a planted
+/// manifest), stop syncing (a folder in a profile's place), adopt a file it did not write, or run
+/// twice on one folder; and a folder deleted under a running sync is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_holds_its_ground_in_a_hostile_folder() {
+    let app = TestApp::spawn().await;
+    let mut client = app.profiles().await;
+    for name in ["blocked", "fine", "theirs"] {
+        create(&mut client, profile(name, "m1", None)).await;
+    }
+    let root = app.dir.path();
+    let dir = root.join("hostile");
+    std::fs::create_dir_all(dir.join("blocked.json")).unwrap();
+    let victims = [root.join("victim.json"), root.join("hostile-victim.json")];
+    for v in &victims {
+        std::fs::write(v, b"{}").unwrap();
+    }
+    let manifest = serde_json::json!({
+        "files": ["../victim.json", victims[1].display().to_string(), "fine.json"]
+    });
+    std::fs::write(dir.join(".profile-registry-sync"), manifest.to_string()).unwrap();
+    // A file the sync did not write that already holds its profile: left, and never adopted.
+    let theirs = exported(&mut client).await.remove("theirs.json").unwrap();
+    std::fs::write(dir.join("theirs.json"), &theirs).unwrap();
+    let mode = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(dir.join("theirs.json"), mode).unwrap();
+
+    let (code, text) = once(&dir, &app.url(), &[]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("2 profiles, 1 written (fine), 1 unchanged"),
+        "{text}"
+    );
+    assert!(text.contains("folder is in the way"), "{text}");
+    assert!(text.contains("was dropped"), "{text}");
+    for v in &victims {
+        assert!(v.exists(), "{} was deleted", v.display());
+    }
+    assert!(dir.join("blocked.json").is_dir());
+
+    delete(&mut client, "theirs").await;
+    let (code, text) = once(&dir, &app.url(), &[]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(std::fs::read(dir.join("theirs.json")).unwrap(), theirs);
+
+    // One sync per folder: a second one is refused while the first runs.
+    std::fs::remove_dir(dir.join("blocked.json")).unwrap();
+    let sync = Sync::start(&dir, &app.url(), &[], &[]);
+    let mut want = exported(&mut client).await;
+    let theirs_file = BTreeMap::from([("theirs.json".to_owned(), theirs.clone())]);
+    until_files(&dir, &want, &theirs_file, &sync).await;
+    let (code, text) = once(&dir, &app.url(), &[]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("one sync per folder"), "{text}");
+
+    // The folder deleted under the running sync: the next change writes all of it again.
+    std::fs::remove_dir_all(&dir).unwrap();
+    client
+        .update_profile(update("fine", "m2", None))
+        .await
+        .unwrap();
+    want = exported(&mut client).await;
+    until_files(&dir, &want, &BTreeMap::new(), &sync).await;
+    assert_eq!(sync.terminate(), Some(0));
+}
+
+/// A token the server refuses, before the first sync in step: the sync exits 1 saying so instead
+/// of retrying forever (in Kubernetes the container restarts, visibly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_exits_when_the_server_refuses_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let hash = profile_registry::auth::token_hash_hex("tok-reader-sync");
+    std::fs::write(&tokens, format!("viewer:reader:sha256:{hash}\n")).unwrap();
+    let app = TestApp::spawn_in_with(dir, |a| a.auth_tokens_file = Some(tokens)).await;
+    let folder = app.dir.path().join("refused");
+    for (extra, env, why) in [
+        (vec![], vec![], "no token"),
+        (
+            vec!["--secrets", "plaintext"],
+            vec![("REGISTRY_TOKEN", "tok-reader-sync")],
+            "secrets role",
+        ),
+    ] {
+        let sync = Sync::start(&folder, &app.url(), &extra, &env);
+        let mut sync = sync;
+        let started = Instant::now();
+        let code = loop {
+            if let Some(status) = sync.child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{why}: still running:\n{}",
+                sync.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(code, Some(1), "{why}:\n{}", sync.log());
+    }
 }
