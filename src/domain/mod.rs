@@ -1,4 +1,5 @@
 //! Validated domain types: what the registry stores, independent of the wire and the database.
+pub mod connection;
 mod conversation;
 mod name;
 mod profile;
@@ -6,6 +7,7 @@ pub mod pyjson;
 mod transfer;
 pub mod values;
 
+pub use connection::ProviderConnection;
 pub use conversation::{
     conversation_violations, parse_timestamp, Conversation, ConversationId, Event, ExecutionStatus,
     LlmSource, NewEvent, TYPED_STATE_KEYS,

@@ -28,6 +28,7 @@ mod props;
 mod replicas;
 mod rolling;
 mod sdk_adapter;
+mod sdk_connections;
 mod secrets_at_rest;
 mod sync;
 mod tls;

@@ -1,0 +1,107 @@
+//! The SDK's provider connections file (issue 19's first kind): files the real SDK 1.58.2 writes
+//! are read and written back byte for byte, and what the registry writes in each secret form
+//! loads in the SDK's own store to the same values (keys absent when redacted).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use profile_registry::openhands::connections::{parse_file, to_file_text, FILE_NAME};
+use profile_registry::openhands::profile::SecretsOut;
+use profile_registry::openhands::secrets::FernetKey;
+use serde_json::Value;
+
+use crate::helpers::{sdk_pythons, skip_without};
+
+const OH_SECRET_KEY: &str = "connections-test-secret-key";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdk_connections.py")
+}
+
+/// Runs the SDK script; its stdout.
+fn sdk(python: &Path, args: &[&str]) -> String {
+    let o = Command::new(python)
+        .arg(script())
+        .args(args)
+        .env("OPENHANDS_SUPPRESS_BANNER", "1")
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("OH_SECRET_KEY", OH_SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The 1.58.2 Python (provider connections are newer than 1.43.1).
+fn newest_sdk() -> Option<PathBuf> {
+    sdk_pythons()
+        .into_iter()
+        .find(|p| p.display().to_string().contains("1.58"))
+}
+
+#[test]
+fn sdk_connection_files_round_trip_in_every_secret_form() {
+    let Some(python) = newest_sdk() else {
+        skip_without(
+            "Python 3.12 with openhands-sdk 1.58.2 ($REGISTRY_SDK_PYTHONS)",
+            false,
+        );
+        return;
+    };
+    let key = FernetKey::from_secret_key(OH_SECRET_KEY);
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, enc) = (tmp.path().join("plain"), tmp.path().join("enc"));
+    let target = |dir: &Path, form: &str| format!("{}:{form}", dir.display());
+    sdk(
+        &python,
+        &[
+            "write",
+            &target(&plain, "plaintext"),
+            &target(&enc, "encrypted"),
+        ],
+    );
+
+    // Plaintext: the same bytes back.
+    let text = std::fs::read_to_string(plain.join(FILE_NAME)).unwrap();
+    let connections = parse_file(&text, None).unwrap();
+    assert_eq!(connections.len(), 3);
+    assert_eq!(to_file_text(&connections, &SecretsOut::Plaintext), text);
+
+    // Encrypted by the SDK: read with the key, to the same values; a token without it is refused.
+    let sealed = std::fs::read_to_string(enc.join(FILE_NAME)).unwrap();
+    assert!(parse_file(&sealed, None)
+        .unwrap_err()
+        .contains("no key was given"));
+    assert_eq!(parse_file(&sealed, Some(&key)).unwrap(), connections);
+
+    // What the registry writes, each form, loads in the SDK's own store (one SDK process).
+    let forms = [
+        ("plaintext", SecretsOut::Plaintext, "plaintext"),
+        ("encrypted", SecretsOut::Encrypted(&key), "encrypted"),
+        ("redacted", SecretsOut::Redacted, "plaintext"),
+    ];
+    let mut args = vec!["load".to_owned(), target(&plain, "plaintext")];
+    for (form, secrets, load_form) in &forms {
+        let dir = tmp.path().join(format!("out-{form}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(FILE_NAME), to_file_text(&connections, secrets)).unwrap();
+        args.push(target(&dir, load_form));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let loaded: Value = serde_json::from_str(&sdk(&python, &args)).unwrap();
+    let expected = &loaded[plain.to_str().unwrap()];
+    assert_eq!(expected.as_array().map(Vec::len), Some(3), "{loaded}");
+    for (form, _, _) in &forms {
+        let dir = tmp.path().join(format!("out-{form}"));
+        let mut want = expected.clone();
+        if *form == "redacted" {
+            for c in want.as_array_mut().unwrap() {
+                c["api_key"] = Value::Null;
+            }
+        }
+        assert_eq!(loaded[dir.to_str().unwrap()], want, "{form}");
+    }
+}
