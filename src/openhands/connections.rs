@@ -12,10 +12,10 @@
 use serde_json::{Map, Number, Value};
 
 use super::profile::SecretsOut;
-use super::secrets::{looks_encrypted, FernetKey};
+use super::secrets::{read_secret, FernetKey};
 use crate::domain::connection::DEFAULT_PROVIDER;
 use crate::domain::pyjson::dumps_indent2;
-use crate::domain::{ProviderConnection, Secret, SECRET_MASK};
+use crate::domain::{ProviderConnection, SECRET_MASK};
 
 /// The file's name inside `provider-connections/`.
 pub const FILE_NAME: &str = "provider_connections.json";
@@ -84,15 +84,7 @@ fn parse_connection(
     let api_key = match string("api_key")? {
         None => None,
         Some(s) if s.trim().is_empty() || s == SECRET_MASK => None,
-        Some(s) if looks_encrypted(&s) => {
-            let Some(key) = key else {
-                return Err("api_key is encrypted (a Fernet token) and no key was given: set OH_SECRET_KEY (or --fernet-key-env)".into());
-            };
-            Some(Secret::new(key.decrypt(&s).ok_or(
-                "api_key is encrypted with another key: the given key does not decrypt it",
-            )?))
-        }
-        Some(s) => Some(Secret::new(s)),
+        Some(s) => Some(read_secret("api_key", s, key)?),
     };
     let connection = ProviderConnection {
         id: required("id")?,

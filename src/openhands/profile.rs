@@ -1,7 +1,7 @@
 //! Profile files as the SDK writes them (`json.dumps(llm, indent=2)` with `schema_version` last).
 use serde_json::{Map, Number, Value};
 
-use super::secrets::{looks_encrypted, FernetKey};
+use super::secrets::{read_secret, FernetKey};
 use crate::domain::pyjson::{dumps_indent2, float_number};
 use crate::domain::{LlmConfig, ProfileName, Secret, SecretField, SECRET_MASK, TYPED_KEYS};
 
@@ -210,20 +210,6 @@ pub fn parse_object(map: Map<String, Value>, key: Option<&FernetKey>) -> Result<
         return Err(format!("invalid profile: {v}"));
     }
     Ok(llm)
-}
-
-fn read_secret(field: &str, value: String, key: Option<&FernetKey>) -> Result<Secret, String> {
-    if !looks_encrypted(&value) {
-        return Ok(Secret::new(value));
-    }
-    let Some(key) = key else {
-        return Err(format!(
-            "{field} is encrypted (a Fernet token) and no key was given: set OH_SECRET_KEY (or --fernet-key-env)"
-        ));
-    };
-    key.decrypt(&value).map(Secret::new).ok_or_else(|| {
-        format!("{field} is encrypted with another key: the given key does not decrypt it")
-    })
 }
 
 fn string_slot<'a>(llm: &'a mut LlmConfig, key: &str) -> &'a mut Option<String> {

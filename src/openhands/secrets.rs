@@ -4,6 +4,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use crate::domain::Secret;
+
 /// A Fernet key, as the SDK's `Cipher` builds it (no Debug: it is a secret).
 #[derive(Clone)]
 pub struct FernetKey {
@@ -72,6 +74,22 @@ pub fn same_when_decrypted(a: &str, b: &str, key: &FernetKey) -> bool {
         serde_json::to_string(&value).ok()
     };
     canonical(a).is_some_and(|a| canonical(b).is_some_and(|b| a == b))
+}
+
+/// A secret as a file holds it: the value itself, or a Fernet token opened with `key`; a token
+/// without the key (or with another key) is an error naming `field`, never stored as the value.
+pub fn read_secret(field: &str, value: String, key: Option<&FernetKey>) -> Result<Secret, String> {
+    if !looks_encrypted(&value) {
+        return Ok(Secret::new(value));
+    }
+    let Some(key) = key else {
+        return Err(format!(
+            "{field} is encrypted (a Fernet token) and no key was given: set OH_SECRET_KEY (or --fernet-key-env)"
+        ));
+    };
+    key.decrypt(&value).map(Secret::new).ok_or_else(|| {
+        format!("{field} is encrypted with another key: the given key does not decrypt it")
+    })
 }
 
 #[cfg(test)]
