@@ -51,6 +51,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Export page size for the snapshot.
 const PAGE: i32 = 1000;
+/// Up to this many files, a write looks each up rather than listing the folder.
+const FEW: usize = 32;
 
 type Client = ProfileServiceClient<ServerChannel>;
 
@@ -476,7 +478,12 @@ impl Mirror {
         let decrypted =
             key.map(|key| move |have: &str, want: &str| same_when_decrypted(have, want, &key));
         let equivalent = decrypted.as_ref().map(|f| f as &Equivalent);
-        let mut staging = Staging::new(&self.dir);
+        // A batch of changes looks up its few files; a snapshot lists the folder once.
+        let mut staging = if docs.len() <= FEW {
+            Staging::few(&self.dir)
+        } else {
+            Staging::new(&self.dir)
+        };
         let mut owned = self.owned.clone();
         for (name, text) in docs {
             // The server names only valid profiles; a name that is not one never becomes a path.

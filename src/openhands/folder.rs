@@ -64,6 +64,8 @@ pub struct Staging {
     staged: Vec<(tempfile::TempPath, String)>,
     /// The folder's file names when the first [`Staging::compare`] ran.
     existing: Option<std::collections::HashSet<std::ffi::OsString>>,
+    /// Compare by opening each file instead of listing the folder first (see [`Staging::few`]).
+    probe: bool,
 }
 
 /// Whether a file's text (first) says the same as the text to write (second).
@@ -87,13 +89,23 @@ impl Staging {
             dir: dir.to_owned(),
             staged: Vec::new(),
             existing: None,
+            probe: false,
+        }
+    }
+
+    /// Stages a few files into a folder that may hold many (a sync's batch of changes): each
+    /// compare opens its one file instead of listing the whole folder first.
+    pub fn few(dir: &Path) -> Self {
+        Self {
+            probe: true,
+            ..Self::new(dir)
         }
     }
 
     /// What `name` in the folder holds against `text` (never follows a symlink). A file with other
     /// bytes still counts as the same when `equivalent(its text, text)` says so (e.g. two Fernet
     /// encryptions of one profile). The folder is listed once, so a fresh (or missing) folder costs
-    /// no opens.
+    /// no opens (with [`Staging::few`], each name is looked up instead).
     pub fn compare(
         &mut self,
         name: &str,
@@ -101,18 +113,24 @@ impl Staging {
         equivalent: Option<&Equivalent>,
     ) -> io::Result<FileState> {
         let dir = &self.dir;
-        let existing = match &mut self.existing {
-            Some(names) => names,
-            unset => unset.insert(match fs::read_dir(dir) {
-                Ok(entries) => entries
-                    .map(|entry| entry.map(|e| e.file_name()))
-                    .collect::<io::Result<_>>()?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
-                Err(e) => return Err(e),
-            }),
-        };
-        if !existing.contains(std::ffi::OsStr::new(name)) {
-            return Ok(FileState::Absent);
+        if self.probe {
+            if fs::symlink_metadata(dir.join(name)).is_err() {
+                return Ok(FileState::Absent);
+            }
+        } else {
+            let existing = match &mut self.existing {
+                Some(names) => names,
+                unset => unset.insert(match fs::read_dir(dir) {
+                    Ok(entries) => entries
+                        .map(|entry| entry.map(|e| e.file_name()))
+                        .collect::<io::Result<_>>()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+                    Err(e) => return Err(e),
+                }),
+            };
+            if !existing.contains(std::ffi::OsStr::new(name)) {
+                return Ok(FileState::Absent);
+            }
         }
         let Some(have) = own_file_bytes(&dir.join(name), text.len()) else {
             return Ok(FileState::Different);
