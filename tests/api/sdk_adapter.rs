@@ -104,6 +104,8 @@ fn assert_passed(o: &Output, what: &str) {
         "ok: resolve_agent_profile(llm_store=adapter)",
         "ok: profile_refs.delete_llm_profile and rename_llm_profile",
         "ok: masked:",
+        "ok: errors callers catch",
+        "ok: provider_connection_id resolved",
         "all adapter checks passed",
     ] {
         assert!(out.contains(step), "{what}: no {step:?} in:\n{out}");

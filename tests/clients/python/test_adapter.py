@@ -267,6 +267,56 @@ def main() -> int:
     who = "a token without secrets" if args.masked_token else "reveal_secrets=False"
     step(f"masked: {who} loads no key, as the SDK loads a redacted file")
 
+    # 14. What the SDK's callers catch: a registry failure is an OSError (the launch path catches
+    # OSError and ValueError), an outage a ConnectionError and a TimeoutError (retryable there);
+    # a token read from a mounted file keeps working with its newline; a bad one is a ValueError.
+    from profile_registry_client import RegistryError, RegistryUnavailable
+
+    assert issubclass(RegistryError, OSError)
+    assert issubclass(RegistryUnavailable, ConnectionError) and issubclass(RegistryUnavailable, TimeoutError)
+    with RegistryProfileStore("127.0.0.1:9", timeout=5) as down:
+        raises(TimeoutError, down.load, name)
+    if args.token:
+        with RegistryProfileStore(args.server, token=args.token + "\n") as newline:
+            assert newline.load(name).model == full.model
+    e = raises(ValueError, RegistryProfileStore, args.server, token="two words")
+    assert "two words" not in str(e)
+    raises(ValueError, store.load, "abc\n")
+    step("errors callers catch: RegistryError is an OSError, an outage a TimeoutError; tokens trimmed")
+
+    # 15. A profile linked to a provider connection resolves by default from the SDK's own
+    # connection store (under $OH_PERSISTENCE_DIR), as a bare LLMProfileStore does.
+    from openhands.sdk.llm.provider_connection_store import ProviderConnection, ProviderConnectionStore
+
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["OH_PERSISTENCE_DIR"] = home
+        try:
+            ProviderConnectionStore(Path(home) / "provider-connections").create(
+                ProviderConnection(
+                    id="shared",
+                    display_name="Shared",
+                    api_key=SecretStr("sk-shared-key"),
+                    base_url="https://shared.example/v1",
+                    created_at=1,
+                    updated_at=1,
+                )
+            )
+            linked = full.model_copy(update={"provider_connection_id": "shared"})
+            sdk_home = LLMProfileStore(Path(home) / "profiles")
+            sdk_home.save(f"linked-{tag}", linked, include_secrets=True)
+            store.save(f"linked-{tag}", linked, include_secrets=True)
+            with RegistryProfileStore(args.server, token=args.token) as fresh:
+                resolved = fresh.load(f"linked-{tag}")
+            same(resolved, sdk_home.load(f"linked-{tag}"), "a profile linked to a connection")
+            assert resolved.api_key.get_secret_value() == "sk-shared-key", "the connection's key wins"
+            unresolved = RegistryProfileStore(args.server, token=args.token, provider_store=None)
+            assert unresolved.load(f"linked-{tag}").provider_connection_id == "shared"
+            unresolved.close()
+        finally:
+            del os.environ["OH_PERSISTENCE_DIR"]
+    store.delete(f"linked-{tag}")
+    step("provider_connection_id resolved from the SDK's connection store by default")
+
     for n in (name, f"minimal-{tag}", f"sdk-file-True-{tag}", f"sdk-file-False-{tag}"):
         store.delete(n)
     store.close()

@@ -6,6 +6,6 @@ satisfies the SDK's ``LLMProfileLoader`` and ``LLMProfileMutator`` protocols and
 ``resolve_agent_profile`` and the ``profile_refs`` helpers in place of the folder-backed store.
 """
 
-from .store import RegistryError, RegistryProfileStore
+from .store import RegistryError, RegistryProfileStore, RegistryUnavailable
 
-__all__ = ["RegistryError", "RegistryProfileStore"]
+__all__ = ["RegistryError", "RegistryProfileStore", "RegistryUnavailable"]

@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 PROFILE_NAME_REGEX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Largest page the server gives (API.md: page_size at most 1000), so list() makes few calls.
 _PAGE_SIZE = 1000
+# The default provider_store: the SDK's own, made when first needed.
+_SDK_DEFAULT = object()
 # How many names a "not found" message lists, as the SDK's does, before it stops.
 _LISTED_IN_ERRORS = 50
 
 
-class RegistryError(RuntimeError):
+class RegistryError(OSError):
     """A registry failure with no counterpart among the SDK store's exceptions.
 
     ``code`` is the gRPC status code name (e.g. ``"FAILED_PRECONDITION"`` when conversations still
@@ -43,6 +45,11 @@ class RegistryError(RuntimeError):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class RegistryUnavailable(ConnectionError, TimeoutError):
+    """The registry cannot be reached (UNAVAILABLE): a ``ConnectionError`` and, as the outage may
+    pass, a ``TimeoutError``, which the SDK's launch path treats as worth retrying."""
 
 
 class RegistryProfileStore:
@@ -60,9 +67,11 @@ class RegistryProfileStore:
         reveal_secrets: ``None`` (default) asks for keys and falls back to masked ones when the
             token lacks the ``secrets`` role (remembered for this store's lifetime); ``True`` always
             asks for keys (PermissionError without the role); ``False`` never asks.
-        provider_store: an SDK ``ProviderConnectionStore`` whose connections ``load`` applies to
-            profiles that reference one, as ``LLMProfileStore.load`` does; ``None`` (default)
-            leaves ``provider_connection_id`` as stored.
+        provider_store: the SDK ``ProviderConnectionStore`` whose connections ``load`` applies to
+            profiles that reference one, as ``LLMProfileStore.load`` does. By default the SDK's
+            own (``$OH_PERSISTENCE_DIR/provider-connections``, else ``~/.openhands/...``), made
+            the first time a loaded profile references a connection, as a bare
+            ``LLMProfileStore()`` does; ``None`` leaves ``provider_connection_id`` unresolved.
     """
 
     def __init__(
@@ -76,7 +85,7 @@ class RegistryProfileStore:
         tls_server_name: str | None = None,
         timeout: float = 30.0,
         reveal_secrets: bool | None = None,
-        provider_store: ProviderConnectionStore | None = None,
+        provider_store: ProviderConnectionStore | None | object = _SDK_DEFAULT,
     ) -> None:
         address, tls = _parse_target(target)
         if not tls and (ca_file or client_cert or client_key or tls_server_name):
@@ -91,6 +100,11 @@ class RegistryProfileStore:
                 f"the registry token is sent unencrypted to {address}; use an https:// target",
                 stacklevel=2,
             )
+        if token is not None:
+            # A token read from a mounted file often ends in a newline; inside, no whitespace fits.
+            token = token.strip()
+            if not token or any(c.isspace() or not c.isprintable() for c in token):
+                raise ValueError("token is empty or holds whitespace or control characters")
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -164,7 +178,7 @@ class RegistryProfileStore:
         except Exception as e:
             # As the SDK, a ValueError; unlike it, without the cause, whose text may quote a value.
             raise ValueError(f"Failed to load profile `{name}`: {_describe(e)}") from None
-        if resolve_provider and self._provider_store is not None:
+        if resolve_provider and llm.provider_connection_id and self._provider_store is not None:
             llm = self._resolve_provider_connection(name, llm, cipher)
         return llm
 
@@ -181,7 +195,9 @@ class RegistryProfileStore:
 
         The same JSON the SDK would write is imported (ImportProfiles, OVERWRITE). Without
         ``include_secrets`` a key is sent as the SDK's mask, which the registry reads as "keep the
-        stored key" (the SDK's file would hold no usable key); an LLM without a key clears it.
+        stored key" (the SDK's file would hold no usable key); an LLM without a key clears it (so
+        saving back an LLM loaded by a token that may not read keys clears them, as the SDK's own
+        load-then-save of a masked file does).
         With ``include_secrets`` the keys are sent in plaintext, also when a ``cipher`` is given:
         the registry encrypts them at rest itself, and the cipher's role in the SDK is the file's.
 
@@ -202,7 +218,8 @@ class RegistryProfileStore:
             # The SDK's rule 5c: a profile linked to a provider connection keeps no inline credentials.
             llm = llm.model_copy(update={"api_key": None, "base_url": None})
         context: dict[str, Any] = {"expose_secrets": True} if include_secrets else {}
-        document = json.dumps(llm.to_persisted(context=context), indent=2)
+        persisted = llm.to_persisted(context=context)
+        document = json.dumps(persisted, indent=2)
         request = pb.ImportProfilesRequest(
             documents=[pb.ProfileDocument(name=key, json=document)],
             on_conflict=pb.ImportProfilesRequest.OVERWRITE,
@@ -250,7 +267,7 @@ class RegistryProfileStore:
     def _key(self, name: str) -> str:
         """The registry name ``name`` addresses, as the SDK's ``_get_profile_path`` checks it."""
         key = name.removesuffix(".json")
-        if not PROFILE_NAME_REGEX.match(key):
+        if not PROFILE_NAME_REGEX.fullmatch(key):
             raise ValueError(
                 f"Invalid profile name: {name!r}. "
                 "Profile names must be 1-64 characters, start with a letter "
@@ -324,6 +341,13 @@ class RegistryProfileStore:
 
         # A bare LLMProfileStore (no folder created) that only carries the provider store, so the
         # rules (connection wins; a missing one raises unless the profile has a key) stay the SDK's.
+        if self._provider_store is _SDK_DEFAULT:
+            from openhands.sdk.llm.provider_connection_store import ProviderConnectionStore
+            from openhands.sdk.utils.path import get_user_persistence_dir
+
+            self._provider_store = ProviderConnectionStore(
+                get_user_persistence_dir() / "provider-connections"
+            )
         sdk_store = LLMProfileStore.__new__(LLMProfileStore)
         sdk_store._provider_store = self._provider_store
         return sdk_store._resolve_provider_connection(name, llm, cipher=cipher)
@@ -383,5 +407,5 @@ def _mapped(e: grpc.RpcError, what: str) -> Exception:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return TimeoutError(message)
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ConnectionError(message)
+        return RegistryUnavailable(message)
     return RegistryError(message, code.name if code else "UNKNOWN")
