@@ -247,8 +247,9 @@ impl Done {
             }
         };
         format!(
-            "{} profiles, {} written{}, {} unchanged, {} deleted{}",
+            "{} profile{}, {} written{}, {} unchanged, {} deleted{}",
             self.profiles,
+            if self.profiles == 1 { "" } else { "s" },
             self.written.len(),
             names(&self.written),
             self.profiles - self.written.len(),

@@ -1,6 +1,7 @@
 //! Validated domain types: what the registry stores, independent of the wire and the database.
 pub mod connection;
 mod conversation;
+pub mod meta_profile;
 mod name;
 mod profile;
 pub mod pyjson;
@@ -12,6 +13,7 @@ pub use conversation::{
     conversation_violations, parse_timestamp, Conversation, ConversationId, Event, ExecutionStatus,
     LlmSource, NewEvent, TYPED_STATE_KEYS,
 };
+pub use meta_profile::{MetaProfile, MetaProfileClass};
 pub use name::ProfileName;
 pub use profile::{LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS};
 pub use transfer::{ConflictPolicy, ImportOutcome, Outcome, SecretsMode};

@@ -2,5 +2,6 @@
 pub mod connections;
 pub mod conversation;
 pub mod folder;
+pub mod meta_profiles;
 pub mod profile;
 pub mod secrets;

@@ -28,7 +28,7 @@ mod props;
 mod replicas;
 mod rolling;
 mod sdk_adapter;
-mod sdk_connections;
+mod sdk_kinds;
 mod secrets_at_rest;
 mod sync;
 mod tls;

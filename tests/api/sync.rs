@@ -276,7 +276,7 @@ async fn sync_once_names_and_secret_modes() {
         .unwrap();
     let text = crate::helpers::output_text(&o);
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("1 profiles, 1 written"), "{text}");
+    assert!(text.contains("1 profile, 1 written"), "{text}");
     assert_eq!(files(&dir).keys().collect::<Vec<_>>(), ["gpt.json"]);
     assert!(String::from_utf8_lossy(&files(&dir)["gpt.json"]).contains("sk-plain-1"));
     assert!(!text.contains("sk-plain-1"));

@@ -1,10 +1,11 @@
-//! The SDK's provider connections file (issue 19's first kind): files the real SDK 1.58.2 writes
-//! are read and written back byte for byte, and what the registry writes in each secret form
-//! loads in the SDK's own store to the same values (keys absent when redacted).
+//! The SDK's newer kinds of file (issue 19): provider connections and meta-profiles. Files the
+//! real SDK 1.58.2 writes are read and written back byte for byte, and what the registry writes
+//! (each secret form, for connections) loads in the SDK's own stores to the same values.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use profile_registry::openhands::connections::{parse_file, to_file_text, FILE_NAME};
+use profile_registry::openhands::meta_profiles;
 use profile_registry::openhands::profile::SecretsOut;
 use profile_registry::openhands::secrets::FernetKey;
 use serde_json::Value;
@@ -13,14 +14,16 @@ use crate::helpers::{sdk_pythons, skip_without};
 
 const OH_SECRET_KEY: &str = "connections-test-secret-key";
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdk_connections.py")
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-/// Runs the SDK script; its stdout.
-fn sdk(python: &Path, args: &[&str]) -> String {
+/// Runs the SDK script `name`; its stdout.
+fn run(python: &Path, name: &str, args: &[&str]) -> String {
     let o = Command::new(python)
-        .arg(script())
+        .arg(script(name))
         .args(args)
         .env("OPENHANDS_SUPPRESS_BANNER", "1")
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -35,20 +38,28 @@ fn sdk(python: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-/// The 1.58.2 Python (provider connections are newer than 1.43.1).
+fn sdk(python: &Path, args: &[&str]) -> String {
+    run(python, "sdk_connections.py", args)
+}
+
+/// The 1.58.2 Python (these kinds are newer than 1.43.1); `None`, said (or failed, when e2e is
+/// required), without it.
 fn newest_sdk() -> Option<PathBuf> {
-    sdk_pythons()
+    let found = sdk_pythons()
         .into_iter()
-        .find(|p| p.display().to_string().contains("1.58"))
+        .find(|p| p.display().to_string().contains("1.58"));
+    if found.is_none() {
+        skip_without(
+            "Python 3.12 with openhands-sdk 1.58.2 ($REGISTRY_SDK_PYTHONS)",
+            false,
+        );
+    }
+    found
 }
 
 #[test]
 fn sdk_connection_files_round_trip_in_every_secret_form() {
     let Some(python) = newest_sdk() else {
-        skip_without(
-            "Python 3.12 with openhands-sdk 1.58.2 ($REGISTRY_SDK_PYTHONS)",
-            false,
-        );
         return;
     };
     let key = FernetKey::from_secret_key(OH_SECRET_KEY);
@@ -104,4 +115,51 @@ fn sdk_connection_files_round_trip_in_every_secret_form() {
         }
         assert_eq!(loaded[dir.to_str().unwrap()], want, "{form}");
     }
+}
+
+#[test]
+fn sdk_meta_profiles_round_trip_byte_for_byte() {
+    let Some(python) = newest_sdk() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (theirs, ours) = (tmp.path().join("theirs"), tmp.path().join("ours"));
+    run(
+        &python,
+        "sdk_meta_profiles.py",
+        &["write", theirs.to_str().unwrap()],
+    );
+    std::fs::create_dir_all(&ours).unwrap();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&theirs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let meta = meta_profiles::parse_file(&text).unwrap();
+            assert_eq!(
+                meta_profiles::to_file_text(&meta),
+                text,
+                "{}",
+                path.display()
+            );
+            std::fs::write(
+                ours.join(path.file_name().unwrap()),
+                meta_profiles::to_file_text(&meta),
+            )
+            .unwrap();
+            names.push(path);
+        }
+    }
+    assert_eq!(names.len(), 3);
+    let load = |dir: &Path| -> Value {
+        serde_json::from_str(&run(
+            &python,
+            "sdk_meta_profiles.py",
+            &["load", dir.to_str().unwrap()],
+        ))
+        .unwrap()
+    };
+    let (a, b) = (load(&theirs), load(&ours));
+    assert_eq!(a.as_object().map(|m| m.len()), Some(3), "{a}");
+    assert_eq!(a, b);
 }
