@@ -15,6 +15,7 @@
 //! When the stream ends (a restart, a rolling update, a lagging watch told to watch again), the
 //! session starts over after a backoff; each state change is logged once.
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -27,7 +28,7 @@ use futures::{FutureExt, StreamExt};
 use tonic::Code;
 
 use super::connection::{connect, status_error, ServerChannel};
-use super::target::MAX_RESPONSE_BYTES;
+use super::target::{export_request, MAX_RESPONSE_BYTES};
 use super::{fernet_key_from_env, interrupted, Usage};
 use crate::config::SyncArgs;
 use crate::domain::{ProfileName, SecretsMode};
@@ -157,7 +158,7 @@ async fn follow(args: &SyncArgs, mirror: &mut Mirror) -> anyhow::Result<bool> {
     let mut quick_retry_used = false;
     loop {
         let mut in_step = false;
-        let ended = session(args, mirror, &mut || in_step = true).await;
+        let Err(ended) = session(args, mirror, &mut || in_step = true).await;
         if in_step {
             ever_in_step = true;
             backoff = MIN_BACKOFF;
@@ -184,43 +185,41 @@ async fn follow(args: &SyncArgs, mirror: &mut Mirror) -> anyhow::Result<bool> {
     }
 }
 
-/// One session: subscribe, snapshot, follow; `in_step` is called once the snapshot is written.
-async fn session(args: &SyncArgs, mirror: &mut Mirror, in_step: &mut dyn FnMut()) -> Ended {
-    let result: Result<std::convert::Infallible, Ended> = async {
-        let mut client = client(args).await?;
-        let mut stream = client
-            .watch_profiles(pb::WatchProfilesRequest {
-                send_initial: false,
-            })
-            .await?
-            .into_inner();
-        let done = mirror.resync(&mut client).await?;
-        tracing::info!(
-            server = %args.client.server,
-            dir = %mirror.dir.display(),
-            "sync in step: {}",
-            done.summary()
-        );
-        in_step();
-        loop {
-            let Some(first) = stream.next().await else {
-                return Err(anyhow::anyhow!("the server ended the stream").into());
-            };
-            // Whatever else has already arrived goes in the same batch: one lock, one sync.
-            let mut batch = vec![first?];
-            while let Some(Some(next)) = stream.next().now_or_never() {
-                batch.push(next?);
-            }
-            let done = mirror.apply(&mut client, batch).await?;
-            if done.changed() {
-                tracing::info!(dir = %mirror.dir.display(), "synced: {}", done.summary());
-            }
+/// One session: subscribe, snapshot, follow, until it ends (it never ends well: the stream is
+/// endless); `in_step` is called once the snapshot is written.
+async fn session(
+    args: &SyncArgs,
+    mirror: &mut Mirror,
+    in_step: &mut dyn FnMut(),
+) -> Result<Infallible, Ended> {
+    let mut client = client(args).await?;
+    let mut stream = client
+        .watch_profiles(pb::WatchProfilesRequest {
+            send_initial: false,
+        })
+        .await?
+        .into_inner();
+    let done = mirror.resync(&mut client).await?;
+    tracing::info!(
+        server = %args.client.server,
+        dir = %mirror.dir.display(),
+        "sync in step: {}",
+        done.summary()
+    );
+    in_step();
+    loop {
+        let Some(first) = stream.next().await else {
+            return Err(anyhow::anyhow!("the server ended the stream").into());
+        };
+        // Whatever else has already arrived goes in the same batch: one lock, one sync.
+        let mut batch = vec![first?];
+        while let Some(Some(next)) = stream.next().now_or_never() {
+            batch.push(next?);
         }
-    }
-    .await;
-    match result {
-        Err(ended) => ended,
-        Ok(never) => match never {},
+        let done = mirror.apply(&mut client, batch).await?;
+        if done.changed() {
+            tracing::info!(dir = %mirror.dir.display(), "synced: {}", done.summary());
+        }
     }
 }
 
@@ -387,19 +386,11 @@ impl Mirror {
         page_size: i32,
         page_token: String,
     ) -> pb::ExportProfilesRequest {
-        pb::ExportProfilesRequest {
-            names,
-            secrets: pb::export_profiles_request::Secrets::from(self.mode) as i32,
-            fernet_key: self
-                .key
-                .as_ref()
-                .map(|k| k.to_base64().to_owned())
-                .unwrap_or_default(),
-            page_size,
-            page_token,
-        }
+        export_request(names, self.mode, self.key.as_ref(), page_size, page_token)
     }
 
+    /// Every profile's file. Not `Target::export_pages`, which words a refusal for a person: the
+    /// sync needs the status code (a refused token ends it; a stale watch starts over).
     async fn export_all(&self, client: &mut Client) -> Result<Vec<(String, String)>, Ended> {
         let (mut docs, mut page_token) = (Vec::new(), String::new());
         loop {
@@ -492,14 +483,15 @@ impl Mirror {
                 tracing::warn!(name = %name.escape_debug(), "the server sent a profile name that is not one; skipped");
                 continue;
             }
-            done.profiles += 1;
             let file = format!("{name}.json");
             if staging.compare(&file, &text, equivalent)? == FileState::Same {
+                done.profiles += 1;
                 continue;
             }
             match staging.stage(file, &text) {
                 Ok(()) => {
                     self.blocked.remove(&name);
+                    done.profiles += 1;
                     done.written.push(name.clone());
                     owned.insert(name);
                 }
@@ -508,7 +500,6 @@ impl Mirror {
                     if self.blocked.insert(name) {
                         tracing::warn!(dir = %self.dir.display(), "{e}");
                     }
-                    done.profiles -= 1;
                 }
                 Err(e) => return Err(e.into()),
             }

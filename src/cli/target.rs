@@ -133,17 +133,12 @@ impl Target {
             }
             Self::Remote(channel) => {
                 let mut client = profiles_client(channel);
-                let secrets = pb::export_profiles_request::Secrets::from(mode);
                 let mut page_token = String::new();
                 loop {
+                    let page_size = if names.is_empty() { EXPORT_PAGE } else { 0 };
+                    let req = export_request(names.to_vec(), mode, key, page_size, page_token);
                     let resp = client
-                        .export_profiles(pb::ExportProfilesRequest {
-                            names: names.to_vec(),
-                            secrets: secrets as i32,
-                            fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
-                            page_size: if names.is_empty() { EXPORT_PAGE } else { 0 },
-                            page_token,
-                        })
+                        .export_profiles(req)
                         .await
                         .map_err(status_error)?
                         .into_inner();
@@ -160,6 +155,24 @@ impl Target {
                 }
             }
         }
+    }
+}
+
+/// An ExportProfiles request: `names` (empty: all, a page of `page_size` after `page_token`),
+/// secrets as `mode`, with the SDK's `key` for ENCRYPTED.
+pub(crate) fn export_request(
+    names: Vec<String>,
+    mode: SecretsMode,
+    key: Option<&FernetKey>,
+    page_size: i32,
+    page_token: String,
+) -> pb::ExportProfilesRequest {
+    pb::ExportProfilesRequest {
+        names,
+        secrets: pb::export_profiles_request::Secrets::from(mode) as i32,
+        fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+        page_size,
+        page_token,
     }
 }
 

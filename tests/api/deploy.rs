@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::skip_without;
+use crate::helpers::{skip_without, terminate};
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -825,16 +825,10 @@ async fn readme_docker_run_line_serves_as_printed() {
         data.path().join("data").join("db").exists(),
         "the image's data dir is used"
     );
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let code = tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
         .unwrap();
-    assert_eq!(status.code(), Some(0), "exit 0 on SIGTERM");
+    assert_eq!(code, Some(0), "exit 0 on SIGTERM");
 }
 
 /// The agent-server example: a first `sync --once`, then `sync` as a native sidecar, writing into an

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use profile_registry::auth::token_hash_hex;
 
-use crate::helpers::{output_text, sdk_pythons, skip_without, TestApp};
+use crate::helpers::{output_text, sdk_python, skip_without, TestApp};
 
 /// writer + secrets: may load keys. writer alone: keys stay masked.
 const KEY_TOKEN: &str = "tok-adapter-keys-0001";
@@ -14,13 +14,6 @@ const MASKED_TOKEN: &str = "tok-adapter-masked-0001";
 
 fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python")
-}
-
-/// The SDK 1.58.2 Python of `$REGISTRY_SDK_PYTHONS` (the adapter targets that version's API).
-fn sdk_1_58_python() -> Option<PathBuf> {
-    sdk_pythons()
-        .into_iter()
-        .find(|p| p.to_string_lossy().contains("1.58.2"))
 }
 
 /// Copies the package's sources (not caches or build leftovers) so pip builds outside the tree:
@@ -114,7 +107,8 @@ fn assert_passed(o: &Output, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_adapter_acts_as_the_sdk_profile_store() {
-    let python = sdk_1_58_python();
+    // The adapter targets 1.58.2's API.
+    let python = sdk_python("1.58.2");
     if skip_without(
         "Python 3.12 with openhands-sdk 1.58.2 ($REGISTRY_SDK_PYTHONS)",
         python.is_some(),

@@ -10,7 +10,7 @@ use profile_registry::openhands::profile::SecretsOut;
 use profile_registry::openhands::secrets::FernetKey;
 use serde_json::Value;
 
-use crate::helpers::{sdk_pythons, skip_without};
+use crate::helpers::{sdk_python, skip_without};
 
 const OH_SECRET_KEY: &str = "connections-test-secret-key";
 
@@ -45,9 +45,7 @@ fn sdk(python: &Path, args: &[&str]) -> String {
 /// The 1.58.2 Python (these kinds are newer than 1.43.1); `None`, said (or failed, when e2e is
 /// required), without it.
 fn newest_sdk() -> Option<PathBuf> {
-    let found = sdk_pythons()
-        .into_iter()
-        .find(|p| p.display().to_string().contains("1.58"));
+    let found = sdk_python("1.58.2");
     if found.is_none() {
         skip_without(
             "Python 3.12 with openhands-sdk 1.58.2 ($REGISTRY_SDK_PYTHONS)",

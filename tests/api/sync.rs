@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use profile_registry::pb::profile_service_client::ProfileServiceClient;
 use tonic::transport::Channel;
 
 use crate::helpers::{
-    binary, connect, create, profile, sdk_pythons, skip_without, ChildServer, TestApp,
+    binary, connect, create, output_text, profile, run_cli, sdk_pythons, skip_without, ChildServer,
+    TestApp,
 };
 
 /// How long a change may take to reach the folder before the test calls it lost (the issue asks
@@ -257,24 +258,15 @@ async fn sync_once_names_and_secret_modes() {
     create(&mut client, profile("gpt", "gpt-4o", Some("sk-plain-1"))).await;
     create(&mut client, profile("other", "o3", Some("sk-plain-2"))).await;
     let dir = app.dir.path().join("once");
-    let run = |extra: &[&str], env: &[(&str, &str)]| {
-        let mut args = vec!["sync".to_owned(), dir.display().to_string()];
-        args.extend(["--server".to_owned(), app.url(), "--once".to_owned()]);
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        tokio::task::spawn_blocking(move || {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            crate::helpers::cli_output(&args, &env)
-        })
-    };
-    let o = run(&["--name", "gpt", "--secrets", "plaintext"], &[])
-        .await
-        .unwrap();
-    let text = crate::helpers::output_text(&o);
+    let server = app.url();
+    let o = once(
+        &dir,
+        &server,
+        &["--name", "gpt", "--secrets", "plaintext"],
+        &[],
+    )
+    .await;
+    let text = output_text(&o);
     assert!(o.status.success(), "{text}");
     assert!(text.contains("1 profile, 1 written"), "{text}");
     assert_eq!(files(&dir).keys().collect::<Vec<_>>(), ["gpt.json"]);
@@ -282,32 +274,35 @@ async fn sync_once_names_and_secret_modes() {
     assert!(!text.contains("sk-plain-1"));
 
     // A second run with nothing changed writes nothing.
-    let o = run(&["--name", "gpt", "--secrets", "plaintext"], &[])
-        .await
-        .unwrap();
-    assert!(crate::helpers::output_text(&o).contains("0 written, 1 unchanged"));
+    let o = once(
+        &dir,
+        &server,
+        &["--name", "gpt", "--secrets", "plaintext"],
+        &[],
+    )
+    .await;
+    assert!(output_text(&o).contains("0 written, 1 unchanged"));
 
     // Encrypted without the key: a usage error, nothing written.
-    let o = run(&["--secrets", "encrypted"], &[]).await.unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        crate::helpers::output_text(&o)
-    );
-    assert!(crate::helpers::output_text(&o).contains("OH_SECRET_KEY"));
+    let o = once(&dir, &server, &["--secrets", "encrypted"], &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
+    assert!(output_text(&o).contains("OH_SECRET_KEY"));
     // A bad name is refused by name.
-    let o = run(&["--name", "../x"], &[]).await.unwrap();
+    let o = once(&dir, &server, &["--name", "../x"], &[]).await;
     assert_eq!(o.status.code(), Some(2));
-    assert!(crate::helpers::output_text(&o).contains("--name"));
+    assert!(output_text(&o).contains("--name"));
 
     // Encrypted: the files hold Fernet tokens, not the key; all profiles now (the manifest owns
     // gpt.json, so it is rewritten in the new mode).
     let key = "a-secret-key-for-the-sdk";
-    let o = run(&["--secrets", "encrypted"], &[("OH_SECRET_KEY", key)])
-        .await
-        .unwrap();
-    assert!(o.status.success(), "{}", crate::helpers::output_text(&o));
+    let o = once(
+        &dir,
+        &server,
+        &["--secrets", "encrypted"],
+        &[("OH_SECRET_KEY", key)],
+    )
+    .await;
+    assert!(o.status.success(), "{}", output_text(&o));
     let all = files(&dir);
     assert_eq!(all.keys().collect::<Vec<_>>(), ["gpt.json", "other.json"]);
     for text in all.values() {
@@ -318,31 +313,19 @@ async fn sync_once_names_and_secret_modes() {
         );
     }
     // Encrypted again with the same key: fresh tokens, but the same secrets: nothing rewritten.
-    let o = run(&["--secrets", "encrypted"], &[("OH_SECRET_KEY", key)])
-        .await
-        .unwrap();
-    assert!(crate::helpers::output_text(&o).contains("0 written, 2 unchanged"));
+    let o = once(
+        &dir,
+        &server,
+        &["--secrets", "encrypted"],
+        &[("OH_SECRET_KEY", key)],
+    )
+    .await;
+    assert!(output_text(&o).contains("0 written, 2 unchanged"));
 
     // Nobody listening: --once fails with the address named.
-    let o = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || {
-            crate::helpers::cli_output(
-                [
-                    "sync",
-                    &dir.display().to_string(),
-                    "--server",
-                    "127.0.0.1:9",
-                    "--once",
-                ],
-                &[],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let o = once(&dir, "127.0.0.1:9", &[], &[]).await;
     assert!(!o.status.success());
-    assert!(crate::helpers::output_text(&o).contains("127.0.0.1:9"));
+    assert!(output_text(&o).contains("127.0.0.1:9"));
 }
 
 /// The real SDK's `LLMProfileStore`, reading the synced folder, sees a change made through the API.
@@ -411,19 +394,12 @@ print(f"loaded after {time.monotonic() - start:.3f} s")
     assert_eq!(sync.terminate(), Some(0));
 }
 
-/// `sync ... --once` with `extra`, its output as text and its exit code.
-async fn once(dir: &Path, server: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let mut args = vec!["sync".to_owned(), dir.display().to_string()];
-    args.extend([
-        "--server".to_owned(),
-        server.to_owned(),
-        "--once".to_owned(),
-    ]);
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let o = tokio::task::spawn_blocking(move || crate::helpers::cli_output(&args, &[]))
-        .await
-        .unwrap();
-    (o.status.code(), crate::helpers::output_text(&o))
+/// `sync DIR --server SERVER --once` with `extra` arguments and `env`.
+async fn once(dir: &Path, server: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = dir.display().to_string();
+    let mut args = vec!["sync", &dir, "--server", server, "--once"];
+    args.extend(extra);
+    run_cli(&args, env).await
 }
 
 /// What a hostile or broken folder cannot make the sync do: delete outside the folder (a planted
@@ -453,7 +429,8 @@ async fn sync_holds_its_ground_in_a_hostile_folder() {
     let mode = std::fs::Permissions::from_mode(0o600);
     std::fs::set_permissions(dir.join("theirs.json"), mode).unwrap();
 
-    let (code, text) = once(&dir, &app.url(), &[]).await;
+    let o = once(&dir, &app.url(), &[], &[]).await;
+    let (code, text) = (o.status.code(), output_text(&o));
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("2 profiles, 1 written (fine), 1 unchanged"),
@@ -467,7 +444,8 @@ async fn sync_holds_its_ground_in_a_hostile_folder() {
     assert!(dir.join("blocked.json").is_dir());
 
     delete(&mut client, "theirs").await;
-    let (code, text) = once(&dir, &app.url(), &[]).await;
+    let o = once(&dir, &app.url(), &[], &[]).await;
+    let (code, text) = (o.status.code(), output_text(&o));
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(std::fs::read(dir.join("theirs.json")).unwrap(), theirs);
 
@@ -477,7 +455,8 @@ async fn sync_holds_its_ground_in_a_hostile_folder() {
     let mut want = exported(&mut client).await;
     let theirs_file = BTreeMap::from([("theirs.json".to_owned(), theirs.clone())]);
     until_files(&dir, &want, &theirs_file, &sync).await;
-    let (code, text) = once(&dir, &app.url(), &[]).await;
+    let o = once(&dir, &app.url(), &[], &[]).await;
+    let (code, text) = (o.status.code(), output_text(&o));
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("one sync per folder"), "{text}");
 

@@ -194,3 +194,10 @@ pub fn sdk_pythons() -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// The Python of `$REGISTRY_SDK_PYTHONS` whose path names SDK `version` (e.g. `1.58.2`).
+pub fn sdk_python(version: &str) -> Option<PathBuf> {
+    sdk_pythons()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(version))
+}
