@@ -8,8 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/profileregistry/v1/profile.proto",
         "proto/profileregistry/v1/conversation.proto",
         "proto/profileregistry/v1/admin.proto",
+        "proto/profileregistry/v1/documents.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate! embeds these at compile time but cannot ask for a rebuild itself.
+    println!("cargo:rerun-if-changed=src/store/postgres/migrations");
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

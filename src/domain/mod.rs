@@ -1,6 +1,7 @@
 //! Validated domain types: what the registry stores, independent of the wire and the database.
 pub mod connection;
 mod conversation;
+pub mod document;
 pub mod meta_profile;
 mod name;
 mod profile;
@@ -13,6 +14,7 @@ pub use conversation::{
     conversation_violations, parse_timestamp, Conversation, ConversationId, Event, ExecutionStatus,
     LlmSource, NewEvent, TYPED_STATE_KEYS,
 };
+pub use document::{DocKind, Document, Reference, Target};
 pub use meta_profile::{MetaProfile, MetaProfileClass};
 pub use name::ProfileName;
 pub use profile::{LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS};

@@ -52,6 +52,9 @@ pub struct Method {
 const PROFILES: &str = "profileregistry.v1.ProfileService";
 const CONVERSATIONS: &str = "profileregistry.v1.ConversationService";
 const ADMIN: &str = "profileregistry.v1.AdminService";
+const CONNECTIONS: &str = "profileregistry.v1.ProviderConnectionService";
+const META: &str = "profileregistry.v1.MetaProfileService";
+const AGENTS: &str = "profileregistry.v1.AgentProfileService";
 
 const fn row(
     service: &'static str,
@@ -99,6 +102,32 @@ pub static METHODS: &[Method] = &[
     row(CONVERSATIONS, "WatchEvents", Read, Field("conversation_id")),
     row(CONVERSATIONS, "ImportConversation", Write, Resource::None),
     row(CONVERSATIONS, "ExportConversation", Export, Field("id")),
+    row(CONNECTIONS, "CreateProviderConnection", Write, Field("connection.id")),
+    row(CONNECTIONS, "GetProviderConnection", Read, Field("id")),
+    row(CONNECTIONS, "ListProviderConnections", Read, Resource::None),
+    row(CONNECTIONS, "UpdateProviderConnection", Write, Field("connection.id")),
+    row(CONNECTIONS, "DeleteProviderConnection", Write, Field("id")),
+    row(CONNECTIONS, "ValidateProviderConnection", Read, Field("connection.id")),
+    row(CONNECTIONS, "ImportProviderConnections", Write, Resource::None),
+    row(CONNECTIONS, "ExportProviderConnections", Export, Resource::None),
+    row(META, "CreateMetaProfile", Write, Field("meta_profile.name")),
+    row(META, "GetMetaProfile", Read, Field("name")),
+    row(META, "ListMetaProfiles", Read, Resource::None),
+    row(META, "UpdateMetaProfile", Write, Field("meta_profile.name")),
+    row(META, "DeleteMetaProfile", Write, Field("name")),
+    row(META, "RenameMetaProfile", Write, Field("name")),
+    row(META, "ValidateMetaProfile", Read, Field("meta_profile.name")),
+    row(META, "ImportMetaProfiles", Write, Count("documents")),
+    row(META, "ExportMetaProfiles", Export, Fields("names")),
+    row(AGENTS, "CreateAgentProfile", Write, Field("agent_profile.name")),
+    row(AGENTS, "GetAgentProfile", Read, Field("name")),
+    row(AGENTS, "ListAgentProfiles", Read, Resource::None),
+    row(AGENTS, "UpdateAgentProfile", Write, Field("agent_profile.name")),
+    row(AGENTS, "DeleteAgentProfile", Write, Field("name")),
+    row(AGENTS, "RenameAgentProfile", Write, Field("name")),
+    row(AGENTS, "ValidateAgentProfile", Read, Field("agent_profile.name")),
+    row(AGENTS, "ImportAgentProfiles", Write, Count("documents")),
+    row(AGENTS, "ExportAgentProfiles", Export, Fields("names")),
     // A backup carries every record (secrets sealed): admin only.
     Method { role: Role::Admin, ..row(ADMIN, "Backup", Export, Fixed("*")) },
 ];

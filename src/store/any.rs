@@ -10,8 +10,10 @@ use super::{
     PutMode, PutOutcome, RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
 };
 use crate::domain::{
-    Conversation, ConversationId, Event, ExecutionStatus, LlmConfig, NewEvent, Profile, ProfileName,
+    Conversation, ConversationId, DocKind, Document, Event, ExecutionStatus, LlmConfig, NewEvent,
+    Profile, ProfileName,
 };
+use serde_json::{Map, Value};
 
 /// Where the records live, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +200,23 @@ impl Store {
         /// written on `dry_run`); OVERWRITE replaces the stored conversation and all its events.
         fn import_conversation(c: Conversation, events: Vec<NewEvent>, policy: ConflictPolicy, dry_run: bool)
             -> ImportOutcome;
+        /// One document (provider connection, meta-profile, agent profile), or `None`.
+        fn get_document(kind: DocKind, name: &str) -> Option<Document>;
+        /// Up to `limit` documents of `kind` in name order, after `after` when given.
+        fn list_documents(kind: DocKind, after: Option<&str>, limit: usize) -> Vec<Document>;
+        /// Creates or replaces a document (a masked secret keeps the stored value); NOT_FOUND when
+        /// it adds a reference to a missing record. Durable when it returns.
+        fn put_document(kind: DocKind, name: &str, body: Map<String, Value>, mode: PutMode,
+            expected_revision: Option<i64>) -> (Document, PutOutcome);
+        /// Deletes a document; FAILED_PRECONDITION while something references it, unless `force`.
+        fn delete_document(kind: DocKind, name: &str, expected_revision: Option<i64>, allow_missing: bool,
+            force: bool) -> Option<Document>;
+        /// Renames a document; what references it follows, in the same transaction.
+        fn rename_document(kind: DocKind, from: &str, to: &str) -> Document;
+        /// Imports documents of one kind as one atomic, durable batch (references not checked:
+        /// a home's dangling references are kept).
+        fn import_documents(kind: DocKind, items: Vec<(String, Map<String, Value>)>, policy: ConflictPolicy,
+            dry_run: bool) -> Vec<ImportOutcome>;
     }
 
     /// Flushes everything to disk.

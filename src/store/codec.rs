@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::crypto::SecretCipher;
 use super::records::{json_error, place, RawRecord, TreeId};
 use super::StoreError;
-use crate::domain::{Conversation, LlmConfig, LlmSource, Profile, Secret, SecretField};
+use crate::domain::{Conversation, Document, LlmConfig, LlmSource, Profile, Secret, SecretField};
 
 /// The stored form of a profile: the profile and the change seq of its last write.
 #[derive(Serialize, Deserialize)]
@@ -17,6 +17,15 @@ pub struct ProfileRecord {
     pub seq: u64,
     /// The profile.
     pub profile: Profile,
+}
+
+/// The stored form of a document: the document and the change seq of its last write.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    /// The store-wide change seq of its last write.
+    pub seq: u64,
+    /// The document.
+    pub document: Document,
 }
 
 /// A re-sealed record: its new bytes, and the key ids its secrets had.
@@ -103,6 +112,35 @@ impl Codec {
         Ok(c)
     }
 
+    /// The stored bytes of a document: its secret values sealed under `<kind>/<name>/<key>`.
+    pub fn encode_document(&self, record: &DocumentRecord) -> Result<Vec<u8>, StoreError> {
+        let mut sealed = record.clone();
+        let Ok(()) = document_secrets(&mut sealed, |aad, s| {
+            *s = Secret::new(self.cipher.seal(s.expose(), aad));
+            Ok::<(), Infallible>(())
+        });
+        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    /// Decodes a document record stored under `key` and opens its secrets.
+    pub fn decode_document(&self, key: &[u8], bytes: &[u8]) -> Result<DocumentRecord, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: place(TreeId::Documents, key),
+            reason,
+        };
+        let mut record: DocumentRecord =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(json_error(&e)))?;
+        document_secrets(&mut record, |aad, s| {
+            let plain = self
+                .cipher
+                .open(s.expose(), aad)
+                .map_err(|e| corrupt(format!("{aad}: {e}")))?;
+            *s = Secret::new(plain);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(record)
+    }
+
     /// Opens one stored secret and seals it again with the first key; returns the key id it had.
     fn reseal(&self, aad: &str, s: &mut Secret) -> Result<String, String> {
         let old = SecretCipher::key_id_of(s.expose())
@@ -172,6 +210,27 @@ pub fn profile_secrets<E>(
     llm_secrets(&mut record.profile.llm, &place, &mut f)
 }
 
+/// Every secret value of a document (a string under one of its kind's secret keys), bound to
+/// `<kind>/<name>/<key>`.
+pub fn document_secrets<E>(
+    record: &mut DocumentRecord,
+    mut f: impl FnMut(&str, &mut Secret) -> Result<(), E>,
+) -> Result<(), E> {
+    let doc = &mut record.document;
+    for key in doc.kind.secret_keys() {
+        if let Some(serde_json::Value::String(value)) = doc.body.get_mut(*key) {
+            let mut secret = Secret::new(std::mem::take(value));
+            let result = f(
+                &format!("{}/{}/{key}", doc.kind.as_str(), doc.name),
+                &mut secret,
+            );
+            *value = secret.expose().to_owned();
+            result?;
+        }
+    }
+    Ok(())
+}
+
 /// Every inline secret of a conversation, bound to `conversation/<id>/llms/<usage>/<field>`.
 pub fn conversation_secrets<E>(
     c: &mut Conversation,
@@ -206,6 +265,11 @@ pub fn sealed_key_ids(records: &[RawRecord]) -> BTreeSet<String> {
             TreeId::Conversations => {
                 if let Ok(mut c) = serde_json::from_slice::<Conversation>(&r.value) {
                     let _ = conversation_secrets(&mut c, &mut note);
+                }
+            }
+            TreeId::Documents => {
+                if let Ok(mut d) = serde_json::from_slice::<DocumentRecord>(&r.value) {
+                    let _ = document_secrets(&mut d, &mut note);
                 }
             }
             TreeId::Bindings | TreeId::Events => {}

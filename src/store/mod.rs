@@ -3,6 +3,7 @@
 mod any;
 pub mod codec;
 pub mod crypto;
+pub(crate) mod documents;
 pub mod fault;
 pub mod postgres;
 pub mod records;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::StoreError;
-use crate::domain::{ConversationId, ProfileName};
+use crate::domain::{ConversationId, DocKind, ProfileName};
 use crate::hex;
 
 /// A tree of the database: the unit of a write, and of a backup record.
@@ -20,15 +20,18 @@ pub enum TreeId {
     Bindings,
     /// Events by `id ++ seq`.
     Events,
+    /// Provider connections, meta-profiles and agent profiles by `kind \0 name`.
+    Documents,
 }
 
 impl TreeId {
     /// Every tree, in the order a backup lists them.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Profiles,
         Self::Conversations,
         Self::Bindings,
         Self::Events,
+        Self::Documents,
     ];
 
     /// The tree's name in the database (and in backups).
@@ -38,6 +41,7 @@ impl TreeId {
             Self::Conversations => "conversations",
             Self::Bindings => "bindings",
             Self::Events => "events",
+            Self::Documents => "documents",
         }
     }
 
@@ -59,6 +63,22 @@ pub fn binding_key(name: &ProfileName, id: &ConversationId) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// A document's key: its kind, a zero byte, its name.
+pub fn document_key(kind: DocKind, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(kind.as_str().len() + 1 + name.len());
+    k.extend_from_slice(kind.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// A document key: its kind and name.
+pub fn split_document_key(key: &[u8]) -> Option<(DocKind, String)> {
+    let at = key.iter().position(|b| *b == 0)?;
+    let kind = DocKind::parse(std::str::from_utf8(&key[..at]).ok()?)?;
+    Some((kind, String::from_utf8(key[at + 1..].to_vec()).ok()?))
 }
 
 pub fn event_key(id: &ConversationId, seq: i64) -> Vec<u8> {
@@ -150,6 +170,8 @@ pub fn place(tree: TreeId, key: &[u8]) -> String {
             split_binding_key(key).map(|(name, id)| format!("{}/{id}", text_key(name.as_bytes())))
         }
         TreeId::Events => split_event_key(key).map(|(id, seq)| format!("{id}/{seq}")),
+        TreeId::Documents => split_document_key(key)
+            .map(|(kind, name)| format!("{}/{}", kind.as_str(), text_key(name.as_bytes()))),
     };
     format!("{}/{}", tree.name(), shaped.unwrap_or_else(|| hex(key)))
 }
@@ -163,6 +185,8 @@ pub struct RotationReport {
     pub profiles: usize,
     /// Conversations whose inline secrets were re-encrypted.
     pub conversations: usize,
+    /// Documents (provider connections) whose secrets were re-encrypted.
+    pub documents: usize,
     /// Secrets re-encrypted, in all.
     pub secrets: usize,
     /// Secrets re-encrypted, by the key id they had (`plaintext` for an earlier version's value).

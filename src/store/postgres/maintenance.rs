@@ -4,8 +4,13 @@ use std::time::Duration;
 
 use super::{store_error, uuid, PgStore};
 use crate::domain::{Conversation, ConversationId, Event};
-use crate::store::codec::{conversation_secrets, profile_secrets, ProfileRecord, SecretVisitor};
-use crate::store::records::{binding_key, decode, event_key, place};
+use crate::store::codec::{
+    conversation_secrets, document_secrets, profile_secrets, DocumentRecord, ProfileRecord,
+    SecretVisitor,
+};
+use crate::store::records::{
+    binding_key, decode, document_key, event_key, place, split_document_key,
+};
 use crate::store::RotationReport;
 use crate::store::{RawRecord, Snapshot, StoreError, TreeId};
 
@@ -64,6 +69,15 @@ impl PgStore {
                 &mut tx,
                 ("conversations", "id", "uuid"),
                 conversation,
+                &mut report,
+            )
+            .await?;
+        let document = |d: &mut DocumentRecord, f: &mut SecretVisitor<'_>| document_secrets(d, f);
+        report.documents = self
+            .reseal_table(
+                &mut tx,
+                ("documents", "(kind || '/' || name)", "text"),
+                document,
                 &mut report,
             )
             .await?;
@@ -177,6 +191,21 @@ impl PgStore {
             key: event_key(&ConversationId::from_bytes(id.into_bytes()), seq),
             value,
         }));
+        let documents: Vec<(String, String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT kind, name, seq, record FROM documents ORDER BY kind, name")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        for (kind, name, seq, value) in documents {
+            let Some(kind) = crate::domain::DocKind::parse(&kind) else {
+                continue;
+            };
+            records.push(RawRecord {
+                tree: TreeId::Documents,
+                key: document_key(kind, &name),
+                value: with_number(&value, "seq", seq),
+            });
+        }
         tx.commit().await.map_err(store_error)?;
         Ok(Snapshot {
             next_seq,
@@ -190,14 +219,14 @@ impl PgStore {
     pub async fn restore(&self, records: &[RawRecord], next_seq: u64) -> Result<(), StoreError> {
         let mut tx = self.begin(true).await?;
         let held: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM profiles) + (SELECT count(*) FROM conversations)",
+            "SELECT (SELECT count(*) FROM profiles) + (SELECT count(*) FROM conversations) + (SELECT count(*) FROM documents)",
         )
         .fetch_one(&mut *tx)
         .await
         .map_err(store_error)?;
         if held > 0 {
             return Err(StoreError::FailedPrecondition(format!(
-                "the database already holds {held} profiles and conversations: restore needs an empty one"
+                "the database already holds {held} records (profiles, conversations, documents): restore needs an empty one"
             )));
         }
         let mut max_seq = next_seq;
@@ -279,6 +308,23 @@ impl PgStore {
                 .bind(e.seq)
                 .bind(&e.kind)
                 .bind(&e.source)
+                .bind(&r.value)
+                .execute(&mut **tx)
+                .await
+                .map_err(store_error)?;
+            }
+            TreeId::Documents => {
+                let record: DocumentRecord = decode(r.tree, &r.key, &r.value)?;
+                let (kind, name) =
+                    split_document_key(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                *max_seq = (*max_seq).max(record.seq + 1);
+                sqlx::query(
+                    "INSERT INTO documents (kind, name, seq, revision, record) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(kind.as_str())
+                .bind(name)
+                .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
+                .bind(record.document.revision)
                 .bind(&r.value)
                 .execute(&mut **tx)
                 .await

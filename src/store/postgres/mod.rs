@@ -7,6 +7,7 @@
 //! LISTENs for change notifications: profile changes are read back in seq order from
 //! `profile_changes` to feed its watchers and invalidate its profile cache.
 mod conversations;
+mod documents;
 mod listener;
 mod maintenance;
 mod profiles;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{limit, puts, rows, store_error, PgStore, Tx};
-use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName};
+use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName, Target};
 use crate::store::codec::ProfileRecord;
 use crate::store::records::or_skip;
 use crate::store::rules;
@@ -105,6 +105,9 @@ impl PgStore {
         rules::check_revision(&old, expected_revision)?;
         let users = self.bound_to(&mut tx, name, 6).await?;
         rules::check_unbound(name, &users, force)?;
+        let target = Target::Profile(name.to_string());
+        let referrers = self.referrers(&mut tx, &target).await?;
+        crate::store::documents::check_unreferenced(&target, &referrers, force)?;
         let change = self.remove_profile(&mut tx, &old).await?;
         self.commit_profiles(tx, &[change]).await?;
         Ok(Some(old))
@@ -140,6 +143,14 @@ impl PgStore {
             let c = rules::rebound(before, from, to, renamed.update_time);
             self.write_conversation(&mut tx, &c).await?;
         }
+        // So do the documents that reference it.
+        self.repoint(
+            &mut tx,
+            &Target::Profile(from.to_string()),
+            to.as_str(),
+            renamed.update_time,
+        )
+        .await?;
         self.commit_profiles(tx, &changes).await?;
         Ok(renamed)
     }

@@ -113,6 +113,12 @@ impl Batcher {
                 continue;
             }
             let old = view.get(&name).cloned();
+            let added =
+                crate::store::documents::added_connection(old.as_ref().map(|p| &p.llm), &llm);
+            if let Err(e) = super::documents::check_targets(&mut tx, "profile", &added).await {
+                results.push(Err(e));
+                continue;
+            }
             match rules::plan_put(old, name, llm, mode, expected) {
                 Err(e) => results.push(Err(e)),
                 Ok(PutPlan::Unchanged(p)) => results.push(Ok((p, PutOutcome::Unchanged))),

@@ -40,8 +40,9 @@ impl SledStore {
             &self.conversations,
             &self.bindings,
             &self.events,
+            &self.documents,
         )
-            .transaction(|(p, c, b, e)| {
+            .transaction(|(p, c, b, e, d)| {
                 for op in ops {
                     let (Op::Put(id, ..) | Op::Del(id, _)) = op;
                     let t = match id {
@@ -49,6 +50,7 @@ impl SledStore {
                         TreeId::Conversations => c,
                         TreeId::Bindings => b,
                         TreeId::Events => e,
+                        TreeId::Documents => d,
                     };
                     match op {
                         Op::Put(_, k, v) => {

@@ -1,5 +1,6 @@
 //! The sled implementation of the store: one tree per resource, JSON records, group-committed flushes.
 mod conversations;
+mod documents;
 mod flush;
 mod maintenance;
 mod profiles;
@@ -19,7 +20,8 @@ use self::conversations::Op;
 use self::flush::Flusher;
 use crate::domain::Conversation;
 use crate::store::codec::{
-    conversation_secrets, profile_secrets, Codec, ProfileRecord, SecretVisitor,
+    conversation_secrets, document_secrets, profile_secrets, Codec, DocumentRecord, ProfileRecord,
+    SecretVisitor,
 };
 use crate::store::crypto::{KeyError, KeySource, SecretCipher};
 use crate::store::records::TreeId;
@@ -88,6 +90,7 @@ pub struct SledStore {
     pub(super) conversations: Tree,
     pub(super) events: Tree,
     pub(super) bindings: Tree,
+    pub(super) documents: Tree,
     write_lock: Mutex<()>,
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
@@ -148,11 +151,12 @@ impl SledStore {
                 other => corrupt(other.to_string()),
             })?;
         let tree = |t: TreeId| db.open_tree(t.name()).map_err(|e| corrupt(e.to_string()));
-        let (profiles, conversations, events, bindings) = (
+        let (profiles, conversations, events, bindings, documents) = (
             tree(TreeId::Profiles)?,
             tree(TreeId::Conversations)?,
             tree(TreeId::Events)?,
             tree(TreeId::Bindings)?,
+            tree(TreeId::Documents)?,
         );
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
@@ -175,6 +179,7 @@ impl SledStore {
             conversations,
             events,
             bindings,
+            documents,
             write_lock: Mutex::new(()),
             flusher,
             changes,
@@ -201,6 +206,7 @@ impl SledStore {
             TreeId::Conversations => &self.conversations,
             TreeId::Bindings => &self.bindings,
             TreeId::Events => &self.events,
+            TreeId::Documents => &self.documents,
         }
     }
 
@@ -340,6 +346,12 @@ impl SledStore {
             report.conversations = self.reseal_tree(
                 TreeId::Conversations,
                 |c: &mut Conversation, f| conversation_secrets(c, f),
+                &mut report,
+                &mut ops,
+            )?;
+            report.documents = self.reseal_tree(
+                TreeId::Documents,
+                |d: &mut DocumentRecord, f| document_secrets(d, f),
                 &mut report,
                 &mut ops,
             )?;

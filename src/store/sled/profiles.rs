@@ -2,8 +2,9 @@
 //! group-committed flush and published to watchers once durable.
 use super::conversations::Op;
 use super::SledStore;
-use crate::domain::{LlmConfig, Profile, ProfileName};
+use crate::domain::{LlmConfig, Profile, ProfileName, Target};
 use crate::store::codec::ProfileRecord;
+use crate::store::documents;
 use crate::store::records::or_skip;
 use crate::store::records::TreeId;
 use crate::store::rules::{self, PutPlan};
@@ -54,6 +55,7 @@ impl SledStore {
     ) -> Result<(Profile, PutOutcome), StoreError> {
         self.durably(|| {
             let old = self.read_profile(name.as_str())?.map(|r| r.profile);
+            self.check_profile_connection(old.as_ref(), &llm)?;
             match rules::plan_put(old, name, llm, mode, expected_revision)? {
                 PutPlan::Unchanged(old) => self.unchanged((old, PutOutcome::Unchanged)),
                 PutPlan::Write(profile, outcome) => {
@@ -90,6 +92,8 @@ impl SledStore {
                 Ok(Some(record)) => {
                     rules::check_revision(&record.profile, expected_revision)?;
                     rules::check_unbound(name, &self.conversations_bound_to(name, 6)?, force)?;
+                    let target = Target::Profile(name.to_string());
+                    documents::check_unreferenced(&target, &self.referrers(&target)?, force)?;
                     Some(record.profile)
                 }
             };
@@ -157,6 +161,13 @@ impl SledStore {
                 ));
                 Self::binding_ops(Some(&before), Some(&c), &mut ops);
             }
+            // So do the documents that reference it.
+            self.repoint_ops(
+                &Target::Profile(from.to_string()),
+                to.as_str(),
+                now,
+                &mut ops,
+            )?;
             self.apply(&ops)?;
             let changes = [
                 ProfileChange::Delete {

@@ -1,0 +1,307 @@
+//! The rules of documents (provider connections, meta-profiles, agent profiles) that both backends
+//! share: what a put or an import writes, and when a reference stops a write or a delete. The
+//! backends read under their write lock and call these; nothing here touches a database.
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value};
+
+use super::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
+use crate::domain::document::{connection_of, references, Reference, CONNECTION_KEY};
+use crate::domain::{DocKind, Document, LlmConfig, Outcome, Target, Timestamp, SECRET_MASK};
+
+/// What a document put does.
+pub enum DocPlan {
+    /// Nothing: the stored document has this content.
+    Unchanged(Document),
+    /// Writes the document.
+    Write(Document, PutOutcome),
+}
+
+/// ABORTED (as a revision mismatch) unless `doc` is at `expected`.
+pub fn check_revision(doc: &Document, expected: Option<i64>) -> Result<(), StoreError> {
+    match expected.filter(|e| *e != doc.revision) {
+        Some(expected) => Err(StoreError::RevisionMismatch {
+            kind: doc.kind.noun(),
+            name: doc.name.clone(),
+            expected,
+            actual: doc.revision,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `body` with each secret that holds the mask replaced by the stored value (`null` when none is
+/// stored): the mask never becomes a value.
+fn merge_secrets(
+    kind: DocKind,
+    mut body: Map<String, Value>,
+    old: Option<&Document>,
+) -> Map<String, Value> {
+    for key in kind.secret_keys() {
+        if body.get(*key).and_then(Value::as_str) == Some(SECRET_MASK) {
+            let kept = old.and_then(|o| o.body.get(*key)).cloned();
+            body.insert((*key).to_owned(), kept.unwrap_or(Value::Null));
+        }
+    }
+    body
+}
+
+/// What putting `body` under `kind`/`name` does, given the stored document `old`.
+pub fn plan_put(
+    old: Option<Document>,
+    kind: DocKind,
+    name: &str,
+    body: Map<String, Value>,
+    mode: PutMode,
+    expected_revision: Option<i64>,
+) -> Result<DocPlan, StoreError> {
+    match (&old, mode) {
+        (Some(_), PutMode::Create) => {
+            return Err(StoreError::AlreadyExists {
+                kind: kind.noun(),
+                name: name.to_owned(),
+            })
+        }
+        (None, PutMode::Update) => return Err(StoreError::not_found(kind.noun(), name)),
+        (None, _) if expected_revision.is_some_and(|r| r != 0) => {
+            return Err(StoreError::RevisionMismatch {
+                kind: kind.noun(),
+                name: name.to_owned(),
+                expected: expected_revision.unwrap_or_default(),
+                actual: 0,
+            })
+        }
+        (Some(old), _) => check_revision(old, expected_revision)?,
+        (None, _) => {}
+    }
+    let body = merge_secrets(kind, body, old.as_ref());
+    Ok(match old {
+        Some(old) if old.body == body => DocPlan::Unchanged(old),
+        Some(old) => DocPlan::Write(
+            Document {
+                revision: old.revision + 1,
+                update_time: Timestamp::now(),
+                body,
+                ..old
+            },
+            PutOutcome::Updated,
+        ),
+        None => DocPlan::Write(fresh(kind, name, body), PutOutcome::Created),
+    })
+}
+
+fn fresh(kind: DocKind, name: &str, body: Map<String, Value>) -> Document {
+    let now = Timestamp::now();
+    Document {
+        kind,
+        name: name.to_owned(),
+        revision: 1,
+        create_time: now,
+        update_time: now,
+        body,
+    }
+}
+
+/// The references of `new` that `old` did not hold already: an API write may keep a dangling
+/// reference it found (real homes have them) but may not add one.
+pub fn added_references(
+    kind: DocKind,
+    new: &Map<String, Value>,
+    old: Option<&Map<String, Value>>,
+) -> Vec<Reference> {
+    let held: HashSet<Target> = old
+        .map(|o| references(kind, o).into_iter().map(|r| r.target).collect())
+        .unwrap_or_default();
+    references(kind, new)
+        .into_iter()
+        .filter(|r| !held.contains(&r.target))
+        .collect()
+}
+
+/// NOT_FOUND naming the first of `refs` whose target does not exist (`exists` answers), as a
+/// conversation bound to a missing profile is.
+pub fn check_targets(
+    owner: &str,
+    refs: &[Reference],
+    mut exists: impl FnMut(&Target) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    for r in refs {
+        if !exists(&r.target)? {
+            return Err(StoreError::NotFound {
+                kind: "reference target",
+                name: format!(
+                    "{owner} field {} names {}, which does not exist",
+                    r.field,
+                    r.target.describe()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// FAILED_PRECONDITION naming up to five of `referrers` (`kind "name"` each) unless there are none
+/// or `force`.
+pub fn check_unreferenced(
+    target: &Target,
+    referrers: &[String],
+    force: bool,
+) -> Result<(), StoreError> {
+    if referrers.is_empty() || force {
+        return Ok(());
+    }
+    let mut list: Vec<&str> = referrers.iter().take(5).map(String::as_str).collect();
+    if referrers.len() > 5 {
+        list.push("...");
+    }
+    Err(StoreError::FailedPrecondition(format!(
+        "{} is referenced by {}: point them elsewhere first, or delete with force",
+        target.describe(),
+        list.join(", ")
+    )))
+}
+
+/// The documents among `docs` that reference `target`, as `kind "name"`.
+pub fn referrers_among<'a>(
+    target: &Target,
+    docs: impl IntoIterator<Item = &'a Document>,
+) -> Vec<String> {
+    docs.into_iter()
+        .filter(|d| {
+            references(d.kind, &d.body)
+                .iter()
+                .any(|r| &r.target == target)
+        })
+        .map(|d| format!("{} {:?}", d.kind.noun(), d.name))
+        .collect()
+}
+
+/// `doc` renamed to `to`: one revision more, an agent profile's own `name` following (as the
+/// SDK's rename does). A provider connection's id is its identity in the SDK: it is not renamed.
+pub fn renamed(doc: &Document, to: &str) -> Result<Document, StoreError> {
+    let mut body = doc.body.clone();
+    match doc.kind {
+        DocKind::Connection => {
+            return Err(StoreError::FailedPrecondition(
+                "a provider connection's id does not change (the SDK has no rename): create one under the new id and point the profiles at it".into(),
+            ))
+        }
+        DocKind::AgentProfile if body.contains_key("name") => {
+            body.insert("name".into(), Value::String(to.to_owned()));
+        }
+        _ => {}
+    }
+    Ok(Document {
+        name: to.to_owned(),
+        revision: doc.revision + 1,
+        update_time: Timestamp::now(),
+        body,
+        ..doc.clone()
+    })
+}
+
+/// What a forced delete of an undecodable record reports.
+pub fn damaged(kind: DocKind, name: &str) -> Document {
+    Document {
+        kind,
+        name: name.to_owned(),
+        revision: 0,
+        create_time: Timestamp::default(),
+        update_time: Timestamp::default(),
+        body: Map::new(),
+    }
+}
+
+/// The provider connection `new` names when `old` (the stored LLM) did not name it already.
+pub fn added_connection(old: Option<&LlmConfig>, new: &LlmConfig) -> Vec<Reference> {
+    let held = old.and_then(|o| connection_of(&o.extra));
+    match connection_of(&new.extra) {
+        Some(id) if held != Some(id) => vec![Reference {
+            field: format!("llm.extra.{CONNECTION_KEY}"),
+            target: Target::Document(DocKind::Connection, id.to_owned()),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// `doc` with its references to `from` pointed at `to`, one revision more; `None` when it holds none.
+pub fn repointed(doc: &Document, from: &Target, to: &str, now: Timestamp) -> Option<Document> {
+    let mut body = doc.body.clone();
+    crate::domain::document::repoint(doc.kind, &mut body, from, to).then(|| Document {
+        body,
+        revision: doc.revision + 1,
+        update_time: now,
+        ..doc.clone()
+    })
+}
+
+const FAIL_EXISTS: &str = "one of that name exists and on_conflict is FAIL: nothing was written";
+const FAIL_OTHER: &str = "not written: another document conflicts and on_conflict is FAIL";
+
+/// What importing `items` (name, object) of `kind` does, given the `stored` documents of those
+/// names: the outcome of each, and the documents to write. References are not checked: an import
+/// takes every home the SDK itself takes, dangling references included.
+pub fn plan_import(
+    kind: DocKind,
+    items: Vec<(String, Map<String, Value>)>,
+    policy: ConflictPolicy,
+    mut stored: HashMap<String, Document>,
+) -> (Vec<ImportOutcome>, Vec<Document>) {
+    if policy == ConflictPolicy::Fail {
+        let mut seen = HashSet::new();
+        let conflicts: Vec<bool> = items
+            .iter()
+            .map(|(name, _)| !seen.insert(name.clone()) || stored.contains_key(name))
+            .collect();
+        if conflicts.iter().any(|c| *c) {
+            let outcomes = conflicts
+                .into_iter()
+                .zip(&items)
+                .map(|(c, (name, _))| {
+                    let why = if c { FAIL_EXISTS } else { FAIL_OTHER };
+                    ImportOutcome::refused(name, Outcome::Skipped, why)
+                })
+                .collect();
+            return (outcomes, Vec::new());
+        }
+    }
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut writes = Vec::new();
+    for (name, body) in items {
+        let old = stored.get(&name);
+        let body = merge_secrets(kind, body, old);
+        let doc = match old {
+            Some(o) if o.body == body => {
+                outcomes.push(ImportOutcome::stored(&name, Outcome::Unchanged, o.revision));
+                continue;
+            }
+            Some(_) if policy == ConflictPolicy::Skip => {
+                outcomes.push(ImportOutcome::refused(
+                    &name,
+                    Outcome::Skipped,
+                    format!(
+                        "a {} of that name exists with other content (on_conflict SKIP)",
+                        kind.noun()
+                    ),
+                ));
+                continue;
+            }
+            Some(o) => Document {
+                revision: o.revision + 1,
+                update_time: Timestamp::now(),
+                body,
+                ..o.clone()
+            },
+            None => fresh(kind, &name, body),
+        };
+        let outcome = if doc.revision == 1 {
+            Outcome::Created
+        } else {
+            Outcome::Updated
+        };
+        outcomes.push(ImportOutcome::stored(&name, outcome, doc.revision));
+        writes.push(doc.clone());
+        stored.insert(name, doc);
+    }
+    (outcomes, writes)
+}

@@ -1,0 +1,328 @@
+//! The PostgreSQL implementation of documents (provider connections, meta-profiles, agent
+//! profiles): the `documents` table, written in transactions that hold the write lock, with
+//! references across kinds (and to and from profiles) checked and re-pointed in the same
+//! transaction, as sled does.
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::{limit, rows, store_error, PgStore, Tx};
+use crate::domain::document::{referrer_kinds, CONNECTION_KEY};
+use crate::domain::{DocKind, Document, Reference, Target, Timestamp};
+use crate::store::codec::DocumentRecord;
+use crate::store::documents::{self as rules, DocPlan};
+use crate::store::records::{document_key, or_skip};
+use crate::store::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
+
+/// Whether a reference's target exists.
+async fn target_exists(tx: &mut Tx, target: &Target) -> Result<bool, StoreError> {
+    match target {
+        Target::Profile(name) => {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM profiles WHERE name = $1)")
+                .bind(name)
+                .fetch_one(&mut **tx)
+                .await
+        }
+        Target::Document(kind, name) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM documents WHERE kind = $1 AND name = $2)",
+            )
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await
+        }
+    }
+    .map_err(store_error)
+}
+
+/// NOT_FOUND unless every reference in `refs` (held by `owner`) names a record that exists.
+pub(super) async fn check_targets(
+    tx: &mut Tx,
+    owner: &str,
+    refs: &[Reference],
+) -> Result<(), StoreError> {
+    let mut present = HashMap::new();
+    for r in refs {
+        present.insert(r.target.clone(), target_exists(tx, &r.target).await?);
+    }
+    rules::check_targets(owner, refs, |t| {
+        Ok(present.get(t).copied().unwrap_or(false))
+    })
+}
+
+impl PgStore {
+    fn decode_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Document, StoreError> {
+        Ok(self
+            .codec
+            .decode_document(&document_key(kind, name), bytes)?
+            .document)
+    }
+
+    async fn read_document(
+        &self,
+        tx: &mut Tx,
+        kind: DocKind,
+        name: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        let row: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT record FROM documents WHERE kind = $1 AND name = $2")
+                .bind(kind.as_str())
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(store_error)?;
+        row.map(|bytes| self.decode_document(kind, name, &bytes))
+            .transpose()
+    }
+
+    /// Every readable document of `kind` (damaged ones are passed over).
+    async fn documents_of(&self, tx: &mut Tx, kind: DocKind) -> Result<Vec<Document>, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, record FROM documents WHERE kind = $1 ORDER BY name")
+                .bind(kind.as_str())
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, bytes)| {
+                or_skip(self.decode_document(kind, &name, &bytes), "document record")
+            })
+            .collect())
+    }
+
+    async fn write_documents(&self, tx: &mut Tx, docs: &[Document]) -> Result<(), StoreError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let first = rows::take_seqs(tx, docs.len()).await?;
+        for (seq, doc) in (first..).zip(docs) {
+            let record = DocumentRecord {
+                seq,
+                document: doc.clone(),
+            };
+            sqlx::query(
+                "INSERT INTO documents (kind, name, seq, revision, record) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (kind, name) DO UPDATE SET seq = EXCLUDED.seq, revision = EXCLUDED.revision, record = EXCLUDED.record",
+            )
+            .bind(doc.kind.as_str())
+            .bind(&doc.name)
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(doc.revision)
+            .bind(self.codec.encode_document(&record)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    async fn remove_document(
+        &self,
+        tx: &mut Tx,
+        kind: DocKind,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM documents WHERE kind = $1 AND name = $2")
+            .bind(kind.as_str())
+            .bind(name)
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// What references `target`, as `kind "name"`: documents, and for a connection the profiles
+    /// bound to it (found by the JSON of their records, whose secrets stay sealed).
+    pub(super) async fn referrers(
+        &self,
+        tx: &mut Tx,
+        target: &Target,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for kind in referrer_kinds(target) {
+            let docs = self.documents_of(tx, *kind).await?;
+            out.extend(rules::referrers_among(target, &docs));
+        }
+        if let Target::Document(DocKind::Connection, id) = target {
+            let names: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT name FROM profiles WHERE convert_from(record, 'UTF8')::jsonb #>> '{{profile,llm,extra,{CONNECTION_KEY}}}' = $1 ORDER BY name"
+            ))
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(store_error)?;
+            out.extend(names.into_iter().map(|n| format!("profile {n:?}")));
+        }
+        Ok(out)
+    }
+
+    /// Points every document referencing `from` at `to`.
+    pub(super) async fn repoint(
+        &self,
+        tx: &mut Tx,
+        from: &Target,
+        to: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut changed = Vec::new();
+        for kind in referrer_kinds(from) {
+            for doc in self.documents_of(tx, *kind).await? {
+                changed.extend(rules::repointed(&doc, from, to, now));
+            }
+        }
+        self.write_documents(tx, &changed).await
+    }
+
+    pub(crate) async fn get_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        let row: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT record FROM documents WHERE kind = $1 AND name = $2")
+                .bind(kind.as_str())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+        row.map(|bytes| self.decode_document(kind, name, &bytes))
+            .transpose()
+    }
+
+    pub(crate) async fn list_documents(
+        &self,
+        kind: DocKind,
+        after: Option<&str>,
+        limit_to: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, record FROM documents WHERE kind = $1 AND ($2::text IS NULL OR name > $2) ORDER BY name LIMIT $3",
+        )
+        .bind(kind.as_str())
+        .bind(after)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, bytes)| {
+                or_skip(self.decode_document(kind, &name, &bytes), "document record")
+            })
+            .collect())
+    }
+
+    pub(crate) async fn put_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        body: Map<String, Value>,
+        mode: PutMode,
+        expected_revision: Option<i64>,
+    ) -> Result<(Document, PutOutcome), StoreError> {
+        let mut tx = self.begin(true).await?;
+        let old = self.read_document(&mut tx, kind, name).await?;
+        let added = rules::added_references(kind, &body, old.as_ref().map(|d| &d.body));
+        check_targets(&mut tx, &format!("{} {name:?}", kind.noun()), &added).await?;
+        match rules::plan_put(old, kind, name, body, mode, expected_revision)? {
+            DocPlan::Unchanged(doc) => Ok((doc, PutOutcome::Unchanged)),
+            DocPlan::Write(doc, outcome) => {
+                self.write_documents(&mut tx, std::slice::from_ref(&doc))
+                    .await?;
+                self.commit(tx).await?;
+                Ok((doc, outcome))
+            }
+        }
+    }
+
+    pub(crate) async fn delete_document(
+        &self,
+        kind: DocKind,
+        name: &str,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+        force: bool,
+    ) -> Result<Option<Document>, StoreError> {
+        let mut tx = self.begin(true).await?;
+        let doc = match self.read_document(&mut tx, kind, name).await {
+            Err(StoreError::Corrupt { .. }) if force => rules::damaged(kind, name),
+            Err(e) => return Err(e),
+            Ok(None) => return crate::store::rules::absent(allow_missing, kind.noun(), name),
+            Ok(Some(doc)) => {
+                rules::check_revision(&doc, expected_revision)?;
+                let target = Target::Document(kind, name.to_owned());
+                let referrers = self.referrers(&mut tx, &target).await?;
+                rules::check_unreferenced(&target, &referrers, force)?;
+                doc
+            }
+        };
+        self.remove_document(&mut tx, kind, name).await?;
+        self.commit(tx).await?;
+        Ok(Some(doc))
+    }
+
+    pub(crate) async fn rename_document(
+        &self,
+        kind: DocKind,
+        from: &str,
+        to: &str,
+    ) -> Result<Document, StoreError> {
+        let mut tx = self.begin(true).await?;
+        let old = self
+            .read_document(&mut tx, kind, from)
+            .await?
+            .ok_or_else(|| StoreError::not_found(kind.noun(), from))?;
+        if from == to {
+            return Ok(old);
+        }
+        if self.read_document(&mut tx, kind, to).await?.is_some() {
+            return Err(StoreError::AlreadyExists {
+                kind: kind.noun(),
+                name: to.to_owned(),
+            });
+        }
+        let renamed = rules::renamed(&old, to)?;
+        self.remove_document(&mut tx, kind, from).await?;
+        self.write_documents(&mut tx, std::slice::from_ref(&renamed))
+            .await?;
+        self.repoint(
+            &mut tx,
+            &Target::Document(kind, from.to_owned()),
+            to,
+            renamed.update_time,
+        )
+        .await?;
+        self.commit(tx).await?;
+        Ok(renamed)
+    }
+
+    pub(crate) async fn import_documents(
+        &self,
+        kind: DocKind,
+        items: Vec<(String, Map<String, Value>)>,
+        policy: ConflictPolicy,
+        dry_run: bool,
+    ) -> Result<Vec<ImportOutcome>, StoreError> {
+        let mut tx = self.begin(!dry_run).await?;
+        let mut stored = HashMap::new();
+        for (name, _) in &items {
+            if let Some(d) = self.read_document(&mut tx, kind, name).await? {
+                stored.insert(name.clone(), d);
+            }
+        }
+        let (outcomes, writes) = rules::plan_import(kind, items, policy, stored);
+        if dry_run || writes.is_empty() {
+            return Ok(outcomes);
+        }
+        self.write_documents(&mut tx, &writes).await?;
+        self.commit(tx).await?;
+        Ok(outcomes)
+    }
+}
