@@ -19,14 +19,18 @@ use crate::config::ServeArgs;
 use crate::domain::Outcome;
 use crate::grpc::admin::AdminApi;
 use crate::grpc::conversation::ConversationApi;
+use crate::grpc::documents::DocumentApi;
 use crate::grpc::layer::CallLayer;
 use crate::grpc::profile::ProfileApi;
 use crate::health::HealthState;
 use crate::openhands::folder::ProfilesDir;
 use crate::pb;
 use crate::pb::admin_service_server::AdminServiceServer;
+use crate::pb::agent_profile_service_server::AgentProfileServiceServer;
 use crate::pb::conversation_service_server::ConversationServiceServer;
+use crate::pb::meta_profile_service_server::MetaProfileServiceServer;
 use crate::pb::profile_service_server::ProfileServiceServer;
+use crate::pb::provider_connection_service_server::ProviderConnectionServiceServer;
 use crate::store::postgres::PgOptions;
 use crate::store::{Location, Store, StoreOptions};
 use crate::tls::{ReloadingTls, TlsFiles};
@@ -128,15 +132,25 @@ impl Application {
         .max_decoding_message_size(args.max_request_bytes);
         let conversation_service = ConversationServiceServer::new(ConversationApi::new(
             Arc::clone(&store),
-            limits,
+            limits.clone(),
             stop_rx.clone(),
         ))
         .max_decoding_message_size(args.max_request_bytes);
+        let documents = DocumentApi::new(Arc::clone(&store), limits);
+        let connection_service = ProviderConnectionServiceServer::new(documents.clone())
+            .max_decoding_message_size(args.max_request_bytes);
+        let meta_service = MetaProfileServiceServer::new(documents.clone())
+            .max_decoding_message_size(args.max_request_bytes);
+        let agent_service = AgentProfileServiceServer::new(documents)
+            .max_decoding_message_size(args.max_request_bytes);
         let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&store)));
         let health = HealthState::serving(&[
             <ProfileServiceServer<ProfileApi> as NamedService>::NAME,
             <ConversationServiceServer<ConversationApi> as NamedService>::NAME,
             <AdminServiceServer<AdminApi> as NamedService>::NAME,
+            <ProviderConnectionServiceServer<DocumentApi> as NamedService>::NAME,
+            <MetaProfileServiceServer<DocumentApi> as NamedService>::NAME,
+            <AgentProfileServiceServer<DocumentApi> as NamedService>::NAME,
         ]);
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -150,6 +164,9 @@ impl Application {
             .add_service(profile_service)
             .add_service(conversation_service)
             .add_service(admin_service)
+            .add_service(connection_service)
+            .add_service(meta_service)
+            .add_service(agent_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         let drained = async {

@@ -3,6 +3,7 @@
 //! line, and every rule that needs the store. It knows nothing of protobuf; its refusals are
 //! the same `Status` errors the store's map to (`crate::error`).
 pub mod conversations;
+pub mod documents;
 pub mod transfer;
 
 use tonic::Status;

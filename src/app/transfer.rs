@@ -181,7 +181,8 @@ pub async fn import_conversation_files(
 }
 
 /// The configuration in effect for each LLM usage of `c`: its profile's (left out when the profile
-/// was deleted with force) or its inline one. Secrets are unmasked: mask them before responding.
+/// was deleted with force) or its inline one, with the credentials of the provider connection it
+/// names. Secrets are unmasked: mask them before responding.
 pub async fn resolve_llms(
     store: &Store,
     c: &Conversation,
@@ -195,6 +196,8 @@ pub async fn resolve_llms(
             },
             LlmSource::Inline(l) => (**l).clone(),
         };
+        let owner = format!("conversation {} LLM {usage:?}", c.id);
+        let llm = crate::app::documents::resolve_connection(store, llm, &owner).await?;
         out.insert(usage.clone(), llm);
     }
     Ok(out)

@@ -94,6 +94,7 @@ pub async fn run_get(args: GetArgs) -> anyhow::Result<bool> {
         .get_profile(pb::GetProfileRequest {
             name: args.name,
             reveal_secrets: args.reveal_secrets,
+            resolve_connection: false,
         })
         .await
         .map_err(status_error)?;

@@ -11,7 +11,7 @@ use crate::config::{ExportArgs, ImportArgs};
 use crate::domain::{ConflictPolicy, SecretsMode};
 use crate::domain::{ImportOutcome, Outcome};
 use crate::openhands::folder::{
-    default_dir, prunable, Equivalent, FileState, ProfilesDir, Refused, Staging,
+    default_dir, persistence_dir, prunable, Equivalent, FileState, ProfilesDir, Refused, Staging,
 };
 use crate::openhands::secrets::{same_when_decrypted, FernetKey};
 
@@ -27,7 +27,24 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 /// Imports a folder; returns whether every file was imported (false when any was invalid, or when
 /// --on-conflict fail found a conflict).
 pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
-    let dir = args.dir.clone().unwrap_or_else(default_dir);
+    let home = args.home.clone().map(|h| h.unwrap_or_else(persistence_dir));
+    let dir = match &home {
+        Some(h) => h.join("profiles"),
+        None => args.dir.clone().unwrap_or_else(default_dir),
+    };
+    if home.is_some() && !dir.is_dir() {
+        let key = fernet_key_from_env(&args.fernet_key_env);
+        let mut target = Target::open(&args.target).await?;
+        let home = home.unwrap_or_default();
+        return super::home::import(
+            &mut target,
+            &home,
+            key.as_ref(),
+            args.on_conflict,
+            args.dry_run,
+        )
+        .await;
+    }
     let folder = ProfilesDir::lock(&dir, false)
         .with_context(|| format!("cannot read the profiles folder {}", dir.display()))?;
     let max = Limits::default().max_profile_bytes as u64;
@@ -42,7 +59,21 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
         .await?;
     bar.finish_and_clear();
     drop(folder);
-    Ok(print_import_summary(&dir, &reports, &refused, args.dry_run))
+    let mut ok = print_import_summary(&dir, &reports, &refused, args.dry_run);
+    if let Some(home) = home {
+        // Targets before what references them: profiles first, then connections, meta-profiles
+        // and agent profiles (an import never refuses a dangling reference, but this order keeps
+        // a home's references resolvable at every step).
+        ok &= super::home::import(
+            &mut target,
+            &home,
+            key.as_ref(),
+            args.on_conflict,
+            args.dry_run,
+        )
+        .await?;
+    }
+    Ok(ok)
 }
 
 /// Prints one line per file that was not imported and a summary per outcome; returns whether all
@@ -92,7 +123,11 @@ pub fn print_import_summary(
 
 /// Exports to a folder, atomically per file, holding the SDK's lock.
 pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
-    let dir: PathBuf = args.dir.clone().unwrap_or_else(default_dir);
+    let home = args.home.clone().map(|h| h.unwrap_or_else(persistence_dir));
+    let dir: PathBuf = match &home {
+        Some(h) => h.join("profiles"),
+        None => args.dir.clone().unwrap_or_else(default_dir),
+    };
     let key = fernet_key_from_env(&args.fernet_key_env);
     let mut target = Target::open(&args.target).await?;
     let bar = progress(0, "files");
@@ -149,6 +184,12 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
              --secrets encrypted (Fernet with OH_SECRET_KEY, as the SDK's own cipher)",
             exported.masked
         );
+    }
+    if let Some(home) = home {
+        if exported.conflicts.is_empty() {
+            super::home::export(&mut target, &home, args.secrets, key.as_ref(), args.dry_run)
+                .await?;
+        }
     }
     Ok(exported.conflicts.is_empty())
 }

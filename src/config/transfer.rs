@@ -14,6 +14,11 @@ pub struct ImportArgs {
     /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
     pub dir: Option<PathBuf>,
 
+    /// Import the whole SDK persistence folder instead: profiles/, provider-connections/,
+    /// meta-profiles/ and agent-profiles/ [DIR default: $OH_PERSISTENCE_DIR, else ~/.openhands].
+    #[arg(long, env = "REGISTRY_HOME", value_name = "DIR", num_args = 0..=1, conflicts_with = "dir")]
+    pub home: Option<Option<PathBuf>>,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub target: TargetArgs,
@@ -36,6 +41,11 @@ pub struct ImportArgs {
 pub struct ExportArgs {
     /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
     pub dir: Option<PathBuf>,
+
+    /// Export to a whole SDK persistence folder instead: profiles/, provider-connections/,
+    /// meta-profiles/ and agent-profiles/ [DIR default: $OH_PERSISTENCE_DIR, else ~/.openhands].
+    #[arg(long, env = "REGISTRY_HOME", value_name = "DIR", num_args = 0..=1, conflicts_with = "dir")]
+    pub home: Option<Option<PathBuf>>,
 
     #[command(flatten)]
     #[allow(missing_docs)]

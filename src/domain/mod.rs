@@ -17,7 +17,9 @@ pub use conversation::{
 pub use document::{DocKind, Document, Reference, Target};
 pub use meta_profile::{MetaProfile, MetaProfileClass};
 pub use name::ProfileName;
-pub use profile::{LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS};
+pub use profile::{
+    reconcile, LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS,
+};
 pub use transfer::{ConflictPolicy, ImportOutcome, Outcome, SecretsMode};
 
 /// One broken rule of a request: the field's path and what is wrong with it.

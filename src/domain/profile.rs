@@ -299,8 +299,9 @@ impl LlmConfig {
     }
 }
 
-/// Keeps `old`'s form (number text, key order) where `new` has the same meaning.
-fn reconcile(new: &mut Value, old: &Value) {
+/// Gives `new` the stored form of what it shares with `old`: equal numbers keep their stored text
+/// (`8.0` stays `8.0`), objects with the same keys keep the stored key order.
+pub fn reconcile(new: &mut Value, old: &Value) {
     match (new, old) {
         (Value::Number(n), Value::Number(o))
             if n.as_f64().is_some() && n.as_f64() == o.as_f64() =>

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod conversation;
 pub mod convert;
+pub mod documents;
 pub mod layer;
 pub mod methods;
 pub mod page_token;
@@ -40,4 +41,38 @@ pub(crate) fn conflict_policy(raw: i32) -> Result<crate::domain::ConflictPolicy,
     crate::pb::import_profiles_request::OnConflict::try_from(raw)
         .map(Into::into)
         .map_err(|_| crate::error::invalid_field("on_conflict", "must be SKIP, OVERWRITE or FAIL"))
+}
+
+/// What an export in secrets form `mode` is refused and audited as (`None`: redacted, nothing to
+/// audit).
+pub(crate) fn secrets_action(
+    mode: &crate::openhands::profile::SecretsOut<'_>,
+) -> Option<&'static str> {
+    use crate::openhands::profile::SecretsOut;
+    match mode {
+        SecretsOut::Redacted => None,
+        SecretsOut::Plaintext => Some("export secrets in plaintext"),
+        SecretsOut::Encrypted(_) => Some("export secrets encrypted"),
+    }
+}
+
+/// The answer of a Validate rpc.
+pub(crate) fn validation(
+    violations: Vec<crate::domain::Violation>,
+) -> crate::pb::ValidateProfileResponse {
+    crate::pb::ValidateProfileResponse {
+        valid: violations.is_empty(),
+        violations: violations
+            .into_iter()
+            .map(|v| crate::pb::FieldViolation {
+                field: v.field,
+                description: v.description,
+            })
+            .collect(),
+    }
+}
+
+/// Audits a forced delete (of a referenced, bound or damaged record).
+pub(crate) fn audit_forced_delete(who: &crate::auth::Principal, resource: &str, damaged: bool) {
+    tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource, damaged, "forced delete");
 }

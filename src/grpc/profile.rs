@@ -15,7 +15,6 @@ use crate::auth::{principal, Role};
 use crate::domain::{Profile, ProfileName};
 use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
-use crate::openhands::profile::SecretsOut;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
 use crate::store::{ProfileChange, ProfileWatch, PutMode, Store, StoreError};
@@ -91,13 +90,18 @@ impl ProfileService for ProfileApi {
         let pb::GetProfileRequest {
             name,
             reveal_secrets,
+            resolve_connection,
         } = req.into_inner();
         let name = parse_name(&name, "name")?;
-        let p = self
+        let mut p = self
             .store
             .get_profile(&name)
             .await?
             .ok_or_else(|| not_found(&name))?;
+        if resolve_connection {
+            let owner = format!("profile {:?}", name.as_str());
+            p.llm = crate::app::documents::resolve_connection(&self.store, p.llm, &owner).await?;
+        }
         if reveal_secrets {
             audit_secret_access(&who, "reveal secrets", name.as_str())?;
             Ok(Response::new(profile_to_pb(p)))
@@ -180,7 +184,8 @@ impl ProfileService for ProfileApi {
             .await?;
         if force && deleted.is_some() {
             // Forced deletes (of bound or damaged records) are audited.
-            tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource = %name, damaged = deleted.as_ref().is_some_and(|p| p.revision == 0), "forced delete");
+            let damaged = deleted.as_ref().is_some_and(|p| p.revision == 0);
+            super::audit_forced_delete(&who, &name, damaged);
         }
         Ok(Response::new(pb::DeleteProfileResponse {
             name,
@@ -216,16 +221,7 @@ impl ProfileService for ProfileApi {
         let violations = profile_from_pb(profile, &self.limits)
             .err()
             .unwrap_or_default();
-        Ok(Response::new(pb::ValidateProfileResponse {
-            valid: violations.is_empty(),
-            violations: violations
-                .into_iter()
-                .map(|v| pb::FieldViolation {
-                    field: v.field,
-                    description: v.description,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(super::validation(violations)))
     }
 
     type WatchProfilesStream = EventStream;
@@ -299,11 +295,7 @@ impl ProfileService for ProfileApi {
         };
         let after = page_token::decode(&self.limits.page_key, EXPORT_LISTING, &page_token)?;
         // Refused before anything is read or decrypted; audited once the export succeeded.
-        let action = match mode {
-            SecretsOut::Redacted => None,
-            SecretsOut::Plaintext => Some("export secrets in plaintext"),
-            SecretsOut::Encrypted(_) => Some("export secrets encrypted"),
-        };
+        let action = super::secrets_action(&mode);
         if let Some(action) = action {
             who.require(Role::Secrets, action)?;
         }

@@ -54,7 +54,9 @@ pub fn parse_file(text: &str, key: Option<&FernetKey>) -> Result<Vec<ProviderCon
         .collect()
 }
 
-fn parse_connection(
+/// Reads one connection object of the file (or of a stored document); a Fernet-encrypted key
+/// needs `key`.
+pub fn parse_connection(
     c: &Map<String, Value>,
     key: Option<&FernetKey>,
 ) -> Result<ProviderConnection, String> {

@@ -37,11 +37,16 @@ fn locked(path: &Path) -> io::Error {
 
 /// The default folder: `$OH_PERSISTENCE_DIR/profiles` when set, else `~/.openhands/profiles`.
 pub fn default_dir() -> PathBuf {
+    persistence_dir().join("profiles")
+}
+
+/// The SDK's persistence folder: `$OH_PERSISTENCE_DIR`, else `~/.openhands`.
+pub fn persistence_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("OH_PERSISTENCE_DIR").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p).join("profiles");
+        return PathBuf::from(p);
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".openhands").join("profiles")
+    home.join(".openhands")
 }
 
 /// Writes files into `dir` atomically, as the SDK does (see [`Staging`]). `done` is told how many

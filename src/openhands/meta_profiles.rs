@@ -28,6 +28,11 @@ pub fn parse_file(text: &str) -> Result<MetaProfile, String> {
     let Value::Object(map) = value else {
         return Err("the file is not a JSON object".into());
     };
+    parse_object(&map)
+}
+
+/// Reads a meta-profile's object (a file's, or a stored document's).
+pub fn parse_object(map: &Map<String, Value>) -> Result<MetaProfile, String> {
     let classes = match map.get("classes") {
         None => Vec::new(),
         Some(Value::Array(list)) => list
@@ -47,10 +52,10 @@ pub fn parse_file(text: &str) -> Result<MetaProfile, String> {
         Some(_) => return Err("classes must be a list".into()),
     };
     let meta = MetaProfile {
-        classifier_model: required(&map, "classifier_model", "")?,
+        classifier_model: required(map, "classifier_model", "")?,
         classes,
-        prompt_template: string(&map, "prompt_template", "")?,
-        model_table: string(&map, "model_table", "")?,
+        prompt_template: string(map, "prompt_template", "")?,
+        model_table: string(map, "model_table", "")?,
     };
     match meta.violations("meta_profile").first() {
         Some(v) => Err(v.to_string()),
@@ -60,6 +65,11 @@ pub fn parse_file(text: &str) -> Result<MetaProfile, String> {
 
 /// The file text the SDK would write for `meta`.
 pub fn to_file_text(meta: &MetaProfile) -> String {
+    dumps_indent2(&Value::Object(to_object(meta)))
+}
+
+/// The object the SDK dumps for `meta`, keys in its model's order.
+pub fn to_object(meta: &MetaProfile) -> Map<String, Value> {
     let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::String);
     let classes = meta
         .classes
@@ -79,7 +89,7 @@ pub fn to_file_text(meta: &MetaProfile) -> String {
     map.insert("classes".into(), Value::Array(classes));
     map.insert("prompt_template".into(), text(&meta.prompt_template));
     map.insert("model_table".into(), text(&meta.model_table));
-    dumps_indent2(&Value::Object(map))
+    map
 }
 
 #[cfg(test)]

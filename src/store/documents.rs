@@ -127,14 +127,11 @@ pub fn check_targets(
 ) -> Result<(), StoreError> {
     for r in refs {
         if !exists(&r.target)? {
-            return Err(StoreError::NotFound {
-                kind: "reference target",
-                name: format!(
-                    "{owner} field {} names {}, which does not exist",
-                    r.field,
-                    r.target.describe()
-                ),
-            });
+            return Err(StoreError::MissingReference(format!(
+                "{owner} field {} names {}, which does not exist",
+                r.field,
+                r.target.describe()
+            )));
         }
     }
     Ok(())

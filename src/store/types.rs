@@ -18,6 +18,10 @@ pub enum StoreError {
         /// Its name or id.
         name: String,
     },
+    /// A write would add a reference to a record that does not exist (NOT_FOUND, as a binding to
+    /// a missing profile): the message names the field and the target.
+    #[error("{0}")]
+    MissingReference(String),
     /// The resource exists already.
     #[error("{kind} {name:?} already exists")]
     AlreadyExists {

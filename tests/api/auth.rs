@@ -80,6 +80,7 @@ async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> C
             p.get_profile(pb::GetProfileRequest {
                 name: "base".into(),
                 reveal_secrets: false,
+                resolve_connection: false,
             })
             .await,
         ),
@@ -87,6 +88,7 @@ async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> C
             p.get_profile(pb::GetProfileRequest {
                 name: "base".into(),
                 reveal_secrets: true,
+                resolve_connection: false,
             })
             .await,
         ),
@@ -402,6 +404,7 @@ async fn reveals_are_audited_with_the_token_name_and_never_the_value() {
         .get_profile(pb::GetProfileRequest {
             name: "vault".into(),
             reveal_secrets: true,
+            resolve_connection: false,
         })
         .await
         .unwrap()
@@ -415,6 +418,7 @@ async fn reveals_are_audited_with_the_token_name_and_never_the_value() {
         .get_profile(pb::GetProfileRequest {
             name: "vault".into(),
             reveal_secrets: true,
+            resolve_connection: false,
         })
         .await
         .unwrap_err();
@@ -582,6 +586,7 @@ async fn a_writer_without_the_secrets_role_cannot_test_a_guessed_key() {
         .get_profile(pb::GetProfileRequest {
             name: "vault".into(),
             reveal_secrets: true,
+            resolve_connection: false,
         })
         .await
         .unwrap()

@@ -60,6 +60,7 @@ async fn state(
             .get_profile(pb::GetProfileRequest {
                 name: l.name.clone(),
                 reveal_secrets: true,
+                resolve_connection: false,
             })
             .await
             .unwrap()
@@ -292,6 +293,7 @@ async fn force_delete_poison(cl: &mut Clients) {
         cl.0.get_profile(pb::GetProfileRequest {
             name: "poison".into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap_err();
@@ -437,6 +439,7 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
             cl.0.get_profile(pb::GetProfileRequest {
                 name: name.into(),
                 reveal_secrets: true,
+                resolve_connection: false,
             })
             .await
             .expect_err("a damaged record");

@@ -174,6 +174,7 @@ async fn snapshot_listing_with_secrets(
             c.get_profile(pb::GetProfileRequest {
                 name,
                 reveal_secrets: true,
+                resolve_connection: false,
             })
             .await
             .unwrap()

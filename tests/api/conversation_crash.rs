@@ -218,6 +218,7 @@ async fn verify(addr: SocketAddr, ids: &Ids, acked: &Arc<Mutex<Acked>>) {
             .get_profile(pb::GetProfileRequest {
                 name: name.into(),
                 reveal_secrets: true,
+                resolve_connection: false,
             })
             .await
         {

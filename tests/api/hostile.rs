@@ -257,6 +257,7 @@ async fn given_back(
         .get_profile(pb::GetProfileRequest {
             name: name.into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap_or_else(|e| panic!("{name} does not read back: {e:?}"))
@@ -287,6 +288,7 @@ async fn given_back(
         .get_profile(pb::GetProfileRequest {
             name: name.into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap()

@@ -131,6 +131,7 @@ async fn large_data_stays_healthy() {
     p.get_profile(pb::GetProfileRequest {
         name: "large-000000".into(),
         reveal_secrets: false,
+        resolve_connection: false,
     })
     .await
     .unwrap();
@@ -146,6 +147,7 @@ async fn large_data_stays_healthy() {
         p.get_profile(pb::GetProfileRequest {
             name: format!("large-{i:06}"),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap();

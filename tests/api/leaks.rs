@@ -49,6 +49,7 @@ async fn the_log_of_a_busy_run_holds_no_secret() {
     p.get_profile(pb::GetProfileRequest {
         name: "logged".into(),
         reveal_secrets: true,
+        resolve_connection: false,
     })
     .await
     .unwrap();

@@ -9,6 +9,7 @@ mod conversation_files;
 mod conversations;
 mod deploy;
 mod disk_full;
+mod documents;
 mod e2e;
 mod folders;
 mod help;

@@ -35,6 +35,7 @@ async fn metrics_count_calls_by_method_and_code() {
             .get_profile(pb::GetProfileRequest {
                 name: "missing".into(),
                 reveal_secrets: false,
+                resolve_connection: false,
             })
             .await
             .unwrap_err();

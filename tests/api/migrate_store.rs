@@ -31,6 +31,7 @@ async fn state(server: &ChildServer) -> State {
             p.get_profile(pb::GetProfileRequest {
                 name,
                 reveal_secrets: true,
+                resolve_connection: false,
             })
             .await
             .unwrap()

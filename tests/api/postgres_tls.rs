@@ -79,6 +79,7 @@ async fn the_server_reaches_postgres_over_verified_tls_and_refuses_a_wrong_ca() 
         .get_profile(pb::GetProfileRequest {
             name: "over-tls".into(),
             reveal_secrets: true,
+            resolve_connection: false,
         })
         .await
         .unwrap()

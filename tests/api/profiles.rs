@@ -27,6 +27,7 @@ async fn create_get_masks_and_reveals() {
         .get_profile(pb::GetProfileRequest {
             name: "claude".into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap()
@@ -44,6 +45,7 @@ async fn create_get_masks_and_reveals() {
         .get_profile(pb::GetProfileRequest {
             name: "claude".into(),
             reveal_secrets: true,
+            resolve_connection: false,
         })
         .await
         .unwrap()
@@ -65,6 +67,7 @@ async fn create_get_masks_and_reveals() {
         .get_profile(pb::GetProfileRequest {
             name: "nope".into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap_err();
@@ -211,6 +214,7 @@ async fn secret_write_rules() {
         .get_profile(pb::GetProfileRequest {
             name: "s".into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap()
@@ -256,6 +260,7 @@ async fn reveal(
     c.get_profile(pb::GetProfileRequest {
         name: name.into(),
         reveal_secrets: true,
+        resolve_connection: false,
     })
     .await
     .unwrap()

@@ -63,6 +63,7 @@ async fn calls_survive_a_rolling_restart() {
                             .get_profile(pb::GetProfileRequest {
                                 name: name.clone(),
                                 reveal_secrets: false,
+                                resolve_connection: false,
                             })
                             .await;
                         if let Ok(p) = got {

@@ -8,6 +8,7 @@ use base64::Engine;
 use profile_registry::pb;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
 use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use profile_registry::pb::provider_connection_service_client::ProviderConnectionServiceClient;
 use profile_registry::store::{SledStore, StoreOptions};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -64,6 +65,7 @@ async fn revealed(p: &mut ProfileServiceClient<Channel>, name: &str) -> pb::LlmC
     p.get_profile(pb::GetProfileRequest {
         name: name.into(),
         reveal_secrets: true,
+        resolve_connection: false,
     })
     .await
     .unwrap_or_else(|s| panic!("get {name}: {s:?}"))
@@ -273,6 +275,7 @@ async fn a_ciphertext_moved_to_another_record_fails_that_record_only() {
         .get_profile(pb::GetProfileRequest {
             name: "beta".into(),
             reveal_secrets: true,
+            resolve_connection: false,
         })
         .await
         .expect_err("beta's record fails its integrity check");
@@ -325,6 +328,18 @@ async fn rotate_keys_moves_every_secret_to_the_first_key() {
         conversation(inline("gpt-4o", Some("sk-KNOWN-SECRET-conv")), "c"),
     )
     .await;
+    let mut conns = ProviderConnectionServiceClient::new(app.channel().await);
+    conns
+        .create_provider_connection(pb::CreateProviderConnectionRequest {
+            connection: Some(pb::ProviderConnection {
+                id: "shared".into(),
+                display_name: "Shared".into(),
+                api_key: Some("sk-KNOWN-SECRET-shared".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
     let data = app.dir.path().join("data");
     // sled: the data dir, offline; PostgreSQL: the database, in one transaction.
     let database = postgres_for(&data).map(|pg| pg.url);
@@ -360,7 +375,7 @@ async fn rotate_keys_moves_every_secret_to_the_first_key() {
     );
     assert!(
         stdout.contains(
-            "re-encrypted 9 secrets with key \"k2\": 2 profiles, 1 conversations; by previous key: k1 9"
+            "re-encrypted 10 secrets with key \"k2\": 2 profiles, 1 conversations, 1 provider connections; by previous key: k1 10"
         ),
         "{stdout}"
     );
@@ -378,6 +393,16 @@ async fn rotate_keys_moves_every_secret_to_the_first_key() {
         Some("sk-KNOWN-SECRET-conv")
     );
     assert_eq!(full_listing(&mut p).await.len(), 3);
+    let mut conns = ProviderConnectionServiceClient::new(app.channel().await);
+    let shared = conns
+        .get_provider_connection(pb::GetProviderConnectionRequest {
+            id: "shared".into(),
+            reveal_secrets: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shared.api_key.as_deref(), Some("sk-KNOWN-SECRET-shared"));
     app.stop().await;
 }
 

@@ -749,6 +749,7 @@ async fn import_on_start_seeds_from_a_mounted_folder() {
         .get_profile(pb::GetProfileRequest {
             name: "anthropic-full".into(),
             reveal_secrets: true,
+            resolve_connection: false,
         })
         .await
         .unwrap()

@@ -504,6 +504,7 @@ impl Client {
                 .get_profile(timed(pb::GetProfileRequest {
                     name: name.clone(),
                     reveal_secrets: false,
+                    resolve_connection: false,
                 }))
                 .await
             {

@@ -89,6 +89,7 @@ pub async fn update_bases(clients: &Clients, args: &Args) -> anyhow::Result<Vec<
             .get_profile(pb::GetProfileRequest {
                 name: profile_name(w),
                 reveal_secrets: false,
+                resolve_connection: false,
             })
             .await?
             .into_inner();
@@ -107,6 +108,7 @@ pub async fn warm_up(clients: &Clients, profiles: usize) -> anyhow::Result<()> {
                 p.get_profile(pb::GetProfileRequest {
                     name: profile_name(i),
                     reveal_secrets: false,
+                    resolve_connection: false,
                 })
                 .await?;
                 Ok::<_, anyhow::Error>(())

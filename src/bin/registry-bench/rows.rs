@@ -59,6 +59,7 @@ pub fn server_calls(
                 p.get_profile(pb::GetProfileRequest {
                     name: profile_name(pick(w, n, profiles)),
                     reveal_secrets: false,
+                    resolve_connection: false,
                 })
                 .await?;
                 Ok(())

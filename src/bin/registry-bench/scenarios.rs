@@ -155,6 +155,7 @@ pub async fn get_profile_at(
             p.get_profile(pb::GetProfileRequest {
                 name: profile_name(pick(w, k, n)),
                 reveal_secrets: false,
+                resolve_connection: false,
             })
             .await?;
             Ok(())

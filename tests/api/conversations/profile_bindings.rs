@@ -115,6 +115,7 @@ async fn delete_profile_is_refused_while_bound_unless_forced() {
         .get_profile(pb::GetProfileRequest {
             name: "alpha".into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap()
@@ -136,6 +137,7 @@ async fn delete_profile_is_refused_while_bound_unless_forced() {
         .get_profile(pb::GetProfileRequest {
             name: "alpha".into(),
             reveal_secrets: false,
+            resolve_connection: false,
         })
         .await
         .unwrap_err();

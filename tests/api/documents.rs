@@ -1,0 +1,416 @@
+//! The services of the SDK's other kinds (issue 19) over a real server: provider connections
+//! rotated once and seen by a bound profile and a bound conversation, references kept sound across
+//! kinds (refused writes, refused and forced deletes, renames that re-point), and the files
+//! imported and exported byte for byte.
+use profile_registry::pb;
+use profile_registry::pb::agent_profile_service_client::AgentProfileServiceClient;
+use profile_registry::pb::meta_profile_service_client::MetaProfileServiceClient;
+use profile_registry::pb::provider_connection_service_client::ProviderConnectionServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::helpers::{
+    bound, conversation, create, create_conversation, get_conversation, profile, TestApp,
+};
+
+const MASK: &str = "**********";
+
+fn connection(id: &str, key: Option<&str>, base_url: Option<&str>) -> pb::ProviderConnection {
+    pb::ProviderConnection {
+        id: id.into(),
+        display_name: format!("Team {id}"),
+        provider: "openai".into(),
+        api_key: key.map(Into::into),
+        base_url: base_url.map(Into::into),
+        ..Default::default()
+    }
+}
+
+/// A profile bound to connection `id` (its own key and endpoint are left out, as the SDK's save
+/// leaves them out).
+fn linked_profile(name: &str, id: &str) -> pb::Profile {
+    let mut p = profile(name, "openai/gpt-4o", None);
+    p.llm.as_mut().unwrap().extra = Some(prost_types::Struct {
+        fields: [(
+            "provider_connection_id".to_owned(),
+            prost_types::Value::from(id.to_owned()),
+        )]
+        .into(),
+    });
+    p
+}
+
+async fn resolved(
+    c: &mut profile_registry::pb::profile_service_client::ProfileServiceClient<Channel>,
+    name: &str,
+) -> pb::LlmConfig {
+    c.get_profile(pb::GetProfileRequest {
+        name: name.into(),
+        reveal_secrets: true,
+        resolve_connection: true,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .llm
+    .unwrap()
+}
+
+fn agent(name: &str, llm: &str, meta: Option<&str>) -> pb::AgentProfile {
+    pb::AgentProfile {
+        name: name.into(),
+        llm_profile_ref: Some(llm.into()),
+        meta_profile_ref: meta.map(Into::into),
+        spec: Some(prost_types::Struct {
+            fields: [(
+                "persona".to_owned(),
+                prost_types::Value::from("terse".to_owned()),
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn one_key_rotation_reaches_a_bound_profile_and_a_bound_conversation() {
+    let app = TestApp::spawn().await;
+    let mut conns = ProviderConnectionServiceClient::new(app.channel().await);
+    let mut profiles = app.profiles().await;
+    let mut convs = app.conversations().await;
+
+    let created = conns
+        .create_provider_connection(pb::CreateProviderConnectionRequest {
+            connection: Some(connection(
+                "team",
+                Some("sk-old"),
+                Some("https://old.example"),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (created.api_key.as_deref(), created.revision),
+        (Some(MASK), 1)
+    );
+    assert!(created.created_at > 0 && created.created_at == created.updated_at);
+
+    create(&mut profiles, linked_profile("linked", "team")).await;
+    let c = create_conversation(&mut convs, conversation(bound("linked"), "t")).await;
+    let llm = resolved(&mut profiles, "linked").await;
+    assert_eq!(llm.api_key.as_deref(), Some("sk-old"));
+    assert_eq!(llm.base_url.as_deref(), Some("https://old.example"));
+
+    // One update: the key rotates, the endpoint goes (the connection's base_url wins, even unset).
+    let updated = conns
+        .update_provider_connection(pb::UpdateProviderConnectionRequest {
+            connection: Some(connection("team", Some("sk-new"), None)),
+            expected_revision: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.revision, 2);
+    let llm = resolved(&mut profiles, "linked").await;
+    assert_eq!(
+        (llm.api_key.as_deref(), llm.base_url.as_deref()),
+        (Some("sk-new"), None)
+    );
+    let got = get_conversation(&mut convs, &c.id, true, true).await;
+    let agent_llm = got.llms["agent"].resolved.as_ref().unwrap();
+    assert_eq!(agent_llm.api_key.as_deref(), Some("sk-new"));
+    // Masked unless revealed.
+    let got = get_conversation(&mut convs, &c.id, true, false).await;
+    assert_eq!(
+        got.llms["agent"]
+            .resolved
+            .as_ref()
+            .unwrap()
+            .api_key
+            .as_deref(),
+        Some(MASK)
+    );
+
+    // Writing the mask keeps the key; a stale revision is ABORTED.
+    let kept = conns
+        .update_provider_connection(pb::UpdateProviderConnectionRequest {
+            connection: Some(connection("team", Some(MASK), None)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.revision, 2, "the mask changes nothing");
+    let stale = conns
+        .update_provider_connection(pb::UpdateProviderConnectionRequest {
+            connection: Some(connection("team", Some("sk-x"), None)),
+            expected_revision: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    let revealed = conns
+        .get_provider_connection(pb::GetProviderConnectionRequest {
+            id: "team".into(),
+            reveal_secrets: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revealed.api_key.as_deref(), Some("sk-new"));
+}
+
+#[tokio::test]
+async fn references_across_kinds_stay_sound() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let mut conns = ProviderConnectionServiceClient::new(channel.clone());
+    let mut metas = MetaProfileServiceClient::new(channel.clone());
+    let mut agents = AgentProfileServiceClient::new(channel);
+    let mut profiles = app.profiles().await;
+
+    // A write may not add a reference to a missing record, and leaves nothing behind.
+    let err = profiles
+        .create_profile(pb::CreateProfileRequest {
+            profile: Some(linked_profile("p", "absent")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains("provider connection \"absent\""),
+        "{}",
+        err.message()
+    );
+    let err = agents
+        .create_agent_profile(pb::CreateAgentProfileRequest {
+            agent_profile: Some(agent("a", "absent", None)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains("llm_profile_ref"),
+        "{}",
+        err.message()
+    );
+
+    conns
+        .create_provider_connection(pb::CreateProviderConnectionRequest {
+            connection: Some(connection("shared", Some("sk"), None)),
+        })
+        .await
+        .unwrap();
+    create(&mut profiles, linked_profile("fast", "shared")).await;
+    create(&mut profiles, profile("big", "openai/gpt-5", Some("k"))).await;
+    metas
+        .create_meta_profile(pb::CreateMetaProfileRequest {
+            meta_profile: Some(pb::MetaProfile {
+                name: "router".into(),
+                classifier_model: "fast".into(),
+                classes: vec![pb::MetaProfileClass {
+                    description: "hard tasks".into(),
+                    model: "big".into(),
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let a = agents
+        .create_agent_profile(pb::CreateAgentProfileRequest {
+            agent_profile: Some(agent("coder", "fast", Some("router"))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.agent_kind, "openhands");
+    assert_eq!(a.id.len(), 36, "a UUID is generated: {}", a.id);
+
+    // Deletes of referenced records are refused, naming the referrers.
+    let err = conns
+        .delete_provider_connection(pb::DeleteProviderConnectionRequest {
+            id: "shared".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("profile \"fast\""),
+        "{}",
+        err.message()
+    );
+    let err = profiles
+        .delete_profile(pb::DeleteProfileRequest {
+            name: "big".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("meta-profile \"router\""),
+        "{}",
+        err.message()
+    );
+    let err = metas
+        .delete_meta_profile(pb::DeleteMetaProfileRequest {
+            name: "router".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("agent profile \"coder\""),
+        "{}",
+        err.message()
+    );
+
+    // A rename re-points every reference in the same transaction.
+    profiles
+        .rename_profile(pb::RenameProfileRequest {
+            name: "fast".into(),
+            new_name: "quick".into(),
+        })
+        .await
+        .unwrap();
+    metas
+        .rename_meta_profile(pb::RenameMetaProfileRequest {
+            name: "router".into(),
+            new_name: "switch".into(),
+        })
+        .await
+        .unwrap();
+    let a = agents
+        .get_agent_profile(pb::GetAgentProfileRequest {
+            name: "coder".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.llm_profile_ref.as_deref(), Some("quick"));
+    assert_eq!(a.meta_profile_ref.as_deref(), Some("switch"));
+    let m = metas
+        .get_meta_profile(pb::GetMetaProfileRequest {
+            name: "switch".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.classifier_model, "quick");
+
+    // Forced, the delete goes through; the reference dangles, as the SDK allows.
+    let done = conns
+        .delete_provider_connection(pb::DeleteProviderConnectionRequest {
+            id: "shared".into(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.deleted && done.revision == 1);
+    let err = profiles
+        .get_profile(pb::GetProfileRequest {
+            name: "quick".into(),
+            reveal_secrets: false,
+            resolve_connection: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
+
+#[tokio::test]
+async fn files_with_dangling_references_import_and_export_byte_for_byte() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let mut conns = ProviderConnectionServiceClient::new(channel.clone());
+    let mut metas = MetaProfileServiceClient::new(channel.clone());
+    let mut agents = AgentProfileServiceClient::new(channel);
+
+    let connections_file = "{\n  \"schema_version\": 1,\n  \"connections\": [\n    {\n      \"id\": \"c1\",\n      \"display_name\": \"Caf\\u00e9 \\ud83d\\ude00\",\n      \"provider\": \"custom\",\n      \"api_key\": \"sk-1\",\n      \"base_url\": null,\n      \"created_at\": 1700000000,\n      \"updated_at\": 1700000005\n    }\n  ]\n}";
+    let r = conns
+        .import_provider_connections(pb::ImportProviderConnectionsRequest {
+            json: connections_file.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 1);
+    assert_eq!(
+        r.results[0].outcome,
+        pb::import_result::Outcome::Created as i32
+    );
+    let out = conns
+        .export_provider_connections(pb::ExportProviderConnectionsRequest {
+            secrets: pb::export_profiles_request::Secrets::Plaintext as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.json, connections_file);
+    let redacted = conns
+        .export_provider_connections(pb::ExportProviderConnectionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(redacted.json, connections_file.replace("sk-1", MASK));
+
+    // The auto-created "default" agent profile of a real home can name a missing LLM profile.
+    let agent_file = "{\n  \"schema_version\": 4,\n  \"agent_kind\": \"openhands\",\n  \"id\": \"0b0f3c1e-8a9e-4c55-9f0b-0d6f3e0a1b2c\",\n  \"name\": \"default\",\n  \"revision\": 3,\n  \"mcp_server_refs\": null,\n  \"secret_refs\": [],\n  \"llm_profile_ref\": \"missing\",\n  \"tools\": null,\n  \"acp_extra\": 1800.0\n}";
+    let meta_file = "{\n  \"classifier_model\": \"nowhere\",\n  \"classes\": [],\n  \"prompt_template\": \"{{ instance_text }} \\u00e9\",\n  \"model_table\": null\n}";
+    for (kind, name, text) in [("agent", "default", agent_file), ("meta", "m", meta_file)] {
+        let req = pb::ImportDocumentsRequest {
+            documents: vec![pb::ProfileDocument {
+                name: format!("{name}.json"),
+                json: text.into(),
+            }],
+            ..Default::default()
+        };
+        let r = match kind {
+            "agent" => agents.import_agent_profiles(req).await,
+            _ => metas.import_meta_profiles(req).await,
+        }
+        .unwrap()
+        .into_inner();
+        assert_eq!(
+            r.results[0].outcome,
+            pb::import_result::Outcome::Created as i32,
+            "{r:?}"
+        );
+        let req = pb::ExportDocumentsRequest::default();
+        let out = match kind {
+            "agent" => agents.export_agent_profiles(req).await,
+            _ => metas.export_meta_profiles(req).await,
+        }
+        .unwrap()
+        .into_inner();
+        assert_eq!(out.documents.len(), 1);
+        assert_eq!(out.documents[0].name, name);
+        assert_eq!(out.documents[0].json, text);
+    }
+    let bad = agents
+        .import_agent_profiles(pb::ImportDocumentsRequest {
+            documents: vec![pb::ProfileDocument {
+                name: "x.json".into(),
+                json: "{\"schema_version\": 9}".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bad.results[0].outcome,
+        pb::import_result::Outcome::Invalid as i32
+    );
+    assert!(bad.results[0].reason.contains("schema_version"), "{bad:?}");
+}
