@@ -158,14 +158,16 @@ pub async fn all(store: &Store, kind: DocKind) -> Result<Vec<Document>, StoreErr
     store.list_documents(kind, None, MAX_DOCUMENTS).await
 }
 
-/// The text of `provider_connections.json` for every stored connection, keys per `secrets`, and
-/// how many it holds.
+/// The text of `provider_connections.json` for every stored connection (in creation order, as
+/// the SDK keeps them), keys per `secrets`, and how many it holds.
 pub async fn export_connections(
     store: &Store,
     secrets: &SecretsOut<'_>,
 ) -> Result<(String, usize), StoreError> {
-    let list = all(store, DocKind::Connection)
-        .await?
+    let mut stored = all(store, DocKind::Connection).await?;
+    // The SDK's file lists connections in the order they were created (it appends).
+    stored.sort_by(|a, b| (a.create_time, &a.name).cmp(&(b.create_time, &b.name)));
+    let list = stored
         .iter()
         .map(connection_of)
         .collect::<Result<Vec<_>, _>>()?;

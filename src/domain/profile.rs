@@ -343,6 +343,21 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// One nanosecond later.
+    pub fn after_one_nanosecond(self) -> Self {
+        if self.nanos >= 999_999_999 {
+            Self {
+                seconds: self.seconds.saturating_add(1),
+                nanos: 0,
+            }
+        } else {
+            Self {
+                nanos: self.nanos + 1,
+                ..self
+            }
+        }
+    }
+
     /// The current time.
     pub fn now() -> Self {
         let d = SystemTime::now()

@@ -86,12 +86,14 @@ pub fn plan_put(
             },
             PutOutcome::Updated,
         ),
-        None => DocPlan::Write(fresh(kind, name, body), PutOutcome::Created),
+        None => DocPlan::Write(
+            fresh(kind, name, body, Timestamp::now()),
+            PutOutcome::Created,
+        ),
     })
 }
 
-fn fresh(kind: DocKind, name: &str, body: Map<String, Value>) -> Document {
-    let now = Timestamp::now();
+fn fresh(kind: DocKind, name: &str, body: Map<String, Value>, now: Timestamp) -> Document {
     Document {
         kind,
         name: name.to_owned(),
@@ -264,6 +266,9 @@ pub fn plan_import(
     }
     let mut outcomes = Vec::with_capacity(items.len());
     let mut writes = Vec::new();
+    // Each new document is created a nanosecond after the one before it, so creation order is
+    // the order of the items (a connections file keeps its connections in that order).
+    let mut clock = Timestamp::now();
     for (name, body) in items {
         let old = stored.get(&name);
         let body = merge_secrets(kind, body, old);
@@ -289,7 +294,10 @@ pub fn plan_import(
                 body,
                 ..o.clone()
             },
-            None => fresh(kind, &name, body),
+            None => {
+                clock = clock.after_one_nanosecond();
+                fresh(kind, &name, body, clock)
+            }
         };
         let outcome = if doc.revision == 1 {
             Outcome::Created

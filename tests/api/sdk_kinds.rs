@@ -10,7 +10,7 @@ use profile_registry::openhands::profile::SecretsOut;
 use profile_registry::openhands::secrets::FernetKey;
 use serde_json::Value;
 
-use crate::helpers::{sdk_python, skip_without};
+use crate::helpers::{output_text, run_cli, sdk_python, skip_without, TestApp};
 
 const OH_SECRET_KEY: &str = "connections-test-secret-key";
 
@@ -160,4 +160,157 @@ fn sdk_meta_profiles_round_trip_byte_for_byte() {
     let (a, b) = (load(&theirs), load(&ours));
     assert_eq!(a.as_object().map(|m| m.len()), Some(3), "{a}");
     assert_eq!(a, b);
+}
+
+/// Every file of `dir` below it (hidden ones, the SDK's locks, left out): relative path and bytes.
+fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path.strip_prefix(dir).unwrap().to_owned(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_whole_sdk_home_goes_through_import_and_export() {
+    let Some(python) = newest_sdk() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = |name: &str| tmp.path().join(name);
+    let arg = |name: &str, form: &str| format!("{}:{form}", home(name).display());
+    // Arrange: two homes written by the SDK's own stores, keys in plaintext and encrypted.
+    run(
+        &python,
+        "sdk_home.py",
+        &[
+            "write",
+            &arg("plain", "plaintext"),
+            &arg("enc", "encrypted"),
+        ],
+    );
+    let env = [("OH_SECRET_KEY", OH_SECRET_KEY)];
+    let path = |name: &str| home(name).display().to_string();
+
+    // Act: each home into its own registry (through the server), and out again in each form.
+    let mut summaries = String::new();
+    for (source, outs) in [
+        (
+            "plain",
+            vec![("out-plain", "plaintext"), ("out-redacted", "redacted")],
+        ),
+        ("enc", vec![("out-enc", "encrypted")]),
+    ] {
+        let app = TestApp::spawn().await;
+        let url = app.url();
+        let import = ["import", "--home", &path(source), "--server", &url];
+        let o = run_cli(&import, &env).await;
+        assert!(o.status.success(), "{}", output_text(&o));
+        summaries.push_str(&output_text(&o));
+        for (out, form) in outs {
+            let export = [
+                "export",
+                "--home",
+                &path(out),
+                "--server",
+                &url,
+                "--secrets",
+                form,
+            ];
+            let o = run_cli(&export, &env).await;
+            assert!(o.status.success(), "{}", output_text(&o));
+        }
+        // Imported again, every kind is unchanged.
+        let o = run_cli(&import, &env).await;
+        let again = output_text(&o);
+        for kind in [
+            "profiles",
+            "provider_connections.json",
+            "meta-profiles",
+            "agent-profiles",
+        ] {
+            let line = again
+                .lines()
+                .find(|l| l.contains(&format!("{kind}:")))
+                .unwrap_or_default();
+            assert!(
+                line.contains("created 0, updated 0, unchanged 3"),
+                "{kind}: {again}"
+            );
+        }
+        app.stop().await;
+    }
+    for kind in [
+        "profiles",
+        "provider_connections.json",
+        "meta-profiles",
+        "agent-profiles",
+    ] {
+        assert!(
+            summaries.contains(&format!("{kind}: 3 files: created 3")),
+            "{summaries}"
+        );
+    }
+
+    // Assert: plaintext comes back byte for byte, every file.
+    let (theirs, ours) = (files_below(&home("plain")), files_below(&home("out-plain")));
+    assert_eq!(theirs.len(), 10, "{theirs:?}");
+    assert_eq!(
+        theirs.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        ours.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    for ((path, a), (_, b)) in theirs.iter().zip(&ours) {
+        assert!(
+            a == b,
+            "{} differs:\n{}\n---\n{}",
+            path.display(),
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+    }
+    // And the SDK's own stores load every export to the same values (the redacted one without keys).
+    let loaded: Value = serde_json::from_str(&run(
+        &python,
+        "sdk_home.py",
+        &[
+            "load",
+            &arg("plain", "plaintext"),
+            &arg("out-plain", "plaintext"),
+            &arg("enc", "encrypted"),
+            &arg("out-enc", "encrypted"),
+            &arg("out-redacted", "plaintext"),
+        ],
+    ))
+    .unwrap();
+    let of = |name: &str| loaded[path(name).as_str()].clone();
+    let want = of("plain");
+    assert_eq!(
+        want["profiles"]["linked.v1"]["api_key"], "sk-\u{fc}-team",
+        "resolved from its connection"
+    );
+    assert_eq!(want["agent_profiles"]["default"]["llm_profile_ref"], "gone");
+    for name in ["out-plain", "enc", "out-enc"] {
+        assert_eq!(of(name), want, "{name}");
+    }
+    let mut redacted = want.clone();
+    for c in redacted["connections"].as_array_mut().unwrap() {
+        c["api_key"] = Value::Null;
+    }
+    for p in redacted["profiles"].as_object_mut().unwrap().values_mut() {
+        p["api_key"] = Value::Null;
+    }
+    assert_eq!(of("out-redacted"), redacted);
 }
