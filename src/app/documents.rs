@@ -16,9 +16,11 @@ pub const MAX_DOCUMENTS: usize = 100_000;
 
 /// A stored connection as the SDK's type.
 pub fn connection_of(doc: &Document) -> Result<ProviderConnection, StoreError> {
-    connections::parse_connection(&doc.body, None).map_err(|reason| StoreError::Corrupt {
-        key: format!("documents/connection/{}", doc.name),
-        reason,
+    connections::parse_connection(&doc.body, connections::KeyIn::Stored).map_err(|reason| {
+        StoreError::Corrupt {
+            key: format!("documents/connection/{}", doc.name),
+            reason,
+        }
     })
 }
 
@@ -66,6 +68,7 @@ pub async fn import_parsed(
     items: Vec<Parsed>,
     policy: ConflictPolicy,
     dry_run: bool,
+    blind: bool,
 ) -> Result<Vec<ImportOutcome>, StoreError> {
     let mut reports = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
@@ -80,11 +83,23 @@ pub async fn import_parsed(
             Err(reason) => ImportOutcome::refused(name, Outcome::Invalid, reason),
         });
     }
-    let outcomes = store.import_documents(kind, valid, policy, dry_run).await?;
+    let outcomes = store
+        .import_documents(kind, valid, policy, dry_run, blind)
+        .await?;
     for (slot, outcome) in slots.into_iter().zip(outcomes) {
         reports[slot] = outcome;
     }
     Ok(reports)
+}
+
+/// The largest file of `kind` an import reads: an agent profile's persona alone may be 65,536
+/// characters (up to six bytes each, escaped), so its files get 1 MiB; the others the profile
+/// limit.
+pub fn max_file_bytes(kind: DocKind, limits: &Limits) -> usize {
+    match kind {
+        DocKind::AgentProfile => limits.max_profile_bytes.max(1024 * 1024),
+        _ => limits.max_profile_bytes,
+    }
 }
 
 /// Parses one file of `kind` named `name` (a meta-profile's or agent profile's stem).
@@ -94,11 +109,11 @@ pub fn parse_named(
     text: &str,
     limits: &Limits,
 ) -> Result<Map<String, Value>, String> {
-    if text.len() > limits.max_profile_bytes {
+    let max = max_file_bytes(kind, limits);
+    if text.len() > max {
         return Err(format!(
-            "is {} bytes, over the limit of {} bytes",
-            text.len(),
-            limits.max_profile_bytes
+            "is {} bytes, over the limit of {max} bytes",
+            text.len()
         ));
     }
     ProfileName::parse(name.strip_suffix(".json").unwrap_or(name), "name")
@@ -131,7 +146,7 @@ pub async fn import_files(
             (stem, parsed)
         })
         .collect();
-    import_parsed(store, kind, items, policy, dry_run).await
+    import_parsed(store, kind, items, policy, dry_run, false).await
 }
 
 /// Imports the text of `provider_connections.json`: each connection is one item, named by its
@@ -142,15 +157,33 @@ pub async fn import_connections(
     key: Option<&FernetKey>,
     policy: ConflictPolicy,
     dry_run: bool,
+    blind: bool,
 ) -> Result<Vec<ImportOutcome>, StoreError> {
-    let items = match connections::parse_file(text, key) {
-        Err(reason) => vec![(connections::FILE_NAME.to_owned(), Err(reason))],
+    let (items, masked): (Vec<Parsed>, Vec<bool>) = match connections::parse_file(text, key) {
+        Err(reason) => (
+            vec![(connections::FILE_NAME.to_owned(), Err(reason))],
+            vec![false],
+        ),
         Ok(list) => list
             .into_iter()
-            .map(|c| (c.id.clone(), Ok(connection_body(&c))))
-            .collect(),
+            .map(|c| {
+                let mask = c
+                    .api_key
+                    .as_ref()
+                    .is_some_and(crate::domain::Secret::is_mask);
+                ((c.id.clone(), Ok(connection_body(&c))), mask)
+            })
+            .unzip(),
     };
-    import_parsed(store, DocKind::Connection, items, policy, dry_run).await
+    let mut reports =
+        import_parsed(store, DocKind::Connection, items, policy, dry_run, blind).await?;
+    // The mask keeps a stored key; a new connection has none to keep: say so, as for profiles.
+    for (r, mask) in reports.iter_mut().zip(masked) {
+        if mask && r.outcome == Outcome::Created {
+            r.reason = crate::app::transfer::NO_KEY.into();
+        }
+    }
+    Ok(reports)
 }
 
 /// Every stored document of `kind`, in name order.

@@ -197,7 +197,16 @@ pub async fn resolve_llms(
             LlmSource::Inline(l) => (**l).clone(),
         };
         let owner = format!("conversation {} LLM {usage:?}", c.id);
-        let llm = crate::app::documents::resolve_connection(store, llm, &owner).await?;
+        // A conversation is read whole: an LLM whose connection is gone (deleted with force, or
+        // dangling in an imported home) is given as it is stored, not as a failed read.
+        let llm = match crate::app::documents::resolve_connection(store, llm.clone(), &owner).await
+        {
+            Err(StoreError::FailedPrecondition(why)) => {
+                tracing::warn!(conversation = %c.id, usage = %usage, "{why}");
+                llm
+            }
+            other => other?,
+        };
         out.insert(usage.clone(), llm);
     }
     Ok(out)

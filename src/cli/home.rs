@@ -9,8 +9,8 @@ use super::connection::{status_error, ServerChannel};
 use super::target::{Target, MAX_RESPONSE_BYTES};
 use crate::app::documents as docs;
 use crate::app::Limits;
-use crate::domain::{ConflictPolicy, DocKind, ImportOutcome, SecretsMode};
-use crate::openhands::folder::write_files;
+use crate::domain::{ConflictPolicy, DocKind, ImportOutcome, ProfileName, SecretsMode};
+use crate::openhands::folder::{write_files, Refused};
 use crate::openhands::secrets::FernetKey;
 use crate::openhands::{agent_profiles, connections, meta_profiles};
 use crate::pb;
@@ -31,32 +31,52 @@ fn connections_client(c: &ServerChannel) -> ProviderConnectionServiceClient<Serv
     ProviderConnectionServiceClient::new(c.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
-/// The `<name>.json` files of `dir` (name with the suffix, text); none when it does not exist.
-fn read_json_files(dir: &Path, max: usize) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
+/// Files as (file name, text).
+type Files = Vec<(String, String)>;
+
+/// The files of `dir` the SDK's store lists: `<name>.json` with a valid name (hidden files, the
+/// SDK's lock and temp files, and other names are passed over, as the SDK passes them over).
+/// Returns the (file name, text) of each, and the files that could not be read as text.
+fn read_json_files(
+    dir: &Path,
+    max: usize,
+) -> anyhow::Result<(Files, Vec<Refused>)> {
+    let (mut out, mut refused) = (Vec::new(), Vec::new());
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, refused)),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
     };
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".json") || !entry.file_type()?.is_file() {
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        // Followed like the SDK follows them: a symbolic link to a file is that file.
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_file() || ProfileName::parse(stem, "name").is_err() {
             continue;
         }
-        let len = entry.metadata()?.len();
-        let text = if len > max as u64 {
-            // Reported as INVALID by the size check, without reading it whole.
-            " ".repeat(max + 1)
-        } else {
-            std::fs::read_to_string(entry.path())
-                .with_context(|| format!("cannot read {}", entry.path().display()))?
-        };
-        out.push((name, text));
+        if meta.len() > max as u64 {
+            let reason = format!("is {} bytes, over the limit of {max} bytes", meta.len());
+            refused.push(Refused { file: name, reason });
+            continue;
+        }
+        let bytes = std::fs::read(entry.path())
+            .with_context(|| format!("cannot read {}", entry.path().display()))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => out.push((name, text)),
+            Err(_) => refused.push(Refused {
+                file: name,
+                reason: "is not UTF-8 text".into(),
+            }),
+        }
     }
     out.sort();
-    Ok(out)
+    Ok((out, refused))
 }
 
 /// Imports the other kinds found in `home`; prints a summary per kind; whether all went in.
@@ -76,7 +96,7 @@ pub async fn import(
             .with_context(|| format!("cannot read {}", path.display()))?;
         let reports = match target {
             Target::Local(store) => {
-                docs::import_connections(store, &text, key, policy, dry_run).await?
+                docs::import_connections(store, &text, key, policy, dry_run, false).await?
             }
             Target::Remote(channel) => {
                 let req = pb::ImportProviderConnectionsRequest {
@@ -100,7 +120,7 @@ pub async fn import(
         if !dir.is_dir() {
             continue;
         }
-        let files = read_json_files(&dir, limits.max_profile_bytes)?;
+        let (files, refused) = read_json_files(&dir, docs::max_file_bytes(kind, &limits))?;
         let reports = match target {
             Target::Local(store) => {
                 docs::import_files(store, kind, files, policy, dry_run, &limits).await?
@@ -129,7 +149,7 @@ pub async fn import(
                 outcomes(resp.map_err(status_error)?.into_inner())
             }
         };
-        ok &= super::profiles::print_import_summary(&dir, &reports, &[], dry_run);
+        ok &= super::profiles::print_import_summary(&dir, &reports, &refused, dry_run);
     }
     Ok(ok)
 }

@@ -62,6 +62,13 @@ impl ProviderConnection {
         length("id", &self.id, 128);
         length("display_name", &self.display_name, 128);
         length("provider", &self.provider, 128);
+        if self.id.contains('\0') {
+            // PostgreSQL's text cannot hold it, and no file system name can.
+            out.push(Violation::new(
+                format!("{prefix}.id"),
+                "must not contain NUL (U+0000)",
+            ));
+        }
         if self.base_url.as_deref().is_some_and(|u| chars(u) > 2048) {
             out.push(Violation::new(
                 format!("{prefix}.base_url"),

@@ -56,8 +56,8 @@ impl DocKind {
     }
 }
 
-/// One stored document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One stored document (its Debug form masks secret values).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {
     /// Its kind.
     pub kind: DocKind,
@@ -72,6 +72,25 @@ pub struct Document {
     pub update_time: Timestamp,
     /// The object of its file, secret values in the clear (sealed by the store's codec).
     pub body: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut body = self.body.clone();
+        for key in self.kind.secret_keys() {
+            if let Some(v @ Value::String(_)) = body.get_mut(*key) {
+                *v = Value::String(super::SECRET_MASK.to_owned());
+            }
+        }
+        f.debug_struct("Document")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("revision", &self.revision)
+            .field("create_time", &self.create_time)
+            .field("update_time", &self.update_time)
+            .field("body", &body)
+            .finish()
+    }
 }
 
 /// What a reference points at.
@@ -120,6 +139,12 @@ fn openhands_agent(body: &Map<String, Value>) -> bool {
         .is_none_or(|k| k == "openhands")
 }
 
+/// The name a reference stands for: the SDK's stores drop one trailing `.json`
+/// (`canonical_profile_name`), so `gpt.json` and `gpt` name the same record.
+pub fn canonical(name: &str) -> &str {
+    name.strip_suffix(".json").unwrap_or(name)
+}
+
 /// Every place of `body` (a `kind` object) that names another record, with a mutable handle.
 fn reference_slots(
     kind: DocKind,
@@ -139,14 +164,14 @@ fn reference_slots(
                 }
             }
             if let Some(v) = classifier {
-                if let Some(name) = v.as_str().map(str::to_owned) {
+                if let Some(name) = v.as_str().map(|n| canonical(n).to_owned()) {
                     out.push(("classifier_model".to_owned(), Target::Profile(name), v));
                 }
             }
             if let Some(Value::Array(list)) = classes {
                 for (i, class) in list.iter_mut().enumerate() {
                     if let Some(v) = class.as_object_mut().and_then(|c| c.get_mut("model")) {
-                        if let Some(name) = v.as_str().map(str::to_owned) {
+                        if let Some(name) = v.as_str().map(|n| canonical(n).to_owned()) {
                             out.push((format!("classes[{i}].model"), Target::Profile(name), v));
                         }
                     }
@@ -156,7 +181,7 @@ fn reference_slots(
         DocKind::AgentProfile => {
             let openhands = openhands_agent(body);
             for (key, value) in body.iter_mut() {
-                let Some(name) = value.as_str().map(str::to_owned) else {
+                let Some(name) = value.as_str().map(|n| canonical(n).to_owned()) else {
                     continue;
                 };
                 let target = match key.as_str() {

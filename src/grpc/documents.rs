@@ -134,14 +134,27 @@ fn results(reports: Vec<crate::store::ImportOutcome>) -> pb::ImportProfilesRespo
 
 /// A meta-profile's or agent profile's name: the SDK's profile name rule.
 fn name_rule(raw: &str, field: &str) -> Result<(), Status> {
-    ProfileName::parse(raw, field)
-        .map(|_| ())
-        .map_err(|v| invalid_argument(&[v]))
+    name_violation(raw, field).map_or(Ok(()), |v| Err(invalid_argument(&[v])))
+}
+
+/// The SDK's name rule, and no trailing `.json` (the SDK's stores drop it, so `x.json` would be
+/// the file of `x`).
+fn name_violation(raw: &str, field: &str) -> Option<Violation> {
+    if let Err(v) = ProfileName::parse(raw, field) {
+        return Some(v);
+    }
+    raw.ends_with(".json").then(|| {
+        Violation::new(
+            field,
+            "must not end in \".json\" (the SDK's stores drop it: name the record without it)",
+        )
+    })
 }
 
 /// A connection id as a request names it: 1 to 128 characters (an imported id may be any).
 fn connection_id(raw: &str, field: &str) -> Result<(), Status> {
     match raw.chars().count() {
+        _ if raw.contains('\0') => Err(invalid_field(field, "must not contain NUL (U+0000)")),
         1..=128 => Ok(()),
         _ => Err(invalid_field(field, "must be 1 to 128 characters")),
     }
@@ -236,13 +249,40 @@ fn stamped(mut c: ProviderConnection, old: Option<&Document>) -> Map<String, Val
         return connection_body(&c);
     };
     (c.created_at, c.updated_at) = (old.created_at, old.updated_at);
-    if c.api_key.as_ref().is_some_and(Secret::is_mask) {
-        c.api_key.clone_from(&old.api_key);
+    let mut effective = c.clone();
+    if effective.api_key.as_ref().is_some_and(Secret::is_mask) {
+        effective.api_key.clone_from(&old.api_key);
     }
-    if c != old {
+    if effective != old {
         c.updated_at = now;
     }
+    // A masked key stays the mask: the store keeps the stored key for it, under its write lock
+    // (so a key rotated meanwhile is not written back over).
     connection_body(&c)
+}
+
+impl DocumentApi {
+    /// RESOURCE_EXHAUSTED when creating `id` would pass the SDK's limit of connections.
+    async fn check_room(&self, id: &str) -> Result<(), Status> {
+        if self
+            .store
+            .get_document(DocKind::Connection, id)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let stored = self
+            .store
+            .list_documents(DocKind::Connection, None, MAX_CONNECTIONS)
+            .await?;
+        if stored.len() >= MAX_CONNECTIONS {
+            return Err(Status::resource_exhausted(format!(
+                "the SDK keeps at most {MAX_CONNECTIONS} provider connections: delete one first"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -251,17 +291,10 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
         &self,
         req: Request<pb::CreateProviderConnectionRequest>,
     ) -> Result<Response<pb::ProviderConnection>, Status> {
+        let blind = !principal(&req).has(Role::Secrets);
         let c = connection_from_pb(req.into_inner().connection, true)
             .map_err(|v| invalid_argument(&v))?;
-        let stored = self
-            .store
-            .list_documents(DocKind::Connection, None, MAX_CONNECTIONS)
-            .await?;
-        if stored.len() >= MAX_CONNECTIONS && !stored.iter().any(|d| d.name == c.id) {
-            return Err(Status::resource_exhausted(format!(
-                "the SDK keeps at most {MAX_CONNECTIONS} provider connections: delete one first"
-            )));
-        }
+        self.check_room(&c.id).await?;
         let id = c.id.clone();
         let (doc, _) = self
             .store
@@ -271,6 +304,7 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
                 stamped(c, None),
                 PutMode::Create,
                 None,
+                blind,
             )
             .await?;
         Ok(Response::new(connection_to_pb(&doc, false)?))
@@ -314,6 +348,7 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
         &self,
         req: Request<pb::UpdateProviderConnectionRequest>,
     ) -> Result<Response<pb::ProviderConnection>, Status> {
+        let blind = !principal(&req).has(Role::Secrets);
         let pb::UpdateProviderConnectionRequest {
             connection,
             allow_missing,
@@ -326,6 +361,9 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
             .unwrap_or_default();
         let old = self.store.get_document(DocKind::Connection, &id).await?;
         let c = connection_from_pb(connection, old.is_none()).map_err(|v| invalid_argument(&v))?;
+        if old.is_none() && allow_missing {
+            self.check_room(&id).await?;
+        }
         let body = stamped(c, old.as_ref());
         let (doc, _) = self
             .store
@@ -335,6 +373,7 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
                 body,
                 mode(allow_missing),
                 expected_revision,
+                blind,
             )
             .await?;
         Ok(Response::new(connection_to_pb(&doc, false)?))
@@ -377,6 +416,7 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
         &self,
         req: Request<pb::ImportProviderConnectionsRequest>,
     ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
+        let blind = !principal(&req).has(Role::Secrets);
         let pb::ImportProviderConnectionsRequest {
             json,
             on_conflict,
@@ -386,7 +426,8 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
         let policy = conflict_policy(on_conflict)?;
         let key = parse_fernet_key(&fernet_key)?;
         let reports =
-            docs::import_connections(&self.store, &json, key.as_ref(), policy, dry_run).await?;
+            docs::import_connections(&self.store, &json, key.as_ref(), policy, dry_run, blind)
+                .await?;
         Ok(Response::new(results(reports)))
     }
 
@@ -448,9 +489,7 @@ fn meta_from_pb(
 ) -> Result<(String, Map<String, Value>), Vec<Violation>> {
     let pb = pb.ok_or_else(|| vec![Violation::new("meta_profile", "is required")])?;
     let mut violations = Vec::new();
-    if let Err(v) = ProfileName::parse(&pb.name, "meta_profile.name") {
-        violations.push(v);
-    }
+    violations.extend(name_violation(&pb.name, "meta_profile.name"));
     let m = MetaProfile {
         classifier_model: pb.classifier_model,
         classes: pb
@@ -479,6 +518,12 @@ fn meta_from_pb(
         }
     }
     violations.extend(m.violations("meta_profile"));
+    if m.classes.is_empty() && m.prompt_template.is_none() {
+        violations.push(Violation::new(
+            "meta_profile.classes",
+            "a meta-profile needs classes or a prompt_template (the SDK's API refuses one with neither)",
+        ));
+    }
     if violations.is_empty() {
         Ok((pb.name, meta_profiles::to_object(&m)))
     } else {
@@ -496,7 +541,14 @@ impl pb::meta_profile_service_server::MetaProfileService for DocumentApi {
             meta_from_pb(req.into_inner().meta_profile).map_err(|v| invalid_argument(&v))?;
         let (doc, _) = self
             .store
-            .put_document(DocKind::MetaProfile, &name, body, PutMode::Create, None)
+            .put_document(
+                DocKind::MetaProfile,
+                &name,
+                body,
+                PutMode::Create,
+                None,
+                false,
+            )
             .await?;
         Ok(Response::new(meta_to_pb(&doc)?))
     }
@@ -548,6 +600,7 @@ impl pb::meta_profile_service_server::MetaProfileService for DocumentApi {
                 body,
                 mode(allow_missing),
                 expected_revision,
+                false,
             )
             .await?;
         Ok(Response::new(meta_to_pb(&doc)?))
@@ -655,9 +708,7 @@ fn agent_from_pb(
 ) -> Result<(String, Map<String, Value>), Vec<Violation>> {
     let pb = pb.ok_or_else(|| vec![Violation::new("agent_profile", "is required")])?;
     let mut violations = Vec::new();
-    if let Err(v) = ProfileName::parse(&pb.name, "agent_profile.name") {
-        violations.push(v);
-    }
+    violations.extend(name_violation(&pb.name, "agent_profile.name"));
     let mut spec = pb
         .spec
         .map(|s| struct_to_map(s, "agent_profile.spec", &mut violations))
@@ -691,7 +742,12 @@ fn agent_from_pb(
     spec.insert("name".into(), Value::String(pb.name.clone()));
     spec.entry("schema_version")
         .or_insert(Value::from(agent_profiles::SCHEMA_VERSION));
-    spec.entry("revision").or_insert(Value::from(0));
+    let own_revision = spec.contains_key("revision");
+    let old_revision = old
+        .and_then(|o| o.body.get("revision"))
+        .cloned()
+        .unwrap_or(Value::from(0));
+    spec.entry("revision").or_insert(old_revision.clone());
     for (key, value) in [
         ("llm_profile_ref", pb.llm_profile_ref),
         ("meta_profile_ref", pb.meta_profile_ref),
@@ -700,8 +756,15 @@ fn agent_from_pb(
             spec.insert(key.into(), Value::String(v));
         }
     }
-    let body = agent_profiles::ordered(spec);
+    let mut body = agent_profiles::ordered(spec);
+    // The SDK counts its own revision up on every saved edit: so does an update that changes
+    // something and does not set spec.revision itself.
+    if !own_revision && old.is_some_and(|o| o.body != body) {
+        let next = old_revision.as_i64().unwrap_or(0).saturating_add(1);
+        body.insert("revision".into(), Value::from(next));
+    }
     violations.extend(agent_profiles::violations(&body, "agent_profile"));
+    violations.extend(agent_profiles::unknown_keys(&body, "agent_profile.spec"));
     if violations.is_empty() {
         Ok((pb.name, body))
     } else {
@@ -719,7 +782,14 @@ impl pb::agent_profile_service_server::AgentProfileService for DocumentApi {
             .map_err(|v| invalid_argument(&v))?;
         let (doc, _) = self
             .store
-            .put_document(DocKind::AgentProfile, &name, body, PutMode::Create, None)
+            .put_document(
+                DocKind::AgentProfile,
+                &name,
+                body,
+                PutMode::Create,
+                None,
+                false,
+            )
             .await?;
         Ok(Response::new(agent_to_pb(&doc)))
     }
@@ -784,6 +854,7 @@ impl pb::agent_profile_service_server::AgentProfileService for DocumentApi {
                 body,
                 mode(allow_missing),
                 expected_revision,
+                false,
             )
             .await?;
         Ok(Response::new(agent_to_pb(&doc)))

@@ -112,6 +112,55 @@ pub fn violations(body: &Map<String, Value>, prefix: &str) -> Vec<Violation> {
     out
 }
 
+/// The keys an agent profile of schema version 4 may hold besides [`BASE_KEYS`], by kind (the
+/// SDK's models forbid others).
+fn kind_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "acp" => &[
+            "acp_server",
+            "acp_model",
+            "acp_session_mode",
+            "acp_prompt_timeout",
+            "acp_startup_timeout",
+            "acp_command",
+            "acp_args",
+        ],
+        _ => &[
+            "llm_profile_ref",
+            "agent",
+            "tools",
+            "persona",
+            "system_message_suffix",
+            "disabled_skills",
+            "public_skills",
+            "condenser",
+            "verification",
+            "enable_classify_and_switch_llm_tool",
+            "meta_profile_ref",
+            "tool_concurrency_limit",
+        ],
+    }
+}
+
+/// The keys of a schema version 4 `body` that the SDK's model of its kind does not have (its
+/// models forbid unknown keys, so such a file would not load); `prefix` is the field path.
+pub fn unknown_keys(body: &Map<String, Value>, prefix: &str) -> Vec<Violation> {
+    let version = body.get("schema_version").and_then(Value::as_i64);
+    if version.is_some_and(|v| v != SCHEMA_VERSION) {
+        return Vec::new();
+    }
+    let kind = agent_kind(body);
+    body.keys()
+        .filter(|k| !BASE_KEYS.contains(&k.as_str()) && !kind_keys(kind).contains(&k.as_str()))
+        .map(|k| {
+            Violation::new(
+                format!("{prefix}.{k}"),
+                format!("is not a field of an agent profile of kind {kind:?} (the SDK refuses unknown keys)"),
+            )
+        })
+        .collect()
+}
+
 /// `body` with the SDK's leading keys first, in its model's order, the rest as given.
 pub fn ordered(mut body: Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::with_capacity(body.len());

@@ -8,14 +8,14 @@
 //! OH_SECRET_KEY). A redacted export here writes the mask `**********`, which is what the SDK's
 //! own `model_dump` gives without exposing secrets and what its loader reads as no key: a
 //! redacted file thus loads in the SDK as connections without keys, says that a key exists, and
-//! imported back keeps the stored key (the mask never replaces a value).
+//! imported back keeps the stored key (the mask is read as the mask, and never replaces a value).
 use serde_json::{Map, Number, Value};
 
 use super::profile::SecretsOut;
 use super::secrets::{read_secret, FernetKey};
 use crate::domain::connection::DEFAULT_PROVIDER;
 use crate::domain::pyjson::dumps_indent2;
-use crate::domain::{ProviderConnection, SECRET_MASK};
+use crate::domain::{ProviderConnection, Secret, SECRET_MASK};
 
 /// The file's name inside `provider-connections/`.
 pub const FILE_NAME: &str = "provider_connections.json";
@@ -49,16 +49,26 @@ pub fn parse_file(text: &str, key: Option<&FernetKey>) -> Result<Vec<ProviderCon
                 return Err(format!("connections[{i}] must be an object"));
             };
             let id = c.get("id").and_then(Value::as_str).unwrap_or("?");
-            parse_connection(c, key).map_err(|e| format!("connections[{i}] ({id:?}): {e}"))
+            parse_connection(c, KeyIn::File(key))
+                .map_err(|e| format!("connections[{i}] ({id:?}): {e}"))
         })
         .collect()
 }
 
-/// Reads one connection object of the file (or of a stored document); a Fernet-encrypted key
-/// needs `key`.
+/// Where a connection's key comes from, and so how it reads.
+#[derive(Clone, Copy)]
+pub enum KeyIn<'a> {
+    /// An SDK file: a Fernet token needs the key; the mask stays the mask (an import then keeps
+    /// the stored key); a blank key is no key.
+    File(Option<&'a FernetKey>),
+    /// The registry's own record: the key is the value as it is, whatever it looks like.
+    Stored,
+}
+
+/// Reads one connection object, of a file or of a stored record (see [`KeyIn`]).
 pub fn parse_connection(
     c: &Map<String, Value>,
-    key: Option<&FernetKey>,
+    key: KeyIn<'_>,
 ) -> Result<ProviderConnection, String> {
     let string = |k: &str| match c.get(k) {
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -83,10 +93,12 @@ pub fn parse_connection(
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err("provider must be a string".into()),
     };
-    let api_key = match string("api_key")? {
-        None => None,
-        Some(s) if s.trim().is_empty() || s == SECRET_MASK => None,
-        Some(s) => Some(read_secret("api_key", s, key)?),
+    let api_key = match (string("api_key")?, key) {
+        (None, _) => None,
+        (Some(s), KeyIn::Stored) => Some(Secret::new(s)),
+        (Some(s), KeyIn::File(_)) if s.trim().is_empty() => None,
+        (Some(s), KeyIn::File(_)) if s == SECRET_MASK => Some(Secret::new(s)),
+        (Some(s), KeyIn::File(key)) => Some(read_secret("api_key", s, key)?),
     };
     let connection = ProviderConnection {
         id: required("id")?,
@@ -160,7 +172,8 @@ mod tests {
             redacted.contains("\"api_key\": \"**********\""),
             "{redacted}"
         );
-        assert_eq!(parse_file(&redacted, None).unwrap()[0].api_key, None);
+        let masked = parse_file(&redacted, None).unwrap();
+        assert!(masked[0].api_key.as_ref().is_some_and(Secret::is_mask));
         assert_eq!(
             to_file_text(&[], &SecretsOut::Redacted),
             "{\n  \"schema_version\": 1,\n  \"connections\": []\n}"

@@ -205,9 +205,10 @@ impl Store {
         /// Up to `limit` documents of `kind` in name order, after `after` when given.
         fn list_documents(kind: DocKind, after: Option<&str>, limit: usize) -> Vec<Document>;
         /// Creates or replaces a document (a masked secret keeps the stored value); NOT_FOUND when
-        /// it adds a reference to a missing record. Durable when it returns.
+        /// it adds a reference to a missing record; `blind`: the caller may not read secrets (a
+        /// supplied secret is then never reported unchanged). Durable when it returns.
         fn put_document(kind: DocKind, name: &str, body: Map<String, Value>, mode: PutMode,
-            expected_revision: Option<i64>) -> (Document, PutOutcome);
+            expected_revision: Option<i64>, blind: bool) -> (Document, PutOutcome);
         /// Deletes a document; FAILED_PRECONDITION while something references it, unless `force`.
         fn delete_document(kind: DocKind, name: &str, expected_revision: Option<i64>, allow_missing: bool,
             force: bool) -> Option<Document>;
@@ -216,7 +217,7 @@ impl Store {
         /// Imports documents of one kind as one atomic, durable batch (references not checked:
         /// a home's dangling references are kept).
         fn import_documents(kind: DocKind, items: Vec<(String, Map<String, Value>)>, policy: ConflictPolicy,
-            dry_run: bool) -> Vec<ImportOutcome>;
+            dry_run: bool, blind: bool) -> Vec<ImportOutcome>;
     }
 
     /// Flushes everything to disk.

@@ -46,7 +46,19 @@ fn merge_secrets(
     body
 }
 
-/// What putting `body` under `kind`/`name` does, given the stored document `old`.
+/// Whether `body` supplies a secret value (not the mask, not blank): from a caller who may not
+/// read secrets (`blind`), such a write is never reported unchanged, or its outcome would tell
+/// whether a guessed value equals the stored one.
+fn supplies_secret(kind: DocKind, body: &Map<String, Value>) -> bool {
+    kind.secret_keys().iter().any(|k| {
+        body.get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v != SECRET_MASK && !v.trim().is_empty())
+    })
+}
+
+/// What putting `body` under `kind`/`name` does, given the stored document `old`; `blind`: the
+/// caller may not read secrets.
 pub fn plan_put(
     old: Option<Document>,
     kind: DocKind,
@@ -54,6 +66,7 @@ pub fn plan_put(
     body: Map<String, Value>,
     mode: PutMode,
     expected_revision: Option<i64>,
+    blind: bool,
 ) -> Result<DocPlan, StoreError> {
     match (&old, mode) {
         (Some(_), PutMode::Create) => {
@@ -74,9 +87,10 @@ pub fn plan_put(
         (Some(old), _) => check_revision(old, expected_revision)?,
         (None, _) => {}
     }
+    let forced = blind && supplies_secret(kind, &body);
     let body = merge_secrets(kind, body, old.as_ref());
     Ok(match old {
-        Some(old) if old.body == body => DocPlan::Unchanged(old),
+        Some(old) if old.body == body && !forced => DocPlan::Unchanged(old),
         Some(old) => DocPlan::Write(
             Document {
                 revision: old.revision + 1,
@@ -239,12 +253,14 @@ const FAIL_OTHER: &str = "not written: another document conflicts and on_conflic
 
 /// What importing `items` (name, object) of `kind` does, given the `stored` documents of those
 /// names: the outcome of each, and the documents to write. References are not checked: an import
-/// takes every home the SDK itself takes, dangling references included.
+/// takes every home the SDK itself takes, dangling references included. `blind`: as for
+/// [`plan_put`].
 pub fn plan_import(
     kind: DocKind,
     items: Vec<(String, Map<String, Value>)>,
     policy: ConflictPolicy,
     mut stored: HashMap<String, Document>,
+    blind: bool,
 ) -> (Vec<ImportOutcome>, Vec<Document>) {
     if policy == ConflictPolicy::Fail {
         let mut seen = HashSet::new();
@@ -271,9 +287,10 @@ pub fn plan_import(
     let mut clock = Timestamp::now();
     for (name, body) in items {
         let old = stored.get(&name);
+        let forced = blind && supplies_secret(kind, &body);
         let body = merge_secrets(kind, body, old);
         let doc = match old {
-            Some(o) if o.body == body => {
+            Some(o) if o.body == body && !forced => {
                 outcomes.push(ImportOutcome::stored(&name, Outcome::Unchanged, o.revision));
                 continue;
             }

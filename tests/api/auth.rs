@@ -682,3 +682,81 @@ async fn a_writer_cannot_test_a_guessed_inline_key_of_a_conversation() {
         "right and wrong guesses answer alike: {codes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_without_the_secrets_role_cannot_test_a_guessed_connection_key() {
+    use pb::provider_connection_service_client::ProviderConnectionServiceClient;
+    let app = secured_app().await;
+    let channel = app.channel().await;
+    let client = |token: &str| {
+        ProviderConnectionServiceClient::with_interceptor(
+            channel.clone(),
+            Bearer(Some(token.to_owned())),
+        )
+    };
+    let (mut admin, mut writer) = (client("tok-admin-0001"), client("tok-writer-0001"));
+    let connection = |key: &str| pb::ProviderConnection {
+        id: "vault".into(),
+        display_name: "Vault".into(),
+        api_key: Some(key.into()),
+        ..Default::default()
+    };
+    admin
+        .create_provider_connection(pb::CreateProviderConnectionRequest {
+            connection: Some(connection("sk-the-real-key")),
+        })
+        .await
+        .unwrap();
+    let file = |key: &str| {
+        format!("{{\"connections\": [{{\"id\": \"vault\", \"display_name\": \"Vault\", \"provider\": \"custom\", \"api_key\": \"{key}\", \"base_url\": null, \"created_at\": 1, \"updated_at\": 1}}]}}")
+    };
+    // The same answer for the right key and a wrong one, whatever the policy.
+    for policy in [
+        pb::import_profiles_request::OnConflict::Skip,
+        pb::import_profiles_request::OnConflict::Overwrite,
+    ] {
+        let mut answers = Vec::new();
+        for key in ["sk-the-real-key", "sk-a-wrong-guess"] {
+            let r = writer
+                .import_provider_connections(pb::ImportProviderConnectionsRequest {
+                    json: file(key),
+                    on_conflict: policy as i32,
+                    dry_run: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            answers.push(r.results[0].outcome);
+        }
+        assert_eq!(answers[0], answers[1], "{policy:?}");
+        assert_ne!(answers[0], pb::import_result::Outcome::Unchanged as i32);
+    }
+    // An update with the right key still counts as a change.
+    let before = admin
+        .get_provider_connection(pb::GetProviderConnectionRequest {
+            id: "vault".into(),
+            reveal_secrets: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let after = writer
+        .update_provider_connection(pb::UpdateProviderConnectionRequest {
+            connection: Some(connection("sk-the-real-key")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.revision, before.revision + 1);
+    // Reading the key back needs the secrets role.
+    let err = writer
+        .get_provider_connection(pb::GetProviderConnectionRequest {
+            id: "vault".into(),
+            reveal_secrets: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}

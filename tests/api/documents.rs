@@ -414,3 +414,138 @@ async fn files_with_dangling_references_import_and_export_byte_for_byte() {
     );
     assert!(bad.results[0].reason.contains("schema_version"), "{bad:?}");
 }
+
+#[tokio::test]
+async fn a_redacted_export_imported_back_keeps_every_key_and_odd_values_stay_readable() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let mut conns = ProviderConnectionServiceClient::new(channel.clone());
+    // A key that looks like a Fernet token is still only a key: it reads back, as it is.
+    let token_like = format!("gAAAAA{}", "x".repeat(80));
+    for (id, key) in [("plain", "sk-1"), ("tokenish", token_like.as_str())] {
+        conns
+            .create_provider_connection(pb::CreateProviderConnectionRequest {
+                connection: Some(connection(id, Some(key), None)),
+            })
+            .await
+            .unwrap();
+    }
+    let redacted = conns
+        .export_provider_connections(pb::ExportProviderConnectionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(redacted.count, 2);
+    assert!(!redacted.json.contains("sk-1") && !redacted.json.contains(&token_like));
+    let r = conns
+        .import_provider_connections(pb::ImportProviderConnectionsRequest {
+            json: redacted.json,
+            on_conflict: pb::import_profiles_request::OnConflict::Overwrite as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<i32> = r.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [pb::import_result::Outcome::Unchanged as i32; 2],
+        "{r:?}"
+    );
+    for (id, key) in [("plain", "sk-1"), ("tokenish", token_like.as_str())] {
+        let got = conns
+            .get_provider_connection(pb::GetProviderConnectionRequest {
+                id: id.into(),
+                reveal_secrets: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.api_key.as_deref(), Some(key), "{id}");
+    }
+    let listed = conns
+        .list_provider_connections(pb::ListProviderConnectionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.connections.len(), 2);
+
+    // API writes refuse what the SDK's own API or models refuse, naming the field.
+    let mut metas = MetaProfileServiceClient::new(channel.clone());
+    let err = metas
+        .create_meta_profile(pb::CreateMetaProfileRequest {
+            meta_profile: Some(pb::MetaProfile {
+                name: "neither".into(),
+                classifier_model: "x".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("meta_profile.classes"),
+        "{}",
+        err.message()
+    );
+    let mut agents = AgentProfileServiceClient::new(channel);
+    let mut profiles = app.profiles().await;
+    create(&mut profiles, profile("llm", "openai/gpt-4o", None)).await;
+    let mut odd = agent("odd.json", "llm", None);
+    odd.spec = Some(prost_types::Struct {
+        fields: [("no_such_field".to_owned(), prost_types::Value::from(1.0))].into(),
+    });
+    let err = agents
+        .create_agent_profile(pb::CreateAgentProfileRequest {
+            agent_profile: Some(odd),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    for field in ["agent_profile.name", "agent_profile.spec.no_such_field"] {
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+    }
+
+    // The SDK's own revision counts up on every changed save; an unchanged one changes nothing.
+    let a = agents
+        .create_agent_profile(pb::CreateAgentProfileRequest {
+            agent_profile: Some(agent("a", "llm", None)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let own = |a: &pb::AgentProfile| a.spec.as_ref().unwrap().fields["revision"].clone();
+    assert_eq!(own(&a), prost_types::Value::from(0.0));
+    let update = |persona: &str| pb::UpdateAgentProfileRequest {
+        agent_profile: Some(pb::AgentProfile {
+            spec: Some(prost_types::Struct {
+                fields: [(
+                    "persona".to_owned(),
+                    prost_types::Value::from(persona.to_owned()),
+                )]
+                .into(),
+            }),
+            ..agent("a", "llm", None)
+        }),
+        ..Default::default()
+    };
+    let same = agents
+        .update_agent_profile(update("terse"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (same.revision, own(&same)),
+        (1, prost_types::Value::from(0.0))
+    );
+    let changed = agents
+        .update_agent_profile(update("chatty"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (changed.revision, own(&changed)),
+        (2, prost_types::Value::from(1.0))
+    );
+    assert_eq!(changed.id, a.id, "the SDK's id stays");
+}

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::{limit, rows, store_error, PgStore, Tx};
-use crate::domain::document::{referrer_kinds, CONNECTION_KEY};
+use crate::domain::document::{connection_of, referrer_kinds};
 use crate::domain::{DocKind, Document, Reference, Target, Timestamp};
-use crate::store::codec::DocumentRecord;
+use crate::store::codec::{DocumentRecord, ProfileRecord};
 use crate::store::documents::{self as rules, DocPlan};
-use crate::store::records::{document_key, or_skip};
+use crate::store::records::{decode, document_key, or_skip, TreeId};
 use crate::store::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
 
 /// Whether a reference's target exists.
@@ -139,7 +139,7 @@ impl PgStore {
     }
 
     /// What references `target`, as `kind "name"`: documents, and for a connection the profiles
-    /// bound to it (found by the JSON of their records, whose secrets stay sealed).
+    /// bound to it.
     pub(super) async fn referrers(
         &self,
         tx: &mut Tx,
@@ -151,14 +151,21 @@ impl PgStore {
             out.extend(rules::referrers_among(target, &docs));
         }
         if let Target::Document(DocKind::Connection, id) = target {
-            let names: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT name FROM profiles WHERE convert_from(record, 'UTF8')::jsonb #>> '{{profile,llm,extra,{CONNECTION_KEY}}}' = $1 ORDER BY name"
-            ))
-            .bind(id)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(store_error)?;
-            out.extend(names.into_iter().map(|n| format!("profile {n:?}")));
+            // Read as sled reads them: the JSON of each record, secrets still sealed; a damaged
+            // record is passed over (check reports it).
+            let rows: Vec<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT name, record FROM profiles ORDER BY name")
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(store_error)?;
+            for (name, bytes) in rows {
+                let read = decode::<ProfileRecord>(TreeId::Profiles, name.as_bytes(), &bytes);
+                if let Some(r) = or_skip(read, "profile record") {
+                    if connection_of(&r.profile.llm.extra) == Some(id.as_str()) {
+                        out.push(format!("profile {name:?}"));
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -226,12 +233,13 @@ impl PgStore {
         body: Map<String, Value>,
         mode: PutMode,
         expected_revision: Option<i64>,
+        blind: bool,
     ) -> Result<(Document, PutOutcome), StoreError> {
         let mut tx = self.begin(true).await?;
         let old = self.read_document(&mut tx, kind, name).await?;
         let added = rules::added_references(kind, &body, old.as_ref().map(|d| &d.body));
         check_targets(&mut tx, &format!("{} {name:?}", kind.noun()), &added).await?;
-        match rules::plan_put(old, kind, name, body, mode, expected_revision)? {
+        match rules::plan_put(old, kind, name, body, mode, expected_revision, blind)? {
             DocPlan::Unchanged(doc) => Ok((doc, PutOutcome::Unchanged)),
             DocPlan::Write(doc, outcome) => {
                 self.write_documents(&mut tx, std::slice::from_ref(&doc))
@@ -309,6 +317,7 @@ impl PgStore {
         items: Vec<(String, Map<String, Value>)>,
         policy: ConflictPolicy,
         dry_run: bool,
+        blind: bool,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         let mut tx = self.begin(!dry_run).await?;
         let mut stored = HashMap::new();
@@ -317,7 +326,7 @@ impl PgStore {
                 stored.insert(name.clone(), d);
             }
         }
-        let (outcomes, writes) = rules::plan_import(kind, items, policy, stored);
+        let (outcomes, writes) = rules::plan_import(kind, items, policy, stored, blind);
         if dry_run || writes.is_empty() {
             return Ok(outcomes);
         }

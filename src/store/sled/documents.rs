@@ -145,6 +145,7 @@ impl SledStore {
         body: Map<String, Value>,
         mode: PutMode,
         expected_revision: Option<i64>,
+        blind: bool,
     ) -> Result<(Document, PutOutcome), StoreError> {
         self.durably(|| {
             let old = self.read_document(kind, name)?;
@@ -152,7 +153,7 @@ impl SledStore {
             rules::check_targets(&format!("{} {name:?}", kind.noun()), &added, |t| {
                 self.target_exists(t)
             })?;
-            match rules::plan_put(old, kind, name, body, mode, expected_revision)? {
+            match rules::plan_put(old, kind, name, body, mode, expected_revision, blind)? {
                 DocPlan::Unchanged(doc) => self.unchanged((doc, PutOutcome::Unchanged)),
                 DocPlan::Write(doc, outcome) => {
                     let (op, _) = self.document_op(&doc)?;
@@ -237,6 +238,7 @@ impl SledStore {
         items: Vec<(String, Map<String, Value>)>,
         policy: ConflictPolicy,
         dry_run: bool,
+        blind: bool,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         self.durably(|| {
             let mut stored = HashMap::new();
@@ -245,7 +247,7 @@ impl SledStore {
                     stored.insert(name.clone(), d);
                 }
             }
-            let (outcomes, writes) = rules::plan_import(kind, items, policy, stored);
+            let (outcomes, writes) = rules::plan_import(kind, items, policy, stored, blind);
             if dry_run || writes.is_empty() {
                 return self.unchanged(outcomes);
             }
