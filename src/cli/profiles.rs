@@ -185,13 +185,13 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
             exported.masked
         );
     }
-    if let Some(home) = home {
-        if exported.conflicts.is_empty() {
-            super::home::export(&mut target, &home, args.secrets, key.as_ref(), args.dry_run)
-                .await?;
-        }
+    let mut ok = exported.conflicts.is_empty();
+    if let (Some(home), true) = (home, ok) {
+        let (mode, policy) = (args.secrets, args.on_conflict);
+        ok = super::home::export(&mut target, &home, mode, key.as_ref(), policy, args.dry_run)
+            .await?;
     }
-    Ok(exported.conflicts.is_empty())
+    Ok(ok)
 }
 
 /// What [`export_to_folder`] writes and how (no Debug: it holds the key).

@@ -28,7 +28,7 @@ use futures::{FutureExt, StreamExt};
 use tonic::Code;
 
 use super::connection::{connect, status_error, ServerChannel};
-use super::target::{export_request, MAX_RESPONSE_BYTES};
+use super::target::{export_request, Target, MAX_RESPONSE_BYTES};
 use super::{fernet_key_from_env, interrupted, Usage};
 use crate::config::SyncArgs;
 use crate::domain::{ProfileName, SecretsMode};
@@ -59,7 +59,14 @@ type Client = ProfileServiceClient<ServerChannel>;
 
 /// Runs `sync`: once (`--once`), or until SIGTERM or Ctrl-C (then exit 0).
 pub async fn run_sync(args: SyncArgs) -> anyhow::Result<bool> {
-    let dir = args.dir.clone().unwrap_or_else(default_dir);
+    let home = args
+        .home
+        .clone()
+        .map(|h| h.unwrap_or_else(crate::openhands::folder::persistence_dir));
+    let dir = match &home {
+        Some(h) => h.join("profiles"),
+        None => args.dir.clone().unwrap_or_else(default_dir),
+    };
     let key = fernet_key_from_env(&args.fernet_key_env);
     if args.secrets == SecretsMode::Encrypted && key.is_none() {
         return Err(anyhow::Error::new(Usage(format!(
@@ -73,21 +80,74 @@ pub async fn run_sync(args: SyncArgs) -> anyhow::Result<bool> {
             .map_err(|v| anyhow::Error::new(Usage(v.to_string())))?;
         only.insert(parsed.to_string());
     }
+    let kinds_key = key.clone();
     let mut mirror = Mirror::new(dir, args.secrets, key, only);
     if args.once {
         let mut client = client(&args).await?;
         let done = mirror.resync(&mut client).await.map_err(|e| e.error)?;
         println!("{}: {}", mirror.dir.display(), done.summary());
+        if let Some(home) = &home {
+            let mut target = Target::Remote(connect(&args.client).await?);
+            let done =
+                super::home::mirror(&mut target, home, args.secrets, kinds_key.as_ref()).await?;
+            println!("{}: {}", home.display(), done.summary());
+        }
         return Ok(true);
     }
     let stop = interrupted();
     tokio::pin!(stop);
+    let kinds = async {
+        match &home {
+            Some(home) => follow_kinds(&args, home, kinds_key.as_ref()).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = &mut stop => {
             tracing::info!(dir = %mirror.dir.display(), "sync stopped");
             Ok(true)
         }
         ended = follow(&args, &mut mirror) => ended,
+        ended = kinds => ended,
+    }
+}
+
+/// With `--home`: compares the connections, meta-profiles and agent profiles with the registry
+/// every `--poll-interval` and puts the differences in place; logs each change of state once.
+async fn follow_kinds(
+    args: &SyncArgs,
+    home: &Path,
+    key: Option<&FernetKey>,
+) -> anyhow::Result<bool> {
+    let mut target: Option<Target> = None;
+    let mut last_error: Option<String> = None;
+    let mut tick = tokio::time::interval(args.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = async {
+            if target.is_none() {
+                target = Some(Target::Remote(connect(&args.client).await?));
+            }
+            let t = target.as_mut().expect("connected above");
+            super::home::mirror(t, home, args.secrets, key).await
+        }
+        .await;
+        match result {
+            Ok(done) => {
+                if last_error.take().is_some() || done.changed() {
+                    tracing::info!(home = %home.display(), "synced: {}", done.summary());
+                }
+            }
+            Err(e) => {
+                target = None;
+                let message = format!("{e:#}");
+                if last_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(home = %home.display(), "sync of connections, meta-profiles and agent profiles out of step: {message}; trying again");
+                    last_error = Some(message);
+                }
+            }
+        }
     }
 }
 
@@ -550,7 +610,7 @@ fn documents(resp: pb::ExportProfilesResponse) -> Vec<(String, String)> {
 /// The profile names in the folder's manifest; none when it has none. Entries that are not
 /// `<valid profile name>.json` are dropped with a warning: the manifest lies in a folder others
 /// can write, and its names become paths to delete.
-fn read_manifest(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
+pub(super) fn read_manifest(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
     let path = dir.join(MANIFEST);
     if fs::symlink_metadata(&path).is_err() {
         return Ok(BTreeSet::new());
@@ -584,7 +644,7 @@ fn read_manifest(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
 }
 
 /// Writes the manifest atomically (temp file, fsync, rename).
-fn write_manifest(dir: &Path, owned: &BTreeSet<String>) -> io::Result<()> {
+pub(super) fn write_manifest(dir: &Path, owned: &BTreeSet<String>) -> io::Result<()> {
     let files: Vec<String> = owned.iter().map(|n| format!("{n}.json")).collect();
     let text = serde_json::json!({
         "about": "the profile files `profile-registry sync` wrote here; it deletes only these",

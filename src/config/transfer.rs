@@ -182,4 +182,15 @@ pub struct SyncArgs {
     /// Sync once and exit (0 when the folder is in step) instead of following changes.
     #[arg(long, env = "REGISTRY_SYNC_ONCE")]
     pub once: bool,
+
+    /// Mirror a whole SDK persistence folder instead of DIR: its profiles/ as above, and its
+    /// provider-connections/, meta-profiles/ and agent-profiles/, read every --poll-interval
+    /// [DIR default: $OH_PERSISTENCE_DIR, else ~/.openhands].
+    #[arg(long, env = "REGISTRY_SYNC_HOME", value_name = "DIR", num_args = 0..=1, conflicts_with = "dir")]
+    pub home: Option<Option<PathBuf>>,
+
+    /// With --home: how often the connections, meta-profiles and agent profiles are compared with
+    /// the registry (profiles follow a watch, at once).
+    #[arg(long, env = "REGISTRY_SYNC_POLL_INTERVAL", default_value = "2s", value_parser = crate::config::parse::parse_duration)]
+    pub poll_interval: std::time::Duration,
 }

@@ -293,9 +293,15 @@ impl ProfilesDir {
     /// Locks `path` (creating it, mode 0700, when `create`), waiting up to 30 s for the SDK's lock.
     /// A read-only folder (a mounted ConfigMap or Secret) cannot hold a lock file: it is read unlocked.
     pub fn lock(path: &Path, create: bool) -> io::Result<Self> {
+        Self::lock_named(path, create, LOCK_FILE)
+    }
+
+    /// [`ProfilesDir::lock`] of another SDK folder, by the name of its store's lock file (e.g.
+    /// `.meta-profiles.lock`).
+    pub fn lock_named(path: &Path, create: bool, lock_file: &str) -> io::Result<Self> {
         let started = Instant::now();
         loop {
-            match Self::attempt(path, create, started)? {
+            match Self::attempt(path, create, started, lock_file)? {
                 Some(dir) => return Ok(dir),
                 None => std::thread::sleep(LOCK_POLL),
             }
@@ -306,7 +312,7 @@ impl ProfilesDir {
     pub async fn lock_async(path: &Path, create: bool) -> io::Result<Self> {
         let started = Instant::now();
         loop {
-            match Self::attempt(path, create, started)? {
+            match Self::attempt(path, create, started, LOCK_FILE)? {
                 Some(dir) => return Ok(dir),
                 None => tokio::time::sleep(LOCK_POLL).await,
             }
@@ -315,15 +321,20 @@ impl ProfilesDir {
 
     /// One attempt at the lock: `None` while another process holds it, an error once the wait
     /// that began at `started` is over.
-    fn attempt(path: &Path, create: bool, started: Instant) -> io::Result<Option<Self>> {
-        match Self::try_lock(path, create)? {
+    fn attempt(
+        path: &Path,
+        create: bool,
+        started: Instant,
+        lock_file: &str,
+    ) -> io::Result<Option<Self>> {
+        match Self::try_lock(path, create, lock_file)? {
             None if started.elapsed() > LOCK_TIMEOUT => Err(locked(path)),
             held => Ok(held),
         }
     }
 
     /// One attempt at the lock: `None` while another process holds it.
-    fn try_lock(path: &Path, create: bool) -> io::Result<Option<Self>> {
+    fn try_lock(path: &Path, create: bool, lock_file: &str) -> io::Result<Option<Self>> {
         if create {
             create_private_dir(path)?;
         }
@@ -337,7 +348,7 @@ impl ProfilesDir {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path.join(LOCK_FILE))
+            .open(path.join(lock_file))
         {
             Ok(f) => f,
             Err(e)

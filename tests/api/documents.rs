@@ -10,7 +10,8 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::helpers::{
-    bound, conversation, create, create_conversation, get_conversation, profile, TestApp,
+    bound, cli_output, conversation, create, create_conversation, get_conversation, output_text,
+    profile, sled_only, TestApp,
 };
 
 const MASK: &str = "**********";
@@ -413,6 +414,25 @@ async fn files_with_dangling_references_import_and_export_byte_for_byte() {
         pb::import_result::Outcome::Invalid as i32
     );
     assert!(bad.results[0].reason.contains("schema_version"), "{bad:?}");
+
+    // What was kept dangling, check names as notes (sled: check reads a stopped data dir).
+    if sled_only("check reads a sled data dir") {
+        return;
+    }
+    let dir = app.stop().await;
+    let data = dir.path().join("data");
+    let o = cli_output(["check", "--data-dir", data.to_str().unwrap()], &[]);
+    let text = output_text(&o);
+    assert!(o.status.success(), "notes are not problems: {text}");
+    assert!(text.contains("documents/agent_profile/default"), "{text}");
+    assert!(
+        text.contains("llm_profile_ref names profile \"missing\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("classifier_model names profile \"nowhere\""),
+        "{text}"
+    );
 }
 
 #[tokio::test]

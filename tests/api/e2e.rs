@@ -139,6 +139,9 @@ async fn grpcurl_lists_and_describes_every_rpc_and_field() {
     for name in [
         "profileregistry.v1.ProfileService",
         "profileregistry.v1.AdminService",
+        "profileregistry.v1.ProviderConnectionService",
+        "profileregistry.v1.MetaProfileService",
+        "profileregistry.v1.AgentProfileService",
     ] {
         let service = run(vec![
             "-plaintext".into(),

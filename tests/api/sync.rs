@@ -29,13 +29,27 @@ struct Sync {
 
 impl Sync {
     fn start(dir: &Path, server: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with(&[dir.as_os_str()], server, extra, env)
+    }
+
+    /// `sync --home HOME`.
+    fn start_home(home: &Path, server: &str, extra: &[&str]) -> Self {
+        Self::start_with(&["--home".as_ref(), home.as_os_str()], server, extra, &[])
+    }
+
+    fn start_with(
+        target: &[&std::ffi::OsStr],
+        server: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(binary());
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
             cmd.env_remove(k);
         }
         let mut child = cmd
             .arg("sync")
-            .arg(dir)
+            .args(target)
             .args(["--server", server])
             .args(extra)
             .envs(env.iter().copied())
@@ -505,4 +519,102 @@ async fn sync_exits_when_the_server_refuses_its_token() {
         };
         assert_eq!(code, Some(1), "{why}:\n{}", sync.log());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_home_mirrors_connections_meta_profiles_and_agent_profiles() {
+    use pb::meta_profile_service_client::MetaProfileServiceClient;
+    use pb::provider_connection_service_client::ProviderConnectionServiceClient;
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let mut profiles = app.profiles().await;
+    let mut conns = ProviderConnectionServiceClient::new(channel.clone());
+    let mut metas = MetaProfileServiceClient::new(channel);
+    conns
+        .create_provider_connection(pb::CreateProviderConnectionRequest {
+            connection: Some(pb::ProviderConnection {
+                id: "team".into(),
+                display_name: "Team".into(),
+                api_key: Some("sk-team".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    create(&mut profiles, profile("small", "openai/gpt-4o-mini", None)).await;
+    let meta = |name: &str| pb::CreateMetaProfileRequest {
+        meta_profile: Some(pb::MetaProfile {
+            name: name.into(),
+            classifier_model: "small".into(),
+            prompt_template: Some("{{ instance_text }}".into()),
+            ..Default::default()
+        }),
+    };
+    metas.create_meta_profile(meta("router")).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    // Someone else's meta-profile in the folder: never touched.
+    std::fs::create_dir_all(home.join("meta-profiles")).unwrap();
+    std::fs::write(home.join("meta-profiles/theirs.json"), "{}").unwrap();
+
+    let sync = Sync::start_home(
+        &home,
+        &app.url(),
+        &["--poll-interval", "100ms", "--secrets", "plaintext"],
+    );
+    let file = |rel: &str| std::fs::read_to_string(home.join(rel)).ok();
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !ok() {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{what}; sync log:\n{}",
+                sync.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("the first pass", &|| {
+        file("meta-profiles/router.json").is_some() && file("profiles/small.json").is_some()
+    });
+    let connections = file("provider-connections/provider_connections.json").unwrap();
+    assert!(
+        connections.contains("\"api_key\": \"sk-team\""),
+        "{connections}"
+    );
+
+    // A rotation, a new meta-profile and a delete all reach the folder.
+    conns
+        .update_provider_connection(pb::UpdateProviderConnectionRequest {
+            connection: Some(pb::ProviderConnection {
+                id: "team".into(),
+                display_name: "Team".into(),
+                api_key: Some("sk-rotated".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    metas.create_meta_profile(meta("second")).await.unwrap();
+    metas
+        .delete_meta_profile(pb::DeleteMetaProfileRequest {
+            name: "router".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait("the changes", &|| {
+        file("provider-connections/provider_connections.json")
+            .is_some_and(|t| t.contains("sk-rotated"))
+            && file("meta-profiles/second.json").is_some()
+            && file("meta-profiles/router.json").is_none()
+    });
+    assert_eq!(file("meta-profiles/theirs.json").as_deref(), Some("{}"));
+    let mode = std::fs::metadata(home.join("meta-profiles/second.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(sync.terminate(), Some(0));
 }

@@ -4,12 +4,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use super::SledStore;
-use crate::domain::{Conversation, ConversationId, Event, Secret};
+use crate::domain::document::{connection_of, references};
+use crate::domain::{Conversation, ConversationId, DocKind, Event, Secret, Target};
 use crate::hex;
-use crate::store::codec::{conversation_secrets, profile_secrets};
+use crate::store::codec::{conversation_secrets, document_secrets, profile_secrets, ProfileRecord};
 use crate::store::records::{
-    binding_key, conversation_id, decode, place, split_binding_key, split_event_key, text_key,
-    RawRecord, Snapshot, TreeId,
+    binding_key, conversation_id, decode, document_key, place, split_binding_key, split_event_key,
+    text_key, RawRecord, Snapshot, TreeId,
 };
 use crate::store::StoreError;
 
@@ -118,6 +119,7 @@ impl SledStore {
         let conversations = self.check_conversations(&mut report, &profiles)?;
         self.check_bindings(&mut report, &conversations)?;
         self.check_events(&mut report, &conversations)?;
+        self.check_documents(&mut report, &profiles)?;
         for item in self.db.open_tree(QUARANTINE)?.iter().keys() {
             let key = item?;
             report.notes.push((
@@ -208,6 +210,72 @@ impl SledStore {
             keys.insert(key.to_vec());
         }
         Ok(keys)
+    }
+
+    /// Documents: each decodes and opens, under its own key; references that dangle (as real SDK
+    /// homes have them, and forced deletes leave them) are notes; so are profiles bound to a
+    /// connection that does not exist.
+    fn check_documents(
+        &self,
+        report: &mut CheckReport,
+        profiles: &BTreeSet<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let mut stored = BTreeSet::new();
+        let mut readable = Vec::new();
+        for item in self.documents.iter() {
+            let (key, bytes) = item?;
+            *report.counts.entry(TreeId::Documents.name()).or_default() += 1;
+            stored.insert(key.to_vec());
+            let place = place(TreeId::Documents, &key);
+            match self.codec.decode_document(&key, &bytes) {
+                Err(e) => {
+                    report.problem(place, reason(e));
+                    report.damaged.push((TreeId::Documents, key.to_vec()));
+                }
+                Ok(r) if document_key(r.document.kind, &r.document.name) != *key => {
+                    report.problem(place, "holds a document under another key");
+                }
+                Ok(mut r) => {
+                    count_secrets(report, |f| {
+                        let _ = document_secrets(&mut r, f);
+                    });
+                    readable.push((place, r.document));
+                }
+            }
+        }
+        let exists = |t: &Target| match t {
+            Target::Profile(n) => profiles.contains(n.as_bytes()),
+            Target::Document(k, n) => stored.contains(&document_key(*k, n)),
+        };
+        for (place, doc) in readable {
+            for r in references(doc.kind, &doc.body) {
+                if !exists(&r.target) {
+                    report.notes.push((
+                        place.clone(),
+                        format!(
+                            "{} names {}, which does not exist",
+                            r.field,
+                            r.target.describe()
+                        ),
+                    ));
+                }
+            }
+        }
+        for item in self.profiles.iter() {
+            let (key, bytes) = item?;
+            let Ok(r) = decode::<ProfileRecord>(TreeId::Profiles, &key, &bytes) else {
+                continue;
+            };
+            if let Some(id) = connection_of(&r.profile.llm.extra) {
+                if !stored.contains(&document_key(DocKind::Connection, id)) {
+                    report.notes.push((
+                        place(TreeId::Profiles, &key),
+                        format!("bound to provider connection {id:?}, which does not exist (it does not resolve)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every conversation key, with the record when it decodes.
