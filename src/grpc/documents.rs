@@ -17,6 +17,7 @@ use crate::domain::{
     Secret, Timestamp, Violation, SECRET_MASK,
 };
 use crate::error::{invalid_argument, invalid_field};
+use crate::openhands::secrets::looks_encrypted;
 use crate::openhands::{agent_profiles, meta_profiles};
 use crate::pb;
 use crate::store::{PutMode, Store, StoreError};
@@ -229,6 +230,15 @@ fn connection_from_pb(
         updated_at: 0,
     };
     let mut violations = c.violations("connection");
+    if c.api_key
+        .as_ref()
+        .is_some_and(|k| looks_encrypted(k.expose()))
+    {
+        violations.push(Violation::new(
+            "connection.api_key",
+            "looks like a Fernet token (gAAAAA..., a key the SDK encrypted): the SDK would try to decrypt it; give the key itself, or import the SDK's file with its OH_SECRET_KEY",
+        ));
+    }
     if creating && !is_creatable_id(&c.id) && !violations.iter().any(|v| v.field == "connection.id")
     {
         violations.push(Violation::new("connection.id", ID_RULE));

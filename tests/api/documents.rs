@@ -440,9 +440,22 @@ async fn a_redacted_export_imported_back_keeps_every_key_and_odd_values_stay_rea
     let app = TestApp::spawn().await;
     let channel = app.channel().await;
     let mut conns = ProviderConnectionServiceClient::new(channel.clone());
-    // A key that looks like a Fernet token is still only a key: it reads back, as it is.
+    // A key that looks like a Fernet token would be taken for one by the SDK: refused, by name.
     let token_like = format!("gAAAAA{}", "x".repeat(80));
-    for (id, key) in [("plain", "sk-1"), ("tokenish", token_like.as_str())] {
+    let err = conns
+        .create_provider_connection(pb::CreateProviderConnectionRequest {
+            connection: Some(connection("tokenish", Some(&token_like), None)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("connection.api_key"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains(&token_like), "no key in a message");
+    for (id, key) in [("plain", "sk-1"), ("other", "sk-2")] {
         conns
             .create_provider_connection(pb::CreateProviderConnectionRequest {
                 connection: Some(connection(id, Some(key), None)),
@@ -456,7 +469,7 @@ async fn a_redacted_export_imported_back_keeps_every_key_and_odd_values_stay_rea
         .unwrap()
         .into_inner();
     assert_eq!(redacted.count, 2);
-    assert!(!redacted.json.contains("sk-1") && !redacted.json.contains(&token_like));
+    assert!(!redacted.json.contains("sk-1") && !redacted.json.contains("sk-2"));
     let r = conns
         .import_provider_connections(pb::ImportProviderConnectionsRequest {
             json: redacted.json,
@@ -472,7 +485,7 @@ async fn a_redacted_export_imported_back_keeps_every_key_and_odd_values_stay_rea
         [pb::import_result::Outcome::Unchanged as i32; 2],
         "{r:?}"
     );
-    for (id, key) in [("plain", "sk-1"), ("tokenish", token_like.as_str())] {
+    for (id, key) in [("plain", "sk-1"), ("other", "sk-2")] {
         let got = conns
             .get_provider_connection(pb::GetProviderConnectionRequest {
                 id: id.into(),
@@ -568,4 +581,205 @@ async fn a_redacted_export_imported_back_keeps_every_key_and_odd_values_stay_rea
         (2, prost_types::Value::from(1.0))
     );
     assert_eq!(changed.id, a.id, "the SDK's id stays");
+}
+
+/// A hostile string: quotes, backslashes, controls (NUL too), unicode beyond the BMP, the mask,
+/// a Fernet look-alike, empty, blank, or longer than the SDK's limits.
+fn hostile_text(rng: &mut impl rand::Rng) -> String {
+    let parts = [
+        "\"quoted\" \\ back\\slash",
+        "tab\tnew\nline\r",
+        "nul\0byte",
+        "\u{1F600} emoji \u{e9}\u{2713}",
+        "</script><b>",
+        MASK,
+        "gAAAAABfake-token-looking-value-that-is-long-enough-to-pass-for-one==",
+        "",
+        "   ",
+        "\u{202e}rtl\u{feff}bom",
+    ];
+    let pick = rng.random_range(0..=parts.len() + 1);
+    match pick {
+        p if p < parts.len() => parts[p].to_owned(),
+        p if p == parts.len() => "x".repeat(129),
+        _ => "y".repeat(2049),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_documents_are_given_back_or_refused_with_the_store_unchanged() {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("REGISTRY_HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("hostile documents seed {seed} (REGISTRY_HOSTILE_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let mut conns = ProviderConnectionServiceClient::new(channel.clone());
+    let mut agents = AgentProfileServiceClient::new(channel);
+    let mut profiles = app.profiles().await;
+    create(&mut profiles, profile("llm", "openai/gpt-4o", None)).await;
+    let listing = |c: pb::ExportProviderConnectionsResponse| c.json;
+    let (mut accepted, mut refused) = (0, 0);
+    for case in 0..40 {
+        let id = if case % 5 == 0 {
+            hostile_text(&mut rng)
+        } else {
+            format!("c{case}")
+        };
+        let c = pb::ProviderConnection {
+            id: id.clone(),
+            display_name: hostile_text(&mut rng),
+            provider: hostile_text(&mut rng),
+            api_key: Some(hostile_text(&mut rng)),
+            base_url: Some(hostile_text(&mut rng)),
+            ..Default::default()
+        };
+        let before = listing(
+            conns
+                .export_provider_connections(pb::ExportProviderConnectionsRequest {
+                    secrets: pb::export_profiles_request::Secrets::Plaintext as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let created = conns
+            .create_provider_connection(pb::CreateProviderConnectionRequest {
+                connection: Some(c.clone()),
+            })
+            .await;
+        let after = conns
+            .export_provider_connections(pb::ExportProviderConnectionsRequest {
+                secrets: pb::export_profiles_request::Secrets::Plaintext as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match created {
+            Err(e) => {
+                refused += 1;
+                assert_eq!(
+                    e.code(),
+                    Code::InvalidArgument,
+                    "case {case} (seed {seed}): {e:?}"
+                );
+                assert!(
+                    e.message().contains("connection."),
+                    "case {case}: {}",
+                    e.message()
+                );
+                assert_eq!(
+                    after.json, before,
+                    "case {case}: refused, yet the store changed"
+                );
+            }
+            Ok(_) => {
+                accepted += 1;
+                // Readable with its key, exactly as given (blank: no key; the mask: no key).
+                let got = conns
+                    .get_provider_connection(pb::GetProviderConnectionRequest {
+                        id: id.clone(),
+                        reveal_secrets: true,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let key = c
+                    .api_key
+                    .clone()
+                    .filter(|k| !k.trim().is_empty() && k != MASK);
+                assert_eq!(got.api_key, key, "case {case} (seed {seed})");
+                assert_eq!(
+                    (&got.display_name, &got.base_url),
+                    (&c.display_name, &c.base_url)
+                );
+                // Its file imports back to the same values: nothing changes.
+                let again = conns
+                    .import_provider_connections(pb::ImportProviderConnectionsRequest {
+                        json: after.json.clone(),
+                        on_conflict: pb::import_profiles_request::OnConflict::Overwrite as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(
+                    again
+                        .results
+                        .iter()
+                        .all(|r| r.outcome == pb::import_result::Outcome::Unchanged as i32),
+                    "case {case} (seed {seed}): {again:?}"
+                );
+                conns
+                    .delete_provider_connection(pb::DeleteProviderConnectionRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        // An agent profile carrying the same hostile text: given back byte for byte as a file.
+        let name = format!("agent-{case}");
+        let persona = hostile_text(&mut rng);
+        let mut a = agent(&name, "llm", None);
+        a.spec = Some(prost_types::Struct {
+            fields: [(
+                "system_message_suffix".to_owned(),
+                prost_types::Value::from(persona.clone()),
+            )]
+            .into(),
+        });
+        agents
+            .create_agent_profile(pb::CreateAgentProfileRequest {
+                agent_profile: Some(a),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("case {case} (seed {seed}): {e:?}"));
+        let file = agents
+            .export_agent_profiles(pb::ExportDocumentsRequest {
+                names: vec![name.clone()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .documents
+            .remove(0);
+        let back: serde_json::Value = serde_json::from_str(&file.json).unwrap();
+        assert_eq!(
+            back["system_message_suffix"],
+            persona.as_str(),
+            "case {case}"
+        );
+        let again = agents
+            .import_agent_profiles(pb::ImportDocumentsRequest {
+                documents: vec![file],
+                on_conflict: pb::import_profiles_request::OnConflict::Overwrite as i32,
+                dry_run: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            again.results[0].outcome,
+            pb::import_result::Outcome::Unchanged as i32,
+            "case {case}"
+        );
+        agents
+            .delete_agent_profile(pb::DeleteAgentProfileRequest {
+                name,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "accepted {accepted}, refused {refused} (seed {seed})"
+    );
 }

@@ -4,8 +4,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use profile_registry::pb;
+use profile_registry::pb::agent_profile_service_client::AgentProfileServiceClient;
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
+use profile_registry::pb::meta_profile_service_client::MetaProfileServiceClient;
 use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use profile_registry::pb::provider_connection_service_client::ProviderConnectionServiceClient;
 
 use crate::helpers::{
     all_events, binary, bound, connect, conversation, conversation_ids, create,
@@ -19,6 +22,8 @@ use crate::helpers::{
 struct State {
     profiles: Vec<pb::Profile>,
     conversations: Vec<(pb::Conversation, Vec<pb::Event>)>,
+    /// Provider connections (keys revealed), meta-profiles and agent profiles, as files.
+    documents: (String, Vec<pb::ProfileDocument>, Vec<pb::ProfileDocument>),
 }
 
 async fn state(server: &ChildServer) -> State {
@@ -43,9 +48,32 @@ async fn state(server: &ChildServer) -> State {
         let conv = get_conversation(&mut c, &id, true, true).await;
         conversations.push((conv, all_events(&mut c, &id).await));
     }
+    let channel = connect(server.addr).await;
+    let connections = ProviderConnectionServiceClient::new(channel.clone())
+        .export_provider_connections(pb::ExportProviderConnectionsRequest {
+            secrets: pb::export_profiles_request::Secrets::Plaintext as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let metas = MetaProfileServiceClient::new(channel.clone())
+        .export_meta_profiles(pb::ExportDocumentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .documents;
+    let agents = AgentProfileServiceClient::new(channel)
+        .export_agent_profiles(pb::ExportDocumentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .documents;
     State {
         profiles,
         conversations,
+        documents: (connections, metas, agents),
     }
 }
 
@@ -137,7 +165,42 @@ async fn sled_to_postgres_and_back_keeps_every_record_and_revision() {
         conversation(inline("gpt-4o-mini", Some("sk-migrate-inline")), "inline"),
     )
     .await;
+    ProviderConnectionServiceClient::new(connect(server.addr).await)
+        .create_provider_connection(pb::CreateProviderConnectionRequest {
+            connection: Some(pb::ProviderConnection {
+                id: "shared".into(),
+                display_name: "Shared".into(),
+                api_key: Some("sk-migrate-connection".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    MetaProfileServiceClient::new(connect(server.addr).await)
+        .create_meta_profile(pb::CreateMetaProfileRequest {
+            meta_profile: Some(pb::MetaProfile {
+                name: "router".into(),
+                classifier_model: "main".into(),
+                prompt_template: Some("{{ instance_text }}".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    AgentProfileServiceClient::new(connect(server.addr).await)
+        .create_agent_profile(pb::CreateAgentProfileRequest {
+            agent_profile: Some(pb::AgentProfile {
+                name: "coder".into(),
+                llm_profile_ref: Some("new-name".into()),
+                meta_profile_ref: Some("router".into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
     let before = state(&server).await;
+    assert!(before.documents.0.contains("sk-migrate-connection"));
+    assert_eq!((before.documents.1.len(), before.documents.2.len()), (1, 1));
     assert_eq!(before.profiles.len(), 2);
     assert_eq!(before.conversations.len(), 2);
     stop(server);
