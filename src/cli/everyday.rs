@@ -66,6 +66,11 @@ fn profile_row(p: &pb::Profile) -> Vec<String> {
 
 /// `get NAME`: one profile as fields, proto JSON, or its SDK file.
 pub async fn run_get(args: GetArgs) -> anyhow::Result<bool> {
+    if args.output == GetOutput::Sdk && args.resolve_connection {
+        return Err(anyhow::Error::new(super::Usage(
+            "--resolve-connection does not apply to -o sdk: the SDK's file keeps the reference (provider_connection_id), as the SDK saves it".into(),
+        )));
+    }
     let mut registry = Registry::open(&args.target).await?;
     if args.output == GetOutput::Sdk {
         use pb::export_profiles_request::Secrets;
@@ -94,7 +99,7 @@ pub async fn run_get(args: GetArgs) -> anyhow::Result<bool> {
         .get_profile(pb::GetProfileRequest {
             name: args.name,
             reveal_secrets: args.reveal_secrets,
-            resolve_connection: false,
+            resolve_connection: args.resolve_connection,
         })
         .await
         .map_err(status_error)?;

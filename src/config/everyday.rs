@@ -58,6 +58,11 @@ pub struct GetArgs {
     #[arg(long)]
     pub reveal_secrets: bool,
 
+    /// Fill base_url and api_key from the provider connection the profile names
+    /// (provider_connection_id), as the SDK's load does (table and json output).
+    #[arg(long)]
+    pub resolve_connection: bool,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub target: TargetArgs,

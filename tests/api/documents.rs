@@ -622,7 +622,7 @@ async fn hostile_documents_are_given_back_or_refused_with_the_store_unchanged() 
     let mut profiles = app.profiles().await;
     create(&mut profiles, profile("llm", "openai/gpt-4o", None)).await;
     let listing = |c: pb::ExportProviderConnectionsResponse| c.json;
-    let (mut accepted, mut refused) = (0, 0);
+    let (mut accepted, mut refused, mut kept) = (0, 0, 0);
     for case in 0..40 {
         let id = if case % 5 == 0 {
             hostile_text(&mut rng)
@@ -715,13 +715,18 @@ async fn hostile_documents_are_given_back_or_refused_with_the_store_unchanged() 
                         .all(|r| r.outcome == pb::import_result::Outcome::Unchanged as i32),
                     "case {case} (seed {seed}): {again:?}"
                 );
-                conns
-                    .delete_provider_connection(pb::DeleteProviderConnectionRequest {
-                        id: id.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
+                // Every other one is deleted; the rest stay for Python to read.
+                if case % 2 == 0 {
+                    conns
+                        .delete_provider_connection(pb::DeleteProviderConnectionRequest {
+                            id: id.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                } else {
+                    kept += 1;
+                }
             }
         }
         // An agent profile carrying the same hostile text: given back byte for byte as a file.
@@ -781,5 +786,11 @@ async fn hostile_documents_are_given_back_or_refused_with_the_store_unchanged() 
     assert!(
         accepted > 0 && refused > 0,
         "accepted {accepted}, refused {refused} (seed {seed})"
+    );
+    // Python's protobuf runtime reads every one kept.
+    let text = crate::hostile::python_reads_everything(&app, 1, 0, 0).await;
+    assert!(
+        text.is_empty() || text.contains(&format!("events, {kept} documents")),
+        "{text}"
     );
 }
