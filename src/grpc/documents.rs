@@ -161,21 +161,6 @@ fn connection_id(raw: &str, field: &str) -> Result<(), Status> {
     }
 }
 
-fn mode(allow_missing: bool) -> PutMode {
-    if allow_missing {
-        PutMode::Upsert
-    } else {
-        PutMode::Update
-    }
-}
-
-fn check_expected(expected_revision: Option<i64>) -> Result<(), Status> {
-    if expected_revision.is_some_and(|r| r < 0) {
-        return Err(invalid_field("expected_revision", "must not be negative"));
-    }
-    Ok(())
-}
-
 // ---- provider connections ----
 
 /// A stored connection for a response, its key masked unless `reveal`.
@@ -364,7 +349,7 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
             allow_missing,
             expected_revision,
         } = req.into_inner();
-        check_expected(expected_revision)?;
+        super::check_expected_revision(expected_revision)?;
         let id = connection
             .as_ref()
             .map(|c| c.id.clone())
@@ -381,7 +366,7 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
                 DocKind::Connection,
                 &id,
                 body,
-                mode(allow_missing),
+                PutMode::of_update(allow_missing),
                 expected_revision,
                 blind,
             )
@@ -600,7 +585,7 @@ impl pb::meta_profile_service_server::MetaProfileService for DocumentApi {
             allow_missing,
             expected_revision,
         } = req.into_inner();
-        check_expected(expected_revision)?;
+        super::check_expected_revision(expected_revision)?;
         let (name, body) = meta_from_pb(meta_profile).map_err(|v| invalid_argument(&v))?;
         let (doc, _) = self
             .store
@@ -608,7 +593,7 @@ impl pb::meta_profile_service_server::MetaProfileService for DocumentApi {
                 DocKind::MetaProfile,
                 &name,
                 body,
-                mode(allow_missing),
+                PutMode::of_update(allow_missing),
                 expected_revision,
                 false,
             )
@@ -841,7 +826,7 @@ impl pb::agent_profile_service_server::AgentProfileService for DocumentApi {
             allow_missing,
             expected_revision,
         } = req.into_inner();
-        check_expected(expected_revision)?;
+        super::check_expected_revision(expected_revision)?;
         let name = agent_profile
             .as_ref()
             .map(|a| a.name.clone())
@@ -862,7 +847,7 @@ impl pb::agent_profile_service_server::AgentProfileService for DocumentApi {
                 DocKind::AgentProfile,
                 &name,
                 body,
-                mode(allow_missing),
+                PutMode::of_update(allow_missing),
                 expected_revision,
                 false,
             )

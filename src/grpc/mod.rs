@@ -76,3 +76,14 @@ pub(crate) fn validation(
 pub(crate) fn audit_forced_delete(who: &crate::auth::Principal, resource: &str, damaged: bool) {
     tracing::info!(target: "audit", who = %who.name, action = "delete with force", resource, damaged, "forced delete");
 }
+
+/// INVALID_ARGUMENT for a negative `expected_revision` of an Update rpc.
+pub(crate) fn check_expected_revision(expected_revision: Option<i64>) -> Result<(), tonic::Status> {
+    match expected_revision {
+        Some(r) if r < 0 => Err(crate::error::invalid_field(
+            "expected_revision",
+            "must not be negative",
+        )),
+        _ => Ok(()),
+    }
+}

@@ -13,7 +13,7 @@ use crate::app::transfer::{export_documents, import_documents};
 use crate::app::{audit_secret_access, Limits};
 use crate::auth::{principal, Role};
 use crate::domain::{Profile, ProfileName};
-use crate::error::{invalid_argument, invalid_field};
+use crate::error::invalid_argument;
 use crate::health::async_stream;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
@@ -148,17 +148,11 @@ impl ProfileService for ProfileApi {
             allow_missing,
             expected_revision,
         } = req.into_inner();
-        if expected_revision.is_some_and(|r| r < 0) {
-            return Err(invalid_field("expected_revision", "must not be negative"));
-        }
+        super::check_expected_revision(expected_revision)?;
         let (name, mut llm) =
             profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
         llm.blind_if(blind);
-        let mode = if allow_missing {
-            PutMode::Upsert
-        } else {
-            PutMode::Update
-        };
+        let mode = PutMode::of_update(allow_missing);
         let (p, _) = self
             .store
             .put_profile(name, llm, mode, expected_revision)

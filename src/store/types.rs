@@ -114,6 +114,17 @@ pub enum PutMode {
     Upsert,
 }
 
+impl PutMode {
+    /// The mode of an Update rpc: Upsert with `allow_missing`, else Update.
+    pub fn of_update(allow_missing: bool) -> Self {
+        if allow_missing {
+            Self::Upsert
+        } else {
+            Self::Update
+        }
+    }
+}
+
 /// A change to a profile, published once it is durable, in commit order.
 #[derive(Clone, Debug)]
 pub enum ProfileChange {

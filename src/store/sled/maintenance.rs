@@ -7,12 +7,15 @@ use super::SledStore;
 use crate::domain::document::{connection_of, references};
 use crate::domain::{Conversation, ConversationId, DocKind, Event, Secret, Target};
 use crate::hex;
-use crate::store::codec::{conversation_secrets, document_secrets, profile_secrets, ProfileRecord};
+use crate::store::codec::{conversation_secrets, document_secrets, profile_secrets};
 use crate::store::records::{
     binding_key, conversation_id, decode, document_key, place, split_binding_key, split_event_key,
     text_key, RawRecord, Snapshot, TreeId,
 };
 use crate::store::StoreError;
+
+/// Every profile key, and (key, connection id) of each profile bound to a provider connection.
+type ProfileKeys = (BTreeSet<Vec<u8>>, Vec<(Vec<u8>, String)>);
 
 /// What [`SledStore::check`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -115,11 +118,11 @@ impl SledStore {
     /// counted by their conversation). Reports what is wrong with its tree and key, never a value.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
-        let profiles = self.check_profiles(&mut report)?;
+        let (profiles, bound) = self.check_profiles(&mut report)?;
         let conversations = self.check_conversations(&mut report, &profiles)?;
         self.check_bindings(&mut report, &conversations)?;
         self.check_events(&mut report, &conversations)?;
-        self.check_documents(&mut report, &profiles)?;
+        self.check_documents(&mut report, &profiles, bound)?;
         for item in self.db.open_tree(QUARANTINE)?.iter().keys() {
             let key = item?;
             report.notes.push((
@@ -177,9 +180,11 @@ impl SledStore {
         Ok(moved)
     }
 
-    /// The keys of every profile record (damaged or not: a reference to one is not dangling).
-    fn check_profiles(&self, report: &mut CheckReport) -> Result<BTreeSet<Vec<u8>>, StoreError> {
+    /// The keys of every profile record (damaged or not: a reference to one is not dangling), and
+    /// the provider connection each readable profile names (its key, the connection id).
+    fn check_profiles(&self, report: &mut CheckReport) -> Result<ProfileKeys, StoreError> {
         let mut keys = BTreeSet::new();
+        let mut bound = Vec::new();
         for item in self.profiles.iter() {
             let (key, bytes) = item?;
             *report.counts.entry(TreeId::Profiles.name()).or_default() += 1;
@@ -203,13 +208,18 @@ impl SledStore {
                     report.problem(place, format!("breaks a rule of acceptable values: {v}"));
                     report.damaged.push((TreeId::Profiles, key.to_vec()));
                 }
-                Ok(mut r) => count_secrets(report, |f| {
-                    let _ = profile_secrets(&mut r, f);
-                }),
+                Ok(mut r) => {
+                    if let Some(id) = connection_of(&r.profile.llm.extra) {
+                        bound.push((key.to_vec(), id.to_owned()));
+                    }
+                    count_secrets(report, |f| {
+                        let _ = profile_secrets(&mut r, f);
+                    });
+                }
             }
             keys.insert(key.to_vec());
         }
-        Ok(keys)
+        Ok((keys, bound))
     }
 
     /// Documents: each decodes and opens, under its own key; references that dangle (as real SDK
@@ -219,6 +229,7 @@ impl SledStore {
         &self,
         report: &mut CheckReport,
         profiles: &BTreeSet<Vec<u8>>,
+        bound: Vec<(Vec<u8>, String)>,
     ) -> Result<(), StoreError> {
         let mut stored = BTreeSet::new();
         let mut readable = Vec::new();
@@ -261,18 +272,12 @@ impl SledStore {
                 }
             }
         }
-        for item in self.profiles.iter() {
-            let (key, bytes) = item?;
-            let Ok(r) = decode::<ProfileRecord>(TreeId::Profiles, &key, &bytes) else {
-                continue;
-            };
-            if let Some(id) = connection_of(&r.profile.llm.extra) {
-                if !stored.contains(&document_key(DocKind::Connection, id)) {
-                    report.notes.push((
-                        place(TreeId::Profiles, &key),
-                        format!("bound to provider connection {id:?}, which does not exist (it does not resolve)"),
-                    ));
-                }
+        for (key, id) in bound {
+            if !stored.contains(&document_key(DocKind::Connection, &id)) {
+                report.notes.push((
+                    place(TreeId::Profiles, &key),
+                    format!("bound to provider connection {id:?}, which does not exist (it does not resolve)"),
+                ));
             }
         }
         Ok(())
