@@ -134,14 +134,10 @@ impl ConversationService for ConversationApi {
             .store
             .list_conversations(after, size + 1, status, profile.as_ref())
             .await?;
-        let next_page_token = if page.len() > size {
-            page.truncate(size);
-            page.last()
-                .map(|c| page_token::encode(&self.limits.page_key, &listing, &c.id.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            page_token::cut(&self.limits.page_key, &listing, &mut page, size, |c| {
+                c.id.to_string()
+            });
         let conversations = page
             .into_iter()
             .map(|c| conversation_to_pb(c.masked(), BTreeMap::new()))
@@ -318,15 +314,10 @@ impl ConversationService for ConversationApi {
             }
         }
         let mut events = self.store.list_events(&id, &query).await?;
-        let next_page_token = if events.len() > size {
-            events.truncate(size);
-            events
-                .last()
-                .map(|e| page_token::encode(&self.limits.page_key, &listing, &e.seq.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            page_token::cut(&self.limits.page_key, &listing, &mut events, size, |e| {
+                e.seq.to_string()
+            });
         Ok(Response::new(pb::ListEventsResponse {
             events: events.into_iter().map(event_to_pb).collect(),
             next_page_token,

@@ -29,6 +29,24 @@ pub fn encode(key: &[u8; 32], listing: &str, last: &str) -> String {
     URL_SAFE_NO_PAD.encode(payload)
 }
 
+/// Cuts a listing read with one item more than `size` (which tells that another page follows) to
+/// `size` items, and returns the token of the next page: empty after the last one.
+pub fn cut<T>(
+    key: &[u8; 32],
+    listing: &str,
+    page: &mut Vec<T>,
+    size: usize,
+    last: impl Fn(&T) -> String,
+) -> String {
+    if page.len() <= size {
+        return String::new();
+    }
+    page.truncate(size);
+    page.last()
+        .map(|t| encode(key, listing, &last(t)))
+        .unwrap_or_default()
+}
+
 /// The key to resume after; `None` for an empty token. INVALID_ARGUMENT for anything not made by
 /// [`encode`] for the same listing.
 pub fn decode(key: &[u8; 32], listing: &str, token: &str) -> Result<Option<String>, Status> {

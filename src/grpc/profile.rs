@@ -121,14 +121,10 @@ impl ProfileService for ProfileApi {
         let size = self.limits.page_size(page_size)?;
         let after = page_token::decode(&self.limits.page_key, LISTING, &page_token)?;
         let mut page = self.store.list_profiles(after.as_deref(), size + 1).await?;
-        let next_page_token = if page.len() > size {
-            page.truncate(size);
-            page.last()
-                .map(|p| page_token::encode(&self.limits.page_key, LISTING, p.name.as_str()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            page_token::cut(&self.limits.page_key, LISTING, &mut page, size, |p| {
+                p.name.to_string()
+            });
         Ok(Response::new(pb::ListProfilesResponse {
             profiles: page
                 .into_iter()

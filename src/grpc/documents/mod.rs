@@ -1,0 +1,245 @@
+//! profileregistry.v1.ProviderConnectionService, MetaProfileService and AgentProfileService: thin
+//! handlers over the store's documents, with ProfileService's conventions (masks, revisions,
+//! pagination, Validate, import and export of the SDK's files). One file a service; what the
+//! services share (paging, delete, import and export of files, and the rpcs of a named kind, see
+//! [`Named`]) is here.
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tonic::{Response, Status};
+
+use super::{conflict_policy, page_token, validation};
+use crate::app::documents as docs;
+use crate::app::Limits;
+use crate::auth::Principal;
+use crate::domain::{DocKind, Document, ProfileName, Violation};
+use crate::error::{invalid_argument, invalid_field};
+use crate::pb;
+use crate::store::{PutMode, Store, StoreError};
+
+mod agent_profiles;
+mod connections;
+mod meta_profiles;
+
+/// The handlers of the three document services: shared state only.
+#[derive(Clone)]
+pub struct DocumentApi {
+    store: Arc<Store>,
+    limits: Limits,
+}
+
+/// A kind of document named by a profile-style name, with its message: meta-profiles and agent
+/// profiles. Their Create, Get, List, Update, Rename and Validate are written once, over this.
+trait Named {
+    const KIND: DocKind;
+    /// The message's field in Create, Update and Validate requests.
+    const FIELD: &'static str;
+    type Msg;
+    /// The message of a stored document.
+    fn to_pb(doc: &Document) -> Result<Self::Msg, Status>;
+    /// The name and object of a message, given the stored document of that name (`None` when
+    /// creating); or every violation.
+    fn from_pb(
+        msg: Option<Self::Msg>,
+        old: Option<&Document>,
+    ) -> Result<(String, Map<String, Value>), Vec<Violation>>;
+    /// The name a message carries.
+    fn name_of(msg: &Self::Msg) -> &str;
+}
+
+impl DocumentApi {
+    /// Handlers over `store`.
+    pub fn new(store: Arc<Store>, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+
+    /// A page of `kind`, and the token of the next one.
+    async fn page(
+        &self,
+        kind: DocKind,
+        page_size: i32,
+        token: &str,
+    ) -> Result<(Vec<Document>, String), Status> {
+        let size = self.limits.page_size(page_size)?;
+        let listing = kind.as_str();
+        let after = page_token::decode(&self.limits.page_key, listing, token)?;
+        let mut page = self
+            .store
+            .list_documents(kind, after.as_deref(), size + 1)
+            .await?;
+        let next = page_token::cut(&self.limits.page_key, listing, &mut page, size, |d| {
+            d.name.clone()
+        });
+        Ok((page, next))
+    }
+
+    async fn get(&self, kind: DocKind, name: &str) -> Result<Document, Status> {
+        Ok(self
+            .store
+            .get_document(kind, name)
+            .await?
+            .ok_or_else(|| StoreError::not_found(kind.noun(), name))?)
+    }
+
+    async fn delete(
+        &self,
+        who: &Principal,
+        kind: DocKind,
+        name: String,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+        force: bool,
+    ) -> Result<Response<pb::DeleteDocumentResponse>, Status> {
+        let deleted = self
+            .store
+            .delete_document(kind, &name, expected_revision, allow_missing, force)
+            .await?;
+        if force && deleted.is_some() {
+            let damaged = deleted.as_ref().is_some_and(|d| d.revision == 0);
+            super::audit_forced_delete(who, &format!("{}/{name}", kind.as_str()), damaged);
+        }
+        Ok(Response::new(pb::DeleteDocumentResponse {
+            name,
+            deleted: deleted.is_some(),
+            revision: deleted.map_or(0, |d| d.revision),
+        }))
+    }
+
+    async fn import_files(
+        &self,
+        kind: DocKind,
+        req: pb::ImportDocumentsRequest,
+    ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
+        let pb::ImportDocumentsRequest {
+            documents,
+            on_conflict,
+            dry_run,
+        } = req;
+        let policy = conflict_policy(on_conflict)?;
+        let files = documents.into_iter().map(|d| (d.name, d.json)).collect();
+        let reports =
+            docs::import_files(&self.store, kind, files, policy, dry_run, &self.limits).await?;
+        Ok(Response::new(results(reports)))
+    }
+
+    async fn export_files(
+        &self,
+        kind: DocKind,
+        names: Vec<String>,
+    ) -> Result<Response<pb::ExportDocumentsResponse>, Status> {
+        for (i, n) in names.iter().enumerate() {
+            name_rule(n, &format!("names[{i}]"))?;
+        }
+        let files = docs::export_files(&self.store, kind, &names).await?;
+        Ok(Response::new(pb::ExportDocumentsResponse {
+            documents: files
+                .into_iter()
+                .map(|(name, json)| pb::ProfileDocument { name, json })
+                .collect(),
+        }))
+    }
+
+    /// Puts a checked message of kind `N`: creating it, or updating it in `mode`.
+    async fn put<N: Named>(
+        &self,
+        msg: Option<N::Msg>,
+        mode: PutMode,
+        expected_revision: Option<i64>,
+    ) -> Result<Response<N::Msg>, Status> {
+        super::check_expected_revision(expected_revision)?;
+        let name = msg.as_ref().map(N::name_of).unwrap_or_default();
+        // The stored record is read only for a name that could be one.
+        let old = match (
+            mode,
+            ProfileName::parse(name, &format!("{}.name", N::FIELD)),
+        ) {
+            (PutMode::Create, _) | (_, Err(_)) => None,
+            _ => self.store.get_document(N::KIND, name).await?,
+        };
+        let (name, body) = N::from_pb(msg, old.as_ref()).map_err(|v| invalid_argument(&v))?;
+        let (doc, _) = self
+            .store
+            .put_document(N::KIND, &name, body, mode, expected_revision, false)
+            .await?;
+        Ok(Response::new(N::to_pb(&doc)?))
+    }
+
+    async fn read<N: Named>(&self, name: &str) -> Result<Response<N::Msg>, Status> {
+        name_rule(name, "name")?;
+        Ok(Response::new(N::to_pb(&self.get(N::KIND, name).await?)?))
+    }
+
+    async fn list<N: Named>(
+        &self,
+        page_size: i32,
+        token: &str,
+    ) -> Result<(Vec<N::Msg>, String), Status> {
+        let (page, next) = self.page(N::KIND, page_size, token).await?;
+        let page = page.iter().map(N::to_pb).collect::<Result<_, _>>()?;
+        Ok((page, next))
+    }
+
+    async fn delete_named<N: Named>(
+        &self,
+        who: &Principal,
+        name: String,
+        expected_revision: Option<i64>,
+        allow_missing: bool,
+        force: bool,
+    ) -> Result<Response<pb::DeleteDocumentResponse>, Status> {
+        name_rule(&name, "name")?;
+        self.delete(who, N::KIND, name, expected_revision, allow_missing, force)
+            .await
+    }
+
+    async fn rename<N: Named>(
+        &self,
+        name: &str,
+        new_name: &str,
+    ) -> Result<Response<N::Msg>, Status> {
+        name_rule(name, "name")?;
+        name_rule(new_name, "new_name")?;
+        let doc = self.store.rename_document(N::KIND, name, new_name).await?;
+        Ok(Response::new(N::to_pb(&doc)?))
+    }
+}
+
+/// The answer of Validate for a message of kind `N`.
+fn validate<N: Named>(msg: Option<N::Msg>) -> Response<pb::ValidateProfileResponse> {
+    let violations = N::from_pb(msg, None).err().unwrap_or_default();
+    Response::new(validation(violations))
+}
+
+fn results(reports: Vec<crate::store::ImportOutcome>) -> pb::ImportProfilesResponse {
+    pb::ImportProfilesResponse {
+        results: reports.into_iter().map(pb::ImportResult::from).collect(),
+    }
+}
+
+/// A meta-profile's or agent profile's name: the SDK's profile name rule.
+fn name_rule(raw: &str, field: &str) -> Result<(), Status> {
+    name_violation(raw, field).map_or(Ok(()), |v| Err(invalid_argument(&[v])))
+}
+
+/// The SDK's name rule, and no trailing `.json` (the SDK's stores drop it, so `x.json` would be
+/// the file of `x`).
+fn name_violation(raw: &str, field: &str) -> Option<Violation> {
+    if let Err(v) = ProfileName::parse(raw, field) {
+        return Some(v);
+    }
+    raw.ends_with(".json").then(|| {
+        Violation::new(
+            field,
+            "must not end in \".json\" (the SDK's stores drop it: name the record without it)",
+        )
+    })
+}
+
+/// A connection id as a request names it: 1 to 128 characters (an imported id may be any).
+fn connection_id(raw: &str, field: &str) -> Result<(), Status> {
+    match raw.chars().count() {
+        _ if raw.contains('\0') => Err(invalid_field(field, "must not contain NUL (U+0000)")),
+        1..=128 => Ok(()),
+        _ => Err(invalid_field(field, "must be 1 to 128 characters")),
+    }
+}
