@@ -180,7 +180,7 @@ pub async fn import_connections(
     // The mask keeps a stored key; a new connection has none to keep: say so, as for profiles.
     for (r, mask) in reports.iter_mut().zip(masked) {
         if mask && r.outcome == Outcome::Created {
-            r.reason = crate::app::transfer::NO_KEY.into();
+            r.reason = crate::domain::NO_KEY.into();
         }
     }
     Ok(reports)

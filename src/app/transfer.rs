@@ -12,9 +12,6 @@ use crate::openhands::profile::{export_file, name_from_file, parse_file, Secrets
 use crate::openhands::secrets::FernetKey;
 use crate::store::{ConflictPolicy, EventQuery, ImportOutcome, Store, StoreError};
 
-/// The reason given with a profile created from a file whose secret held the SDK's mask.
-pub const NO_KEY: &str = "no key: the file holds the mask";
-
 /// Parses every document (name, file text) and imports the valid ones as one atomic batch; bad
 /// documents are reported and never written. `blind`: the caller may not read secrets, so no
 /// outcome may depend on whether a supplied secret equals the stored one.
@@ -59,7 +56,7 @@ pub async fn import_documents(
         // The mask keeps a stored key; a new profile has none to keep, so it comes in without
         // one: say so, or a redacted export imported elsewhere loses keys silently.
         if masked && r.outcome == Outcome::Created {
-            r.reason = NO_KEY.into();
+            r.reason = crate::domain::NO_KEY.into();
         }
     }
     Ok(reports)

@@ -110,7 +110,7 @@ pub async fn import(
                 outcomes(resp.into_inner())
             }
         };
-        ok &= super::profiles::print_import_summary(&path, &reports, &[], dry_run);
+        ok &= super::output::print_import_summary(&path, &reports, &[], dry_run);
     }
     let limits = Limits::default();
     for kind in [DocKind::MetaProfile, DocKind::AgentProfile] {
@@ -147,7 +147,7 @@ pub async fn import(
                 outcomes(resp.map_err(status_error)?.into_inner())
             }
         };
-        ok &= super::profiles::print_import_summary(&dir, &reports, &refused, dry_run);
+        ok &= super::output::print_import_summary(&dir, &reports, &refused, dry_run);
     }
     Ok(ok)
 }
@@ -382,7 +382,7 @@ pub async fn mirror(
     mode: SecretsMode,
     key: Option<&FernetKey>,
 ) -> anyhow::Result<Mirrored> {
-    use super::sync::{read_manifest, write_manifest};
+    use super::sync::mirror::{read_manifest, write_manifest};
     let decrypting = key.filter(|_| mode == SecretsMode::Encrypted);
     let same = |have: &str, want: &str| {
         have == want || decrypting.is_some_and(|k| same_when_decrypted(have, want, k))

@@ -160,6 +160,51 @@ pub fn llm_fields(prefix: &str, llm: &pb::LlmConfig) -> Vec<(String, String)> {
     out
 }
 
+/// Prints one line per file that was not imported and a summary per outcome; returns whether all
+/// files were imported.
+pub fn print_import_summary(
+    dir: &std::path::Path,
+    reports: &[crate::domain::ImportOutcome],
+    refused: &[crate::openhands::folder::Refused],
+    dry_run: bool,
+) -> bool {
+    for r in refused {
+        eprintln!("INVALID {}: {}", r.file, r.reason);
+    }
+    let mut counts = [0usize; 5];
+    for r in reports {
+        counts[r.outcome as usize] += 1;
+        match r.outcome {
+            crate::domain::Outcome::Invalid => eprintln!("INVALID {}: {}", r.name, r.reason),
+            crate::domain::Outcome::Skipped => eprintln!("SKIPPED {}: {}", r.name, r.reason),
+            _ if !r.reason.is_empty() => {
+                eprintln!("{}: {}, {}", r.name, r.outcome.as_str(), r.reason);
+            }
+            _ => {}
+        }
+    }
+    counts[crate::domain::Outcome::Invalid as usize] += refused.len();
+    println!(
+        "{}{}: {} files: created {}, updated {}, unchanged {}, skipped {}, invalid {}",
+        if dry_run {
+            "dry run, nothing written: "
+        } else {
+            ""
+        },
+        dir.display(),
+        reports.len() + refused.len(),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4],
+    );
+    let failed_conflict = reports
+        .iter()
+        .any(|r| r.outcome == crate::domain::Outcome::Skipped && r.reason.contains("FAIL"));
+    counts[crate::domain::Outcome::Invalid as usize] == 0 && !failed_conflict
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,9 +9,8 @@ use super::{fernet_key_from_env, Target};
 use crate::app::Limits;
 use crate::config::{ExportArgs, ImportArgs};
 use crate::domain::{ConflictPolicy, SecretsMode};
-use crate::domain::{ImportOutcome, Outcome};
 use crate::openhands::folder::{
-    default_dir, persistence_dir, prunable, Equivalent, FileState, ProfilesDir, Refused, Staging,
+    default_dir, persistence_dir, prunable, Equivalent, FileState, ProfilesDir, Staging,
 };
 use crate::openhands::secrets::{same_when_decrypted, FernetKey};
 
@@ -59,7 +58,7 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
         .await?;
     bar.finish_and_clear();
     drop(folder);
-    let mut ok = print_import_summary(&dir, &reports, &refused, args.dry_run);
+    let mut ok = super::output::print_import_summary(&dir, &reports, &refused, args.dry_run);
     if let Some(home) = home {
         // Targets before what references them: profiles first, then connections, meta-profiles
         // and agent profiles (an import never refuses a dangling reference, but this order keeps
@@ -74,51 +73,6 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
         .await?;
     }
     Ok(ok)
-}
-
-/// Prints one line per file that was not imported and a summary per outcome; returns whether all
-/// files were imported.
-pub fn print_import_summary(
-    dir: &std::path::Path,
-    reports: &[ImportOutcome],
-    refused: &[Refused],
-    dry_run: bool,
-) -> bool {
-    for r in refused {
-        eprintln!("INVALID {}: {}", r.file, r.reason);
-    }
-    let mut counts = [0usize; 5];
-    for r in reports {
-        counts[r.outcome as usize] += 1;
-        match r.outcome {
-            Outcome::Invalid => eprintln!("INVALID {}: {}", r.name, r.reason),
-            Outcome::Skipped => eprintln!("SKIPPED {}: {}", r.name, r.reason),
-            _ if !r.reason.is_empty() => {
-                eprintln!("{}: {}, {}", r.name, r.outcome.as_str(), r.reason);
-            }
-            _ => {}
-        }
-    }
-    counts[Outcome::Invalid as usize] += refused.len();
-    println!(
-        "{}{}: {} files: created {}, updated {}, unchanged {}, skipped {}, invalid {}",
-        if dry_run {
-            "dry run, nothing written: "
-        } else {
-            ""
-        },
-        dir.display(),
-        reports.len() + refused.len(),
-        counts[0],
-        counts[1],
-        counts[2],
-        counts[3],
-        counts[4],
-    );
-    let failed_conflict = reports
-        .iter()
-        .any(|r| r.outcome == Outcome::Skipped && r.reason.contains("FAIL"));
-    counts[Outcome::Invalid as usize] == 0 && !failed_conflict
 }
 
 /// Exports to a folder, atomically per file, holding the SDK's lock.

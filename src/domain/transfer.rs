@@ -65,6 +65,9 @@ impl Outcome {
     }
 }
 
+/// The reason given with a record created from a file whose secret held the SDK's mask.
+pub const NO_KEY: &str = "no key: the file holds the mask";
+
 /// What an import did with one item (a profile document, a conversation folder): the one form
 /// the store, the use cases, the wire and the CLI all report.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::postgres::{PgOptions, PgStore};
 use super::{
-    ConflictPolicy, ConversationChange, EventBatch, EventQuery, ImportOutcome, ProfileWatch,
-    PutMode, PutOutcome, RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
+    ConflictPolicy, ConversationChange, DocPut, EventBatch, EventQuery, ImportOutcome,
+    ProfileWatch, PutMode, PutOutcome, RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
 };
 use crate::domain::{
     Conversation, ConversationId, DocKind, Document, Event, ExecutionStatus, LlmConfig, NewEvent,
@@ -207,8 +207,7 @@ impl Store {
         /// Creates or replaces a document (a masked secret keeps the stored value); NOT_FOUND when
         /// it adds a reference to a missing record; `blind`: the caller may not read secrets (a
         /// supplied secret is then never reported unchanged). Durable when it returns.
-        fn put_document(kind: DocKind, name: &str, body: Map<String, Value>, mode: PutMode,
-            expected_revision: Option<i64>, blind: bool) -> (Document, PutOutcome);
+        fn put_document(put: DocPut) -> (Document, PutOutcome);
         /// Deletes a document; FAILED_PRECONDITION while something references it, unless `force`.
         fn delete_document(kind: DocKind, name: &str, expected_revision: Option<i64>, allow_missing: bool,
             force: bool) -> Option<Document>;

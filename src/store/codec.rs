@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::crypto::SecretCipher;
@@ -34,6 +35,29 @@ pub type Resealed = (Vec<u8>, Vec<String>);
 /// What [`Codec::reseal_record`] calls with each secret of a record and its associated data.
 pub type SecretVisitor<'a> = dyn FnMut(&str, &mut Secret) -> Result<(), String> + 'a;
 
+/// A stored record with secrets: it visits each with the associated data it is sealed under.
+trait Sealed {
+    fn secrets<E>(&mut self, f: impl FnMut(&str, &mut Secret) -> Result<(), E>) -> Result<(), E>;
+}
+
+impl Sealed for ProfileRecord {
+    fn secrets<E>(&mut self, f: impl FnMut(&str, &mut Secret) -> Result<(), E>) -> Result<(), E> {
+        profile_secrets(self, f)
+    }
+}
+
+impl Sealed for DocumentRecord {
+    fn secrets<E>(&mut self, f: impl FnMut(&str, &mut Secret) -> Result<(), E>) -> Result<(), E> {
+        document_secrets(self, f)
+    }
+}
+
+impl Sealed for Conversation {
+    fn secrets<E>(&mut self, f: impl FnMut(&str, &mut Secret) -> Result<(), E>) -> Result<(), E> {
+        conversation_secrets(self, f)
+    }
+}
+
 /// Seals and opens records with the store's keys.
 pub struct Codec {
     cipher: SecretCipher,
@@ -50,95 +74,81 @@ impl Codec {
         &self.cipher
     }
 
-    /// The stored bytes of a profile: its secrets sealed under the record's name (so a rename,
-    /// which encodes under the new name, re-seals them).
-    pub fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
-        let mut sealed = ProfileRecord {
-            seq: record.seq,
-            profile: record.profile.clone(),
-        };
-        let Ok(()) = profile_secrets(&mut sealed, |aad, s| {
+    /// The stored bytes of `record`: each secret sealed under the place it belongs to (a record's
+    /// name or id, so a rename, which encodes under the new name, re-seals them).
+    fn seal<T: Sealed + Serialize>(&self, mut record: T) -> Result<Vec<u8>, StoreError> {
+        let Ok(()) = record.secrets(|aad, s| {
             *s = Secret::new(self.cipher.seal(s.expose(), aad));
             Ok::<(), Infallible>(())
         });
-        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+        serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))
     }
 
-    pub fn decode_profile(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: place(TreeId::Profiles, key),
-            reason,
-        };
-        let mut record: ProfileRecord =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(json_error(&e)))?;
-        profile_secrets(&mut record, |aad, s| {
+    /// `record`, stored in `tree` under `key`, with its secrets opened.
+    fn open<T: Sealed>(&self, tree: TreeId, key: &[u8], mut record: T) -> Result<T, StoreError> {
+        record.secrets(|aad, s| {
             let plain = self
                 .cipher
                 .open(s.expose(), aad)
-                .map_err(|e| corrupt(format!("{aad}: {e}")))?;
+                .map_err(|e| StoreError::Corrupt {
+                    key: place(tree, key),
+                    reason: format!("{aad}: {e}"),
+                })?;
             *s = Secret::new(plain);
             Ok::<(), StoreError>(())
         })?;
         Ok(record)
     }
 
-    /// The stored bytes of a conversation: its inline LLMs' secrets sealed under its id and usage.
+    /// Decodes a record stored in `tree` under `key` and opens its secrets.
+    fn decode<T: Sealed + DeserializeOwned>(
+        &self,
+        tree: TreeId,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        let record = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            key: place(tree, key),
+            reason: json_error(&e),
+        })?;
+        self.open(tree, key, record)
+    }
+
+    /// The stored bytes of a profile.
+    pub fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
+        self.seal(ProfileRecord {
+            seq: record.seq,
+            profile: record.profile.clone(),
+        })
+    }
+
+    /// Decodes a profile record stored under `key` and opens its secrets.
+    pub fn decode_profile(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+        self.decode(TreeId::Profiles, key, bytes)
+    }
+
+    /// The stored bytes of a conversation (its inline LLMs' secrets sealed under its id and usage).
     pub fn encode_conversation(&self, c: &Conversation) -> Result<Vec<u8>, StoreError> {
-        let mut sealed = c.clone();
-        let Ok(()) = conversation_secrets(&mut sealed, |aad, s| {
-            *s = Secret::new(self.cipher.seal(s.expose(), aad));
-            Ok::<(), Infallible>(())
-        });
-        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+        self.seal(c.clone())
     }
 
     /// Opens the secrets of a decoded conversation record stored under `key`.
     pub fn open_conversation(
         &self,
         key: &[u8],
-        mut c: Conversation,
+        c: Conversation,
     ) -> Result<Conversation, StoreError> {
-        conversation_secrets(&mut c, |aad, s| {
-            let plain = self
-                .cipher
-                .open(s.expose(), aad)
-                .map_err(|e| StoreError::Corrupt {
-                    key: place(TreeId::Conversations, key),
-                    reason: format!("{aad}: {e}"),
-                })?;
-            *s = Secret::new(plain);
-            Ok::<(), StoreError>(())
-        })?;
-        Ok(c)
+        self.open(TreeId::Conversations, key, c)
     }
 
-    /// The stored bytes of a document: its secret values sealed under `<kind>/<name>/<key>`.
+    /// The stored bytes of a document.
     pub fn encode_document(&self, record: &DocumentRecord) -> Result<Vec<u8>, StoreError> {
-        let mut sealed = record.clone();
-        let Ok(()) = document_secrets(&mut sealed, |aad, s| {
-            *s = Secret::new(self.cipher.seal(s.expose(), aad));
-            Ok::<(), Infallible>(())
-        });
-        serde_json::to_vec(&sealed).map_err(|e| StoreError::Storage(e.to_string()))
+        self.seal(record.clone())
     }
 
     /// Decodes a document record stored under `key` and opens its secrets.
     pub fn decode_document(&self, key: &[u8], bytes: &[u8]) -> Result<DocumentRecord, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: place(TreeId::Documents, key),
-            reason,
-        };
-        let mut record: DocumentRecord =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(json_error(&e)))?;
-        document_secrets(&mut record, |aad, s| {
-            let plain = self
-                .cipher
-                .open(s.expose(), aad)
-                .map_err(|e| corrupt(format!("{aad}: {e}")))?;
-            *s = Secret::new(plain);
-            Ok::<(), StoreError>(())
-        })?;
-        Ok(record)
+        self.decode(TreeId::Documents, key, bytes)
     }
 
     /// Opens one stored secret and seals it again with the first key; returns the key id it had.

@@ -9,6 +9,30 @@ use super::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
 use crate::domain::document::{connection_of, references, Reference, CONNECTION_KEY};
 use crate::domain::{DocKind, Document, LlmConfig, Outcome, Target, Timestamp, SECRET_MASK};
 
+/// One document to put, and on what conditions.
+pub struct DocPut {
+    pub kind: DocKind,
+    pub name: String,
+    pub body: Map<String, Value>,
+    pub mode: PutMode,
+    /// ABORTED unless the stored document is at this revision (0: absent).
+    pub expected_revision: Option<i64>,
+    /// The caller may not read secrets: a supplied secret is then never reported unchanged.
+    pub blind: bool,
+}
+
+impl DocPut {
+    /// The document as errors name it: `meta-profile "x"`.
+    pub fn owner(&self) -> String {
+        format!("{} {:?}", self.kind.noun(), self.name)
+    }
+
+    /// The references this put adds to those of the stored `old`: the ones to check.
+    pub fn added_references(&self, old: Option<&Document>) -> Vec<Reference> {
+        added_references(self.kind, &self.body, old.map(|d| &d.body))
+    }
+}
+
 /// What a document put does.
 pub enum DocPlan {
     /// Nothing: the stored document has this content.
@@ -57,17 +81,17 @@ fn supplies_secret(kind: DocKind, body: &Map<String, Value>) -> bool {
     })
 }
 
-/// What putting `body` under `kind`/`name` does, given the stored document `old`; `blind`: the
-/// caller may not read secrets.
-pub fn plan_put(
-    old: Option<Document>,
-    kind: DocKind,
-    name: &str,
-    body: Map<String, Value>,
-    mode: PutMode,
-    expected_revision: Option<i64>,
-    blind: bool,
-) -> Result<DocPlan, StoreError> {
+/// What `put` does, given the stored document `old`.
+pub fn plan_put(old: Option<Document>, put: DocPut) -> Result<DocPlan, StoreError> {
+    let DocPut {
+        kind,
+        name,
+        body,
+        mode,
+        expected_revision,
+        blind,
+    } = put;
+    let name = name.as_str();
     match (&old, mode) {
         (Some(_), PutMode::Create) => {
             return Err(StoreError::AlreadyExists {
@@ -248,9 +272,6 @@ pub fn repointed(doc: &Document, from: &Target, to: &str, now: Timestamp) -> Opt
     })
 }
 
-const FAIL_EXISTS: &str = "one of that name exists and on_conflict is FAIL: nothing was written";
-const FAIL_OTHER: &str = "not written: another document conflicts and on_conflict is FAIL";
-
 /// What importing `items` (name, object) of `kind` does, given the `stored` documents of those
 /// names: the outcome of each, and the documents to write. References are not checked: an import
 /// takes every home the SDK itself takes, dangling references included. `blind`: as for
@@ -263,21 +284,10 @@ pub fn plan_import(
     blind: bool,
 ) -> (Vec<ImportOutcome>, Vec<Document>) {
     if policy == ConflictPolicy::Fail {
-        let mut seen = HashSet::new();
-        let conflicts: Vec<bool> = items
-            .iter()
-            .map(|(name, _)| !seen.insert(name.clone()) || stored.contains_key(name))
-            .collect();
-        if conflicts.iter().any(|c| *c) {
-            let outcomes = conflicts
-                .into_iter()
-                .zip(&items)
-                .map(|(c, (name, _))| {
-                    let why = if c { FAIL_EXISTS } else { FAIL_OTHER };
-                    ImportOutcome::refused(name, Outcome::Skipped, why)
-                })
-                .collect();
-            return (outcomes, Vec::new());
+        let names = items.iter().map(|(n, _)| n.as_str());
+        let stored_has = |n: &str| stored.contains_key(n);
+        if let Some(refused) = super::rules::refuse_conflicts(kind.noun(), names, stored_has) {
+            return (refused, Vec::new());
         }
     }
     let mut outcomes = Vec::with_capacity(items.len());

@@ -13,6 +13,7 @@ mod types;
 
 pub use self::any::{Location, Store};
 pub use self::codec::sealed_key_ids;
+pub use self::documents::DocPut;
 pub use self::records::{place as place_of, RawRecord, RotationReport, Snapshot, TreeId};
 pub use self::sled::{CheckReport, OpenError, SledStore, StoreOptions};
 pub use self::types::*;

@@ -177,9 +177,33 @@ pub fn rebound(
     c
 }
 
-const FAIL_EXISTS: &str =
-    "a profile of that name exists and on_conflict is FAIL: nothing was written";
 const FAIL_OTHER: &str = "not written: another document conflicts and on_conflict is FAIL";
+
+/// Under FAIL: when any of `names` (of records called `noun`) is stored or named twice, every
+/// item's refusal (nothing is written); `None` when the import may go ahead.
+pub fn refuse_conflicts<'a>(
+    noun: &str,
+    names: impl Iterator<Item = &'a str> + Clone,
+    stored: impl Fn(&str) -> bool,
+) -> Option<Vec<ImportOutcome>> {
+    let mut seen = HashSet::new();
+    let conflicts: Vec<bool> = names
+        .clone()
+        .map(|name| !seen.insert(name) || stored(name))
+        .collect();
+    conflicts.iter().any(|c| *c).then(|| {
+        conflicts
+            .into_iter()
+            .zip(names)
+            .map(|(c, name)| {
+                let exists = format!(
+                    "a {noun} of that name exists and on_conflict is FAIL: nothing was written"
+                );
+                ImportOutcome::refused(name, Outcome::Skipped, if c { &exists } else { FAIL_OTHER })
+            })
+            .collect()
+    })
+}
 
 /// An import of `items` over the stored profiles `stored` (every name of `items` that exists):
 /// each item's outcome, and the profiles to write in order (the caller gives each its change seq).
@@ -190,21 +214,10 @@ pub fn plan_import(
     mut stored: HashMap<ProfileName, Profile>,
 ) -> (Vec<ImportOutcome>, Vec<Profile>) {
     if policy == ConflictPolicy::Fail {
-        let mut seen = HashSet::new();
-        let conflicts: Vec<bool> = items
-            .iter()
-            .map(|(name, _)| !seen.insert(name.clone()) || stored.contains_key(name))
-            .collect();
-        if conflicts.iter().any(|c| *c) {
-            let outcomes = conflicts
-                .into_iter()
-                .zip(&items)
-                .map(|(c, (name, _))| {
-                    let why = if c { FAIL_EXISTS } else { FAIL_OTHER };
-                    ImportOutcome::refused(name.as_str(), Outcome::Skipped, why)
-                })
-                .collect();
-            return (outcomes, Vec::new());
+        let taken: HashSet<&str> = stored.keys().map(ProfileName::as_str).collect();
+        let names = items.iter().map(|(n, _)| n.as_str());
+        if let Some(refused) = refuse_conflicts("profile", names, |n| taken.contains(n)) {
+            return (refused, Vec::new());
         }
     }
     let now = Timestamp::now();

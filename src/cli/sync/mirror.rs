@@ -10,7 +10,7 @@ use anyhow::Context;
 use fs2::FileExt;
 use tonic::Code;
 
-use super::{Client, Done, Ended, FEW, MANIFEST, MAX_MANIFEST_BYTES, PAGE, RUN_LOCK};
+use super::outcome::{Client, Done, Ended};
 use crate::cli::target::export_request;
 use crate::domain::{ProfileName, SecretsMode};
 use crate::openhands::folder::{
@@ -18,6 +18,18 @@ use crate::openhands::folder::{
 };
 use crate::openhands::secrets::{same_when_decrypted, FernetKey};
 use crate::pb;
+
+/// The file in the folder that lists the profile files the sync wrote (not `*.json`, so neither
+/// the SDK nor `import` takes it for a profile).
+pub const MANIFEST: &str = ".profile-registry-sync";
+/// The lock a sync holds in its folder while it runs: one sync per folder.
+pub const RUN_LOCK: &str = ".profile-registry-sync.lock";
+/// A manifest listing 100,000 names fits well within this.
+const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+/// Export page size for the snapshot.
+const PAGE: i32 = 1000;
+/// Up to this many files, a write looks each up rather than listing the folder.
+const FEW: usize = 32;
 
 /// The identity of a folder (device, inode): a folder deleted and made again is another one.
 fn identity(dir: &Path) -> io::Result<(u64, u64)> {
@@ -311,7 +323,7 @@ pub(super) fn documents(resp: pb::ExportProfilesResponse) -> Vec<(String, String
 /// The profile names in the folder's manifest; none when it has none. Entries that are not
 /// `<valid profile name>.json` are dropped with a warning: the manifest lies in a folder others
 /// can write, and its names become paths to delete.
-pub(in crate::cli) fn read_manifest(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
+pub fn read_manifest(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
     let path = dir.join(MANIFEST);
     if fs::symlink_metadata(&path).is_err() {
         return Ok(BTreeSet::new());
@@ -345,7 +357,7 @@ pub(in crate::cli) fn read_manifest(dir: &Path) -> anyhow::Result<BTreeSet<Strin
 }
 
 /// Writes the manifest atomically (temp file, fsync, rename).
-pub(in crate::cli) fn write_manifest(dir: &Path, owned: &BTreeSet<String>) -> io::Result<()> {
+pub fn write_manifest(dir: &Path, owned: &BTreeSet<String>) -> io::Result<()> {
     let files: Vec<String> = owned.iter().map(|n| format!("{n}.json")).collect();
     let text = serde_json::json!({
         "about": "the profile files `profile-registry sync` wrote here; it deletes only these",

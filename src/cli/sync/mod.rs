@@ -16,14 +16,12 @@
 //! session starts over after a backoff; each state change is logged once.
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::io;
 use std::path::Path;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use tonic::Code;
 
-use super::connection::{connect, status_error, ServerChannel};
+use super::connection::connect;
 use super::target::{Target, MAX_RESPONSE_BYTES};
 use super::{fernet_key_from_env, interrupted, Usage};
 use crate::config::SyncArgs;
@@ -33,28 +31,16 @@ use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::profile_service_client::ProfileServiceClient;
 
-/// The file in the folder that lists the profile files the sync wrote (not `*.json`, so neither
-/// the SDK nor `import` takes it for a profile).
-pub const MANIFEST: &str = ".profile-registry-sync";
-/// The lock a sync holds in its folder while it runs: one sync per folder.
-pub const RUN_LOCK: &str = ".profile-registry-sync.lock";
-/// A manifest listing 100,000 names fits well within this.
-const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
-
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Export page size for the snapshot.
-const PAGE: i32 = 1000;
-/// Up to this many files, a write looks each up rather than listing the folder.
-const FEW: usize = 32;
 
-mod mirror;
+pub(super) mod mirror;
+mod outcome;
 
 use mirror::Mirror;
-pub(super) use mirror::{read_manifest, write_manifest};
-
-type Client = ProfileServiceClient<ServerChannel>;
+pub use mirror::{MANIFEST, RUN_LOCK};
+use outcome::{Client, Ended};
 
 /// Runs `sync`: once (`--once`), or until SIGTERM or Ctrl-C (then exit 0).
 pub async fn run_sync(args: SyncArgs) -> anyhow::Result<bool> {
@@ -155,57 +141,6 @@ async fn client(args: &SyncArgs) -> anyhow::Result<Client> {
     Ok(ProfileServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES))
 }
 
-/// Why a session ended.
-struct Ended {
-    error: anyhow::Error,
-    /// The server asked for a new watch (ABORTED, RESOURCE_EXHAUSTED on the stream).
-    watch_again: bool,
-    /// Retrying cannot help until someone changes something (a refused token, a second sync on
-    /// the folder): before the first sync in step, the command exits instead of retrying.
-    fatal: bool,
-}
-
-impl Ended {
-    fn fatal(error: anyhow::Error) -> Self {
-        Self {
-            error,
-            watch_again: false,
-            fatal: true,
-        }
-    }
-}
-
-impl From<anyhow::Error> for Ended {
-    fn from(error: anyhow::Error) -> Self {
-        Self {
-            error,
-            watch_again: false,
-            fatal: false,
-        }
-    }
-}
-
-impl From<io::Error> for Ended {
-    fn from(error: io::Error) -> Self {
-        anyhow::Error::new(error).into()
-    }
-}
-
-impl From<tonic::Status> for Ended {
-    fn from(status: tonic::Status) -> Self {
-        let watch_again = matches!(status.code(), Code::Aborted | Code::ResourceExhausted);
-        let fatal = matches!(
-            status.code(),
-            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
-        );
-        Self {
-            error: status_error(status),
-            watch_again,
-            fatal,
-        }
-    }
-}
-
 /// Sessions, one after another, until an error that retrying cannot mend comes before the first
 /// sync in step. Each session's end is logged when it differs from the last one logged; the next
 /// session waits a backoff, except once right after a session in step that the server told to
@@ -279,40 +214,5 @@ async fn session(
         if done.changed() {
             tracing::info!(dir = %mirror.dir.display(), "synced: {}", done.summary());
         }
-    }
-}
-
-/// What one pass did to the folder.
-#[derive(Debug, Default)]
-struct Done {
-    /// Profiles mirrored (written or unchanged).
-    profiles: usize,
-    written: Vec<String>,
-    deleted: Vec<String>,
-}
-
-impl Done {
-    fn changed(&self) -> bool {
-        !self.written.is_empty() || !self.deleted.is_empty()
-    }
-
-    fn summary(&self) -> String {
-        let names = |v: &[String]| {
-            if v.is_empty() || v.len() > 10 {
-                String::new()
-            } else {
-                format!(" ({})", v.join(", "))
-            }
-        };
-        format!(
-            "{} profile{}, {} written{}, {} unchanged, {} deleted{}",
-            self.profiles,
-            if self.profiles == 1 { "" } else { "s" },
-            self.written.len(),
-            names(&self.written),
-            self.profiles - self.written.len(),
-            self.deleted.len(),
-            names(&self.deleted)
-        )
     }
 }

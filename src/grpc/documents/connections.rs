@@ -16,7 +16,7 @@ use crate::grpc::convert::timestamp_to_pb;
 use crate::grpc::{conflict_policy, parse_fernet_key, secrets_out, validation};
 use crate::openhands::secrets::looks_encrypted;
 use crate::pb;
-use crate::store::PutMode;
+use crate::store::{DocPut, PutMode};
 
 /// A stored connection for a response, its key masked unless `reveal`.
 fn connection_to_pb(doc: &Document, reveal: bool) -> Result<pb::ProviderConnection, Status> {
@@ -112,6 +112,31 @@ fn stamped(mut c: ProviderConnection, old: Option<&Document>) -> Map<String, Val
 }
 
 impl DocumentApi {
+    /// Puts a checked connection, stamped against the stored `old`, in `mode`: within the SDK's
+    /// limit when it may add one.
+    async fn put_connection(
+        &self,
+        c: ProviderConnection,
+        old: Option<&Document>,
+        mode: PutMode,
+        expected_revision: Option<i64>,
+        blind: bool,
+    ) -> Result<Response<pb::ProviderConnection>, Status> {
+        if old.is_none() && mode != PutMode::Update {
+            self.check_room(&c.id).await?;
+        }
+        let put = DocPut {
+            kind: DocKind::Connection,
+            name: c.id.clone(),
+            body: stamped(c, old),
+            mode,
+            expected_revision,
+            blind,
+        };
+        let (doc, _) = self.store.put_document(put).await?;
+        Ok(Response::new(connection_to_pb(&doc, false)?))
+    }
+
     /// RESOURCE_EXHAUSTED when creating `id` would pass the SDK's limit of connections.
     async fn check_room(&self, id: &str) -> Result<(), Status> {
         if self
@@ -144,20 +169,8 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
         let blind = !principal(&req).has(Role::Secrets);
         let c = connection_from_pb(req.into_inner().connection, true)
             .map_err(|v| invalid_argument(&v))?;
-        self.check_room(&c.id).await?;
-        let id = c.id.clone();
-        let (doc, _) = self
-            .store
-            .put_document(
-                DocKind::Connection,
-                &id,
-                stamped(c, None),
-                PutMode::Create,
-                None,
-                blind,
-            )
-            .await?;
-        Ok(Response::new(connection_to_pb(&doc, false)?))
+        self.put_connection(c, None, PutMode::Create, None, blind)
+            .await
     }
 
     async fn get_provider_connection(
@@ -211,22 +224,9 @@ impl pb::provider_connection_service_server::ProviderConnectionService for Docum
             .unwrap_or_default();
         let old = self.store.get_document(DocKind::Connection, &id).await?;
         let c = connection_from_pb(connection, old.is_none()).map_err(|v| invalid_argument(&v))?;
-        if old.is_none() && allow_missing {
-            self.check_room(&id).await?;
-        }
-        let body = stamped(c, old.as_ref());
-        let (doc, _) = self
-            .store
-            .put_document(
-                DocKind::Connection,
-                &id,
-                body,
-                PutMode::of_update(allow_missing),
-                expected_revision,
-                blind,
-            )
-            .await?;
-        Ok(Response::new(connection_to_pb(&doc, false)?))
+        let mode = PutMode::of_update(allow_missing);
+        self.put_connection(c, old.as_ref(), mode, expected_revision, blind)
+            .await
     }
 
     async fn delete_provider_connection(

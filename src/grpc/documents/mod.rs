@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::domain::{DocKind, Document, ProfileName, Violation};
 use crate::error::{invalid_argument, invalid_field};
 use crate::pb;
-use crate::store::{PutMode, Store, StoreError};
+use crate::store::{DocPut, PutMode, Store, StoreError};
 
 mod agent_profiles;
 mod connections;
@@ -157,10 +157,15 @@ impl DocumentApi {
             _ => self.store.get_document(N::KIND, name).await?,
         };
         let (name, body) = N::from_pb(msg, old.as_ref()).map_err(|v| invalid_argument(&v))?;
-        let (doc, _) = self
-            .store
-            .put_document(N::KIND, &name, body, mode, expected_revision, false)
-            .await?;
+        let put = DocPut {
+            kind: N::KIND,
+            name,
+            body,
+            mode,
+            expected_revision,
+            blind: false,
+        };
+        let (doc, _) = self.store.put_document(put).await?;
         Ok(Response::new(N::to_pb(&doc)?))
     }
 

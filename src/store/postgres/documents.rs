@@ -10,9 +10,9 @@ use super::{limit, rows, store_error, PgStore, Tx};
 use crate::domain::document::{connection_of, referrer_kinds};
 use crate::domain::{DocKind, Document, Reference, Target, Timestamp};
 use crate::store::codec::{DocumentRecord, ProfileRecord};
-use crate::store::documents::{self as rules, DocPlan};
+use crate::store::documents::{self as rules, DocPlan, DocPut};
 use crate::store::records::{decode, document_key, or_skip, TreeId};
-use crate::store::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
+use crate::store::{ConflictPolicy, ImportOutcome, PutOutcome, StoreError};
 
 /// Whether a reference's target exists.
 async fn target_exists(tx: &mut Tx, target: &Target) -> Result<bool, StoreError> {
@@ -81,6 +81,16 @@ impl PgStore {
             .transpose()
     }
 
+    /// The documents of `kind` that decode among `rows` of (name, record); damaged ones are
+    /// passed over with a log line.
+    fn readable(&self, kind: DocKind, rows: Vec<(String, Vec<u8>)>) -> Vec<Document> {
+        rows.into_iter()
+            .filter_map(|(name, bytes)| {
+                or_skip(self.decode_document(kind, &name, &bytes), "document record")
+            })
+            .collect()
+    }
+
     /// Every readable document of `kind` (damaged ones are passed over).
     async fn documents_of(&self, tx: &mut Tx, kind: DocKind) -> Result<Vec<Document>, StoreError> {
         let rows: Vec<(String, Vec<u8>)> =
@@ -89,12 +99,7 @@ impl PgStore {
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(name, bytes)| {
-                or_skip(self.decode_document(kind, &name, &bytes), "document record")
-            })
-            .collect())
+        Ok(self.readable(kind, rows))
     }
 
     async fn write_documents(&self, tx: &mut Tx, docs: &[Document]) -> Result<(), StoreError> {
@@ -218,28 +223,18 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(name, bytes)| {
-                or_skip(self.decode_document(kind, &name, &bytes), "document record")
-            })
-            .collect())
+        Ok(self.readable(kind, rows))
     }
 
     pub(crate) async fn put_document(
         &self,
-        kind: DocKind,
-        name: &str,
-        body: Map<String, Value>,
-        mode: PutMode,
-        expected_revision: Option<i64>,
-        blind: bool,
+        put: DocPut,
     ) -> Result<(Document, PutOutcome), StoreError> {
         let mut tx = self.begin(true).await?;
-        let old = self.read_document(&mut tx, kind, name).await?;
-        let added = rules::added_references(kind, &body, old.as_ref().map(|d| &d.body));
-        check_targets(&mut tx, &format!("{} {name:?}", kind.noun()), &added).await?;
-        match rules::plan_put(old, kind, name, body, mode, expected_revision, blind)? {
+        let old = self.read_document(&mut tx, put.kind, &put.name).await?;
+        let added = put.added_references(old.as_ref());
+        check_targets(&mut tx, &put.owner(), &added).await?;
+        match rules::plan_put(old, put)? {
             DocPlan::Unchanged(doc) => Ok((doc, PutOutcome::Unchanged)),
             DocPlan::Write(doc, outcome) => {
                 self.write_documents(&mut tx, std::slice::from_ref(&doc))

@@ -2,6 +2,8 @@
 use super::*;
 
 const SKIP_OTHER: &str = "a profile of that name exists with other content (on_conflict SKIP)";
+const FAIL_EXISTS: &str =
+    "a profile of that name exists and on_conflict is FAIL: nothing was written";
 
 /// A profile an import writes (updated now, created at `create_time`).
 fn wrote(n: &str, revision: i64, llm: LlmConfig, create_time: Timestamp) -> Profile {

@@ -10,9 +10,9 @@ use super::SledStore;
 use crate::domain::document::{connection_of, referrer_kinds};
 use crate::domain::{DocKind, Document, LlmConfig, Profile, Target, Timestamp};
 use crate::store::codec::{DocumentRecord, ProfileRecord};
-use crate::store::documents::{self as rules, DocPlan};
+use crate::store::documents::{self as rules, DocPlan, DocPut};
 use crate::store::records::{decode, document_key, or_skip, TreeId};
-use crate::store::{Change, ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
+use crate::store::{Change, ConflictPolicy, ImportOutcome, PutOutcome, StoreError};
 
 impl SledStore {
     fn read_document(&self, kind: DocKind, name: &str) -> Result<Option<Document>, StoreError> {
@@ -140,20 +140,13 @@ impl SledStore {
 
     pub(crate) async fn put_document(
         &self,
-        kind: DocKind,
-        name: &str,
-        body: Map<String, Value>,
-        mode: PutMode,
-        expected_revision: Option<i64>,
-        blind: bool,
+        put: DocPut,
     ) -> Result<(Document, PutOutcome), StoreError> {
         self.durably(|| {
-            let old = self.read_document(kind, name)?;
-            let added = rules::added_references(kind, &body, old.as_ref().map(|d| &d.body));
-            rules::check_targets(&format!("{} {name:?}", kind.noun()), &added, |t| {
-                self.target_exists(t)
-            })?;
-            match rules::plan_put(old, kind, name, body, mode, expected_revision, blind)? {
+            let old = self.read_document(put.kind, &put.name)?;
+            let added = put.added_references(old.as_ref());
+            rules::check_targets(&put.owner(), &added, |t| self.target_exists(t))?;
+            match rules::plan_put(old, put)? {
                 DocPlan::Unchanged(doc) => self.unchanged((doc, PutOutcome::Unchanged)),
                 DocPlan::Write(doc, outcome) => {
                     let (op, _) = self.document_op(&doc)?;
