@@ -17,6 +17,7 @@ use crate::auth::Authenticator;
 use crate::cli::fernet_key_from_env;
 use crate::config::ServeArgs;
 use crate::domain::Outcome;
+use crate::domain::Writer;
 use crate::grpc::admin::AdminApi;
 use crate::grpc::conversation::ConversationApi;
 use crate::grpc::documents::DocumentApi;
@@ -53,6 +54,7 @@ impl Application {
         let options = StoreOptions {
             cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
             secret_key_file: args.secret_key_file.clone(),
+            history_revisions: usize::from(args.history_revisions),
         };
         let auth = authenticator(&args)?;
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -71,6 +73,7 @@ impl Application {
         let pg = PgOptions {
             max_connections: args.store_max_connections.max(1),
             local_key_dir: Some(args.data_dir.clone()),
+            history_revisions: usize::from(args.history_revisions),
             ..PgOptions::default()
         };
         let store = Store::open(&location, &options, &pg).await?;
@@ -337,7 +340,10 @@ async fn seed(store: &Store, dir: &std::path::Path, args: &ServeArgs) -> anyhow:
         key.as_ref(),
         args.on_conflict,
         false,
-        false,
+        Writer {
+            name: "import-on-start",
+            blind: false,
+        },
         &limits,
     )
     .await?;

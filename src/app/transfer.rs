@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::app::Limits;
 use crate::domain::{
     conversation_violations, Conversation, ConversationId, Event, LlmConfig, LlmSource, Outcome,
-    ProfileName, Secret, SecretField, Violation,
+    ProfileName, Secret, SecretField, Violation, Writer,
 };
 use crate::openhands::conversation::{export_conversation, parse_conversation, LlmForm};
 use crate::openhands::profile::{export_file, name_from_file, parse_file, SecretsOut};
@@ -13,15 +13,15 @@ use crate::openhands::secrets::FernetKey;
 use crate::store::{ConflictPolicy, EventQuery, ImportOutcome, Store, StoreError};
 
 /// Parses every document (name, file text) and imports the valid ones as one atomic batch; bad
-/// documents are reported and never written. `blind`: the caller may not read secrets, so no
-/// outcome may depend on whether a supplied secret equals the stored one.
+/// documents are reported and never written. When `by` is blind, no outcome may depend on whether
+/// a supplied secret equals the stored one.
 pub async fn import_documents(
     store: &Store,
     docs: Vec<(String, String)>,
     key: Option<&FernetKey>,
     policy: ConflictPolicy,
     dry_run: bool,
-    blind: bool,
+    by: Writer<'_>,
     limits: &Limits,
 ) -> Result<Vec<ImportOutcome>, StoreError> {
     let mut reports = Vec::with_capacity(docs.len());
@@ -32,7 +32,7 @@ pub async fn import_documents(
             .and_then(|()| name_from_file(&name))
             .and_then(|n| parse_file(&text, key).map(|llm| (n, llm)))
             .map(|(n, mut llm)| {
-                llm.blind_if(blind);
+                llm.blind_if(by.blind);
                 (n, llm)
             });
         reports.push(match parsed {
@@ -48,7 +48,9 @@ pub async fn import_documents(
             Err(reason) => ImportOutcome::refused(name, Outcome::Invalid, reason),
         });
     }
-    let outcomes = store.import_profiles(valid, policy, dry_run).await?;
+    let outcomes = store
+        .import_profiles(valid, policy, dry_run, by.name)
+        .await?;
     for ((slot, masked), outcome) in slots.into_iter().zip(outcomes) {
         let r = &mut reports[slot];
         // The report keeps the document's name; the store's outcome names the profile.

@@ -100,6 +100,7 @@ pub async fn run_get(args: GetArgs) -> anyhow::Result<bool> {
             name: args.name,
             reveal_secrets: args.reveal_secrets,
             resolve_connection: args.resolve_connection,
+            revision: None,
         })
         .await
         .map_err(status_error)?;

@@ -34,11 +34,12 @@ pub async fn run_rotate(args: RotateKeysArgs) -> anyhow::Result<bool> {
         .collect::<Vec<_>>()
         .join(", ");
     println!(
-        "{}: re-encrypted {} secrets with key {:?}: {} profiles, {} conversations, {} provider connections; by previous key: {}; damaged records: {}",
+        "{}: re-encrypted {} secrets with key {:?}: {} profiles, {} kept profile revisions, {} conversations, {} provider connections; by previous key: {}; damaged records: {}",
         place,
         report.secrets,
         report.key_id,
         report.profiles,
+        report.revisions,
         report.conversations,
         report.documents,
         if by_key.is_empty() { "none" } else { &by_key },

@@ -10,6 +10,7 @@ use crate::app::transfer::{
 };
 use crate::app::Limits;
 use crate::config::TargetArgs;
+use crate::domain::Writer;
 use crate::domain::{ConflictPolicy, ImportOutcome, SecretsMode};
 use crate::domain::{ConversationId, ProfileName};
 use crate::openhands::profile::SecretsOut;
@@ -74,9 +75,9 @@ impl Target {
             Self::Local(store) => {
                 let n = docs.len();
                 let policy = on_conflict;
+                let (by, limits) = (Writer::LOCAL, Limits::default());
                 let reports =
-                    import_documents(store, docs, key, policy, dry_run, false, &Limits::default())
-                        .await?;
+                    import_documents(store, docs, key, policy, dry_run, by, &limits).await?;
                 progress(n);
                 Ok(reports)
             }

@@ -52,6 +52,12 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
 
+    /// How many revisions of each profile are kept, the current one included (1 to 1000): they
+    /// can be listed, read, compared and rolled back to.
+    #[arg(long, env = "REGISTRY_HISTORY_REVISIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub history_revisions: u16,
+
     /// Largest profile accepted, measured as the SDK's JSON file, in bytes.
     #[arg(long, env = "REGISTRY_MAX_PROFILE_BYTES", default_value_t = 64 * 1024)]
     pub max_profile_bytes: usize,

@@ -20,7 +20,7 @@ pub use name::ProfileName;
 pub use profile::{
     reconcile, LlmConfig, Profile, Secret, SecretField, Timestamp, SECRET_MASK, TYPED_KEYS,
 };
-pub use transfer::{ConflictPolicy, ImportOutcome, Outcome, SecretsMode, NO_KEY};
+pub use transfer::{ConflictPolicy, ImportOutcome, Outcome, SecretsMode, Writer, NO_KEY};
 
 /// One broken rule of a request: the field's path and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -383,6 +383,10 @@ pub struct Profile {
     pub create_time: Timestamp,
     /// When it last changed.
     pub update_time: Timestamp,
+    /// Who wrote this revision: the token's name, `anonymous` without authentication, `local`
+    /// for the command line on a data dir; empty for revisions written before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub update_principal: String,
 }
 
 impl Profile {

@@ -65,6 +65,24 @@ impl Outcome {
     }
 }
 
+/// Who writes, as each revision keeps it: a name, and whether they may read secrets (a writer who
+/// may not is blind: no outcome may tell whether a supplied secret equals the stored one).
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    /// The token's name, `anonymous` without authentication, `local` on a data dir.
+    pub name: &'a str,
+    /// The writer may not read secrets.
+    pub blind: bool,
+}
+
+impl Writer<'static> {
+    /// The command line on a data dir, or the server's own import on start: no token.
+    pub const LOCAL: Self = Self {
+        name: "local",
+        blind: false,
+    };
+}
+
 /// The reason given with a record created from a file whose secret held the SDK's mask.
 pub const NO_KEY: &str = "no key: the file holds the mask";
 

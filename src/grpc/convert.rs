@@ -30,6 +30,7 @@ pub fn profile_to_pb(p: Profile) -> pb::Profile {
         revision,
         create_time,
         update_time,
+        update_principal,
     } = p;
     pb::Profile {
         name: name.into(),
@@ -37,6 +38,7 @@ pub fn profile_to_pb(p: Profile) -> pb::Profile {
         revision,
         create_time: Some(timestamp_to_pb(create_time)),
         update_time: Some(timestamp_to_pb(update_time)),
+        update_principal,
     }
 }
 
@@ -98,6 +100,7 @@ pub fn profile_from_pb(
         revision: _,
         create_time: _,
         update_time: _,
+        update_principal: _,
     }) = profile
     else {
         return Err(vec![Violation::new("profile", "is required")]);

@@ -91,6 +91,8 @@ pub static METHODS: &[Method] = &[
     row(PROFILES, "WatchProfiles", Read, Resource::None),
     row(PROFILES, "ImportProfiles", Write, Count("documents")),
     row(PROFILES, "ExportProfiles", Export, Fields("names")),
+    row(PROFILES, "ListProfileRevisions", Read, Field("name")),
+    row(PROFILES, "RollbackProfile", Write, Field("name")),
     row(CONVERSATIONS, "CreateConversation", Write, Field("conversation.id")),
     row(CONVERSATIONS, "GetConversation", Read, Field("id")),
     row(CONVERSATIONS, "ListConversations", Read, Field("profile")),

@@ -12,8 +12,8 @@ use super::{conflict_policy, page_token, parse_fernet_key, secrets_out};
 use crate::app::transfer::{export_documents, import_documents};
 use crate::app::{audit_secret_access, Limits};
 use crate::auth::{principal, Role};
-use crate::domain::{Profile, ProfileName};
-use crate::error::invalid_argument;
+use crate::domain::{Profile, ProfileName, Writer};
+use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
@@ -72,12 +72,13 @@ impl ProfileService for ProfileApi {
         &self,
         req: Request<pb::CreateProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let who = principal(&req);
         let profile = req.into_inner().profile;
         let (name, llm) =
             profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
         let (p, _) = self
             .store
-            .put_profile(name, llm, PutMode::Create, None)
+            .put_profile(name, llm, PutMode::Create, None, &who.name)
             .await?;
         Ok(Response::new(profile_to_pb(p.masked())))
     }
@@ -91,13 +92,15 @@ impl ProfileService for ProfileApi {
             name,
             reveal_secrets,
             resolve_connection,
+            revision,
         } = req.into_inner();
         let name = parse_name(&name, "name")?;
-        let mut p = self
-            .store
-            .get_profile(&name)
-            .await?
-            .ok_or_else(|| not_found(&name))?;
+        let mut p = match revision.filter(|r| *r != 0) {
+            None => self.store.get_profile(&name).await?,
+            Some(r) if r < 0 => return Err(invalid_field("revision", "must not be negative")),
+            Some(r) => self.revision(&name, r).await?,
+        }
+        .ok_or_else(|| not_found(&name))?;
         if resolve_connection {
             let owner = format!("profile {:?}", name.as_str());
             p.llm = crate::app::documents::resolve_connection(&self.store, p.llm, &owner).await?;
@@ -138,7 +141,7 @@ impl ProfileService for ProfileApi {
         &self,
         req: Request<pb::UpdateProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        let blind = !principal(&req).has(Role::Secrets);
+        let who = principal(&req);
         let pb::UpdateProfileRequest {
             profile,
             allow_missing,
@@ -147,11 +150,11 @@ impl ProfileService for ProfileApi {
         super::check_expected_revision(expected_revision)?;
         let (name, mut llm) =
             profile_from_pb(profile, &self.limits).map_err(|v| invalid_argument(&v))?;
-        llm.blind_if(blind);
+        llm.blind_if(!who.has(Role::Secrets));
         let mode = PutMode::of_update(allow_missing);
         let (p, _) = self
             .store
-            .put_profile(name, llm, mode, expected_revision)
+            .put_profile(name, llm, mode, expected_revision, &who.name)
             .await?;
         Ok(Response::new(profile_to_pb(p.masked())))
     }
@@ -188,6 +191,7 @@ impl ProfileService for ProfileApi {
         &self,
         req: Request<pb::RenameProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
+        let who = principal(&req);
         let pb::RenameProfileRequest { name, new_name } = req.into_inner();
         let (from, to) = match (
             ProfileName::parse(&name, "name"),
@@ -199,7 +203,7 @@ impl ProfileService for ProfileApi {
                 return Err(invalid_argument(&v));
             }
         };
-        let p = self.store.rename_profile(&from, &to).await?;
+        let p = self.store.rename_profile(&from, &to, &who.name).await?;
         Ok(Response::new(profile_to_pb(p.masked())))
     }
 
@@ -235,7 +239,11 @@ impl ProfileService for ProfileApi {
         &self,
         req: Request<pb::ImportProfilesRequest>,
     ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
-        let blind = !principal(&req).has(Role::Secrets);
+        let who = principal(&req);
+        let by = Writer {
+            name: &who.name,
+            blind: !who.has(Role::Secrets),
+        };
         let pb::ImportProfilesRequest {
             documents,
             on_conflict,
@@ -251,13 +259,76 @@ impl ProfileService for ProfileApi {
             key.as_ref(),
             policy,
             dry_run,
-            blind,
+            by,
             &self.limits,
         )
         .await?;
         Ok(Response::new(pb::ImportProfilesResponse {
             results: reports.into_iter().map(pb::ImportResult::from).collect(),
         }))
+    }
+
+    async fn list_profile_revisions(
+        &self,
+        req: Request<pb::ListProfileRevisionsRequest>,
+    ) -> Result<Response<pb::ListProfileRevisionsResponse>, Status> {
+        let pb::ListProfileRevisionsRequest {
+            name,
+            page_size,
+            page_token,
+        } = req.into_inner();
+        let name = parse_name(&name, "name")?;
+        let size = self.limits.page_size(page_size)?;
+        let listing = format!("revisions|{name}");
+        let before = page_token::decode(&self.limits.page_key, &listing, &page_token)?
+            .map(|t| {
+                t.parse::<i64>()
+                    .map_err(|_| invalid_field("page_token", "is damaged"))
+            })
+            .transpose()?;
+        let mut page = self
+            .store
+            .list_profile_revisions(&name, before, size + 1)
+            .await?
+            .ok_or_else(|| not_found(&name))?;
+        let next_page_token =
+            page_token::cut(&self.limits.page_key, &listing, &mut page, size, |p| {
+                p.revision.to_string()
+            });
+        Ok(Response::new(pb::ListProfileRevisionsResponse {
+            revisions: page
+                .into_iter()
+                .map(|p| profile_to_pb(p.masked()))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn rollback_profile(
+        &self,
+        req: Request<pb::RollbackProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let who = principal(&req);
+        let pb::RollbackProfileRequest {
+            name,
+            revision,
+            expected_revision,
+        } = req.into_inner();
+        let name = parse_name(&name, "name")?;
+        if revision < 1 {
+            return Err(invalid_field("revision", "must be 1 or more"));
+        }
+        super::check_expected_revision(expected_revision)?;
+        let old = self
+            .revision(&name, revision)
+            .await?
+            .ok_or_else(|| not_found(&name))?;
+        // The kept configuration as it was, secrets included: written over the current one.
+        let (p, _) = self
+            .store
+            .put_profile(name, old.llm, PutMode::Update, expected_revision, &who.name)
+            .await?;
+        Ok(Response::new(profile_to_pb(p.masked())))
     }
 
     async fn export_profiles(
@@ -304,6 +375,24 @@ impl ProfileService for ProfileApi {
                 .map(|a| page_token::encode(&self.limits.page_key, EXPORT_LISTING, &a))
                 .unwrap_or_default(),
         }))
+    }
+}
+
+impl ProfileApi {
+    /// Revision `revision` of `name` (current or kept); NOT_FOUND naming the revision when the
+    /// profile exists and the history does not keep it.
+    async fn revision(&self, name: &ProfileName, revision: i64) -> Result<Option<Profile>, Status> {
+        if let Some(p) = self.store.get_profile_revision(name, revision).await? {
+            return Ok(Some(p));
+        }
+        match self.store.get_profile(name).await? {
+            None => Ok(None),
+            Some(current) => Err(Status::not_found(format!(
+                "revision {revision} of profile \"{name}\" is not kept (it is at revision {}; \
+                 ListProfileRevisions shows the kept ones)",
+                current.revision
+            ))),
+        }
     }
 }
 

@@ -161,17 +161,24 @@ impl Store {
         fn list_profiles(after: Option<&str>, limit: usize) -> Vec<Profile>;
         /// Creates or replaces a profile's configuration (secret and extra merge rules applied
         /// against the stored one); durable when it returns.
-        fn put_profile(name: ProfileName, llm: LlmConfig, mode: PutMode, expected_revision: Option<i64>)
-            -> (Profile, PutOutcome);
+        /// `by`: who writes (kept with the revision).
+        fn put_profile(name: ProfileName, llm: LlmConfig, mode: PutMode, expected_revision: Option<i64>,
+            by: &str) -> (Profile, PutOutcome);
         /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
         fn delete_profile(name: &ProfileName, expected_revision: Option<i64>, allow_missing: bool, force: bool)
             -> Option<Profile>;
         /// Renames a profile atomically; durable when it returns.
-        fn rename_profile(from: &ProfileName, to: &ProfileName) -> Profile;
+        fn rename_profile(from: &ProfileName, to: &ProfileName, by: &str) -> Profile;
         /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on
         /// `dry_run`). The same name twice sees its first occurrence as existing.
-        fn import_profiles(items: Vec<(ProfileName, LlmConfig)>, policy: ConflictPolicy, dry_run: bool)
-            -> Vec<ImportOutcome>;
+        fn import_profiles(items: Vec<(ProfileName, LlmConfig)>, policy: ConflictPolicy, dry_run: bool,
+            by: &str) -> Vec<ImportOutcome>;
+        /// Revision `revision` of a profile, when it is the current one or the history keeps it.
+        fn get_profile_revision(name: &ProfileName, revision: i64) -> Option<Profile>;
+        /// Up to `limit` kept revisions of a profile, newest first (the current one first), below
+        /// `before` when given; `None` when there is no such profile.
+        fn list_profile_revisions(name: &ProfileName, before: Option<i64>, limit: usize)
+            -> Option<Vec<Profile>>;
         /// Starts a watch: subscribe first, then (optionally) the snapshot.
         fn watch_profiles(snapshot: bool) -> ProfileWatch;
         /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.

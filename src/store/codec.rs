@@ -127,6 +127,11 @@ impl Codec {
         self.decode(TreeId::Profiles, key, bytes)
     }
 
+    /// Decodes a kept revision stored under `key` (in the history) and opens its secrets.
+    pub fn decode_revision(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
+        self.decode(TreeId::History, key, bytes)
+    }
+
     /// The stored bytes of a conversation (its inline LLMs' secrets sealed under its id and usage).
     pub fn encode_conversation(&self, c: &Conversation) -> Result<Vec<u8>, StoreError> {
         self.seal(c.clone())
@@ -267,7 +272,7 @@ pub fn sealed_key_ids(records: &[RawRecord]) -> BTreeSet<String> {
     };
     for r in records {
         match r.tree {
-            TreeId::Profiles => {
+            TreeId::Profiles | TreeId::History => {
                 if let Ok(mut p) = serde_json::from_slice::<ProfileRecord>(&r.value) {
                     let _ = profile_secrets(&mut p, &mut note);
                 }

@@ -22,16 +22,19 @@ pub enum TreeId {
     Events,
     /// Provider connections, meta-profiles and agent profiles by `kind \0 name`.
     Documents,
+    /// Each profile's kept revisions by `name \0 revision` (8 bytes, big-endian): profile records.
+    History,
 }
 
 impl TreeId {
     /// Every tree, in the order a backup lists them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Profiles,
         Self::Conversations,
         Self::Bindings,
         Self::Events,
         Self::Documents,
+        Self::History,
     ];
 
     /// The tree's name in the database (and in backups).
@@ -42,6 +45,7 @@ impl TreeId {
             Self::Bindings => "bindings",
             Self::Events => "events",
             Self::Documents => "documents",
+            Self::History => "history",
         }
     }
 
@@ -79,6 +83,33 @@ pub fn split_document_key(key: &[u8]) -> Option<(DocKind, String)> {
     let at = key.iter().position(|b| *b == 0)?;
     let kind = DocKind::parse(std::str::from_utf8(&key[..at]).ok()?)?;
     Some((kind, String::from_utf8(key[at + 1..].to_vec()).ok()?))
+}
+
+/// A kept revision's key: the profile's name, a zero byte, the revision (big-endian, so a name's
+/// revisions sort in order).
+pub fn history_key(name: &str, revision: i64) -> Vec<u8> {
+    let mut k = history_prefix(name);
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The prefix of every kept revision of `name`.
+pub fn history_prefix(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 9);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k
+}
+
+/// A kept revision's key: the profile's name and the revision.
+pub fn split_history_key(key: &[u8]) -> Option<(String, i64)> {
+    let (name, rest) = key.split_at_checked(key.len().checked_sub(9)?)?;
+    let (zero, revision) = rest.split_first()?;
+    (*zero == 0).then_some(())?;
+    Some((
+        String::from_utf8(name.to_vec()).ok()?,
+        i64::from_be_bytes(revision.try_into().ok()?),
+    ))
 }
 
 pub fn event_key(id: &ConversationId, seq: i64) -> Vec<u8> {
@@ -172,6 +203,8 @@ pub fn place(tree: TreeId, key: &[u8]) -> String {
         TreeId::Events => split_event_key(key).map(|(id, seq)| format!("{id}/{seq}")),
         TreeId::Documents => split_document_key(key)
             .map(|(kind, name)| format!("{}/{}", kind.as_str(), text_key(name.as_bytes()))),
+        TreeId::History => split_history_key(key)
+            .map(|(name, revision)| format!("{}/{revision}", text_key(name.as_bytes()))),
     };
     format!("{}/{}", tree.name(), shaped.unwrap_or_else(|| hex(key)))
 }
@@ -187,6 +220,8 @@ pub struct RotationReport {
     pub conversations: usize,
     /// Documents (provider connections) whose secrets were re-encrypted.
     pub documents: usize,
+    /// Kept profile revisions whose secrets were re-encrypted.
+    pub revisions: usize,
     /// Secrets re-encrypted, in all.
     pub secrets: usize,
     /// Secrets re-encrypted, by the key id they had (`plaintext` for an earlier version's value).

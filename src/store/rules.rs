@@ -37,6 +37,7 @@ pub fn plan_put(
     llm: LlmConfig,
     mode: PutMode,
     expected_revision: Option<i64>,
+    by: &str,
 ) -> Result<PutPlan, StoreError> {
     match (&old, mode) {
         (Some(_), PutMode::Create) => {
@@ -66,7 +67,8 @@ pub fn plan_put(
                 Some(o) => (o.revision + 1, o.create_time, PutOutcome::Updated),
                 None => (1, now, PutOutcome::Created),
             };
-            PutPlan::Write(written(name, llm, revision, create_time, now), outcome)
+            let p = written(name, llm, revision, create_time, now, by);
+            PutPlan::Write(p, outcome)
         }
     })
 }
@@ -91,6 +93,7 @@ fn written(
     revision: i64,
     create_time: Timestamp,
     now: Timestamp,
+    by: &str,
 ) -> Profile {
     Profile {
         name,
@@ -101,6 +104,7 @@ fn written(
         revision,
         create_time,
         update_time: now,
+        update_principal: by.to_owned(),
     }
 }
 
@@ -112,6 +116,7 @@ pub fn damaged_placeholder(name: &ProfileName) -> Profile {
         revision: 0,
         create_time: Timestamp::default(),
         update_time: Timestamp::default(),
+        update_principal: String::new(),
     }
 }
 
@@ -151,12 +156,13 @@ pub fn check_unbound(
     )))
 }
 
-/// The profile `old` under its new name `to`.
-pub fn renamed(old: &Profile, to: &ProfileName) -> Profile {
+/// The profile `old` under its new name `to`, renamed by `by`.
+pub fn renamed(old: &Profile, to: &ProfileName, by: &str) -> Profile {
     Profile {
         name: to.clone(),
         revision: old.revision + 1,
         update_time: Timestamp::now(),
+        update_principal: by.to_owned(),
         ..old.clone()
     }
 }
@@ -212,6 +218,7 @@ pub fn plan_import(
     items: Vec<(ProfileName, LlmConfig)>,
     policy: ConflictPolicy,
     mut stored: HashMap<ProfileName, Profile>,
+    by: &str,
 ) -> (Vec<ImportOutcome>, Vec<Profile>) {
     if policy == ConflictPolicy::Fail {
         let taken: HashSet<&str> = stored.keys().map(ProfileName::as_str).collect();
@@ -247,7 +254,7 @@ pub fn plan_import(
             None => (1, now, Outcome::Created),
         };
         outcomes.push(ImportOutcome::stored(name.as_str(), outcome, revision));
-        let profile = written(name.clone(), llm, revision, create_time, now);
+        let profile = written(name.clone(), llm, revision, create_time, now, by);
         writes.push(profile.clone());
         stored.insert(name, profile);
     }

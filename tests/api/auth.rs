@@ -16,7 +16,7 @@ use crate::helpers::{
 
 /// Adds `authorization: Bearer <token>` to every call (nothing when `None`).
 #[derive(Clone)]
-struct Bearer(Option<String>);
+pub(crate) struct Bearer(Option<String>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -28,8 +28,8 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-type Profiles = ProfileServiceClient<InterceptedService<Channel, Bearer>>;
-type Conversations = ConversationServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Profiles = ProfileServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Conversations = ConversationServiceClient<InterceptedService<Channel, Bearer>>;
 
 const TOKENS: [(&str, &str, &str); 5] = [
     ("viewer", "reader", "tok-reader-0001"),
@@ -49,14 +49,14 @@ fn tokens_file(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-async fn secured_app() -> TestApp {
+pub(crate) async fn secured_app() -> TestApp {
     // The tokens file sits beside the data dir, in the TempDir the app owns and removes.
     let dir = tempfile::tempdir().unwrap();
     let path = tokens_file(dir.path());
     TestApp::spawn_in_with(dir, |a| a.auth_tokens_file = Some(path)).await
 }
 
-fn clients(channel: &Channel, token: Option<&str>) -> (Profiles, Conversations) {
+pub(crate) fn clients(channel: &Channel, token: Option<&str>) -> (Profiles, Conversations) {
     let b = Bearer(token.map(str::to_owned));
     (
         ProfileServiceClient::with_interceptor(channel.clone(), b.clone()),
@@ -81,6 +81,7 @@ async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> C
                 name: "base".into(),
                 reveal_secrets: false,
                 resolve_connection: false,
+                revision: None,
             })
             .await,
         ),
@@ -89,6 +90,7 @@ async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> C
                 name: "base".into(),
                 reveal_secrets: true,
                 resolve_connection: false,
+                revision: None,
             })
             .await,
         ),
@@ -405,6 +407,7 @@ async fn reveals_are_audited_with_the_token_name_and_never_the_value() {
             name: "vault".into(),
             reveal_secrets: true,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()
@@ -419,6 +422,7 @@ async fn reveals_are_audited_with_the_token_name_and_never_the_value() {
             name: "vault".into(),
             reveal_secrets: true,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap_err();
@@ -587,6 +591,7 @@ async fn a_writer_without_the_secrets_role_cannot_test_a_guessed_key() {
             name: "vault".into(),
             reveal_secrets: true,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()

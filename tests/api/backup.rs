@@ -61,6 +61,7 @@ async fn state(
                 name: l.name.clone(),
                 reveal_secrets: true,
                 resolve_connection: false,
+                revision: None,
             })
             .await
             .unwrap()
@@ -134,6 +135,12 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     )
     .await;
     let before = state(&mut cl).await;
+    let history_before = kept_revisions(&mut cl.0).await;
+    assert_eq!(
+        history_before.len(),
+        3 + 2 + 1,
+        "alpha 3, beta 2 (renamed), gamma 1"
+    );
     assert_eq!(before.0.len(), 3);
     assert_eq!(before.0[0].revision, 3);
     assert_eq!(before.1.len(), 2);
@@ -189,6 +196,7 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     // Assert: the same state, secrets and all; the file holds no secret value; changes continue
     // the revisions and reach watchers.
     assert_eq!(state(&mut cl2).await, before);
+    assert_eq!(kept_revisions(&mut cl2.0).await, history_before);
     assert_eq!(
         before.0[1].llm.as_ref().unwrap().api_key.as_deref(),
         Some("sk-KNOWN-beta")
@@ -212,6 +220,38 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     .await
     .expect("the change after the restore reaches the watcher");
     assert_eq!((live.name.as_str(), live.revision), ("alpha", 4));
+}
+
+/// Every kept revision of every profile, each read with its secrets: (name, revision, model, key).
+async fn kept_revisions(
+    c: &mut ProfileServiceClient<tonic::transport::Channel>,
+) -> Vec<(String, i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    for name in ["alpha", "beta", "gamma"] {
+        let listed = c
+            .list_profile_revisions(pb::ListProfileRevisionsRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for r in listed.revisions {
+            let p = c
+                .get_profile(pb::GetProfileRequest {
+                    name: name.into(),
+                    reveal_secrets: true,
+                    resolve_connection: false,
+                    revision: Some(r.revision),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let llm = p.llm.unwrap();
+            out.push((p.name, p.revision, llm.model, llm.api_key));
+        }
+    }
+    out
 }
 
 #[test]
@@ -294,6 +334,7 @@ async fn force_delete_poison(cl: &mut Clients) {
             name: "poison".into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap_err();
@@ -440,6 +481,7 @@ async fn damaged_records_are_named_by_check_and_skipped_by_listings() {
                 name: name.into(),
                 reveal_secrets: true,
                 resolve_connection: false,
+                revision: None,
             })
             .await
             .expect_err("a damaged record");

@@ -175,6 +175,7 @@ async fn snapshot_listing_with_secrets(
                 name,
                 reveal_secrets: true,
                 resolve_connection: false,
+                revision: None,
             })
             .await
             .unwrap()

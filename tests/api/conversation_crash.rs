@@ -219,6 +219,7 @@ async fn verify(addr: SocketAddr, ids: &Ids, acked: &Arc<Mutex<Acked>>) {
                 name: name.into(),
                 reveal_secrets: true,
                 resolve_connection: false,
+                revision: None,
             })
             .await
         {

@@ -49,6 +49,7 @@ async fn resolved(
         name: name.into(),
         reveal_secrets: true,
         resolve_connection: true,
+        revision: None,
     })
     .await
     .unwrap()
@@ -321,6 +322,7 @@ async fn references_across_kinds_stay_sound() {
             name: "quick".into(),
             reveal_secrets: false,
             resolve_connection: true,
+            revision: None,
         })
         .await
         .unwrap_err();

@@ -260,6 +260,7 @@ async fn given_back(
             name: name.into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap_or_else(|e| panic!("{name} does not read back: {e:?}"))
@@ -291,6 +292,7 @@ async fn given_back(
             name: name.into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()

@@ -132,6 +132,7 @@ async fn large_data_stays_healthy() {
         name: "large-000000".into(),
         reveal_secrets: false,
         resolve_connection: false,
+        revision: None,
     })
     .await
     .unwrap();
@@ -148,6 +149,7 @@ async fn large_data_stays_healthy() {
             name: format!("large-{i:06}"),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap();

@@ -50,6 +50,7 @@ async fn the_log_of_a_busy_run_holds_no_secret() {
         name: "logged".into(),
         reveal_secrets: true,
         resolve_connection: false,
+        revision: None,
     })
     .await
     .unwrap();

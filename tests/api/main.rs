@@ -14,6 +14,7 @@ mod e2e;
 mod folders;
 mod help;
 mod helpers;
+mod history;
 mod hostile;
 mod import_atomic;
 mod large_data;

@@ -36,6 +36,7 @@ async fn metrics_count_calls_by_method_and_code() {
                 name: "missing".into(),
                 reveal_secrets: false,
                 resolve_connection: false,
+                revision: None,
             })
             .await
             .unwrap_err();

@@ -20,7 +20,8 @@ use crate::helpers::{
 /// resolved and revealed, and their events.
 #[derive(Debug, PartialEq)]
 struct State {
-    profiles: Vec<pb::Profile>,
+    /// Each profile's kept revisions, newest first, secrets revealed.
+    profiles: Vec<Vec<pb::Profile>>,
     conversations: Vec<(pb::Conversation, Vec<pb::Event>)>,
     /// Provider connections (keys revealed), meta-profiles and agent profiles, as files.
     documents: (String, Vec<pb::ProfileDocument>, Vec<pb::ProfileDocument>),
@@ -32,16 +33,26 @@ async fn state(server: &ChildServer) -> State {
     let mut c = ConversationServiceClient::new(channel);
     let mut profiles = Vec::new();
     for (name, ..) in crate::helpers::full_listing(&mut p).await {
-        profiles.push(
-            p.get_profile(pb::GetProfileRequest {
-                name,
-                reveal_secrets: true,
-                resolve_connection: false,
+        let kept = p
+            .list_profile_revisions(pb::ListProfileRevisionsRequest {
+                name: name.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
-            .into_inner(),
-        );
+            .into_inner()
+            .revisions;
+        let mut revisions = Vec::new();
+        for r in kept {
+            let req = pb::GetProfileRequest {
+                name: name.clone(),
+                reveal_secrets: true,
+                resolve_connection: false,
+                revision: Some(r.revision),
+            };
+            revisions.push(p.get_profile(req).await.unwrap().into_inner());
+        }
+        profiles.push(revisions);
     }
     let mut conversations = Vec::new();
     for id in conversation_ids(&mut c, pb::ExecutionStatus::Unspecified, "").await {

@@ -121,6 +121,7 @@ async fn well_behaved(addr: SocketAddr, name: &str) {
             name: name.into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         };
         let got = within(c.get_profile(req), "GetProfile").await;
         assert_eq!((got.name.as_str(), got.revision), (name, i + 1));
@@ -445,6 +446,7 @@ async fn huge_malformed_and_non_http2_messages_are_refused_without_harm() {
                 name: "n".repeat(8 * 1024 * 1024),
                 reveal_secrets: false,
                 resolve_connection: false,
+                revision: None,
             };
             let err = c.get_profile(req).await.expect_err("refused");
             assert_eq!(err.code(), Code::OutOfRange, "{err:?}");

@@ -80,6 +80,7 @@ async fn the_server_reaches_postgres_over_verified_tls_and_refuses_a_wrong_ca() 
             name: "over-tls".into(),
             reveal_secrets: true,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()

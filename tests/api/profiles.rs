@@ -28,6 +28,7 @@ async fn create_get_masks_and_reveals() {
             name: "claude".into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()
@@ -46,6 +47,7 @@ async fn create_get_masks_and_reveals() {
             name: "claude".into(),
             reveal_secrets: true,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()
@@ -68,6 +70,7 @@ async fn create_get_masks_and_reveals() {
             name: "nope".into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap_err();
@@ -223,6 +226,7 @@ async fn secret_write_rules() {
             name: "s".into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()
@@ -269,6 +273,7 @@ async fn reveal(
         name: name.into(),
         reveal_secrets: true,
         resolve_connection: false,
+        revision: None,
     })
     .await
     .unwrap()

@@ -97,7 +97,7 @@ proptest! {
                     // Valid input may be stored: it must then read back whole.
                     let stored = stored.into_inner();
                     let got = c
-                        .get_profile(pb::GetProfileRequest { name: p.name.clone(), reveal_secrets: false, resolve_connection: false })
+                        .get_profile(pb::GetProfileRequest { name: p.name.clone(), reveal_secrets: false, resolve_connection: false, revision: None })
                         .await
                         .unwrap()
                         .into_inner();

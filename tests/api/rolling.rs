@@ -64,6 +64,7 @@ async fn calls_survive_a_rolling_restart() {
                                 name: name.clone(),
                                 reveal_secrets: false,
                                 resolve_connection: false,
+                                revision: None,
                             })
                             .await;
                         if let Ok(p) = got {

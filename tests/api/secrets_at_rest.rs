@@ -66,6 +66,7 @@ async fn revealed(p: &mut ProfileServiceClient<Channel>, name: &str) -> pb::LlmC
         name: name.into(),
         reveal_secrets: true,
         resolve_connection: false,
+        revision: None,
     })
     .await
     .unwrap_or_else(|s| panic!("get {name}: {s:?}"))
@@ -276,6 +277,7 @@ async fn a_ciphertext_moved_to_another_record_fails_that_record_only() {
             name: "beta".into(),
             reveal_secrets: true,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .expect_err("beta's record fails its integrity check");
@@ -375,7 +377,7 @@ async fn rotate_keys_moves_every_secret_to_the_first_key() {
     );
     assert!(
         stdout.contains(
-            "re-encrypted 10 secrets with key \"k2\": 2 profiles, 1 conversations, 1 provider connections; by previous key: k1 10"
+            "re-encrypted 18 secrets with key \"k2\": 2 profiles, 2 kept profile revisions, 1 conversations, 1 provider connections; by previous key: k1 18"
         ),
         "{stdout}"
     );
@@ -388,6 +390,21 @@ async fn rotate_keys_moves_every_secret_to_the_first_key() {
         );
     }
     assert_eq!(revealed(&mut p, "keyless").await.api_key, None);
+    // The kept revisions moved to k2 too: revision 1 reads from the history.
+    let kept = p
+        .get_profile(pb::GetProfileRequest {
+            name: "one".into(),
+            reveal_secrets: true,
+            resolve_connection: false,
+            revision: Some(1),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        secrets_of(&kept.llm.unwrap()),
+        expected("sk-KNOWN-SECRET-one")
+    );
     assert_eq!(
         revealed_inline(&mut c, &conv.id).await.api_key.as_deref(),
         Some("sk-KNOWN-SECRET-conv")

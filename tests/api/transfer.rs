@@ -750,6 +750,7 @@ async fn import_on_start_seeds_from_a_mounted_folder() {
             name: "anthropic-full".into(),
             reveal_secrets: true,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()

@@ -505,6 +505,7 @@ impl Client {
                     name: name.clone(),
                     reveal_secrets: false,
                     resolve_connection: false,
+                    revision: None,
                 }))
                 .await
             {

@@ -90,6 +90,7 @@ pub async fn update_bases(clients: &Clients, args: &Args) -> anyhow::Result<Vec<
                 name: profile_name(w),
                 reveal_secrets: false,
                 resolve_connection: false,
+                revision: None,
             })
             .await?
             .into_inner();
@@ -109,6 +110,7 @@ pub async fn warm_up(clients: &Clients, profiles: usize) -> anyhow::Result<()> {
                     name: profile_name(i),
                     reveal_secrets: false,
                     resolve_connection: false,
+                    revision: None,
                 })
                 .await?;
                 Ok::<_, anyhow::Error>(())

@@ -60,6 +60,7 @@ pub fn server_calls(
                     name: profile_name(pick(w, n, profiles)),
                     reveal_secrets: false,
                     resolve_connection: false,
+                    revision: None,
                 })
                 .await?;
                 Ok(())

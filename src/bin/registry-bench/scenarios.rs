@@ -156,6 +156,7 @@ pub async fn get_profile_at(
                 name: profile_name(pick(w, k, n)),
                 reveal_secrets: false,
                 resolve_connection: false,
+                revision: None,
             })
             .await?;
             Ok(())

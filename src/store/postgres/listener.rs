@@ -350,6 +350,7 @@ mod tests {
             revision,
             create_time: Timestamp::now(),
             update_time: Timestamp::now(),
+            update_principal: String::new(),
         }
     }
 

@@ -9,7 +9,8 @@ use crate::store::codec::{
     SecretVisitor,
 };
 use crate::store::records::{
-    binding_key, decode, document_key, event_key, place, split_document_key,
+    binding_key, decode, document_key, event_key, history_key, place, split_document_key,
+    split_history_key,
 };
 use crate::store::RotationReport;
 use crate::store::{RawRecord, Snapshot, StoreError, TreeId};
@@ -69,6 +70,14 @@ impl PgStore {
                 &mut tx,
                 ("conversations", "id", "uuid"),
                 conversation,
+                &mut report,
+            )
+            .await?;
+        report.revisions = self
+            .reseal_table(
+                &mut tx,
+                ("profile_history", "(name || '/' || revision::text)", "text"),
+                profile,
                 &mut report,
             )
             .await?;
@@ -206,6 +215,21 @@ impl PgStore {
                 value: with_number(&value, "seq", seq),
             });
         }
+        let history: Vec<(String, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, revision, seq, record FROM profile_history ORDER BY name, revision",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        records.extend(
+            history
+                .into_iter()
+                .map(|(name, revision, seq, value)| RawRecord {
+                    tree: TreeId::History,
+                    key: history_key(&name, revision),
+                    value: with_number(&value, "seq", seq),
+                }),
+        );
         tx.commit().await.map_err(store_error)?;
         Ok(Snapshot {
             next_seq,
@@ -308,6 +332,21 @@ impl PgStore {
                 .bind(e.seq)
                 .bind(&e.kind)
                 .bind(&e.source)
+                .bind(&r.value)
+                .execute(&mut **tx)
+                .await
+                .map_err(store_error)?;
+            }
+            TreeId::History => {
+                let record: ProfileRecord = decode(r.tree, &r.key, &r.value)?;
+                let (name, revision) =
+                    split_history_key(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                sqlx::query(
+                    "INSERT INTO profile_history (name, revision, seq, record) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(name)
+                .bind(revision)
+                .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(&r.value)
                 .execute(&mut **tx)
                 .await

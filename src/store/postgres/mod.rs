@@ -51,6 +51,8 @@ pub struct PgOptions {
     /// Without a key file: the folder whose `secret.key` is used (generated when missing), as sled
     /// does; `None`: a key file is required.
     pub local_key_dir: Option<PathBuf>,
+    /// How many revisions of each profile the history keeps, the current one included.
+    pub history_revisions: usize,
 }
 
 impl Default for PgOptions {
@@ -60,6 +62,7 @@ impl Default for PgOptions {
             acquire_timeout: Duration::from_secs(5),
             cache_entries: 100_000,
             local_key_dir: None,
+            history_revisions: crate::store::sled::DEFAULT_HISTORY_REVISIONS,
         }
     }
 }
@@ -211,6 +214,8 @@ pub struct PgStore {
     puts: tokio::sync::mpsc::Sender<puts::PutJob>,
     batcher: tokio::task::JoinHandle<()>,
     target: String,
+    /// How many revisions of each profile the history keeps (at least 1).
+    history_revisions: i64,
 }
 
 impl Drop for PgStore {
@@ -222,6 +227,11 @@ impl Drop for PgStore {
 
 fn uuid(id: &ConversationId) -> uuid::Uuid {
     uuid::Uuid::from_bytes(*id.as_bytes())
+}
+
+/// The history length as the database takes it: at least the current revision.
+fn history_keep(revisions: usize) -> i64 {
+    i64::try_from(revisions.max(1)).unwrap_or(i64::MAX)
 }
 
 fn limit(n: usize) -> i64 {
@@ -357,6 +367,7 @@ impl PgStore {
                 pool: pool.clone(),
                 codec: codec.clone(),
                 cache: cache.clone(),
+                keep: history_keep(options.history_revisions),
             },
             jobs,
         ));
@@ -371,6 +382,7 @@ impl PgStore {
             puts,
             batcher,
             target,
+            history_revisions: history_keep(options.history_revisions),
         });
         Ok(store)
     }

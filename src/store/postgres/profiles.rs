@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{limit, puts, rows, store_error, PgStore, Tx};
 use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName, Target};
 use crate::store::codec::ProfileRecord;
-use crate::store::records::or_skip;
+use crate::store::records::{history_key, or_skip};
 use crate::store::rules;
 use crate::store::{
     ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
@@ -67,6 +67,7 @@ impl PgStore {
         llm: LlmConfig,
         mode: PutMode,
         expected_revision: Option<i64>,
+        by: &str,
     ) -> Result<(Profile, PutOutcome), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = puts::PutJob {
@@ -74,6 +75,7 @@ impl PgStore {
             llm,
             mode,
             expected_revision,
+            by: by.to_owned(),
             reply,
         };
         let gone = || StoreError::Unavailable("the store is closing".into());
@@ -117,6 +119,7 @@ impl PgStore {
         &self,
         from: &ProfileName,
         to: &ProfileName,
+        by: &str,
     ) -> Result<Profile, StoreError> {
         let mut tx = self.begin(true).await?;
         let old = self
@@ -132,8 +135,23 @@ impl PgStore {
                 name: to.to_string(),
             });
         }
+        let renamed = rules::renamed(&old, to, by);
+        // The kept revisions follow the name (sealed again under it); the delete of the old name
+        // then drops them there.
+        let oldest_kept = renamed.revision - self.history_revisions + 1;
+        for mut kept in self.revisions(&mut tx, from, oldest_kept, i64::MAX).await? {
+            kept.name = to.clone();
+            sqlx::query(
+                "INSERT INTO profile_history (name, revision, seq, record) VALUES ($1, $2, 0, $3)",
+            )
+            .bind(to.as_str())
+            .bind(kept.revision)
+            .bind(self.encode(&kept)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
         let mut changes = vec![self.remove_profile(&mut tx, &old).await?];
-        let renamed = rules::renamed(&old, to);
         changes.extend(self.write_profiles(&mut tx, vec![renamed.clone()]).await?);
         // Conversations bound to the old name follow it, in the same transaction.
         for id in self.bound_to(&mut tx, from, usize::MAX).await? {
@@ -160,6 +178,7 @@ impl PgStore {
         items: Vec<(ProfileName, LlmConfig)>,
         policy: ConflictPolicy,
         dry_run: bool,
+        by: &str,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         let mut tx = self.begin(!dry_run).await?;
         let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
@@ -169,7 +188,7 @@ impl PgStore {
             let p = self.codec.decode_profile(name.as_bytes(), &bytes)?.profile;
             stored.insert(p.name.clone(), p);
         }
-        let (outcomes, writes) = rules::plan_import(items, policy, stored);
+        let (outcomes, writes) = rules::plan_import(items, policy, stored, by);
         if dry_run || writes.is_empty() {
             return Ok(outcomes);
         }
@@ -241,6 +260,79 @@ impl PgStore {
 
     /// The stored bytes of a profile. Its change seq lives in the `seq` column, not in the record
     /// (so a put can take its seq in the same statement that writes it).
+    /// Revision `revision` of profile `name`, when it is current or kept.
+    pub(crate) async fn get_profile_revision(
+        &self,
+        name: &ProfileName,
+        revision: i64,
+    ) -> Result<Option<Profile>, StoreError> {
+        let mut tx = self.begin(false).await?;
+        if let Some(kept) = self
+            .revisions(&mut tx, name, revision, revision + 1)
+            .await?
+            .pop()
+        {
+            return Ok(Some(kept));
+        }
+        // A profile written before the history was kept has its current revision only.
+        let current = self.read_profile(&mut tx, name).await?;
+        Ok(current.filter(|p| p.revision == revision))
+    }
+
+    /// Up to `limit` revisions of profile `name`, newest first, below `before` when given; `None`
+    /// when there is no such profile.
+    pub(crate) async fn list_profile_revisions(
+        &self,
+        name: &ProfileName,
+        before: Option<i64>,
+        limit_to: usize,
+    ) -> Result<Option<Vec<Profile>>, StoreError> {
+        let mut tx = self.begin(false).await?;
+        let Some(current) = self.read_profile(&mut tx, name).await? else {
+            return Ok(None);
+        };
+        let below = before.unwrap_or(i64::MAX).min(current.revision + 1);
+        let mut kept = self.revisions(&mut tx, name, 1, below).await?;
+        kept.retain(|p| p.revision != current.revision);
+        kept.reverse();
+        let mut out = Vec::with_capacity(limit_to.min(kept.len() + 1));
+        if current.revision < below {
+            out.push(current);
+        }
+        out.extend(kept);
+        out.truncate(limit_to);
+        Ok(Some(out))
+    }
+
+    /// The readable kept revisions of `name` from `from` up to (not including) `until`, oldest
+    /// first; damaged ones are passed over with a log line.
+    async fn revisions(
+        &self,
+        tx: &mut Tx,
+        name: &ProfileName,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT revision, record FROM profile_history \
+             WHERE name = $1 AND revision >= $2 AND revision < $3 ORDER BY revision",
+        )
+        .bind(name.as_str())
+        .bind(from)
+        .bind(until)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(revision, bytes)| {
+                let key = history_key(name.as_str(), revision);
+                or_skip(self.codec.decode_revision(&key, &bytes), "kept revision")
+            })
+            .map(|r| r.profile)
+            .collect())
+    }
+
     fn encode(&self, profile: &Profile) -> Result<Vec<u8>, StoreError> {
         self.codec.encode_profile(&ProfileRecord {
             seq: 0,
@@ -259,7 +351,7 @@ impl PgStore {
             .iter()
             .map(|p| self.encode(p))
             .collect::<Result<Vec<_>, _>>()?;
-        rows::put_profiles(tx, first, &profiles, &records).await?;
+        rows::put_profiles(tx, first, &profiles, &records, self.history_revisions).await?;
         let changes = (first..)
             .zip(profiles)
             .map(|(seq, p)| ProfileChange::Put {

@@ -25,6 +25,8 @@ pub(super) struct PutJob {
     pub llm: LlmConfig,
     pub mode: PutMode,
     pub expected_revision: Option<i64>,
+    /// Who writes.
+    pub by: String,
     pub reply: Reply,
 }
 
@@ -33,6 +35,8 @@ pub(super) struct Batcher {
     pub pool: PgPool,
     pub codec: Arc<Codec>,
     pub cache: Arc<ProfileCache>,
+    /// How many revisions of each profile the history keeps.
+    pub keep: i64,
 }
 
 /// Applies batches until the store (the sender) is gone.
@@ -63,7 +67,7 @@ impl Batcher {
         let mut puts = Vec::with_capacity(batch.len());
         for job in batch {
             replies.push(job.reply);
-            puts.push((job.name, job.llm, job.mode, job.expected_revision));
+            puts.push((job.name, job.llm, job.mode, job.expected_revision, job.by));
         }
         match self.transaction(puts).await {
             Ok(results) => {
@@ -83,7 +87,7 @@ impl Batcher {
     /// the writes in one transaction under the write lock.
     async fn transaction(
         &self,
-        puts: Vec<(ProfileName, LlmConfig, PutMode, Option<i64>)>,
+        puts: Vec<(ProfileName, LlmConfig, PutMode, Option<i64>, String)>,
     ) -> Result<Vec<Result<(Profile, PutOutcome), StoreError>>, StoreError> {
         let mut tx: Tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -107,7 +111,7 @@ impl Batcher {
         }
         let mut results = Vec::with_capacity(puts.len());
         let mut writes: Vec<Profile> = Vec::new();
-        for (name, llm, mode, expected) in puts {
+        for (name, llm, mode, expected, by) in puts {
             if let Some(e) = damaged.get(name.as_str()) {
                 results.push(Err(shared(e)));
                 continue;
@@ -119,7 +123,7 @@ impl Batcher {
                 results.push(Err(e));
                 continue;
             }
-            match rules::plan_put(old, name, llm, mode, expected) {
+            match rules::plan_put(old, name, llm, mode, expected, &by) {
                 Err(e) => results.push(Err(e)),
                 Ok(PutPlan::Unchanged(p)) => results.push(Ok((p, PutOutcome::Unchanged))),
                 Ok(PutPlan::Write(p, outcome)) => {
@@ -140,7 +144,7 @@ impl Batcher {
                 profile: p.clone(),
             })?);
         }
-        rows::put_profiles(&mut tx, first, &writes, &encoded).await?;
+        rows::put_profiles(&mut tx, first, &writes, &encoded, self.keep).await?;
         let listed: Vec<&str> = writes.iter().map(|p| p.name.as_str()).collect();
         rows::notify_profiles(&mut tx, &listed).await?;
         let committed = super::commit(tx).await;

@@ -40,6 +40,7 @@ pub async fn put_profiles(
     first: u64,
     profiles: &[Profile],
     records: &[Vec<u8>],
+    keep: i64,
 ) -> Result<(), StoreError> {
     let seqs: Vec<i64> = (0..profiles.len())
         .map(|i| seq_i64(first + i as u64))
@@ -76,12 +77,40 @@ pub async fn put_profiles(
     .execute(&mut **tx)
     .await
     .map_err(store_error)?;
+    // Each written revision is kept; the ones that fall out of the history go.
+    sqlx::query(
+        "INSERT INTO profile_history (name, revision, seq, record) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) \
+         ON CONFLICT (name, revision) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record",
+    )
+    .bind(&names)
+    .bind(&revisions)
+    .bind(&seqs)
+    .bind(records)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?;
+    sqlx::query(
+        "DELETE FROM profile_history h USING unnest($1::text[], $2::bigint[]) AS w(name, revision) \
+         WHERE h.name = w.name AND h.revision <= w.revision - $3",
+    )
+    .bind(stored.iter().map(|&i| names[i]).collect::<Vec<&str>>())
+    .bind(pick(&|i| revisions[i]))
+    .bind(keep)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?;
     Ok(())
 }
 
 /// Deletes a profile row and logs the change.
 pub async fn delete_profile(tx: &mut Tx, seq: u64, p: &Profile) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM profiles WHERE name = $1")
+        .bind(p.name.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    sqlx::query("DELETE FROM profile_history WHERE name = $1")
         .bind(p.name.as_str())
         .execute(&mut **tx)
         .await

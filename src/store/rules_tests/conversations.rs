@@ -326,6 +326,7 @@ fn damaged_profile_placeholder() {
             revision: 0,
             create_time: Timestamp::default(),
             update_time: Timestamp::default(),
+            update_principal: String::new(),
         };
         assert_eq!(damaged_placeholder(&name(raw)), want, "{raw}");
     }

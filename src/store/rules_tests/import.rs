@@ -183,7 +183,7 @@ fn plan_import() {
             let stored = stored.iter().map(|p| (p.name.clone(), p.clone())).collect();
             let items = items.iter().map(|(n, l)| (name(n), l.clone())).collect();
             let ((got_outcomes, mut got_writes), span) =
-                timed(|| super::plan_import(items, *policy, stored));
+                timed(|| super::plan_import(items, *policy, stored, BY));
             for p in &mut got_writes {
                 settle(&mut p.create_time, &span);
                 settle(&mut p.update_time, &span);

@@ -121,8 +121,12 @@ fn profile(
         revision,
         create_time,
         update_time,
+        update_principal: BY.to_owned(),
     }
 }
+
+/// The principal of every write in these tests.
+const BY: &str = "tester";
 
 fn stored(n: &str, llm: LlmConfig, revision: i64) -> Profile {
     profile(n, llm, revision, CREATED, UPDATED)

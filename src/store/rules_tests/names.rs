@@ -48,7 +48,7 @@ fn renamed() {
     ];
     for (case, revision, new, after) in cases {
         let old = stored("gpt", keyed("gpt-4o", "sk"), revision);
-        let (mut got, span) = timed(|| super::renamed(&old, &name(new)));
+        let (mut got, span) = timed(|| super::renamed(&old, &name(new), BY));
         settle(&mut got.update_time, &span);
         let want = Profile {
             name: name(new),

@@ -87,7 +87,7 @@ fn put(
     mode: PutMode,
     expected: Option<i64>,
 ) -> Result<(Profile, PutOutcome), StoreError> {
-    let (got, span) = timed(|| super::plan_put(old, name("gpt"), llm, mode, expected));
+    let (got, span) = timed(|| super::plan_put(old, name("gpt"), llm, mode, expected, BY));
     got.map(|plan| match plan {
         PutPlan::Unchanged(p) => (p, PutOutcome::Unchanged),
         PutPlan::Write(mut p, outcome) => {

@@ -41,8 +41,9 @@ impl SledStore {
             &self.bindings,
             &self.events,
             &self.documents,
+            &self.history,
         )
-            .transaction(|(p, c, b, e, d)| {
+            .transaction(|(p, c, b, e, d, h)| {
                 for op in ops {
                     let (Op::Put(id, ..) | Op::Del(id, _)) = op;
                     let t = match id {
@@ -51,6 +52,7 @@ impl SledStore {
                         TreeId::Bindings => b,
                         TreeId::Events => e,
                         TreeId::Documents => d,
+                        TreeId::History => h,
                     };
                     match op {
                         Op::Put(_, k, v) => {

@@ -9,8 +9,8 @@ use crate::domain::{Conversation, ConversationId, DocKind, Event, Secret, Target
 use crate::hex;
 use crate::store::codec::{conversation_secrets, document_secrets, profile_secrets};
 use crate::store::records::{
-    binding_key, conversation_id, decode, document_key, place, split_binding_key, split_event_key,
-    text_key, RawRecord, Snapshot, TreeId,
+    binding_key, conversation_id, decode, document_key, history_key, place, split_binding_key,
+    split_event_key, text_key, RawRecord, Snapshot, TreeId,
 };
 use crate::store::StoreError;
 
@@ -123,6 +123,7 @@ impl SledStore {
         self.check_bindings(&mut report, &conversations)?;
         self.check_events(&mut report, &conversations)?;
         self.check_documents(&mut report, &profiles, bound)?;
+        self.check_history(&mut report, &profiles)?;
         for item in self.db.open_tree(QUARANTINE)?.iter().keys() {
             let key = item?;
             report.notes.push((
@@ -220,6 +221,37 @@ impl SledStore {
             keys.insert(key.to_vec());
         }
         Ok((keys, bound))
+    }
+
+    /// Kept revisions: each decodes and opens under its own key (name and revision), and belongs
+    /// to a stored profile.
+    fn check_history(
+        &self,
+        report: &mut CheckReport,
+        profiles: &BTreeSet<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        for item in self.history.iter() {
+            let (key, bytes) = item?;
+            *report.counts.entry(TreeId::History.name()).or_default() += 1;
+            let place = place(TreeId::History, &key);
+            match self.codec.decode_revision(&key, &bytes) {
+                Err(e) => {
+                    report.problem(place, reason(e));
+                    report.damaged.push((TreeId::History, key.to_vec()));
+                }
+                Ok(r) if history_key(r.profile.name.as_str(), r.profile.revision) != *key => {
+                    report.problem(place, "holds another revision than its key names");
+                }
+                Ok(r) if !profiles.contains(r.profile.name.as_str().as_bytes()) => {
+                    report.notes.push((
+                        place,
+                        "a kept revision of a profile that is not stored".into(),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Documents: each decodes and opens, under its own key; references that dangle (as real SDK

@@ -31,6 +31,9 @@ use crate::store::{Change, EventBatch, ProfileChange, StoreError};
 /// How many changes a watcher may fall behind before it is cut off.
 const WATCH_BACKLOG: usize = 4096;
 
+/// How many revisions of each profile the history keeps unless told otherwise.
+pub const DEFAULT_HISTORY_REVISIONS: usize = 10;
+
 /// Settings of the sled store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -39,6 +42,8 @@ pub struct StoreOptions {
     /// The keys that encrypt secrets at rest (`<key id>:<base64>` lines, the first encrypts); `None`:
     /// the data dir's own `secret.key`, created on first open.
     pub secret_key_file: Option<PathBuf>,
+    /// How many revisions of each profile the history keeps, the current one included.
+    pub history_revisions: usize,
 }
 
 impl Default for StoreOptions {
@@ -46,6 +51,7 @@ impl Default for StoreOptions {
         Self {
             cache_bytes: 32 * 1024 * 1024,
             secret_key_file: None,
+            history_revisions: DEFAULT_HISTORY_REVISIONS,
         }
     }
 }
@@ -91,6 +97,9 @@ pub struct SledStore {
     pub(super) events: Tree,
     pub(super) bindings: Tree,
     pub(super) documents: Tree,
+    pub(super) history: Tree,
+    /// How many revisions of each profile the history keeps (at least 1: the current one).
+    pub(super) history_revisions: i64,
     write_lock: Mutex<()>,
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
@@ -151,12 +160,13 @@ impl SledStore {
                 other => corrupt(other.to_string()),
             })?;
         let tree = |t: TreeId| db.open_tree(t.name()).map_err(|e| corrupt(e.to_string()));
-        let (profiles, conversations, events, bindings, documents) = (
+        let (profiles, conversations, events, bindings, documents, history) = (
             tree(TreeId::Profiles)?,
             tree(TreeId::Conversations)?,
             tree(TreeId::Events)?,
             tree(TreeId::Bindings)?,
             tree(TreeId::Documents)?,
+            tree(TreeId::History)?,
         );
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
@@ -180,6 +190,8 @@ impl SledStore {
             events,
             bindings,
             documents,
+            history,
+            history_revisions: i64::try_from(options.history_revisions.max(1)).unwrap_or(i64::MAX),
             write_lock: Mutex::new(()),
             flusher,
             changes,
@@ -207,6 +219,7 @@ impl SledStore {
             TreeId::Bindings => &self.bindings,
             TreeId::Events => &self.events,
             TreeId::Documents => &self.documents,
+            TreeId::History => &self.history,
         }
     }
 
@@ -255,13 +268,6 @@ impl SledStore {
             .get(name.as_bytes())?
             .map(|bytes| self.decode_profile(name.as_bytes(), &bytes))
             .transpose()
-    }
-
-    fn write_profile(&self, record: &ProfileRecord) -> Result<(), StoreError> {
-        let bytes = self.encode_profile(record)?;
-        self.profiles
-            .insert(record.profile.name.as_str().as_bytes(), bytes)?;
-        Ok(())
     }
 
     pub(super) fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
@@ -352,6 +358,12 @@ impl SledStore {
             report.documents = self.reseal_tree(
                 TreeId::Documents,
                 |d: &mut DocumentRecord, f| document_secrets(d, f),
+                &mut report,
+                &mut ops,
+            )?;
+            report.revisions = self.reseal_tree(
+                TreeId::History,
+                |r: &mut ProfileRecord, f| profile_secrets(r, f),
                 &mut report,
                 &mut ops,
             )?;

@@ -5,8 +5,8 @@ use super::SledStore;
 use crate::domain::{LlmConfig, Profile, ProfileName, Target};
 use crate::store::codec::ProfileRecord;
 use crate::store::documents;
-use crate::store::records::or_skip;
 use crate::store::records::TreeId;
+use crate::store::records::{history_key, history_prefix, or_skip};
 use crate::store::rules::{self, PutPlan};
 use crate::store::{
     ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
@@ -52,18 +52,21 @@ impl SledStore {
         llm: LlmConfig,
         mode: PutMode,
         expected_revision: Option<i64>,
+        by: &str,
     ) -> Result<(Profile, PutOutcome), StoreError> {
         self.durably(|| {
             let old = self.read_profile(name.as_str())?.map(|r| r.profile);
             self.check_profile_connection(old.as_ref(), &llm)?;
-            match rules::plan_put(old, name, llm, mode, expected_revision)? {
+            match rules::plan_put(old, name, llm, mode, expected_revision, by)? {
                 PutPlan::Unchanged(old) => self.unchanged((old, PutOutcome::Unchanged)),
                 PutPlan::Write(profile, outcome) => {
                     let record = ProfileRecord {
                         seq: self.next_seq()?,
                         profile,
                     };
-                    self.write_profile(&record)?;
+                    let mut ops = Vec::with_capacity(3);
+                    self.profile_ops(&record, &mut ops)?;
+                    self.apply(&ops)?;
                     let change = ProfileChange::Put {
                         seq: record.seq,
                         profile: Arc::new(record.profile.clone()),
@@ -102,7 +105,12 @@ impl SledStore {
                 None => self.unchanged(None),
                 Some(profile) => {
                     // With force, bindings stay: they resolve again if the name is re-created.
-                    self.profiles.remove(name.as_str().as_bytes())?;
+                    let mut ops =
+                        vec![Op::Del(TreeId::Profiles, name.as_str().as_bytes().to_vec())];
+                    for item in self.history.scan_prefix(history_prefix(name.as_str())) {
+                        ops.push(Op::Del(TreeId::History, item?.0.to_vec()));
+                    }
+                    self.apply(&ops)?;
                     let change = ProfileChange::Delete {
                         seq: self.next_seq()?,
                         name: name.clone(),
@@ -119,6 +127,7 @@ impl SledStore {
         &self,
         from: &ProfileName,
         to: &ProfileName,
+        by: &str,
     ) -> Result<Profile, StoreError> {
         self.durably(|| {
             let old = self
@@ -137,17 +146,27 @@ impl SledStore {
             let delete_seq = self.next_seq()?;
             let record = ProfileRecord {
                 seq: self.next_seq()?,
-                profile: rules::renamed(&old, to),
+                profile: rules::renamed(&old, to, by),
             };
-            // Conversations bound to the old name follow it, in the same transaction.
-            let mut ops = vec![
-                Op::Del(TreeId::Profiles, from.as_str().as_bytes().to_vec()),
-                Op::Put(
-                    TreeId::Profiles,
-                    to.as_str().as_bytes().to_vec(),
-                    self.encode_profile(&record)?,
-                ),
-            ];
+            // Conversations bound to the old name follow it, in the same transaction; so does
+            // its history, sealed again under the new name.
+            let mut ops = vec![Op::Del(TreeId::Profiles, from.as_str().as_bytes().to_vec())];
+            let oldest_kept = record.profile.revision - self.history_revisions + 1;
+            for item in self.history.scan_prefix(history_prefix(from.as_str())) {
+                let (key, bytes) = item?;
+                ops.push(Op::Del(TreeId::History, key.to_vec()));
+                let Some(mut kept) =
+                    or_skip(self.codec.decode_revision(&key, &bytes), "kept revision")
+                else {
+                    continue;
+                };
+                if kept.profile.revision >= oldest_kept {
+                    kept.profile.name = to.clone();
+                    let key = history_key(to.as_str(), kept.profile.revision);
+                    ops.push(Op::Put(TreeId::History, key, self.encode_profile(&kept)?));
+                }
+            }
+            self.profile_ops(&record, &mut ops)?;
             let now = record.profile.update_time;
             for id in self.conversations_bound_to(from, usize::MAX)? {
                 let Some(before) = self.read_conversation(&id)? else {
@@ -190,6 +209,7 @@ impl SledStore {
         items: Vec<(ProfileName, LlmConfig)>,
         policy: ConflictPolicy,
         dry_run: bool,
+        by: &str,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         self.durably(|| {
             let mut stored = HashMap::new();
@@ -198,25 +218,24 @@ impl SledStore {
                     stored.insert(name.clone(), r.profile);
                 }
             }
-            let (outcomes, writes) = rules::plan_import(items, policy, stored);
+            let (outcomes, writes) = rules::plan_import(items, policy, stored, by);
             if dry_run || writes.is_empty() {
                 self.unchanged(outcomes)
             } else {
-                let mut batch = sled::Batch::default();
+                let mut ops = Vec::with_capacity(writes.len() * 2);
                 let mut changes = Vec::with_capacity(writes.len());
                 for profile in writes {
                     let record = ProfileRecord {
                         seq: self.next_seq()?,
                         profile,
                     };
-                    let bytes = self.encode_profile(&record)?;
-                    batch.insert(record.profile.name.as_str().as_bytes(), bytes);
+                    self.profile_ops(&record, &mut ops)?;
                     changes.push(ProfileChange::Put {
                         seq: record.seq,
                         profile: Arc::new(record.profile),
                     });
                 }
-                self.profiles.apply_batch(batch)?;
+                self.apply(&ops)?;
                 self.changed(changes, outcomes)
             }
         })
@@ -238,6 +257,81 @@ impl SledStore {
             covered: 0,
             changes,
         })
+    }
+
+    /// Revision `revision` of profile `name`, when it is current or kept.
+    pub(crate) async fn get_profile_revision(
+        &self,
+        name: &ProfileName,
+        revision: i64,
+    ) -> Result<Option<Profile>, StoreError> {
+        let key = history_key(name.as_str(), revision);
+        if let Some(bytes) = self.history.get(&key)? {
+            return Ok(Some(self.codec.decode_revision(&key, &bytes)?.profile));
+        }
+        // A profile written before the history was kept has its current revision only.
+        let current = self.read_profile(name.as_str())?.map(|r| r.profile);
+        Ok(current.filter(|p| p.revision == revision))
+    }
+
+    /// Up to `limit` revisions of profile `name`, newest first, below `before` when given; `None`
+    /// when there is no such profile.
+    pub(crate) async fn list_profile_revisions(
+        &self,
+        name: &ProfileName,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Option<Vec<Profile>>, StoreError> {
+        let Some(current) = self.read_profile(name.as_str())?.map(|r| r.profile) else {
+            return Ok(None);
+        };
+        let below = before.unwrap_or(i64::MAX);
+        let mut out = Vec::with_capacity(limit.min(64));
+        if current.revision < below {
+            out.push(current.clone());
+        }
+        for item in self
+            .history
+            .scan_prefix(history_prefix(name.as_str()))
+            .rev()
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = item?;
+            let read = self.codec.decode_revision(&key, &bytes);
+            if let Some(kept) = or_skip(read, "kept revision") {
+                let r = kept.profile.revision;
+                if r < below && r < current.revision {
+                    out.push(kept.profile);
+                }
+            }
+        }
+        out.truncate(limit);
+        Ok(Some(out))
+    }
+
+    /// The ops that write `record` as the current profile and as a kept revision, and drop the
+    /// revisions of its name that fall out of the history.
+    fn profile_ops(&self, record: &ProfileRecord, ops: &mut Vec<Op>) -> Result<(), StoreError> {
+        let name = record.profile.name.as_str();
+        let bytes = self.encode_profile(record)?;
+        let revision = record.profile.revision;
+        ops.push(Op::Put(
+            TreeId::Profiles,
+            name.as_bytes().to_vec(),
+            bytes.clone(),
+        ));
+        ops.push(Op::Put(TreeId::History, history_key(name, revision), bytes));
+        // Revisions sort by their big-endian bytes only while positive: 1 is the first.
+        let oldest_kept = revision - self.history_revisions + 1;
+        if oldest_kept > 1 {
+            let range = history_key(name, 1)..history_key(name, oldest_kept);
+            for item in self.history.range(range) {
+                ops.push(Op::Del(TreeId::History, item?.0.to_vec()));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn flush(&self) -> Result<(), StoreError> {

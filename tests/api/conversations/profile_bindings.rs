@@ -116,6 +116,7 @@ async fn delete_profile_is_refused_while_bound_unless_forced() {
             name: "alpha".into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap()
@@ -138,6 +139,7 @@ async fn delete_profile_is_refused_while_bound_unless_forced() {
             name: "alpha".into(),
             reveal_secrets: false,
             resolve_connection: false,
+            revision: None,
         })
         .await
         .unwrap_err();

@@ -1,0 +1,302 @@
+//! Profile history over a real server (both stores): every revision kept with who wrote it, read,
+//! listed a page at a time and rolled back to; the history's length, a rename that takes it along,
+//! a delete that ends it, and a restart that keeps it.
+use profile_registry::pb;
+use profile_registry::pb::profile_service_client::ProfileServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::auth::{clients, secured_app};
+use crate::helpers::{create, profile, TestApp};
+
+const MASK: &str = "**********";
+
+type Profiles = ProfileServiceClient<Channel>;
+
+async fn update(c: &mut Profiles, name: &str, model: &str, key: &str) -> pb::Profile {
+    c.update_profile(pb::UpdateProfileRequest {
+        profile: Some(profile(name, model, Some(key))),
+        allow_missing: false,
+        expected_revision: None,
+    })
+    .await
+    .expect("update succeeds")
+    .into_inner()
+}
+
+/// Every kept revision of `name`, newest first, `page_size` a page: (revision, model, principal).
+async fn revisions(
+    c: &mut Profiles,
+    name: &str,
+    page_size: i32,
+) -> Result<Vec<(i64, String, String)>, tonic::Status> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list_profile_revisions(pb::ListProfileRevisionsRequest {
+                name: name.into(),
+                page_size,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        for p in page.revisions {
+            let llm = p.llm.unwrap();
+            assert_eq!(
+                llm.api_key.as_deref(),
+                Some(MASK),
+                "listed revisions are masked"
+            );
+            out.push((p.revision, llm.model, p.update_principal));
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Revision `revision` of `name` with its secrets, or the error.
+async fn revealed(
+    c: &mut Profiles,
+    name: &str,
+    revision: i64,
+) -> Result<pb::Profile, tonic::Status> {
+    c.get_profile(pb::GetProfileRequest {
+        name: name.into(),
+        reveal_secrets: true,
+        resolve_connection: false,
+        revision: Some(revision),
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+async fn rollback(
+    c: &mut Profiles,
+    name: &str,
+    revision: i64,
+    expected_revision: Option<i64>,
+) -> Result<pb::Profile, tonic::Status> {
+    c.rollback_profile(pb::RollbackProfileRequest {
+        name: name.into(),
+        revision,
+        expected_revision,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+fn key_of(p: &pb::Profile) -> String {
+    p.llm.as_ref().unwrap().api_key.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_revision_is_kept_read_listed_and_rolled_back_to() {
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    let first = create(&mut c, profile("gpt", "m-1", Some("sk-1"))).await;
+    assert_eq!(first.update_principal, "anonymous");
+    for i in 2..=4 {
+        let p = update(&mut c, "gpt", &format!("m-{i}"), &format!("sk-{i}")).await;
+        assert_eq!(p.revision, i);
+    }
+
+    // Listed newest first, in pages of every size, each with who wrote it.
+    let want: Vec<(i64, String, String)> = (1..=4)
+        .rev()
+        .map(|i| (i, format!("m-{i}"), "anonymous".to_owned()))
+        .collect();
+    for size in [1, 2, 3, 0] {
+        assert_eq!(
+            revisions(&mut c, "gpt", size).await.unwrap(),
+            want,
+            "page size {size}"
+        );
+    }
+
+    // An older revision reads with its own secrets (revealed) or masked, like the current one.
+    let two = revealed(&mut c, "gpt", 2).await.unwrap();
+    assert_eq!((two.revision, key_of(&two)), (2, "sk-2".to_owned()));
+    assert_eq!(two.llm.as_ref().unwrap().model, "m-2");
+    let masked = c
+        .get_profile(pb::GetProfileRequest {
+            name: "gpt".into(),
+            revision: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(key_of(&masked), MASK);
+
+    // A rollback writes revision 1's configuration, key included, as revision 5.
+    let stale = rollback(&mut c, "gpt", 1, Some(3)).await.unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    let rolled = rollback(&mut c, "gpt", 1, Some(4)).await.unwrap();
+    assert_eq!(rolled.revision, 5);
+    assert_eq!(key_of(&rolled), MASK, "the answer is masked");
+    let now = revealed(&mut c, "gpt", 5).await.unwrap();
+    assert_eq!(
+        (
+            now.llm.as_ref().unwrap().model.as_str(),
+            key_of(&now).as_str()
+        ),
+        ("m-1", "sk-1")
+    );
+    let current = revealed(&mut c, "gpt", 0).await.unwrap();
+    assert_eq!(current.revision, 5, "revision 0 is the current one");
+    // Rolling back to what it already holds writes nothing.
+    assert_eq!(rollback(&mut c, "gpt", 1, None).await.unwrap().revision, 5);
+
+    // What is not there is NOT_FOUND, naming the revision; bad input names its field.
+    let missing = revealed(&mut c, "gpt", 9).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert!(missing.message().contains("revision 9"), "{missing:?}");
+    assert_eq!(
+        rollback(&mut c, "gpt", 9, None).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let absent = revisions(&mut c, "nobody", 0).await.unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound);
+    let bad = rollback(&mut c, "gpt", 0, None).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("revision"), "{bad:?}");
+    let bad = revealed(&mut c, "gpt", -1).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_history_keeps_its_length_follows_a_rename_ends_with_a_delete_and_survives_a_restart() {
+    let app = TestApp::spawn_with(|a| a.history_revisions = 3).await;
+    let mut c = app.profiles().await;
+    create(&mut c, profile("a", "m-1", Some("sk-1"))).await;
+    for i in 2..=7 {
+        update(&mut c, "a", &format!("m-{i}"), &format!("sk-{i}")).await;
+    }
+    let kept: Vec<i64> = revisions(&mut c, "a", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(kept, [7, 6, 5], "the last 3, the current one included");
+    let gone = revealed(&mut c, "a", 4).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(gone.message().contains("not kept"), "{gone:?}");
+
+    // A rename takes the history along (sealed again under the new name) and adds a revision.
+    let renamed = c
+        .rename_profile(pb::RenameProfileRequest {
+            name: "a".into(),
+            new_name: "b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.revision, 8);
+    let kept: Vec<i64> = revisions(&mut c, "b", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(kept, [8, 7, 6]);
+    assert_eq!(
+        revisions(&mut c, "a", 0).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let six = revealed(&mut c, "b", 6).await.unwrap();
+    assert_eq!((six.name.as_str(), key_of(&six).as_str()), ("b", "sk-6"));
+    let back = rollback(&mut c, "b", 6, Some(8)).await.unwrap();
+    assert_eq!(back.revision, 9);
+    assert_eq!(key_of(&revealed(&mut c, "b", 9).await.unwrap()), "sk-6");
+
+    // The history outlives a restart.
+    let before = revisions(&mut c, "b", 0).await.unwrap();
+    let app = TestApp::spawn_in_with(app.stop().await, |a| a.history_revisions = 3).await;
+    let mut c = app.profiles().await;
+    assert_eq!(revisions(&mut c, "b", 0).await.unwrap(), before);
+    assert_eq!(key_of(&revealed(&mut c, "b", 7).await.unwrap()), "sk-7");
+
+    // A delete ends it: the name made again starts a history of its own.
+    c.delete_profile(pb::DeleteProfileRequest {
+        name: "b".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    create(&mut c, profile("b", "fresh", Some("sk-new"))).await;
+    let kept = revisions(&mut c, "b", 0).await.unwrap();
+    assert_eq!(kept, [(1, "fresh".to_owned(), "anonymous".to_owned())]);
+    assert_eq!(
+        revealed(&mut c, "b", 7).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn each_revision_names_the_token_that_wrote_it_and_old_reveals_need_the_secrets_role() {
+    let app = secured_app().await;
+    let channel = app.channel().await;
+    let (mut root, _) = clients(&channel, Some("tok-admin-0001"));
+    let (mut editor, _) = clients(&channel, Some("tok-writer-0001"));
+    let (mut reader, _) = clients(&channel, Some("tok-reader-0001"));
+    root.create_profile(pb::CreateProfileRequest {
+        profile: Some(profile("p", "m-1", Some("sk-1"))),
+    })
+    .await
+    .unwrap();
+    editor
+        .update_profile(pb::UpdateProfileRequest {
+            profile: Some(profile("p", "m-2", Some("sk-2"))),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    editor
+        .rollback_profile(pb::RollbackProfileRequest {
+            name: "p".into(),
+            revision: 1,
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
+    let listed = reader
+        .list_profile_revisions(pb::ListProfileRevisionsRequest {
+            name: "p".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let who: Vec<(i64, &str)> = listed
+        .revisions
+        .iter()
+        .map(|p| (p.revision, p.update_principal.as_str()))
+        .collect();
+    assert_eq!(who, [(3, "editor"), (2, "editor"), (1, "root")]);
+    // A reader may read an old revision masked, not revealed; a reader may not roll back.
+    let old = |reveal_secrets| pb::GetProfileRequest {
+        name: "p".into(),
+        reveal_secrets,
+        revision: Some(2),
+        ..Default::default()
+    };
+    let masked = reader.get_profile(old(false)).await.unwrap().into_inner();
+    assert_eq!(key_of(&masked), MASK);
+    let refused = reader.get_profile(old(true)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = reader
+        .rollback_profile(pb::RollbackProfileRequest {
+            name: "p".into(),
+            revision: 2,
+            expected_revision: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let two = root.get_profile(old(true)).await.unwrap().into_inner();
+    assert_eq!(key_of(&two), "sk-2");
+}
