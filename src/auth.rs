@@ -62,6 +62,14 @@ impl Principal {
         }
     }
 
+    /// The command line on a data dir (no server, no token): every role.
+    pub fn local() -> Self {
+        Self {
+            name: "local".into(),
+            roles: [Role::Admin].into(),
+        }
+    }
+
     /// Whether the caller holds `role` (admin holds all; writer holds reader).
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&Role::Admin)

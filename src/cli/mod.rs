@@ -4,6 +4,7 @@ pub mod backup;
 mod connection;
 pub mod conversations;
 pub mod everyday;
+pub mod history;
 mod home;
 pub mod keys;
 mod output;

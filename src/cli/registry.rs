@@ -43,6 +43,13 @@ pub enum Registry {
 /// A stream of messages from either side.
 pub type Messages<T> = BoxStream<'static, Result<T, Status>>;
 
+/// A request made on a data dir: its writes are kept as by `local`.
+fn local<T>(req: T) -> Request<T> {
+    let mut req = Request::new(req);
+    req.extensions_mut().insert(crate::auth::Principal::local());
+    req
+}
+
 /// One unary call on both sides: `$service.$method(request)` to its reply message.
 macro_rules! unary {
     ($(#[$doc:meta])* $method:ident, $service:ident, $req:ty => $resp:ty) => {
@@ -53,7 +60,7 @@ macro_rules! unary {
                     $service.$method(req).await.map(Response::into_inner)
                 }
                 Self::Local { $service, .. } => {
-                    $service.$method(Request::new(req)).await.map(Response::into_inner)
+                    $service.$method(local(req)).await.map(Response::into_inner)
                 }
             }
         }
@@ -70,7 +77,7 @@ macro_rules! streaming {
                     Ok($service.$method(req).await?.into_inner().boxed())
                 }
                 Self::Local { $service, .. } => Ok($service
-                    .$method(Request::new(req))
+                    .$method(local(req))
                     .await?
                     .into_inner()
                     .boxed()),
@@ -123,6 +130,14 @@ impl Registry {
     unary!(
         /// CreateProfile.
         create_profile, profiles, pb::CreateProfileRequest => pb::Profile
+    );
+    unary!(
+        /// ListProfileRevisions.
+        list_profile_revisions, profiles, pb::ListProfileRevisionsRequest => pb::ListProfileRevisionsResponse
+    );
+    unary!(
+        /// RollbackProfile.
+        rollback_profile, profiles, pb::RollbackProfileRequest => pb::Profile
     );
     unary!(
         /// GetProfile.

@@ -1,5 +1,5 @@
 //! The everyday commands, which answer on standard output: `list`, `get`, `put`, `delete`,
-//! `rename`, `watch`, the `conversations` commands and `completions`, and their output formats.
+//! `rename`, `history`, `rollback`, `diff`, `watch`, the `conversations` commands and `completions`, and their output formats.
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -126,6 +126,52 @@ pub struct RenameArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub reach: Reach,
+}
+
+/// Settings of `history`.
+#[derive(Clone, Debug, Args)]
+pub struct HistoryArgs {
+    /// The profile's name.
+    pub name: String,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub reach: Reach,
+}
+
+/// Settings of `rollback`.
+#[derive(Clone, Debug, Args)]
+pub struct RollbackArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// The kept revision to write again (see `history NAME`).
+    pub revision: i64,
+
+    /// Write only if the profile is at this revision now (compare-and-swap).
+    #[arg(long)]
+    pub expected_revision: Option<i64>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub reach: Reach,
+}
+
+/// Settings of `diff`.
+#[derive(Clone, Debug, Args)]
+pub struct DiffArgs {
+    /// The profile's name.
+    pub name: String,
+
+    /// The older revision.
+    pub from: i64,
+
+    /// The newer revision [default: the current one].
+    pub to: Option<i64>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub target: TargetArgs,
 }
 
 /// Settings of `watch`.

@@ -20,8 +20,8 @@ pub use self::admin::{
 pub use self::client::{ClientArgs, TargetArgs};
 pub use self::everyday::{
     CompletionsArgs, ConversationEventsArgs, ConversationGetArgs, ConversationListArgs,
-    ConversationsCommand, DeleteArgs, GetArgs, GetOutput, ListArgs, Output, PutArgs, Reach,
-    RenameArgs, WatchArgs,
+    ConversationsCommand, DeleteArgs, DiffArgs, GetArgs, GetOutput, HistoryArgs, ListArgs, Output,
+    PutArgs, Reach, RenameArgs, RollbackArgs, WatchArgs,
 };
 pub use self::parse::parse_duration;
 pub use self::serve::ServeArgs;
@@ -95,6 +95,13 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Rename a profile; conversations bound to it follow, in the same transaction.
     Rename(RenameArgs),
+    /// List a profile's kept revisions, newest first: revision, model, base_url, when, by whom.
+    History(HistoryArgs),
+    /// Write a kept revision's configuration (secrets included) as the profile's new revision.
+    Rollback(RollbackArgs),
+    /// Compare two revisions of a profile (the second defaults to the current one): the keys added,
+    /// removed and changed; secrets only as changed or unchanged, never their values.
+    Diff(DiffArgs),
     /// Print one line per profile change until interrupted (Ctrl-C).
     Watch(WatchArgs),
     /// Conversations: list them, show one, read or follow its events.
@@ -121,6 +128,9 @@ impl Command {
                 | Self::Put(_)
                 | Self::Delete(_)
                 | Self::Rename(_)
+                | Self::History(_)
+                | Self::Rollback(_)
+                | Self::Diff(_)
                 | Self::Watch(_)
                 | Self::Conversations(_)
                 | Self::Completions(_)

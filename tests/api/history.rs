@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::auth::{clients, secured_app};
-use crate::helpers::{create, profile, TestApp};
+use crate::helpers::{create, output_text, profile, run_cli, TestApp};
 
 const MASK: &str = "**********";
 
@@ -299,4 +299,106 @@ async fn each_revision_names_the_token_that_wrote_it_and_old_reveals_need_the_se
     assert_eq!(refused.code(), Code::PermissionDenied);
     let two = root.get_profile(old(true)).await.unwrap().into_inner();
     assert_eq!(key_of(&two), "sk-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_rollback_and_diff_from_the_command_line() {
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    create(&mut c, profile("cli", "m-1", Some("sk-cli-one"))).await;
+    let mut two = profile("cli", "m-2", Some("sk-cli-two"));
+    two.llm.as_mut().unwrap().base_url = Some("https://llm.example.com".into());
+    c.update_profile(pb::UpdateProfileRequest {
+        profile: Some(two),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = app.url();
+    let cli = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        all.extend(["--server".to_owned(), url.clone()]);
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_cli(&args, &[]).await
+        }
+    };
+
+    let o = cli(&["history", "cli"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["REVISION", "MODEL", "BASE_URL", "UPDATED", "BY"],
+        "{text}"
+    );
+    assert_eq!(
+        (rows[1][0], rows[1][1], rows[1][2]),
+        ("2", "m-2", "https://llm.example.com")
+    );
+    assert_eq!((rows[2][0], rows[2][1], rows[2][2]), ("1", "m-1", "-"));
+    assert_eq!(
+        (rows[1].last(), rows.len()),
+        (Some(&"anonymous"), 3),
+        "{text}"
+    );
+
+    // A diff names each key once and never shows a secret's value.
+    let o = cli(&["diff", "cli", "1"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    let text = output_text(&o);
+    for line in [
+        "revision 1 -> 2: 3 keys differ",
+        "~ api_key: changed",
+        "+ base_url: https://llm.example.com",
+        "~ model: m-1 -> m-2",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    assert!(!text.contains("sk-cli"), "{text}");
+    let o = cli(&["diff", "cli", "2", "2"]).await;
+    assert!(output_text(&o).contains("no change"), "{}", output_text(&o));
+
+    // A stale rollback is refused and changes nothing; a good one writes revision 3.
+    let o = cli(&["rollback", "cli", "1", "--expected-revision", "1"]).await;
+    assert!(!o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("revision"), "{}", output_text(&o));
+    let o = cli(&["rollback", "cli", "1"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("configuration of revision 1 (as revision 3)"),
+        "{}",
+        output_text(&o)
+    );
+    assert_eq!(
+        key_of(&revealed(&mut c, "cli", 3).await.unwrap()),
+        "sk-cli-one"
+    );
+    let missing = cli(&["history", "nobody"]).await;
+    assert!(!missing.status.success());
+    assert!(
+        output_text(&missing).contains("nobody"),
+        "{}",
+        output_text(&missing)
+    );
+
+    // On a stopped server's data dir, the same commands; what they write is by `local`.
+    if crate::helpers::sled_only("the data dir form opens sled's data dir") {
+        return;
+    }
+    let dir = app.stop().await;
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let o = run_cli(&["rollback", "cli", "2", "--data-dir", data], &[]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    let o = run_cli(&["history", "cli", "-o", "json", "--data-dir", data], &[]).await;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let newest: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(newest["revision"], "4", "{text}");
+    assert_eq!(newest["updatePrincipal"], "local", "{text}");
+    assert_eq!(newest["llm"]["model"], "m-2", "{text}");
 }

@@ -87,6 +87,16 @@ class ProfileServiceStub:
                 request_serializer=profileregistry_dot_v1_dot_profile__pb2.ExportProfilesRequest.SerializeToString,
                 response_deserializer=profileregistry_dot_v1_dot_profile__pb2.ExportProfilesResponse.FromString,
                 _registered_method=True)
+        self.ListProfileRevisions = channel.unary_unary(
+                '/profileregistry.v1.ProfileService/ListProfileRevisions',
+                request_serializer=profileregistry_dot_v1_dot_profile__pb2.ListProfileRevisionsRequest.SerializeToString,
+                response_deserializer=profileregistry_dot_v1_dot_profile__pb2.ListProfileRevisionsResponse.FromString,
+                _registered_method=True)
+        self.RollbackProfile = channel.unary_unary(
+                '/profileregistry.v1.ProfileService/RollbackProfile',
+                request_serializer=profileregistry_dot_v1_dot_profile__pb2.RollbackProfileRequest.SerializeToString,
+                response_deserializer=profileregistry_dot_v1_dot_profile__pb2.Profile.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -165,6 +175,22 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProfileRevisions(self, request, context):
+        """Lists the kept revisions of a profile, newest (the current one) first, secrets masked. The server keeps the last
+        --history-revisions (default 10) of each profile; a rename takes them along. NOT_FOUND when there is no such profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackProfile(self, request, context):
+        """Writes a kept revision's configuration (secrets included) as a new revision of the profile. NOT_FOUND when the
+        revision is not kept; ABORTED when expected_revision is stale; the profile itself when it already has that content.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +243,16 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ExportProfiles,
                     request_deserializer=profileregistry_dot_v1_dot_profile__pb2.ExportProfilesRequest.FromString,
                     response_serializer=profileregistry_dot_v1_dot_profile__pb2.ExportProfilesResponse.SerializeToString,
+            ),
+            'ListProfileRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProfileRevisions,
+                    request_deserializer=profileregistry_dot_v1_dot_profile__pb2.ListProfileRevisionsRequest.FromString,
+                    response_serializer=profileregistry_dot_v1_dot_profile__pb2.ListProfileRevisionsResponse.SerializeToString,
+            ),
+            'RollbackProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackProfile,
+                    request_deserializer=profileregistry_dot_v1_dot_profile__pb2.RollbackProfileRequest.FromString,
+                    response_serializer=profileregistry_dot_v1_dot_profile__pb2.Profile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +526,60 @@ class ProfileService:
             '/profileregistry.v1.ProfileService/ExportProfiles',
             profileregistry_dot_v1_dot_profile__pb2.ExportProfilesRequest.SerializeToString,
             profileregistry_dot_v1_dot_profile__pb2.ExportProfilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProfileRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/profileregistry.v1.ProfileService/ListProfileRevisions',
+            profileregistry_dot_v1_dot_profile__pb2.ListProfileRevisionsRequest.SerializeToString,
+            profileregistry_dot_v1_dot_profile__pb2.ListProfileRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/profileregistry.v1.ProfileService/RollbackProfile',
+            profileregistry_dot_v1_dot_profile__pb2.RollbackProfileRequest.SerializeToString,
+            profileregistry_dot_v1_dot_profile__pb2.Profile.FromString,
             options,
             channel_credentials,
             insecure,
