@@ -28,7 +28,7 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => Status::not_found(e.to_string()),
-            StoreError::MissingReference(m) => Status::not_found(m),
+            StoreError::MissingReference(m) | StoreError::NotKept(m) => Status::not_found(m),
             StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
             StoreError::RevisionMismatch { .. } => Status::aborted(e.to_string()),
             StoreError::Aborted(m) => Status::aborted(m),

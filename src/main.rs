@@ -32,6 +32,7 @@ async fn main() -> ExitCode {
         Some(Command::Rename(args)) => cli::everyday::run_rename(args).await,
         Some(Command::History(args)) => cli::history::run_history(args).await,
         Some(Command::Rollback(args)) => cli::history::run_rollback(args).await,
+        Some(Command::Undelete(args)) => cli::history::run_undelete(args).await,
         Some(Command::Diff(args)) => cli::history::run_diff(args).await,
         Some(Command::Watch(args)) => cli::everyday::run_watch(args).await,
         Some(Command::Conversations(command)) => cli::everyday::run_conversations(command).await,

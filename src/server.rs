@@ -214,6 +214,11 @@ impl Application {
             });
             tracing::info!(%bound, "metrics at http://{bound}/metrics");
         }
+        tokio::spawn(purge_deleted_profiles(
+            Arc::clone(&store),
+            args.deleted_retention,
+            stop_tx.subscribe(),
+        ));
         tokio::spawn(fail_stop_on_fault(health.clone()));
         if let Some(connected) = store.connected() {
             tokio::spawn(follow_database(
@@ -317,6 +322,42 @@ async fn follow_database(
         }
         tokio::select! {
             r = connected.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Drops the kept history of profiles deleted longer than `retention` ago, a few at a time (each
+/// batch one short write, so writers are not held off), until the server stops. A failure is
+/// logged and tried again at the next round: a store fault fail-stops the server on its own.
+async fn purge_deleted_profiles(
+    store: Arc<Store>,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    const BATCH: usize = 100;
+    // Often enough that a short retention (tests, or `0s`) is kept to within a second or so.
+    let every = (retention / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        let now = std::time::SystemTime::now();
+        let cutoff = now.checked_sub(retention).unwrap_or(std::time::UNIX_EPOCH);
+        let cutoff = crate::domain::Timestamp::from(cutoff);
+        loop {
+            match store.purge_deleted(cutoff, BATCH).await {
+                Ok(n) if n == BATCH => continue,
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(profiles = n, "purged the history of profiles deleted longer than --deleted-retention ago");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot purge deleted profiles' history now; will try again");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
     }

@@ -232,11 +232,17 @@ pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<bool> {
             expected_revision: args.expected_revision,
             allow_missing: false,
             force: args.force,
+            purge: args.purge,
         })
         .await
         .map_err(status_error)?;
+    let kept = if args.purge {
+        "its history purged"
+    } else {
+        "its history kept: `undelete` brings it back"
+    };
     say!(
-        "deleted profile \"{}\" (it was at revision {})",
+        "deleted profile \"{}\" (it was at revision {}; {kept})",
         args.name,
         resp.revision
     );

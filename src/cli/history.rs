@@ -1,5 +1,5 @@
-//! The history commands: `history NAME` (the kept revisions), `rollback NAME REVISION` and
-//! `diff NAME REV [REV]`, against a server or a stopped server's data dir.
+//! The history commands: `history NAME` (the kept revisions), `rollback NAME REVISION`,
+//! `undelete NAME` and `diff NAME REV [REV]`, against a server or a stopped server's data dir.
 use std::collections::BTreeMap;
 
 use tonic::Code;
@@ -7,7 +7,7 @@ use tonic::Code;
 use super::connection::status_error;
 use super::output::{emit, json, llm_fields, or_dash, say, table, time};
 use super::registry::Registry;
-use crate::config::{DiffArgs, HistoryArgs, Output, RollbackArgs};
+use crate::config::{DiffArgs, HistoryArgs, Output, RollbackArgs, UndeleteArgs};
 use crate::domain::SecretField;
 use crate::pb;
 
@@ -75,6 +75,22 @@ pub async fn run_rollback(args: RollbackArgs) -> anyhow::Result<bool> {
             args.revision,
             p.revision
         ),
+    }
+    Ok(true)
+}
+
+/// `undelete NAME`.
+pub async fn run_undelete(args: UndeleteArgs) -> anyhow::Result<bool> {
+    let mut registry = Registry::open(&args.reach.target).await?;
+    let p = registry
+        .undelete_profile(pb::UndeleteProfileRequest {
+            name: args.name.clone(),
+        })
+        .await
+        .map_err(status_error)?;
+    match args.reach.output {
+        Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
+        Output::Table => say!("profile \"{}\" is back (revision {})", p.name, p.revision),
     }
     Ok(true)
 }

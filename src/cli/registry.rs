@@ -136,6 +136,10 @@ impl Registry {
         list_profile_revisions, profiles, pb::ListProfileRevisionsRequest => pb::ListProfileRevisionsResponse
     );
     unary!(
+        /// UndeleteProfile.
+        undelete_profile, profiles, pb::UndeleteProfileRequest => pb::Profile
+    );
+    unary!(
         /// RollbackProfile.
         rollback_profile, profiles, pb::RollbackProfileRequest => pb::Profile
     );

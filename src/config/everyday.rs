@@ -109,6 +109,10 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub expected_revision: Option<i64>,
 
+    /// Destroy its history at once instead of keeping it for `undelete` (needs the admin role).
+    #[arg(long)]
+    pub purge: bool,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub target: TargetArgs,
@@ -151,6 +155,17 @@ pub struct RollbackArgs {
     /// Write only if the profile is at this revision now (compare-and-swap).
     #[arg(long)]
     pub expected_revision: Option<i64>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub reach: Reach,
+}
+
+/// Settings of `undelete`.
+#[derive(Clone, Debug, Args)]
+pub struct UndeleteArgs {
+    /// The deleted profile's name.
+    pub name: String,
 
     #[command(flatten)]
     #[allow(missing_docs)]

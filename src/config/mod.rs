@@ -21,7 +21,7 @@ pub use self::client::{ClientArgs, TargetArgs};
 pub use self::everyday::{
     CompletionsArgs, ConversationEventsArgs, ConversationGetArgs, ConversationListArgs,
     ConversationsCommand, DeleteArgs, DiffArgs, GetArgs, GetOutput, HistoryArgs, ListArgs, Output,
-    PutArgs, Reach, RenameArgs, RollbackArgs, WatchArgs,
+    PutArgs, Reach, RenameArgs, RollbackArgs, UndeleteArgs, WatchArgs,
 };
 pub use self::parse::parse_duration;
 pub use self::serve::ServeArgs;
@@ -99,6 +99,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Write a kept revision's configuration (secrets included) as the profile's new revision.
     Rollback(RollbackArgs),
+    /// Bring back a deleted profile whose history is kept (--deleted-retention): its last
+    /// revision, as its next one.
+    Undelete(UndeleteArgs),
     /// Compare two revisions of a profile (the second defaults to the current one): the keys added,
     /// removed and changed; secrets only as changed or unchanged, never their values.
     Diff(DiffArgs),
@@ -130,6 +133,7 @@ impl Command {
                 | Self::Rename(_)
                 | Self::History(_)
                 | Self::Rollback(_)
+                | Self::Undelete(_)
                 | Self::Diff(_)
                 | Self::Watch(_)
                 | Self::Conversations(_)

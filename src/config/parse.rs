@@ -1,7 +1,7 @@
 //! Value parsers the flags share (durations such as `--shutdown-grace 10s`).
 use std::time::Duration;
 
-/// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
+/// Parses `10s`, `500ms`, `2m`, `6h`, `7d` or a bare number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let (num, unit) = raw
@@ -14,7 +14,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("{raw:?}: unit must be ms, s or m")),
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("{raw:?}: unit must be ms, s, m, h or d")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{raw:?}: {e}"))
 }
@@ -29,6 +31,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3600)));
         assert!(parse_duration("soon").is_err());
     }
 }

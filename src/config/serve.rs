@@ -58,6 +58,11 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub history_revisions: u16,
 
+    /// How long a deleted profile's history is kept for an undelete (e.g. 7d, 12h, 0s: not at
+    /// all); `delete --purge` drops it at once.
+    #[arg(long, env = "REGISTRY_DELETED_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub deleted_retention: Duration,
+
     /// Largest profile accepted, measured as the SDK's JSON file, in bytes.
     #[arg(long, env = "REGISTRY_MAX_PROFILE_BYTES", default_value_t = 64 * 1024)]
     pub max_profile_bytes: usize,

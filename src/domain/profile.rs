@@ -360,9 +360,14 @@ impl Timestamp {
 
     /// The current time.
     pub fn now() -> Self {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        Self::from(SystemTime::now())
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    /// The time `t` (the epoch for a time before it).
+    fn from(t: SystemTime) -> Self {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         Self {
             seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
             nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),

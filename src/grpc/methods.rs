@@ -93,6 +93,7 @@ pub static METHODS: &[Method] = &[
     row(PROFILES, "ExportProfiles", Export, Fields("names")),
     row(PROFILES, "ListProfileRevisions", Read, Field("name")),
     row(PROFILES, "RollbackProfile", Write, Field("name")),
+    row(PROFILES, "UndeleteProfile", Write, Field("name")),
     row(CONVERSATIONS, "CreateConversation", Write, Field("conversation.id")),
     row(CONVERSATIONS, "GetConversation", Read, Field("id")),
     row(CONVERSATIONS, "ListConversations", Read, Field("profile")),

@@ -169,12 +169,26 @@ impl ProfileService for ProfileApi {
             expected_revision,
             allow_missing,
             force,
+            purge,
         } = req.into_inner();
         let parsed = parse_name(&name, "name")?;
+        if purge {
+            who.require(Role::Admin, "purge a profile's history")?;
+        }
         let deleted = self
             .store
-            .delete_profile(&parsed, expected_revision, allow_missing, force)
+            .delete_profile(
+                &parsed,
+                expected_revision,
+                allow_missing,
+                force,
+                purge,
+                &who.name,
+            )
             .await?;
+        if purge && deleted.is_some() {
+            tracing::info!(target: "audit", who = %who.name, action = "delete with purge", resource = %name, "history purged");
+        }
         if force && deleted.is_some() {
             // Forced deletes (of bound or damaged records) are audited.
             let damaged = deleted.as_ref().is_some_and(|p| p.revision == 0);
@@ -266,6 +280,16 @@ impl ProfileService for ProfileApi {
         Ok(Response::new(pb::ImportProfilesResponse {
             results: reports.into_iter().map(pb::ImportResult::from).collect(),
         }))
+    }
+
+    async fn undelete_profile(
+        &self,
+        req: Request<pb::UndeleteProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let who = principal(&req);
+        let name = parse_name(&req.into_inner().name, "name")?;
+        let p = self.store.undelete_profile(&name, &who.name).await?;
+        Ok(Response::new(profile_to_pb(p.masked())))
     }
 
     async fn list_profile_revisions(

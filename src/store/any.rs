@@ -11,7 +11,7 @@ use super::{
 };
 use crate::domain::{
     Conversation, ConversationId, DocKind, Document, Event, ExecutionStatus, LlmConfig, NewEvent,
-    Profile, ProfileName,
+    Profile, ProfileName, Timestamp,
 };
 use serde_json::{Map, Value};
 
@@ -165,8 +165,15 @@ impl Store {
         fn put_profile(name: ProfileName, llm: LlmConfig, mode: PutMode, expected_revision: Option<i64>,
             by: &str) -> (Profile, PutOutcome);
         /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
-        fn delete_profile(name: &ProfileName, expected_revision: Option<i64>, allow_missing: bool, force: bool)
-            -> Option<Profile>;
+        /// The history is kept for an undelete (`--deleted-retention`) unless `purge`.
+        fn delete_profile(name: &ProfileName, expected_revision: Option<i64>, allow_missing: bool, force: bool,
+            purge: bool, by: &str) -> Option<Profile>;
+        /// Brings back a deleted profile whose history is kept, its last revision as the next one;
+        /// ALREADY_EXISTS while the name is taken.
+        fn undelete_profile(name: &ProfileName, by: &str) -> Profile;
+        /// Drops the kept history of up to `limit` profiles deleted before `cutoff`; returns how
+        /// many.
+        fn purge_deleted(cutoff: Timestamp, limit: usize) -> usize;
         /// Renames a profile atomically; durable when it returns.
         fn rename_profile(from: &ProfileName, to: &ProfileName, by: &str) -> Profile;
         /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on

@@ -287,7 +287,7 @@ pub fn sealed_key_ids(records: &[RawRecord]) -> BTreeSet<String> {
                     let _ = document_secrets(&mut d, &mut note);
                 }
             }
-            TreeId::Bindings | TreeId::Events => {}
+            TreeId::Bindings | TreeId::Events | TreeId::Deleted => {}
         }
     }
     ids

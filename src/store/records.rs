@@ -24,17 +24,20 @@ pub enum TreeId {
     Documents,
     /// Each profile's kept revisions by `name \0 revision` (8 bytes, big-endian): profile records.
     History,
+    /// Deleted profiles whose history is kept (for undelete) by name: [`Tombstone`]s.
+    Deleted,
 }
 
 impl TreeId {
     /// Every tree, in the order a backup lists them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Profiles,
         Self::Conversations,
         Self::Bindings,
         Self::Events,
         Self::Documents,
         Self::History,
+        Self::Deleted,
     ];
 
     /// The tree's name in the database (and in backups).
@@ -46,6 +49,7 @@ impl TreeId {
             Self::Events => "events",
             Self::Documents => "documents",
             Self::History => "history",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -143,6 +147,19 @@ pub fn json_error(e: &serde_json::Error) -> String {
     format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
+/// What is kept of a deleted profile beside its history, until `--deleted-retention` passes or an
+/// undelete, a re-create or a purge: when, by whom, at which revision.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tombstone {
+    /// The revision the profile had when it was deleted.
+    pub revision: i64,
+    /// When it was deleted.
+    pub delete_time: crate::domain::Timestamp,
+    /// Who deleted it.
+    #[serde(default)]
+    pub delete_principal: String,
+}
+
 /// One stored record, byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawRecord {
@@ -203,6 +220,7 @@ pub fn place(tree: TreeId, key: &[u8]) -> String {
         TreeId::Events => split_event_key(key).map(|(id, seq)| format!("{id}/{seq}")),
         TreeId::Documents => split_document_key(key)
             .map(|(kind, name)| format!("{}/{}", kind.as_str(), text_key(name.as_bytes()))),
+        TreeId::Deleted => Some(text_key(key)),
         TreeId::History => split_history_key(key)
             .map(|(name, revision)| format!("{}/{revision}", text_key(name.as_bytes()))),
     };

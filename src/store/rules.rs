@@ -156,6 +156,31 @@ pub fn check_unbound(
     )))
 }
 
+/// ALREADY_EXISTS for an undelete while the name is taken.
+pub fn name_taken(name: &ProfileName) -> StoreError {
+    StoreError::AlreadyExists {
+        kind: "profile",
+        name: name.to_string(),
+    }
+}
+
+/// NOT_FOUND for an undelete of a name with no deleted profile kept.
+pub fn not_deleted(name: &ProfileName) -> StoreError {
+    StoreError::NotKept(format!(
+        "no deleted profile \"{name}\" is kept (never deleted, purged, re-created since, or past --deleted-retention)"
+    ))
+}
+
+/// A deleted profile's last revision `last`, brought back by `by` as its next revision.
+pub fn undeleted(last: Profile, by: &str) -> Profile {
+    Profile {
+        revision: last.revision + 1,
+        update_time: Timestamp::now(),
+        update_principal: by.to_owned(),
+        ..last
+    }
+}
+
 /// The profile `old` under its new name `to`, renamed by `by`.
 pub fn renamed(old: &Profile, to: &ProfileName, by: &str) -> Profile {
     Profile {

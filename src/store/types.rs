@@ -22,6 +22,10 @@ pub enum StoreError {
     /// a missing profile): the message names the field and the target.
     #[error("{0}")]
     MissingReference(String),
+    /// What was asked for is not kept (NOT_FOUND): the message says why, e.g. an undelete of a
+    /// profile whose history was purged.
+    #[error("{0}")]
+    NotKept(String),
     /// The resource exists already.
     #[error("{kind} {name:?} already exists")]
     AlreadyExists {

@@ -141,6 +141,7 @@ async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> C
                 expected_revision: None,
                 allow_missing: true,
                 force: false,
+                purge: false,
             })
             .await,
         ),

@@ -126,6 +126,18 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     .await
     .unwrap();
     create(&mut cl.0, profile("gamma", "m", None)).await;
+    // A deleted profile, its history kept for an undelete.
+    create(
+        &mut cl.0,
+        profile("delta", "m-delta", Some("sk-KNOWN-delta")),
+    )
+    .await;
+    cl.0.delete_profile(pb::DeleteProfileRequest {
+        name: "delta".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let talk = create_conversation(&mut cl.1, conversation(bound("alpha"), "bound")).await;
     append(&mut cl.1, &talk.id, &[("e0", "user"), ("e1", "agent")]).await;
     append(&mut cl.1, &talk.id, &[("e2", "user")]).await;
@@ -197,6 +209,18 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     // the revisions and reach watchers.
     assert_eq!(state(&mut cl2).await, before);
     assert_eq!(kept_revisions(&mut cl2.0).await, history_before);
+    let back = cl2
+        .0
+        .undelete_profile(pb::UndeleteProfileRequest {
+            name: "delta".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (back.revision, back.llm.unwrap().model.as_str()),
+        (2, "m-delta")
+    );
     assert_eq!(
         before.0[1].llm.as_ref().unwrap().api_key.as_deref(),
         Some("sk-KNOWN-beta")

@@ -299,6 +299,20 @@ async fn each_revision_names_the_token_that_wrote_it_and_old_reveals_need_the_se
     assert_eq!(refused.code(), Code::PermissionDenied);
     let two = root.get_profile(old(true)).await.unwrap().into_inner();
     assert_eq!(key_of(&two), "sk-2");
+    // Purging a history is for admins; the delete itself stays a writer's.
+    let purge = |name: &str| pb::DeleteProfileRequest {
+        name: name.into(),
+        purge: true,
+        ..Default::default()
+    };
+    let refused = editor.delete_profile(purge("p")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    root.delete_profile(purge("p")).await.unwrap();
+    let none = root
+        .undelete_profile(pb::UndeleteProfileRequest { name: "p".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), Code::NotFound);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,4 +415,141 @@ async fn history_rollback_and_diff_from_the_command_line() {
     assert_eq!(newest["revision"], "4", "{text}");
     assert_eq!(newest["updatePrincipal"], "local", "{text}");
     assert_eq!(newest["llm"]["model"], "m-2", "{text}");
+}
+
+async fn delete(c: &mut Profiles, name: &str, purge: bool) -> Result<i64, tonic::Status> {
+    c.delete_profile(pb::DeleteProfileRequest {
+        name: name.into(),
+        force: true,
+        purge,
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().revision)
+}
+
+async fn undelete(c: &mut Profiles, name: &str) -> Result<pb::Profile, tonic::Status> {
+    c.undelete_profile(pb::UndeleteProfileRequest { name: name.into() })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_deleted_profile_comes_back_with_its_history_until_purged_or_made_again() {
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    create(&mut c, profile("p", "m-1", Some("sk-1"))).await;
+    update(&mut c, "p", "m-2", "sk-2").await;
+    assert_eq!(delete(&mut c, "p", false).await.unwrap(), 2);
+    let gone = c
+        .get_profile(pb::GetProfileRequest {
+            name: "p".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    // Its history can still be read, and it comes back as its next revision, key and all.
+    let kept: Vec<i64> = revisions(&mut c, "p", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(kept, [2, 1]);
+    let back = undelete(&mut c, "p").await.unwrap();
+    assert_eq!(
+        (back.revision, back.llm.as_ref().unwrap().model.as_str()),
+        (3, "m-2")
+    );
+    assert_eq!(key_of(&revealed(&mut c, "p", 3).await.unwrap()), "sk-2");
+    let kept: Vec<i64> = revisions(&mut c, "p", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(kept, [3, 2, 1]);
+    let taken = undelete(&mut c, "p").await.unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    // Made again after a delete, the name starts a history of its own; the old one is gone.
+    delete(&mut c, "p", false).await.unwrap();
+    create(&mut c, profile("p", "m-new", Some("sk-new"))).await;
+    assert_eq!(revisions(&mut c, "p", 0).await.unwrap().len(), 1);
+    assert_eq!(
+        undelete(&mut c, "p").await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    delete(&mut c, "p", false).await.unwrap();
+    let back = undelete(&mut c, "p").await.unwrap();
+    assert_eq!(
+        (back.revision, back.llm.as_ref().unwrap().model.as_str()),
+        (2, "m-new")
+    );
+
+    // A purge leaves nothing to bring back.
+    delete(&mut c, "p", true).await.unwrap();
+    let none = undelete(&mut c, "p").await.unwrap_err();
+    assert_eq!(none.code(), Code::NotFound, "{none:?}");
+    assert!(none.message().contains("no deleted profile"), "{none:?}");
+    assert_eq!(
+        revisions(&mut c, "p", 0).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        undelete(&mut c, "never").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn an_undelete_makes_bound_conversations_resolve_again() {
+    let app = TestApp::spawn().await;
+    let (mut c, mut convs) = (app.profiles().await, app.conversations().await);
+    create(&mut c, profile("bound", "m-1", Some("sk-1"))).await;
+    let id = crate::helpers::create_conversation(
+        &mut convs,
+        crate::helpers::conversation(crate::helpers::bound("bound"), "t"),
+    )
+    .await
+    .id;
+    delete(&mut c, "bound", false).await.unwrap();
+    let got = crate::helpers::get_conversation(&mut convs, &id, true, false).await;
+    assert!(got.llms["agent"].resolved.is_none());
+    undelete(&mut c, "bound").await.unwrap();
+    let got = crate::helpers::get_conversation(&mut convs, &id, true, false).await;
+    let resolved = got.llms["agent"].resolved.clone().expect("resolves again");
+    assert_eq!(resolved.model, "m-1");
+}
+
+#[tokio::test]
+async fn a_deleted_profile_s_history_goes_after_the_retention() {
+    let retention = std::time::Duration::from_secs(2);
+    let app = TestApp::spawn_with(|a| a.deleted_retention = retention).await;
+    let mut c = app.profiles().await;
+    create(&mut c, profile("brief", "m", Some("sk"))).await;
+    create(&mut c, profile("kept", "m", Some("sk"))).await;
+    delete(&mut c, "brief", false).await.unwrap();
+    let deleted = std::time::Instant::now();
+    assert_eq!(revisions(&mut c, "brief", 0).await.unwrap().len(), 1);
+    let purged = loop {
+        match revisions(&mut c, "brief", 0).await {
+            Ok(_) => assert!(deleted.elapsed() < retention * 10, "never purged"),
+            Err(s) => break s,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(purged.code(), Code::NotFound);
+    assert!(
+        deleted.elapsed() >= retention,
+        "purged early: {:?}",
+        deleted.elapsed()
+    );
+    assert_eq!(
+        undelete(&mut c, "brief").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // A profile that is not deleted keeps its history.
+    assert_eq!(revisions(&mut c, "kept", 0).await.unwrap().len(), 1);
 }

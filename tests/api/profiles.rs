@@ -294,6 +294,7 @@ async fn delete_checks_revision_and_allow_missing() {
             expected_revision: Some(7),
             allow_missing: false,
             force: false,
+            purge: false,
         })
         .await
         .unwrap_err();
@@ -305,6 +306,7 @@ async fn delete_checks_revision_and_allow_missing() {
             expected_revision: Some(1),
             allow_missing: false,
             force: false,
+            purge: false,
         })
         .await
         .unwrap()
@@ -318,6 +320,7 @@ async fn delete_checks_revision_and_allow_missing() {
             expected_revision: None,
             allow_missing: false,
             force: false,
+            purge: false,
         })
         .await
         .unwrap_err();
@@ -329,6 +332,7 @@ async fn delete_checks_revision_and_allow_missing() {
             expected_revision: None,
             allow_missing: true,
             force: false,
+            purge: false,
         })
         .await
         .unwrap()

@@ -81,6 +81,7 @@ async fn initial_snapshot_then_live_changes() {
         expected_revision: None,
         allow_missing: false,
         force: false,
+        purge: false,
     })
     .await
     .unwrap();
@@ -126,6 +127,7 @@ async fn watch_started_during_writes_has_no_gap() {
                         expected_revision: None,
                         allow_missing: true,
                         force: false,
+                        purge: false,
                     })
                     .await
                     .unwrap();

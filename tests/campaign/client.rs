@@ -336,6 +336,7 @@ impl Client {
                         expected_revision: expected,
                         allow_missing: false,
                         force: false,
+                        purge: false,
                     }))
                     .await?
                     .into_inner();

@@ -8,6 +8,7 @@ use crate::store::codec::{
     conversation_secrets, document_secrets, profile_secrets, DocumentRecord, ProfileRecord,
     SecretVisitor,
 };
+use crate::store::records::Tombstone;
 use crate::store::records::{
     binding_key, decode, document_key, event_key, history_key, place, split_document_key,
     split_history_key,
@@ -230,6 +231,16 @@ impl PgStore {
                     value: with_number(&value, "seq", seq),
                 }),
         );
+        let deleted: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, record FROM deleted_profiles ORDER BY name")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        records.extend(deleted.into_iter().map(|(name, value)| RawRecord {
+            tree: TreeId::Deleted,
+            key: name.into_bytes(),
+            value,
+        }));
         tx.commit().await.map_err(store_error)?;
         Ok(Snapshot {
             next_seq,
@@ -336,6 +347,11 @@ impl PgStore {
                 .execute(&mut **tx)
                 .await
                 .map_err(store_error)?;
+            }
+            TreeId::Deleted => {
+                let t: Tombstone = decode(r.tree, &r.key, &r.value)?;
+                let name = std::str::from_utf8(&r.key).map_err(|_| bad_key(r.tree, &r.key))?;
+                super::rows::put_tombstone(tx, name, &t).await?;
             }
             TreeId::History => {
                 let record: ProfileRecord = decode(r.tree, &r.key, &r.value)?;

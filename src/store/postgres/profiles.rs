@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{limit, puts, rows, store_error, PgStore, Tx};
-use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName, Target};
+use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName, Target, Timestamp};
 use crate::store::codec::ProfileRecord;
-use crate::store::records::{history_key, or_skip};
+use crate::store::records::{history_key, or_skip, Tombstone};
 use crate::store::rules;
 use crate::store::{
     ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
@@ -89,12 +89,15 @@ impl PgStore {
         expected_revision: Option<i64>,
         allow_missing: bool,
         force: bool,
+        purge: bool,
+        by: &str,
     ) -> Result<Option<Profile>, StoreError> {
         let mut tx = self.begin(true).await?;
         let read = match self.read_profile(&mut tx, name).await {
             // A record that does not decode is not kept forever: force deletes its row.
             Err(StoreError::Corrupt { .. }) if force => {
                 let placeholder = rules::damaged_placeholder(name);
+                rows::purge_deleted_names(&mut tx, &[name.as_str()]).await?;
                 let change = self.remove_profile(&mut tx, &placeholder).await?;
                 self.commit_profiles(tx, &[change]).await?;
                 return Ok(Some(placeholder));
@@ -111,8 +114,85 @@ impl PgStore {
         let referrers = self.referrers(&mut tx, &target).await?;
         crate::store::documents::check_unreferenced(&target, &referrers, force)?;
         let change = self.remove_profile(&mut tx, &old).await?;
+        // The history stays for an undelete, unless purged.
+        if purge {
+            rows::purge_deleted_names(&mut tx, &[name.as_str()]).await?;
+        } else {
+            let tomb = Tombstone {
+                revision: old.revision,
+                delete_time: Timestamp::now(),
+                delete_principal: by.to_owned(),
+            };
+            rows::put_tombstone(&mut tx, name.as_str(), &tomb).await?;
+        }
         self.commit_profiles(tx, &[change]).await?;
         Ok(Some(old))
+    }
+
+    /// Brings back a deleted profile whose history is kept: its last revision, as the next one.
+    pub(crate) async fn undelete_profile(
+        &self,
+        name: &ProfileName,
+        by: &str,
+    ) -> Result<Profile, StoreError> {
+        let mut tx = self.begin(true).await?;
+        if self.read_profile(&mut tx, name).await?.is_some() {
+            return Err(rules::name_taken(name));
+        }
+        let last = self.deleted_revision(&mut tx, name).await?;
+        let profile = rules::undeleted(last.ok_or_else(|| rules::not_deleted(name))?, by);
+        let added = crate::store::documents::added_connection(None, &profile.llm);
+        super::documents::check_targets(&mut tx, "profile", &added).await?;
+        sqlx::query("DELETE FROM deleted_profiles WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let changes = self.write_profiles(&mut tx, vec![profile.clone()]).await?;
+        self.commit_profiles(tx, &changes).await?;
+        Ok(profile)
+    }
+
+    /// The last kept revision of a deleted profile `name`, when its history is kept.
+    async fn deleted_revision(
+        &self,
+        tx: &mut Tx,
+        name: &ProfileName,
+    ) -> Result<Option<Profile>, StoreError> {
+        let tomb: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM deleted_profiles WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(store_error)?;
+        if tomb.is_none() {
+            return Ok(None);
+        }
+        Ok(self.revisions(tx, name, 1, i64::MAX).await?.pop())
+    }
+
+    /// Drops the kept history of up to `limit` profiles deleted before `cutoff`; returns how many.
+    pub(crate) async fn purge_deleted(
+        &self,
+        cutoff: Timestamp,
+        limit_to: usize,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin(true).await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM deleted_profiles WHERE delete_seconds < $1 ORDER BY delete_seconds LIMIT $2",
+        )
+        .bind(cutoff.seconds)
+        .bind(limit(limit_to))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+        rows::purge_deleted_names(&mut tx, &listed).await?;
+        self.commit(tx).await?;
+        Ok(names.len())
     }
 
     pub(crate) async fn rename_profile(
@@ -136,6 +216,8 @@ impl PgStore {
             });
         }
         let renamed = rules::renamed(&old, to, by);
+        // Over what a deleted profile of the new name left.
+        rows::purge_deleted_names(&mut tx, &[to.as_str()]).await?;
         // The kept revisions follow the name (sealed again under it); the delete of the old name
         // then drops them there.
         let oldest_kept = renamed.revision - self.history_revisions + 1;
@@ -288,8 +370,13 @@ impl PgStore {
         limit_to: usize,
     ) -> Result<Option<Vec<Profile>>, StoreError> {
         let mut tx = self.begin(false).await?;
-        let Some(current) = self.read_profile(&mut tx, name).await? else {
-            return Ok(None);
+        // A deleted profile lists its kept history from its last revision.
+        let current = match self.read_profile(&mut tx, name).await? {
+            Some(p) => p,
+            None => match self.deleted_revision(&mut tx, name).await? {
+                Some(p) => p,
+                None => return Ok(None),
+            },
         };
         let below = before.unwrap_or(i64::MAX).min(current.revision + 1);
         let mut kept = self.revisions(&mut tx, name, 1, below).await?;

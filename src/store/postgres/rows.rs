@@ -3,6 +3,7 @@ use sqlx::{Executor, Postgres};
 
 use super::{store_error, uuid, Tx, CHANNEL};
 use crate::domain::{Conversation, ConversationId, Profile};
+use crate::store::records::Tombstone;
 use crate::store::StoreError;
 
 /// The counter's next change seq.
@@ -77,6 +78,13 @@ pub async fn put_profiles(
     .execute(&mut **tx)
     .await
     .map_err(store_error)?;
+    // A new profile starts a history of its own: what a deleted one of its name left goes.
+    let fresh: Vec<&str> = profiles
+        .iter()
+        .filter(|p| p.revision == 1)
+        .map(|p| p.name.as_str())
+        .collect();
+    purge_deleted_names(tx, &fresh).await?;
     // Each written revision is kept; the ones that fall out of the history go.
     sqlx::query(
         "INSERT INTO profile_history (name, revision, seq, record) \
@@ -103,6 +111,38 @@ pub async fn put_profiles(
     Ok(())
 }
 
+/// Drops what deleted profiles of these names left: their tombstones and kept history.
+pub async fn purge_deleted_names(tx: &mut Tx, names: &[&str]) -> Result<(), StoreError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    for table in ["deleted_profiles", "profile_history"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE name = ANY($1)"))
+            .bind(names)
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
+/// Marks `name` deleted with its history kept (for an undelete).
+pub async fn put_tombstone(tx: &mut Tx, name: &str, t: &Tombstone) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deleted_profiles (name, revision, delete_seconds, record) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET revision = EXCLUDED.revision, \
+         delete_seconds = EXCLUDED.delete_seconds, record = EXCLUDED.record",
+    )
+    .bind(name)
+    .bind(t.revision)
+    .bind(t.delete_time.seconds)
+    .bind(crate::store::records::encode(t)?)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
 /// Deletes a profile row and logs the change.
 pub async fn delete_profile(tx: &mut Tx, seq: u64, p: &Profile) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM profiles WHERE name = $1")
@@ -110,11 +150,7 @@ pub async fn delete_profile(tx: &mut Tx, seq: u64, p: &Profile) -> Result<(), St
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
-    sqlx::query("DELETE FROM profile_history WHERE name = $1")
-        .bind(p.name.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
+
     log_change(tx, seq, p, None).await
 }
 

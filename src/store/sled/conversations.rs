@@ -42,8 +42,9 @@ impl SledStore {
             &self.events,
             &self.documents,
             &self.history,
+            &self.deleted,
         )
-            .transaction(|(p, c, b, e, d, h)| {
+            .transaction(|(p, c, b, e, d, h, x)| {
                 for op in ops {
                     let (Op::Put(id, ..) | Op::Del(id, _)) = op;
                     let t = match id {
@@ -53,6 +54,7 @@ impl SledStore {
                         TreeId::Events => e,
                         TreeId::Documents => d,
                         TreeId::History => h,
+                        TreeId::Deleted => x,
                     };
                     match op {
                         Op::Put(_, k, v) => {

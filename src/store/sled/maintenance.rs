@@ -8,6 +8,7 @@ use crate::domain::document::{connection_of, references};
 use crate::domain::{Conversation, ConversationId, DocKind, Event, Secret, Target};
 use crate::hex;
 use crate::store::codec::{conversation_secrets, document_secrets, profile_secrets};
+use crate::store::records::Tombstone;
 use crate::store::records::{
     binding_key, conversation_id, decode, document_key, history_key, place, split_binding_key,
     split_event_key, text_key, RawRecord, Snapshot, TreeId,
@@ -242,13 +243,29 @@ impl SledStore {
                 Ok(r) if history_key(r.profile.name.as_str(), r.profile.revision) != *key => {
                     report.problem(place, "holds another revision than its key names");
                 }
-                Ok(r) if !profiles.contains(r.profile.name.as_str().as_bytes()) => {
+                Ok(r)
+                    if !profiles.contains(r.profile.name.as_str().as_bytes())
+                        && !self
+                            .deleted
+                            .contains_key(r.profile.name.as_str().as_bytes())? =>
+                {
                     report.notes.push((
                         place,
-                        "a kept revision of a profile that is not stored".into(),
+                        "a kept revision of a profile that is neither stored nor deleted".into(),
                     ));
                 }
                 Ok(_) => {}
+            }
+        }
+        for item in self.deleted.iter() {
+            let (key, bytes) = item?;
+            *report.counts.entry(TreeId::Deleted.name()).or_default() += 1;
+            let place = place(TreeId::Deleted, &key);
+            if let Err(e) = decode::<Tombstone>(TreeId::Deleted, &key, &bytes) {
+                report.problem(place, reason(e));
+                report.damaged.push((TreeId::Deleted, key.to_vec()));
+            } else if profiles.contains(&*key) {
+                report.problem(place, "marks deleted a profile that is stored");
             }
         }
         Ok(())

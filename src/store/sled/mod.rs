@@ -98,6 +98,7 @@ pub struct SledStore {
     pub(super) bindings: Tree,
     pub(super) documents: Tree,
     pub(super) history: Tree,
+    pub(super) deleted: Tree,
     /// How many revisions of each profile the history keeps (at least 1: the current one).
     pub(super) history_revisions: i64,
     write_lock: Mutex<()>,
@@ -160,13 +161,14 @@ impl SledStore {
                 other => corrupt(other.to_string()),
             })?;
         let tree = |t: TreeId| db.open_tree(t.name()).map_err(|e| corrupt(e.to_string()));
-        let (profiles, conversations, events, bindings, documents, history) = (
+        let (profiles, conversations, events, bindings, documents, history, deleted) = (
             tree(TreeId::Profiles)?,
             tree(TreeId::Conversations)?,
             tree(TreeId::Events)?,
             tree(TreeId::Bindings)?,
             tree(TreeId::Documents)?,
             tree(TreeId::History)?,
+            tree(TreeId::Deleted)?,
         );
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
@@ -191,6 +193,7 @@ impl SledStore {
             bindings,
             documents,
             history,
+            deleted,
             history_revisions: i64::try_from(options.history_revisions.max(1)).unwrap_or(i64::MAX),
             write_lock: Mutex::new(()),
             flusher,
@@ -220,6 +223,7 @@ impl SledStore {
             TreeId::Events => &self.events,
             TreeId::Documents => &self.documents,
             TreeId::History => &self.history,
+            TreeId::Deleted => &self.deleted,
         }
     }
 

@@ -2,14 +2,15 @@
 //! group-committed flush and published to watchers once durable.
 use super::conversations::Op;
 use super::SledStore;
-use crate::domain::{LlmConfig, Profile, ProfileName, Target};
+use crate::domain::{LlmConfig, Profile, ProfileName, Target, Timestamp};
 use crate::store::codec::ProfileRecord;
 use crate::store::documents;
 use crate::store::records::TreeId;
-use crate::store::records::{history_key, history_prefix, or_skip};
+use crate::store::records::{decode, encode, history_key, history_prefix, or_skip, Tombstone};
 use crate::store::rules::{self, PutPlan};
 use crate::store::{
-    ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
+    Change, ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome,
+    StoreError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ impl SledStore {
         expected_revision: Option<i64>,
         allow_missing: bool,
         force: bool,
+        purge: bool,
+        by: &str,
     ) -> Result<Option<Profile>, StoreError> {
         self.durably(|| {
             let found = match self.read_profile(name.as_str()) {
@@ -105,10 +108,19 @@ impl SledStore {
                 None => self.unchanged(None),
                 Some(profile) => {
                     // With force, bindings stay: they resolve again if the name is re-created.
+                    // The history stays for an undelete, unless purged (or the record was damaged).
                     let mut ops =
                         vec![Op::Del(TreeId::Profiles, name.as_str().as_bytes().to_vec())];
-                    for item in self.history.scan_prefix(history_prefix(name.as_str())) {
-                        ops.push(Op::Del(TreeId::History, item?.0.to_vec()));
+                    if purge || profile.revision == 0 {
+                        self.purge_ops(name.as_str(), &mut ops)?;
+                    } else {
+                        let tomb = Tombstone {
+                            revision: profile.revision,
+                            delete_time: Timestamp::now(),
+                            delete_principal: by.to_owned(),
+                        };
+                        let key = name.as_str().as_bytes().to_vec();
+                        ops.push(Op::Put(TreeId::Deleted, key, encode(&tomb)?));
                     }
                     self.apply(&ops)?;
                     let change = ProfileChange::Delete {
@@ -151,6 +163,7 @@ impl SledStore {
             // Conversations bound to the old name follow it, in the same transaction; so does
             // its history, sealed again under the new name.
             let mut ops = vec![Op::Del(TreeId::Profiles, from.as_str().as_bytes().to_vec())];
+            self.purge_ops(to.as_str(), &mut ops)?;
             let oldest_kept = record.profile.revision - self.history_revisions + 1;
             for item in self.history.scan_prefix(history_prefix(from.as_str())) {
                 let (key, bytes) = item?;
@@ -282,8 +295,13 @@ impl SledStore {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Option<Vec<Profile>>, StoreError> {
-        let Some(current) = self.read_profile(name.as_str())?.map(|r| r.profile) else {
-            return Ok(None);
+        // A deleted profile lists its kept history from its last revision.
+        let current = match self.read_profile(name.as_str())?.map(|r| r.profile) {
+            Some(p) => p,
+            None => match self.deleted_revision(name)? {
+                Some(p) => p,
+                None => return Ok(None),
+            },
         };
         let below = before.unwrap_or(i64::MAX);
         let mut out = Vec::with_capacity(limit.min(64));
@@ -311,12 +329,99 @@ impl SledStore {
         Ok(Some(out))
     }
 
+    /// Brings back a deleted profile whose history is kept: its last revision, as the next one.
+    pub(crate) async fn undelete_profile(
+        &self,
+        name: &ProfileName,
+        by: &str,
+    ) -> Result<Profile, StoreError> {
+        self.durably(|| {
+            if self.profiles.contains_key(name.as_str().as_bytes())? {
+                return Err(rules::name_taken(name));
+            }
+            let last = self.deleted_revision(name)?;
+            let profile = rules::undeleted(last.ok_or_else(|| rules::not_deleted(name))?, by);
+            self.check_profile_connection(None, &profile.llm)?;
+            let record = ProfileRecord {
+                seq: self.next_seq()?,
+                profile,
+            };
+            let mut ops = vec![Op::Del(TreeId::Deleted, name.as_str().as_bytes().to_vec())];
+            self.profile_ops(&record, &mut ops)?;
+            self.apply(&ops)?;
+            let change = ProfileChange::Put {
+                seq: record.seq,
+                profile: Arc::new(record.profile.clone()),
+            };
+            self.changed([change], record.profile)
+        })
+        .await
+    }
+
+    /// The last kept revision of a deleted profile `name`, when its history is kept.
+    fn deleted_revision(&self, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
+        if !self.deleted.contains_key(name.as_str().as_bytes())? {
+            return Ok(None);
+        }
+        let prefix = history_prefix(name.as_str());
+        let Some(item) = self.history.scan_prefix(prefix).next_back() else {
+            return Ok(None);
+        };
+        let (key, bytes) = item?;
+        Ok(Some(self.codec.decode_revision(&key, &bytes)?.profile))
+    }
+
+    /// Drops the kept history of up to `limit` profiles deleted before `cutoff`; returns how many.
+    pub(crate) async fn purge_deleted(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.durably(|| {
+            let mut ops = Vec::new();
+            let mut purged = 0;
+            for item in self.deleted.iter() {
+                if purged >= limit {
+                    break;
+                }
+                let (key, bytes) = item?;
+                let expired = decode::<Tombstone>(TreeId::Deleted, &key, &bytes)
+                    .map_or(true, |t| t.delete_time < cutoff);
+                if expired {
+                    self.purge_ops(&String::from_utf8_lossy(&key), &mut ops)?;
+                    purged += 1;
+                }
+            }
+            if ops.is_empty() {
+                return self.unchanged(0);
+            }
+            self.apply(&ops)?;
+            self.changed(std::iter::empty::<Change>(), purged)
+        })
+        .await
+    }
+
+    /// The ops that drop what a deleted profile `name` left: its tombstone and kept history.
+    fn purge_ops(&self, name: &str, ops: &mut Vec<Op>) -> Result<(), StoreError> {
+        if self.deleted.contains_key(name.as_bytes())? {
+            ops.push(Op::Del(TreeId::Deleted, name.as_bytes().to_vec()));
+        }
+        for item in self.history.scan_prefix(history_prefix(name)) {
+            ops.push(Op::Del(TreeId::History, item?.0.to_vec()));
+        }
+        Ok(())
+    }
+
     /// The ops that write `record` as the current profile and as a kept revision, and drop the
-    /// revisions of its name that fall out of the history.
+    /// revisions of its name that fall out of the history (or, for a new profile, all that a
+    /// deleted one of that name left).
     fn profile_ops(&self, record: &ProfileRecord, ops: &mut Vec<Op>) -> Result<(), StoreError> {
         let name = record.profile.name.as_str();
         let bytes = self.encode_profile(record)?;
         let revision = record.profile.revision;
+        if revision == 1 {
+            self.purge_ops(name, ops)?;
+        }
         ops.push(Op::Put(
             TreeId::Profiles,
             name.as_bytes().to_vec(),

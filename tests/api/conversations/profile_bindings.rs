@@ -102,6 +102,7 @@ async fn delete_profile_is_refused_while_bound_unless_forced() {
             expected_revision: None,
             allow_missing: false,
             force: false,
+            purge: false,
         })
         .await
         .unwrap_err();
@@ -129,6 +130,7 @@ async fn delete_profile_is_refused_while_bound_unless_forced() {
             expected_revision: None,
             allow_missing: false,
             force: true,
+            purge: false,
         })
         .await
         .unwrap()

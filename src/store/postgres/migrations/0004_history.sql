@@ -9,3 +9,13 @@ CREATE TABLE profile_history (
     record   bytea  NOT NULL,
     PRIMARY KEY (name, revision)
 );
+
+-- Deleted profiles whose history is kept for an undelete, until --deleted-retention passes (or a
+-- purge, or a new profile of that name): the revision it had, when and by whom (`record`, JSON).
+CREATE TABLE deleted_profiles (
+    name           text COLLATE "C" PRIMARY KEY,
+    revision       bigint NOT NULL,
+    delete_seconds bigint NOT NULL,
+    record         bytea  NOT NULL
+);
+CREATE INDEX deleted_profiles_time ON deleted_profiles (delete_seconds);

@@ -62,6 +62,11 @@ class ProfileServiceStub:
                 request_serializer=profileregistry_dot_v1_dot_profile__pb2.DeleteProfileRequest.SerializeToString,
                 response_deserializer=profileregistry_dot_v1_dot_profile__pb2.DeleteProfileResponse.FromString,
                 _registered_method=True)
+        self.UndeleteProfile = channel.unary_unary(
+                '/profileregistry.v1.ProfileService/UndeleteProfile',
+                request_serializer=profileregistry_dot_v1_dot_profile__pb2.UndeleteProfileRequest.SerializeToString,
+                response_deserializer=profileregistry_dot_v1_dot_profile__pb2.Profile.FromString,
+                _registered_method=True)
         self.RenameProfile = channel.unary_unary(
                 '/profileregistry.v1.ProfileService/RenameProfile',
                 request_serializer=profileregistry_dot_v1_dot_profile__pb2.RenameProfileRequest.SerializeToString,
@@ -132,7 +137,17 @@ class ProfileServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteProfile(self, request, context):
-        """Deletes a profile. NOT_FOUND unless allow_missing; ABORTED when expected_revision is stale.
+        """Deletes a profile. NOT_FOUND unless allow_missing; ABORTED when expected_revision is stale. Its history is kept
+        for --deleted-retention (default 7 days), so that UndeleteProfile can bring it back, unless purge is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeleteProfile(self, request, context):
+        """Brings back a deleted profile whose history is kept: its last revision's configuration, as its next revision.
+        ALREADY_EXISTS while the name is taken (a profile re-created under it starts a history of its own); NOT_FOUND when
+        no deleted profile of that name is kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +233,11 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.DeleteProfile,
                     request_deserializer=profileregistry_dot_v1_dot_profile__pb2.DeleteProfileRequest.FromString,
                     response_serializer=profileregistry_dot_v1_dot_profile__pb2.DeleteProfileResponse.SerializeToString,
+            ),
+            'UndeleteProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteProfile,
+                    request_deserializer=profileregistry_dot_v1_dot_profile__pb2.UndeleteProfileRequest.FromString,
+                    response_serializer=profileregistry_dot_v1_dot_profile__pb2.Profile.SerializeToString,
             ),
             'RenameProfile': grpc.unary_unary_rpc_method_handler(
                     servicer.RenameProfile,
@@ -391,6 +411,33 @@ class ProfileService:
             '/profileregistry.v1.ProfileService/DeleteProfile',
             profileregistry_dot_v1_dot_profile__pb2.DeleteProfileRequest.SerializeToString,
             profileregistry_dot_v1_dot_profile__pb2.DeleteProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/profileregistry.v1.ProfileService/UndeleteProfile',
+            profileregistry_dot_v1_dot_profile__pb2.UndeleteProfileRequest.SerializeToString,
+            profileregistry_dot_v1_dot_profile__pb2.Profile.FromString,
             options,
             channel_credentials,
             insecure,
