@@ -45,6 +45,8 @@ pub(crate) fn open_offline(
 ) -> anyhow::Result<Arc<SledStore>> {
     let options = StoreOptions {
         secret_key_file,
+        // The server's --history-revisions is not known here: trim nothing (its next write does).
+        history_revisions: usize::MAX,
         ..StoreOptions::default()
     };
     match SledStore::open(dir, &options) {

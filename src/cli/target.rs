@@ -35,6 +35,8 @@ pub(crate) fn open_data_dir(args: &TargetArgs) -> anyhow::Result<Arc<SledStore>>
         .ok_or_else(|| anyhow::anyhow!("no --data-dir given"))?;
     let options = StoreOptions {
         secret_key_file: args.secret_key_file.clone(),
+        // The server's --history-revisions is not known here: trim nothing (its next write does).
+        history_revisions: usize::MAX,
         ..StoreOptions::default()
     };
     match SledStore::open(dir, &options) {

@@ -343,14 +343,24 @@ impl ProfileService for ProfileApi {
             return Err(invalid_field("revision", "must be 1 or more"));
         }
         super::check_expected_revision(expected_revision)?;
-        let old = self
+        // The current revision first: the put below is conditional on it, so a profile deleted
+        // and made again meanwhile is not overwritten with another one's configuration.
+        let current = self
+            .store
+            .get_profile(&name)
+            .await?
+            .ok_or_else(|| not_found(&name))?;
+        let mut old = self
             .revision(&name, revision)
             .await?
             .ok_or_else(|| not_found(&name))?;
-        // The kept configuration as it was, secrets included: written over the current one.
+        // The kept configuration as it was, secrets included; from a caller who may not read
+        // secrets, never reported unchanged (that would tell whether the keys are equal).
+        old.llm.blind_if(!who.has(Role::Secrets));
+        let expected = expected_revision.or(Some(current.revision));
         let (p, _) = self
             .store
-            .put_profile(name, old.llm, PutMode::Update, expected_revision, &who.name)
+            .put_profile(name, old.llm, PutMode::Update, expected, &who.name)
             .await?;
         Ok(Response::new(profile_to_pb(p.masked())))
     }

@@ -207,6 +207,9 @@ async fn the_history_keeps_its_length_follows_a_rename_ends_with_a_delete_and_su
         revisions(&mut c, "a", 0).await.unwrap_err().code(),
         Code::NotFound
     );
+    // Nothing of it stays under the old name, secrets least of all.
+    let old = revealed(&mut c, "a", 7).await.unwrap_err();
+    assert_eq!(old.code(), Code::NotFound);
     let six = revealed(&mut c, "b", 6).await.unwrap();
     assert_eq!((six.name.as_str(), key_of(&six).as_str()), ("b", "sk-6"));
     let back = rollback(&mut c, "b", 6, Some(8)).await.unwrap();
@@ -488,8 +491,10 @@ async fn a_deleted_profile_comes_back_with_its_history_until_purged_or_made_agai
         (2, "m-new")
     );
 
-    // A purge leaves nothing to bring back.
-    delete(&mut c, "p", true).await.unwrap();
+    // A purge leaves nothing to bring back, also of a profile deleted before.
+    delete(&mut c, "p", false).await.unwrap();
+    let purged = delete(&mut c, "p", true).await.unwrap();
+    assert_eq!(purged, 2, "the purge names the revision it destroyed");
     let none = undelete(&mut c, "p").await.unwrap_err();
     assert_eq!(none.code(), Code::NotFound, "{none:?}");
     assert!(none.message().contains("no deleted profile"), "{none:?}");

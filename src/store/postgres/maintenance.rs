@@ -254,14 +254,15 @@ impl PgStore {
     pub async fn restore(&self, records: &[RawRecord], next_seq: u64) -> Result<(), StoreError> {
         let mut tx = self.begin(true).await?;
         let held: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM profiles) + (SELECT count(*) FROM conversations) + (SELECT count(*) FROM documents)",
+            "SELECT (SELECT count(*) FROM profiles) + (SELECT count(*) FROM conversations) + (SELECT count(*) FROM documents) \
+             + (SELECT count(*) FROM profile_history) + (SELECT count(*) FROM deleted_profiles)",
         )
         .fetch_one(&mut *tx)
         .await
         .map_err(store_error)?;
         if held > 0 {
             return Err(StoreError::FailedPrecondition(format!(
-                "the database already holds {held} records (profiles, conversations, documents): restore needs an empty one"
+                "the database already holds {held} records (profiles, conversations, documents, kept revisions): restore needs an empty one"
             )));
         }
         let mut max_seq = next_seq;

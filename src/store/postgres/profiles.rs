@@ -94,17 +94,26 @@ impl PgStore {
     ) -> Result<Option<Profile>, StoreError> {
         let mut tx = self.begin(true).await?;
         let read = match self.read_profile(&mut tx, name).await {
-            // A record that does not decode is not kept forever: force deletes its row.
+            // A record that does not decode is not kept forever: force deletes its row (the
+            // history stays, as for any delete).
             Err(StoreError::Corrupt { .. }) if force => {
                 let placeholder = rules::damaged_placeholder(name);
-                rows::purge_deleted_names(&mut tx, &[name.as_str()]).await?;
                 let change = self.remove_profile(&mut tx, &placeholder).await?;
+                self.keep_or_purge(&mut tx, &placeholder, purge, by).await?;
                 self.commit_profiles(tx, &[change]).await?;
                 return Ok(Some(placeholder));
             }
             other => other?,
         };
         let Some(old) = read else {
+            // A purge of a profile deleted earlier destroys the history it left.
+            if purge {
+                if let Some(last) = self.deleted_revision(&mut tx, name).await? {
+                    rows::purge_deleted_names(&mut tx, &[name.as_str()]).await?;
+                    self.commit(tx).await?;
+                    return Ok(Some(last));
+                }
+            }
             return rules::absent(allow_missing, "profile", name);
         };
         rules::check_revision(&old, expected_revision)?;
@@ -113,20 +122,41 @@ impl PgStore {
         let target = Target::Profile(name.to_string());
         let referrers = self.referrers(&mut tx, &target).await?;
         crate::store::documents::check_unreferenced(&target, &referrers, force)?;
+        // A record written before the history was kept goes into it, so that there is one to
+        // bring back.
+        sqlx::query(
+            "INSERT INTO profile_history (name, revision, seq, record) \
+             SELECT name, revision, seq, record FROM profiles WHERE name = $1 \
+             ON CONFLICT (name, revision) DO NOTHING",
+        )
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
         let change = self.remove_profile(&mut tx, &old).await?;
-        // The history stays for an undelete, unless purged.
-        if purge {
-            rows::purge_deleted_names(&mut tx, &[name.as_str()]).await?;
-        } else {
-            let tomb = Tombstone {
-                revision: old.revision,
-                delete_time: Timestamp::now(),
-                delete_principal: by.to_owned(),
-            };
-            rows::put_tombstone(&mut tx, name.as_str(), &tomb).await?;
-        }
+        self.keep_or_purge(&mut tx, &old, purge, by).await?;
         self.commit_profiles(tx, &[change]).await?;
         Ok(Some(old))
+    }
+
+    /// After the delete of `old`: its history stays for an undelete (a tombstone), unless `purge`.
+    async fn keep_or_purge(
+        &self,
+        tx: &mut Tx,
+        old: &Profile,
+        purge: bool,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let name = old.name.as_str();
+        if purge {
+            return rows::purge_deleted_names(tx, &[name]).await;
+        }
+        let tomb = Tombstone {
+            revision: old.revision,
+            delete_time: Timestamp::now(),
+            delete_principal: by.to_owned(),
+        };
+        rows::put_tombstone(tx, name, &tomb).await
     }
 
     /// Brings back a deleted profile whose history is kept: its last revision, as the next one.
@@ -168,7 +198,20 @@ impl PgStore {
         if tomb.is_none() {
             return Ok(None);
         }
-        Ok(self.revisions(tx, name, 1, i64::MAX).await?.pop())
+        // The newest kept revision, damaged or not (a damaged one is an error, not skipped).
+        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT revision, record FROM profile_history WHERE name = $1 \
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(store_error)?;
+        row.map(|(revision, bytes)| {
+            let key = history_key(name.as_str(), revision);
+            Ok(self.codec.decode_revision(&key, &bytes)?.profile)
+        })
+        .transpose()
     }
 
     /// Drops the kept history of up to `limit` profiles deleted before `cutoff`; returns how many.
@@ -218,8 +261,7 @@ impl PgStore {
         let renamed = rules::renamed(&old, to, by);
         // Over what a deleted profile of the new name left.
         rows::purge_deleted_names(&mut tx, &[to.as_str()]).await?;
-        // The kept revisions follow the name (sealed again under it); the delete of the old name
-        // then drops them there.
+        // The kept revisions follow the name (sealed again under it), and leave the old one.
         let oldest_kept = renamed.revision - self.history_revisions + 1;
         for mut kept in self.revisions(&mut tx, from, oldest_kept, i64::MAX).await? {
             kept.name = to.clone();
@@ -233,6 +275,11 @@ impl PgStore {
             .await
             .map_err(store_error)?;
         }
+        sqlx::query("DELETE FROM profile_history WHERE name = $1")
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         let mut changes = vec![self.remove_profile(&mut tx, &old).await?];
         changes.extend(self.write_profiles(&mut tx, vec![renamed.clone()]).await?);
         // Conversations bound to the old name follow it, in the same transaction.
@@ -349,11 +396,8 @@ impl PgStore {
         revision: i64,
     ) -> Result<Option<Profile>, StoreError> {
         let mut tx = self.begin(false).await?;
-        if let Some(kept) = self
-            .revisions(&mut tx, name, revision, revision + 1)
-            .await?
-            .pop()
-        {
+        let until = revision.saturating_add(1);
+        if let Some(kept) = self.revisions(&mut tx, name, revision, until).await?.pop() {
             return Ok(Some(kept));
         }
         // A profile written before the history was kept has its current revision only.
@@ -378,7 +422,9 @@ impl PgStore {
                 None => return Ok(None),
             },
         };
-        let below = before.unwrap_or(i64::MAX).min(current.revision + 1);
+        let below = before
+            .unwrap_or(i64::MAX)
+            .min(current.revision.saturating_add(1));
         let mut kept = self.revisions(&mut tx, name, 1, below).await?;
         kept.retain(|p| p.revision != current.revision);
         kept.reverse();

@@ -242,6 +242,7 @@ impl SledStore {
                 }
                 Ok(r) if history_key(r.profile.name.as_str(), r.profile.revision) != *key => {
                     report.problem(place, "holds another revision than its key names");
+                    report.damaged.push((TreeId::History, key.to_vec()));
                 }
                 Ok(r)
                     if !profiles.contains(r.profile.name.as_str().as_bytes())

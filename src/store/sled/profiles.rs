@@ -89,10 +89,19 @@ impl SledStore {
         by: &str,
     ) -> Result<Option<Profile>, StoreError> {
         self.durably(|| {
+            let mut keep = None;
             let found = match self.read_profile(name.as_str()) {
                 // A record that does not decode is not kept forever: force deletes its bytes.
                 Err(StoreError::Corrupt { .. }) if force => Some(rules::damaged_placeholder(name)),
                 Err(e) => return Err(e),
+                // A purge of a profile deleted earlier destroys the history it left.
+                Ok(None) if purge && self.deleted.contains_key(name.as_str().as_bytes())? => {
+                    let last = self.deleted_revision(name)?;
+                    let mut ops = Vec::new();
+                    self.purge_ops(name.as_str(), &mut ops)?;
+                    self.apply(&ops)?;
+                    return self.changed(std::iter::empty::<Change>(), last);
+                }
                 Ok(None) if allow_missing => None,
                 Ok(None) => return Err(StoreError::not_found("profile", name)),
                 Ok(Some(record)) => {
@@ -100,6 +109,12 @@ impl SledStore {
                     rules::check_unbound(name, &self.conversations_bound_to(name, 6)?, force)?;
                     let target = Target::Profile(name.to_string());
                     documents::check_unreferenced(&target, &self.referrers(&target)?, force)?;
+                    // A record written before the history was kept goes into it, so that there
+                    // is one to bring back.
+                    let key = history_key(name.as_str(), record.profile.revision);
+                    if !purge && !self.history.contains_key(&key)? {
+                        keep = Some(Op::Put(TreeId::History, key, self.encode_profile(&record)?));
+                    }
                     Some(record.profile)
                 }
             };
@@ -108,10 +123,11 @@ impl SledStore {
                 None => self.unchanged(None),
                 Some(profile) => {
                     // With force, bindings stay: they resolve again if the name is re-created.
-                    // The history stays for an undelete, unless purged (or the record was damaged).
+                    // The history stays for an undelete, unless purged.
                     let mut ops =
                         vec![Op::Del(TreeId::Profiles, name.as_str().as_bytes().to_vec())];
-                    if purge || profile.revision == 0 {
+                    ops.extend(keep);
+                    if purge {
                         self.purge_ops(name.as_str(), &mut ops)?;
                     } else {
                         let tomb = Tombstone {
