@@ -48,11 +48,12 @@ fn not_found(name: &ProfileName) -> Status {
     Status::from(StoreError::not_found("profile", name))
 }
 
+/// One watch event; `seq` is the store-wide sequence number of the change.
 fn event(
     kind: pb::profile_event::Type,
     name: String,
     profile: Option<Profile>,
-    revision: i64,
+    (revision, seq): (i64, u64),
     initial: bool,
 ) -> pb::ProfileEvent {
     pb::ProfileEvent {
@@ -61,6 +62,7 @@ fn event(
         profile: profile.map(|p| profile_to_pb(p.masked())),
         revision,
         initial,
+        seq: i64::try_from(seq).unwrap_or(i64::MAX),
     }
 }
 
@@ -465,7 +467,13 @@ async fn forward_changes(
         newest = newest.max(seq);
         seen.insert(p.name.clone(), seq);
         let (name, revision) = (p.name.to_string(), p.revision);
-        let e = event(pb::profile_event::Type::Put, name, Some(p), revision, true);
+        let e = event(
+            pb::profile_event::Type::Put,
+            name,
+            Some(p),
+            (revision, seq),
+            true,
+        );
         if tx.send(Ok(e)).await.is_err() {
             return;
         }
@@ -504,16 +512,26 @@ async fn forward_changes(
             continue;
         }
         let e = match change {
-            ProfileChange::Put { profile, .. } => {
+            ProfileChange::Put { profile, seq } => {
                 let p = Arc::unwrap_or_clone(profile);
                 let (name, revision) = (p.name.to_string(), p.revision);
-                event(pb::profile_event::Type::Put, name, Some(p), revision, false)
+                event(
+                    pb::profile_event::Type::Put,
+                    name,
+                    Some(p),
+                    (revision, seq),
+                    false,
+                )
             }
-            ProfileChange::Delete { name, revision, .. } => event(
+            ProfileChange::Delete {
+                name,
+                revision,
+                seq,
+            } => event(
                 pb::profile_event::Type::Delete,
                 name.into(),
                 None,
-                revision,
+                (revision, seq),
                 false,
             ),
             ProfileChange::Missed { .. } => return,

@@ -558,3 +558,43 @@ async fn a_deleted_profile_s_history_goes_after_the_retention() {
     // A profile that is not deleted keeps its history.
     assert_eq!(revisions(&mut c, "kept", 0).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn watch_events_carry_the_store_wide_seq_in_change_order() {
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    create(&mut c, profile("a", "m", None)).await;
+    create(&mut c, profile("b", "m", None)).await;
+    let mut watch = c
+        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_event(&mut watch).await;
+    let second = next_event(&mut watch).await;
+    assert!(first.initial && second.initial);
+    assert!(first.seq > 0 && second.seq > 0 && first.seq != second.seq);
+    let snapshot_max = first.seq.max(second.seq);
+    update(&mut c, "a", "m-2", "sk").await;
+    delete(&mut c, "b", false).await.unwrap();
+    let put = next_event(&mut watch).await;
+    let del = next_event(&mut watch).await;
+    assert_eq!(
+        (put.name.as_str(), put.r#type),
+        ("a", pb::profile_event::Type::Put as i32)
+    );
+    assert_eq!(
+        (del.name.as_str(), del.r#type),
+        ("b", pb::profile_event::Type::Delete as i32)
+    );
+    assert!(put.seq > snapshot_max, "{} > {snapshot_max}", put.seq);
+    assert!(del.seq > put.seq, "{} > {}", del.seq, put.seq);
+}
+
+async fn next_event(w: &mut tonic::Streaming<pb::ProfileEvent>) -> pb::ProfileEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(10), w.message())
+        .await
+        .expect("an event in time")
+        .unwrap()
+        .unwrap()
+}

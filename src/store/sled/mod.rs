@@ -263,8 +263,9 @@ impl SledStore {
         Ok((self.flusher.written(), value))
     }
 
+    /// The next store-wide change seq: 1 and up (as on PostgreSQL), so that 0 means "none".
     pub(super) fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        Ok(self.db.generate_id()? + 1)
     }
 
     pub(super) fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
