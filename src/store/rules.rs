@@ -156,7 +156,7 @@ pub fn check_unbound(
     )))
 }
 
-/// ALREADY_EXISTS for an undelete while the name is taken.
+/// ALREADY_EXISTS for a profile name that is taken (a rename onto it, an undelete of it).
 pub fn name_taken(name: &ProfileName) -> StoreError {
     StoreError::AlreadyExists {
         kind: "profile",

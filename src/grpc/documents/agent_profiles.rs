@@ -114,6 +114,7 @@ fn agent_from_pb(
 impl Named for pb::AgentProfile {
     const KIND: DocKind = DocKind::AgentProfile;
     const FIELD: &'static str = "agent_profile";
+    const BUILDS_ON_STORED: bool = true;
     type Msg = Self;
 
     fn to_pb(doc: &Document) -> Result<Self, Status> {

@@ -86,6 +86,7 @@ fn meta_from_pb(
 impl Named for pb::MetaProfile {
     const KIND: DocKind = DocKind::MetaProfile;
     const FIELD: &'static str = "meta_profile";
+    const BUILDS_ON_STORED: bool = false;
     type Msg = Self;
 
     fn to_pb(doc: &Document) -> Result<Self, Status> {

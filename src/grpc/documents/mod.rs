@@ -34,6 +34,8 @@ trait Named {
     const KIND: DocKind;
     /// The message's field in Create, Update and Validate requests.
     const FIELD: &'static str;
+    /// Whether [`Named::from_pb`] builds on the stored document (an update reads it first).
+    const BUILDS_ON_STORED: bool;
     type Msg;
     /// The message of a stored document.
     fn to_pb(doc: &Document) -> Result<Self::Msg, Status>;
@@ -148,11 +150,12 @@ impl DocumentApi {
     ) -> Result<Response<N::Msg>, Status> {
         super::check_expected_revision(expected_revision)?;
         let name = msg.as_ref().map(N::name_of).unwrap_or_default();
-        // The stored record is read only for a name that could be one.
+        // The stored record is read only when the kind builds on it, for a name that could be one.
         let old = match (
             mode,
             ProfileName::parse(name, &format!("{}.name", N::FIELD)),
         ) {
+            _ if !N::BUILDS_ON_STORED => None,
             (PutMode::Create, _) | (_, Err(_)) => None,
             _ => self.store.get_document(N::KIND, name).await?,
         };

@@ -253,10 +253,7 @@ impl PgStore {
             return Ok(old);
         }
         if self.read_profile(&mut tx, to).await?.is_some() {
-            return Err(StoreError::AlreadyExists {
-                kind: "profile",
-                name: to.to_string(),
-            });
+            return Err(rules::name_taken(to));
         }
         let renamed = rules::renamed(&old, to, by);
         // Over what a deleted profile of the new name left.

@@ -166,10 +166,7 @@ impl SledStore {
                 return self.unchanged(old);
             }
             if self.profiles.contains_key(to.as_str().as_bytes())? {
-                return Err(StoreError::AlreadyExists {
-                    kind: "profile",
-                    name: to.to_string(),
-                });
+                return Err(rules::name_taken(to));
             }
             let delete_seq = self.next_seq()?;
             let record = ProfileRecord {
@@ -393,19 +390,34 @@ impl SledStore {
         cutoff: Timestamp,
         limit: usize,
     ) -> Result<usize, StoreError> {
+        let expired = |key: &[u8], bytes: &[u8]| {
+            decode::<Tombstone>(TreeId::Deleted, key, bytes)
+                .map_or(true, |t| t.delete_time < cutoff)
+        };
+        // Found without the write lock, so that writers wait only for the purge itself.
+        let mut names = Vec::new();
+        for item in self.deleted.iter() {
+            let (key, bytes) = item?;
+            if expired(&key, &bytes) {
+                names.push(key);
+                if names.len() >= limit {
+                    break;
+                }
+            }
+        }
+        if names.is_empty() {
+            return Ok(0);
+        }
         self.durably(|| {
             let mut ops = Vec::new();
             let mut purged = 0;
-            for item in self.deleted.iter() {
-                if purged >= limit {
-                    break;
-                }
-                let (key, bytes) = item?;
-                let expired = decode::<Tombstone>(TreeId::Deleted, &key, &bytes)
-                    .map_or(true, |t| t.delete_time < cutoff);
-                if expired {
-                    self.purge_ops(&String::from_utf8_lossy(&key), &mut ops)?;
-                    purged += 1;
+            for key in &names {
+                // Still deleted, and still expired: an undelete or a new delete may have come.
+                if let Some(bytes) = self.deleted.get(key)? {
+                    if expired(key, &bytes) {
+                        self.purge_ops(&String::from_utf8_lossy(key), &mut ops)?;
+                        purged += 1;
+                    }
                 }
             }
             if ops.is_empty() {
