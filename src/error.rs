@@ -32,6 +32,7 @@ impl From<StoreError> for Status {
             StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
             StoreError::RevisionMismatch { .. } => Status::aborted(e.to_string()),
             StoreError::Aborted(m) => Status::aborted(m),
+            StoreError::OutOfRange(m) => Status::out_of_range(m),
             StoreError::FailedPrecondition(m) => Status::failed_precondition(m),
             StoreError::Corrupt { ref key, .. } => {
                 tracing::error!(error = %e, "damaged record");

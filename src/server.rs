@@ -33,7 +33,7 @@ use crate::pb::meta_profile_service_server::MetaProfileServiceServer;
 use crate::pb::profile_service_server::ProfileServiceServer;
 use crate::pb::provider_connection_service_server::ProviderConnectionServiceServer;
 use crate::store::postgres::PgOptions;
-use crate::store::{Location, Store, StoreOptions};
+use crate::store::{Location, Store, StoreOptions, WatchHistory};
 use crate::tls::{ReloadingTls, TlsFiles};
 
 /// A bound, not yet serving server: the port is known (tests bind port 0), the store is open.
@@ -55,6 +55,7 @@ impl Application {
             cache_bytes: args.cache_mb.saturating_mul(1024 * 1024),
             secret_key_file: args.secret_key_file.clone(),
             history_revisions: usize::from(args.history_revisions),
+            watch_history: args.watch_history,
         };
         let auth = authenticator(&args)?;
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -74,6 +75,7 @@ impl Application {
             max_connections: args.store_max_connections.max(1),
             local_key_dir: Some(args.data_dir.clone()),
             history_revisions: usize::from(args.history_revisions),
+            watch_history: args.watch_history,
             ..PgOptions::default()
         };
         let store = Store::open(&location, &options, &pg).await?;
@@ -219,6 +221,11 @@ impl Application {
             args.deleted_retention,
             stop_tx.subscribe(),
         ));
+        tokio::spawn(prune_watch_history(
+            Arc::clone(&store),
+            args.watch_history,
+            stop_tx.subscribe(),
+        ));
         tokio::spawn(fail_stop_on_fault(health.clone()));
         if let Some(connected) = store.connected() {
             tokio::spawn(follow_database(
@@ -354,6 +361,36 @@ async fn purge_deleted_profiles(
                     tracing::warn!(error = %e, "cannot purge deleted profiles' history now; will try again");
                     break;
                 }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Keeps the profile change log to `--watch-history`.
+async fn prune_watch_history(
+    store: Arc<Store>,
+    keep: WatchHistory,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = match keep {
+        WatchHistory::Age(age) => {
+            (age / 10).clamp(Duration::from_millis(200), Duration::from_secs(10))
+        }
+        WatchHistory::Changes(_) => Duration::from_secs(1),
+    };
+    loop {
+        match store.prune_changes().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                changes = n,
+                "pruned the profile change log to --watch-history"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prune the profile change log now; will try again")
             }
         }
         tokio::select! {

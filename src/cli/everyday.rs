@@ -278,6 +278,8 @@ pub async fn run_watch(args: WatchArgs) -> anyhow::Result<bool> {
     let stream = registry
         .watch_profiles(pb::WatchProfilesRequest {
             send_initial: args.send_initial,
+            start_after_seq: args.start_after_seq,
+            send_bookmarks: false,
         })
         .await
         .map_err(status_error)?;
@@ -288,13 +290,14 @@ pub async fn run_watch(args: WatchArgs) -> anyhow::Result<bool> {
                 pb::profile_event::Type::Delete => "DELETE",
                 _ => "PUT",
             };
+            let seq = e.seq;
             let model = e
                 .profile
                 .as_ref()
                 .and_then(|p| p.llm.as_ref())
                 .map_or("-", |l| l.model.as_str());
             format!(
-                "{kind:<6}  {}  revision {}  {model}{}",
+                "{kind:<6}  {}  revision {}  {model}  seq {seq}{}",
                 e.name,
                 e.revision,
                 if e.initial { "  (initial)" } else { "" }

@@ -196,6 +196,13 @@ pub struct WatchArgs {
     #[arg(long)]
     pub send_initial: bool,
 
+    /// Resume after this change seq (the `seq` of the last line printed): every change since,
+    /// then live ones. Refused when the server no longer keeps it (watch again with
+    /// --send-initial).
+    #[arg(long, value_name = "SEQ", default_value_t = 0, conflicts_with = "send_initial",
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub start_after_seq: i64,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub reach: Reach,

@@ -23,7 +23,7 @@ pub use self::everyday::{
     ConversationsCommand, DeleteArgs, DiffArgs, GetArgs, GetOutput, HistoryArgs, ListArgs, Output,
     PutArgs, Reach, RenameArgs, RollbackArgs, UndeleteArgs, WatchArgs,
 };
-pub use self::parse::parse_duration;
+pub use self::parse::{parse_duration, parse_watch_history};
 pub use self::serve::ServeArgs;
 pub use self::transfer::{
     ExportArgs, ExportConversationsArgs, ImportArgs, ImportConversationsArgs, SyncArgs,

@@ -21,6 +21,21 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{raw:?}: {e}"))
 }
 
+/// Parses `--watch-history`: a count of changes (`10000`) or an age (`1h`, `7d`).
+pub fn parse_watch_history(raw: &str) -> Result<crate::store::WatchHistory, String> {
+    use crate::store::WatchHistory;
+    let raw = raw.trim();
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return raw
+            .parse()
+            .map(WatchHistory::Changes)
+            .map_err(|_| format!("{raw:?}: too many changes"));
+    }
+    parse_duration(raw)
+        .map(WatchHistory::Age)
+        .map_err(|_| format!("{raw:?} is neither a number of changes (10000) nor an age (1h, 7d)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +49,20 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3600)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn watch_history_is_a_count_or_an_age() {
+        use crate::store::WatchHistory;
+        assert_eq!(
+            parse_watch_history("10000"),
+            Ok(WatchHistory::Changes(10000))
+        );
+        assert_eq!(
+            parse_watch_history("1h"),
+            Ok(WatchHistory::Age(Duration::from_secs(3600)))
+        );
+        assert!(parse_watch_history("").is_err());
+        assert!(parse_watch_history("lots").is_err());
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use super::{parse_duration, Cli};
+use super::{parse_duration, parse_watch_history, Cli};
 use crate::domain::ConflictPolicy;
+use crate::store::WatchHistory;
 
 /// Settings of `serve`.
 #[derive(Clone, Debug, Args)]
@@ -62,6 +63,12 @@ pub struct ServeArgs {
     /// all); `delete --purge` drops it at once.
     #[arg(long, env = "REGISTRY_DELETED_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub deleted_retention: Duration,
+
+    /// How many profile changes are kept for watches that resume (`WatchProfiles` with
+    /// `start_after_seq`): a count (e.g. 10000) or an age (e.g. 1h, 7d). A watch resuming from
+    /// before them is told to watch again with send_initial.
+    #[arg(long, env = "REGISTRY_WATCH_HISTORY", default_value = "10000", value_parser = parse_watch_history)]
+    pub watch_history: WatchHistory,
 
     /// Largest profile accepted, measured as the SDK's JSON file, in bytes.
     #[arg(long, env = "REGISTRY_MAX_PROFILE_BYTES", default_value_t = 64 * 1024)]

@@ -10,6 +10,7 @@ pub mod layer;
 pub mod methods;
 pub mod page_token;
 pub mod profile;
+mod profile_watch;
 
 /// The Fernet key of a request; `None` when empty.
 pub(crate) fn parse_fernet_key(

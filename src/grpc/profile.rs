@@ -1,13 +1,11 @@
 //! profileregistry.v1.ProfileService: thin handlers over the [`Store`].
-use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::convert::{profile_from_pb, profile_to_pb};
+use super::profile_watch::{forward_changes, EventStream};
 use super::{conflict_policy, page_token, parse_fernet_key, secrets_out};
 use crate::app::transfer::{export_documents, import_documents};
 use crate::app::{audit_secret_access, Limits};
@@ -17,7 +15,7 @@ use crate::error::{invalid_argument, invalid_field};
 use crate::health::async_stream;
 use crate::pb;
 use crate::pb::profile_service_server::ProfileService;
-use crate::store::{ProfileChange, ProfileWatch, PutMode, Store, StoreError};
+use crate::store::{PutMode, Store, StoreError};
 
 /// The listing name page tokens of ListProfiles are bound to.
 const LISTING: &str = "profiles";
@@ -47,26 +45,6 @@ fn parse_name(raw: &str, field: &str) -> Result<ProfileName, Status> {
 fn not_found(name: &ProfileName) -> Status {
     Status::from(StoreError::not_found("profile", name))
 }
-
-/// One watch event; `seq` is the store-wide sequence number of the change.
-fn event(
-    kind: pb::profile_event::Type,
-    name: String,
-    profile: Option<Profile>,
-    (revision, seq): (i64, u64),
-    initial: bool,
-) -> pb::ProfileEvent {
-    pb::ProfileEvent {
-        r#type: kind as i32,
-        name,
-        profile: profile.map(|p| profile_to_pb(p.masked())),
-        revision,
-        initial,
-        seq: i64::try_from(seq).unwrap_or(i64::MAX),
-    }
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ProfileEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ProfileService for ProfileApi {
@@ -240,14 +218,34 @@ impl ProfileService for ProfileApi {
         &self,
         req: Request<pb::WatchProfilesRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let send_initial = req.into_inner().send_initial;
+        let pb::WatchProfilesRequest {
+            send_initial,
+            start_after_seq,
+            send_bookmarks,
+        } = req.into_inner();
+        let after =
+            match (start_after_seq, send_initial) {
+                (0, _) => None,
+                (s, _) if s < 0 => {
+                    return Err(invalid_field(
+                        "start_after_seq",
+                        "must be 0 or a seq (1 and up)",
+                    ))
+                }
+                (_, true) => return Err(invalid_field(
+                    "start_after_seq",
+                    "resumes a watch, so it cannot go with send_initial (which starts one over)",
+                )),
+                (s, false) => Some(s.unsigned_abs()),
+            };
         if *self.shutdown.borrow() {
             return Err(Status::unavailable("the server is shutting down"));
         }
-        let watch = self.store.watch_profiles(send_initial).await?;
+        let watch = self.store.watch_profiles(send_initial, after).await?;
         let shutdown = self.shutdown.clone();
-        let stream: EventStream =
-            Box::pin(async_stream(move |tx| forward_changes(watch, shutdown, tx)));
+        let stream: EventStream = Box::pin(async_stream(move |tx| {
+            forward_changes(watch, send_bookmarks, shutdown, tx)
+        }));
         Ok(Response::new(stream))
     }
 
@@ -446,98 +444,3 @@ fn names_or_all(names: &[ProfileName]) -> String {
 
 /// The listing name page tokens of ExportProfiles are bound to.
 const EXPORT_LISTING: &str = "profile-export";
-
-/// Sends the snapshot, then every later change once: a change already reflected in the snapshot
-/// (its seq at or below the snapshot's record for that name) is skipped, so there is no gap and no
-/// step back. A watcher that falls too far behind is cut off with RESOURCE_EXHAUSTED; one whose
-/// server missed changes (see [`ProfileChange::Missed`]) with ABORTED.
-async fn forward_changes(
-    watch: ProfileWatch,
-    mut shutdown: watch::Receiver<bool>,
-    tx: tokio::sync::mpsc::Sender<Result<pb::ProfileEvent, Status>>,
-) {
-    let ProfileWatch {
-        snapshot,
-        covered,
-        mut changes,
-    } = watch;
-    let mut seen: HashMap<ProfileName, u64> = HashMap::with_capacity(snapshot.len());
-    let mut newest = 0;
-    for (seq, p) in snapshot {
-        newest = newest.max(seq);
-        seen.insert(p.name.clone(), seq);
-        let (name, revision) = (p.name.to_string(), p.revision);
-        let e = event(
-            pb::profile_event::Type::Put,
-            name,
-            Some(p),
-            (revision, seq),
-            true,
-        );
-        if tx.send(Ok(e)).await.is_err() {
-            return;
-        }
-    }
-    loop {
-        let change = tokio::select! {
-            r = changes.recv() => r,
-            _ = shutdown.changed() => {
-                let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again elsewhere or later"))).await;
-                return;
-            }
-            () = tx.closed() => return,
-        };
-        let change = match change {
-            Ok(c) => c,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                let msg = format!("this watcher fell {n} changes behind and was cut off; watch again with send_initial");
-                let _ = tx.send(Err(Status::resource_exhausted(msg))).await;
-                return;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let (seq, name) = match &change {
-            ProfileChange::Put { seq, profile } => (*seq, &profile.name),
-            ProfileChange::Delete { seq, name, .. } => (*seq, name),
-            ProfileChange::Missed { after } => {
-                let msg = format!(
-                    "this server missed profile changes after change {after} (it was cut off from \
-                     the database for longer than the change log is kept); watch again with send_initial"
-                );
-                let _ = tx.send(Err(Status::aborted(msg))).await;
-                return;
-            }
-        };
-        if seq < covered || (seq <= newest && seen.get(name).is_some_and(|s| *s >= seq)) {
-            continue;
-        }
-        let e = match change {
-            ProfileChange::Put { profile, seq } => {
-                let p = Arc::unwrap_or_clone(profile);
-                let (name, revision) = (p.name.to_string(), p.revision);
-                event(
-                    pb::profile_event::Type::Put,
-                    name,
-                    Some(p),
-                    (revision, seq),
-                    false,
-                )
-            }
-            ProfileChange::Delete {
-                name,
-                revision,
-                seq,
-            } => event(
-                pb::profile_event::Type::Delete,
-                name.into(),
-                None,
-                (revision, seq),
-                false,
-            ),
-            ProfileChange::Missed { .. } => return,
-        };
-        if tx.send(Ok(e)).await.is_err() {
-            return;
-        }
-    }
-}

@@ -186,8 +186,14 @@ impl Store {
         /// `before` when given; `None` when there is no such profile.
         fn list_profile_revisions(name: &ProfileName, before: Option<i64>, limit: usize)
             -> Option<Vec<Profile>>;
-        /// Starts a watch: subscribe first, then (optionally) the snapshot.
-        fn watch_profiles(snapshot: bool) -> ProfileWatch;
+        /// Starts a watch: subscribe first, then (optionally) the snapshot; or, resuming after the
+        /// change seq `after`, the kept changes after it (OUT_OF_RANGE when they are no longer
+        /// kept, or the seq is ahead of the store).
+        fn watch_profiles(snapshot: bool, after: Option<u64>) -> ProfileWatch;
+        /// Deletes the profile changes `--watch-history` no longer keeps; returns how many.
+        fn prune_changes() -> usize;
+        /// The newest profile change seq this server has published to its watchers.
+        fn last_seq() -> u64;
         /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.
         fn create_conversation(c: Conversation) -> Conversation;
         /// One conversation, or `None`.

@@ -122,6 +122,35 @@ impl Codec {
         })
     }
 
+    /// The change an entry of the profile change log records: a put of the sealed `record`, or
+    /// the deletion of `name` at `revision`; none (logged) when it does not decode.
+    pub fn decode_change(
+        &self,
+        seq: u64,
+        name: &str,
+        revision: i64,
+        record: Option<&[u8]>,
+    ) -> Option<super::ProfileChange> {
+        use super::ProfileChange;
+        match record {
+            Some(bytes) => super::records::or_skip(
+                self.decode_profile(name.as_bytes(), bytes),
+                "profile change",
+            )
+            .map(|r| ProfileChange::Put {
+                seq,
+                profile: std::sync::Arc::new(r.profile),
+            }),
+            None => crate::domain::ProfileName::parse(name, "name")
+                .ok()
+                .map(|name| ProfileChange::Delete {
+                    seq,
+                    name,
+                    revision,
+                }),
+        }
+    }
+
     /// Decodes a profile record stored under `key` and opens its secrets.
     pub fn decode_profile(&self, key: &[u8], bytes: &[u8]) -> Result<ProfileRecord, StoreError> {
         self.decode(TreeId::Profiles, key, bytes)

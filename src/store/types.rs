@@ -49,6 +49,10 @@ pub enum StoreError {
     /// A concurrency check other than a revision failed (e.g. a stale expected_next_seq).
     #[error("{0}")]
     Aborted(String),
+    /// A position the store no longer keeps, or never had (a watch resumed after a change that
+    /// was pruned from the change log): the message says what to do instead.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The operation is refused in the resource's current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -157,6 +161,16 @@ pub enum ProfileChange {
     },
 }
 
+impl ProfileChange {
+    /// The change's seq (for `Missed`, the last one read).
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Put { seq, .. } | Self::Delete { seq, .. } => *seq,
+            Self::Missed { after } => *after,
+        }
+    }
+}
+
 /// Events appended to one conversation (or its deletion), published once durable. It names only where the log now
 /// ends, not the events themselves: a watcher that stops reading keeps at most the channel's
 /// backlog of these few bytes alive, never the (up to request-sized) events; watchers read the
@@ -209,13 +223,63 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-/// A consistent start for a watcher: the current profiles with their change sequence numbers, and a
-/// receiver of every change after them (changes already in the snapshot are to be skipped by seq).
+/// A consistent start for a watcher: the current profiles with their change sequence numbers (or,
+/// for a resumed watch, the kept changes after its seq), and a receiver of every change after them
+/// (changes already sent are to be skipped by seq).
 pub struct ProfileWatch {
     /// Current profiles with the change seq of their last write.
     pub snapshot: Vec<(u64, Profile)>,
-    /// Every change below this seq is in the snapshot already (0: unknown, skip by name).
+    /// For a resumed watch: the changes after its seq, in seq order.
+    pub replay: Vec<ProfileChange>,
+    /// Every change below this seq is in the snapshot or the replay already (0: unknown, skip by
+    /// name).
     pub covered: u64,
+    /// Every change after this seq reaches `changes`: where a bookmark starts before any change.
+    pub start: u64,
     /// Live changes.
     pub changes: broadcast::Receiver<ProfileChange>,
+}
+
+/// How much of the profile change log a store keeps for watches that resume (`--watch-history`):
+/// the newest N changes, or those younger than a duration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchHistory {
+    /// The newest this many changes.
+    Changes(u64),
+    /// The changes of this long back.
+    Age(std::time::Duration),
+}
+
+impl Default for WatchHistory {
+    fn default() -> Self {
+        Self::Changes(DEFAULT_WATCH_HISTORY)
+    }
+}
+
+/// How many profile changes the change log keeps unless told otherwise.
+pub const DEFAULT_WATCH_HISTORY: u64 = 10_000;
+
+impl std::fmt::Display for WatchHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Changes(n) => write!(f, "{n}"),
+            Self::Age(d) => write!(f, "{}s", d.as_secs()),
+        }
+    }
+}
+
+/// The message of a watch resumed from a seq the change log no longer holds.
+pub fn too_old(after: u64, horizon: u64) -> StoreError {
+    StoreError::OutOfRange(format!(
+        "start_after_seq {after} is older than the changes this store still keeps (they start after \
+         seq {horizon}, see --watch-history): watch again with send_initial"
+    ))
+}
+
+/// The message of a watch resumed from a seq this store has not reached.
+pub fn too_new(after: u64, last: u64) -> StoreError {
+    StoreError::OutOfRange(format!(
+        "start_after_seq {after} is ahead of this store's last change ({last}): the store was \
+         restored or replaced since; watch again with send_initial"
+    ))
 }

@@ -104,6 +104,7 @@ async fn call(rpc: &str, p: &mut Profiles, c: &mut Conversations, n: usize) -> C
         "WatchProfiles" => code(
             p.watch_profiles(pb::WatchProfilesRequest {
                 send_initial: false,
+                ..Default::default()
             })
             .await,
         ),

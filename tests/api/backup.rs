@@ -228,7 +228,10 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     assert!(!std::fs::read_to_string(&file).unwrap().contains("sk-KNOWN"));
     let mut watch = cl2
         .0
-        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .watch_profiles(pb::WatchProfilesRequest {
+            send_initial: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -566,7 +566,10 @@ async fn watch_events_carry_the_store_wide_seq_in_change_order() {
     create(&mut c, profile("a", "m", None)).await;
     create(&mut c, profile("b", "m", None)).await;
     let mut watch = c
-        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .watch_profiles(pb::WatchProfilesRequest {
+            send_initial: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

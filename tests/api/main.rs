@@ -36,3 +36,4 @@ mod sync;
 mod tls;
 mod transfer;
 mod watch;
+mod watch_resume;

@@ -210,6 +210,7 @@ async fn a_profile_watcher_that_never_reads_is_cut_off_after_the_backlog() {
     let peak = PeakRss::start(server.child.id());
     let req = pb::WatchProfilesRequest {
         send_initial: false,
+        ..Default::default()
     };
     let mut slow = ProfileServiceClient::new(tiny_window(server.addr).await)
         .watch_profiles(req)
@@ -246,6 +247,7 @@ async fn many_profile_watchers_that_never_read_each_hold_only_a_few_changes() {
     for _ in 0..WATCHERS {
         let req = pb::WatchProfilesRequest {
             send_initial: false,
+            ..Default::default()
         };
         let mut c = client.clone();
         slow.push(within(c.watch_profiles(req), "WatchProfiles").await);
@@ -324,6 +326,7 @@ async fn thousands_of_streams_are_held_to_the_per_connection_limit() {
             async move {
                 let req = pb::WatchProfilesRequest {
                     send_initial: false,
+                    ..Default::default()
                 };
                 tokio::time::timeout(Duration::from_secs(3), c.watch_profiles(req)).await
             }
@@ -513,7 +516,10 @@ async fn clients_that_vanish_mid_stream_leave_nothing_behind() {
         for i in 0..200 {
             let channel = connect(addr).await;
             if i % 2 == 0 {
-                let req = pb::WatchProfilesRequest { send_initial: true };
+                let req = pb::WatchProfilesRequest {
+                    send_initial: true,
+                    ..Default::default()
+                };
                 let mut s = ProfileServiceClient::new(channel)
                     .watch_profiles(req)
                     .await

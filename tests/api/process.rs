@@ -135,6 +135,7 @@ async fn sigterm_drains_and_exits_zero() {
     let mut events = watcher
         .watch_profiles(pb::WatchProfilesRequest {
             send_initial: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -110,6 +110,7 @@ async fn writes_through_one_replica_are_read_and_watched_through_the_others() {
         watchers.push(
             p.watch_profiles(pb::WatchProfilesRequest {
                 send_initial: false,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -612,10 +613,14 @@ async fn a_watcher_whose_replica_missed_pruned_changes_is_told_to_start_over() {
         .unwrap();
     let changed = next_event(&mut on_stayed).await;
     assert_eq!((changed.name.as_str(), changed.revision), ("watched", 2));
-    sqlx::query("DELETE FROM profile_changes")
-        .execute(&mut held)
-        .await
-        .unwrap();
+    // As a pruning does: the rows go, and the horizon says up to where.
+    sqlx::query(
+        "WITH gone AS (DELETE FROM profile_changes RETURNING seq) UPDATE watch_horizon \
+         SET pruned_through = GREATEST(pruned_through, (SELECT max(seq) FROM gone))",
+    )
+    .execute(&mut held)
+    .await
+    .unwrap();
     admin_sql(
         &admin,
         &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"),
@@ -638,7 +643,10 @@ async fn a_watcher_whose_replica_missed_pruned_changes_is_told_to_start_over() {
 async fn watch_from(s: &ChildServer) -> tonic::Streaming<pb::ProfileEvent> {
     profiles_of(s)
         .await
-        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .watch_profiles(pb::WatchProfilesRequest {
+            send_initial: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -686,4 +694,61 @@ async fn a_page_token_from_one_replica_continues_on_another() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+/// A watch left on one replica resumes on another (`start_after_seq`): the seq names the same
+/// change on every replica, and the changes made meanwhile through a third arrive once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_another_replica_with_the_same_seqs() {
+    let Some(cluster) = cluster("replicas_resume") else {
+        return;
+    };
+    let [a, b, c] = [0, 1, 2].map(|i| &cluster.servers[i]);
+    let live = |s| async move {
+        profiles_of(s)
+            .await
+            .watch_profiles(pb::WatchProfilesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let (mut on_a, mut on_c) = (live(a).await, live(c).await);
+    let mut writer = profiles_of(b).await;
+    create(&mut writer, profile("moving", "gpt-4o", None)).await;
+    let (seen_a, seen_c) = (next_event(&mut on_a).await, next_event(&mut on_c).await);
+    assert_eq!(
+        seen_a.seq, seen_c.seq,
+        "one change, one seq: {seen_a:?} {seen_c:?}"
+    );
+    drop(on_a);
+    for model in ["gpt-5", "gpt-5.1"] {
+        writer
+            .update_profile(pb::UpdateProfileRequest {
+                profile: Some(profile("moving", model, None)),
+                allow_missing: false,
+                expected_revision: None,
+            })
+            .await
+            .unwrap();
+    }
+    let mut resumed = profiles_of(c)
+        .await
+        .watch_profiles(pb::WatchProfilesRequest {
+            start_after_seq: seen_a.seq,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = seen_a.seq;
+    for revision in [2, 3] {
+        let e = next_event(&mut resumed).await;
+        let also = next_event(&mut on_c).await;
+        assert_eq!((e.name.as_str(), e.revision), ("moving", revision), "{e:?}");
+        assert_eq!(e.seq, also.seq, "the resumed and the live watch agree");
+        assert!(e.seq > last);
+        last = e.seq;
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(500), resumed.message()).await;
+    assert!(quiet.is_err(), "nothing sent twice: {quiet:?}");
 }

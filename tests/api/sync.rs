@@ -232,9 +232,16 @@ async fn sync_converges_after_the_server_and_the_sync_restart() {
     let dir = data.path().join("mirror");
     let sync = Sync::start(&dir, &addr.to_string(), &[], &[]);
     until_files(&dir, &exported(&mut client).await, &BTreeMap::new(), &sync).await;
+    // A change the sync applies: it now knows the seq it is in step with.
+    client
+        .update_profile(update("c", "m1b", None))
+        .await
+        .unwrap();
+    until_files(&dir, &exported(&mut client).await, &BTreeMap::new(), &sync).await;
 
     // The server dies (SIGKILL) and comes back on the same address with changes made meanwhile
-    // by another server on the same data: the sync reconnects and catches up.
+    // by another server on the same data: the sync resumes its watch after the last change it
+    // applied (no export of everything) and catches up.
     drop(server);
     let server = ChildServer::start(data.path(), &[]);
     let mut other = ProfileServiceClient::new(connect(server.addr).await);
@@ -246,6 +253,11 @@ async fn sync_converges_after_the_server_and_the_sync_restart() {
     let mut client = ProfileServiceClient::new(connect(server.addr).await);
     until_files(&dir, &exported(&mut client).await, &BTreeMap::new(), &sync).await;
     assert!(sync.log().contains("sync out of step"), "{}", sync.log());
+    assert!(
+        sync.log().contains("resumed after change"),
+        "{}",
+        sync.log()
+    );
 
     // The sync itself is killed; changes meanwhile; a new sync converges without rewriting the
     // files that still hold their profiles.

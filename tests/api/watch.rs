@@ -8,7 +8,7 @@ use tonic::Streaming;
 
 use crate::helpers::{create, full_listing, profile, TestApp};
 
-async fn next(stream: &mut Streaming<pb::ProfileEvent>) -> pb::ProfileEvent {
+pub async fn next(stream: &mut Streaming<pb::ProfileEvent>) -> pb::ProfileEvent {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
         .await
         .expect("an event within 10 s")
@@ -25,7 +25,10 @@ async fn initial_snapshot_then_live_changes() {
 
     let mut w = app.profiles().await;
     let mut stream = w
-        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .watch_profiles(pb::WatchProfilesRequest {
+            send_initial: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -138,7 +141,10 @@ async fn watch_started_during_writes_has_no_gap() {
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut w = app.profiles().await;
     let mut stream = w
-        .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+        .watch_profiles(pb::WatchProfilesRequest {
+            send_initial: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -170,7 +176,7 @@ async fn watch_started_during_writes_has_no_gap() {
             Type::Delete => {
                 state.remove(&e.name);
             }
-            Type::Unspecified => panic!("unspecified event"),
+            Type::Unspecified | Type::Bookmark => panic!("unexpected event {e:?}"),
         }
     }
     let listing: BTreeMap<String, (i64, String)> = full_listing(&mut c)
@@ -192,6 +198,7 @@ async fn the_request_deadline_does_not_cut_open_watch_streams() {
     let mut stream = w
         .watch_profiles(pb::WatchProfilesRequest {
             send_initial: false,
+            ..Default::default()
         })
         .await
         .unwrap()

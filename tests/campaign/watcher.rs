@@ -25,7 +25,10 @@ pub async fn run(shared: Arc<Shared>) -> u64 {
         let addr = *shared.addr.lock().unwrap();
         let mut client = ProfileServiceClient::new(channel(addr));
         let stream = client
-            .watch_profiles(pb::WatchProfilesRequest { send_initial: true })
+            .watch_profiles(pb::WatchProfilesRequest {
+                send_initial: true,
+                ..Default::default()
+            })
             .await;
         let Ok(stream) = stream else {
             if shared.finished.load(Ordering::SeqCst) {

@@ -13,7 +13,10 @@
 //! in place and after one is deleted, so a crash never leaves a written file unowned.
 //!
 //! When the stream ends (a restart, a rolling update, a lagging watch told to watch again), the
-//! session starts over after a backoff; each state change is logged once.
+//! session starts over after a backoff; each state change is logged once. A new session resumes
+//! the watch after the last change applied (`start_after_seq`; bookmarks keep that seq current
+//! on a quiet stream), so the folder is not read again; only when the server no longer keeps
+//! that change (OUT_OF_RANGE) does it export everything again.
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::path::Path;
@@ -150,9 +153,10 @@ async fn follow(args: &SyncArgs, mirror: &mut Mirror) -> anyhow::Result<bool> {
     let mut last_logged: Option<String> = None;
     let mut ever_in_step = false;
     let mut quick_retry_used = false;
+    let mut applied_through = None;
     loop {
         let mut in_step = false;
-        let Err(ended) = session(args, mirror, &mut || in_step = true).await;
+        let Err(ended) = session(args, mirror, &mut applied_through, &mut || in_step = true).await;
         if in_step {
             ever_in_step = true;
             backoff = MIN_BACKOFF;
@@ -179,27 +183,59 @@ async fn follow(args: &SyncArgs, mirror: &mut Mirror) -> anyhow::Result<bool> {
     }
 }
 
-/// One session: subscribe, snapshot, follow, until it ends (it never ends well: the stream is
-/// endless); `in_step` is called once the snapshot is written.
+/// One session: resume the watch after `applied_through`, or subscribe and export everything (the
+/// snapshot); then follow, until it ends (it never ends well: the stream is endless). `in_step` is
+/// called once the folder is in step; `applied_through` follows each batch applied.
 async fn session(
     args: &SyncArgs,
     mirror: &mut Mirror,
+    applied_through: &mut Option<i64>,
     in_step: &mut dyn FnMut(),
 ) -> Result<Infallible, Ended> {
     let mut client = client(args).await?;
-    let mut stream = client
-        .watch_profiles(pb::WatchProfilesRequest {
-            send_initial: false,
-        })
-        .await?
-        .into_inner();
-    let done = mirror.resync(&mut client).await?;
-    tracing::info!(
-        server = %args.client.server,
-        dir = %mirror.dir.display(),
-        "sync in step: {}",
-        done.summary()
-    );
+    let resumed = match *applied_through {
+        Some(seq) => {
+            let resume = pb::WatchProfilesRequest {
+                start_after_seq: seq,
+                send_bookmarks: true,
+                ..Default::default()
+            };
+            match client.watch_profiles(resume).await {
+                Ok(stream) => {
+                    tracing::info!(server = %args.client.server, dir = %mirror.dir.display(), "sync in step: resumed after change {seq}");
+                    Some(stream.into_inner())
+                }
+                Err(status) if status.code() == tonic::Code::OutOfRange => {
+                    tracing::info!(
+                        "cannot resume after change {seq} ({}): exporting every profile again",
+                        status.message()
+                    );
+                    *applied_through = None;
+                    None
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+        None => None,
+    };
+    let mut stream = match resumed {
+        Some(stream) => stream,
+        None => {
+            let watch = pb::WatchProfilesRequest {
+                send_bookmarks: true,
+                ..Default::default()
+            };
+            let stream = client.watch_profiles(watch).await?.into_inner();
+            let done = mirror.resync(&mut client).await?;
+            tracing::info!(
+                server = %args.client.server,
+                dir = %mirror.dir.display(),
+                "sync in step: {}",
+                done.summary()
+            );
+            stream
+        }
+    };
     in_step();
     loop {
         let Some(first) = stream.next().await else {
@@ -210,9 +246,14 @@ async fn session(
         while let Some(Some(next)) = stream.next().now_or_never() {
             batch.push(next?);
         }
+        let newest = batch.iter().map(|e| e.seq).max().unwrap_or(0);
+        batch.retain(|e| e.r#type() != pb::profile_event::Type::Bookmark);
         let done = mirror.apply(&mut client, batch).await?;
         if done.changed() {
             tracing::info!(dir = %mirror.dir.display(), "synced: {}", done.summary());
+        }
+        if newest > 0 {
+            *applied_through = Some(newest);
         }
     }
 }

@@ -12,9 +12,8 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::{broadcast, watch};
 
 use super::{store_error, CHANNEL};
-use crate::domain::{ConversationId, Profile, ProfileName};
+use crate::domain::{ConversationId, Profile};
 use crate::store::codec::Codec;
-use crate::store::records::or_skip;
 use crate::store::{EventBatch, ProfileChange, StoreError};
 
 /// Profiles read through this replica, valid while the listener is connected. Each entry carries the
@@ -145,18 +144,14 @@ pub(super) struct Listener {
     pub event_changes: broadcast::Sender<EventBatch>,
     pub connected: watch::Sender<bool>,
     pub last_seq: u64,
+    /// The newest change seq handed to watchers (raised before the change is sent).
+    pub published: Arc<AtomicU64>,
 }
 
 /// With no notification for this long, the listener reads the change log anyway (and so checks the
 /// connection).
 const IDLE: Duration = Duration::from_secs(1);
-/// How often each replica prunes old change rows.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Change rows older than this are pruned: a replica away longer starts over with an empty cache.
-const KEEP_CHANGES: &str = "1 hour";
-
 pub(super) async fn run(mut l: Listener) {
-    let mut last_prune = std::time::Instant::now();
     loop {
         let mut listener = match connect(&l.pool).await {
             Ok(listener) => listener,
@@ -183,10 +178,6 @@ pub(super) async fn run(mut l: Listener) {
                 Ok(Err(e)) => Err(store_error(e)),
                 Err(_) => l.catch_up().await,
             };
-            if last_prune.elapsed() > PRUNE_EVERY {
-                last_prune = std::time::Instant::now();
-                prune(&l.pool).await;
-            }
             if let Err(e) = outcome {
                 l.down(&e);
                 break;
@@ -199,15 +190,6 @@ async fn connect(pool: &PgPool) -> Result<PgListener, StoreError> {
     let mut listener = PgListener::connect_with(pool).await.map_err(store_error)?;
     listener.listen(CHANNEL).await.map_err(store_error)?;
     Ok(listener)
-}
-
-async fn prune(pool: &PgPool) {
-    let sql = format!(
-        "DELETE FROM profile_changes WHERE change_time < now() - interval '{KEEP_CHANGES}'"
-    );
-    if let Err(e) = sqlx::query(&sql).execute(pool).await {
-        tracing::warn!(error = %e, "pruning old profile changes failed");
-    }
 }
 
 impl Listener {
@@ -257,25 +239,17 @@ impl Listener {
         }
     }
 
-    /// [`Listener::catch_up`], and tells whether changes the log no longer holds were made while
-    /// this replica was away: the counter read first says which seqs were committed by then, so a
-    /// change committed during the catch-up is not mistaken for a missing one.
+    /// [`Listener::catch_up`] after a reconnect (it tells whether changes were pruned meanwhile).
     async fn catch_up_after_reconnect(&mut self) -> Result<(), StoreError> {
-        let committed = super::rows::next_seq(&self.pool).await?.saturating_sub(1);
-        self.catch_up().await?;
-        if self.last_seq < committed {
-            self.missed(committed + 1);
-            self.last_seq = committed;
-        }
-        Ok(())
+        self.catch_up().await
     }
 
-    /// Changes between `last_seq` and `next` are gone from the log: the cache is emptied and the
-    /// watchers are told.
-    fn missed(&mut self, next: u64) {
+    /// Changes after `last_seq` up to `horizon` may be gone from the log: the cache is emptied
+    /// and the watchers are told.
+    fn missed(&mut self, horizon: u64) {
         tracing::warn!(
             from = self.last_seq,
-            to = next,
+            to = horizon,
             "profile changes were pruned before this replica read them: cache emptied, watchers told to start over"
         );
         self.cache.set_enabled(true);
@@ -285,51 +259,38 @@ impl Listener {
     }
 
     /// Reads the changes after `last_seq` in order; drops their names from the cache and publishes
-    /// them. A gap (pruned rows) empties the cache.
+    /// them. Rows pruned before they were read (the horizon, read after them, passed `last_seq`)
+    /// empty the cache. (Seqs are shared with other records: a gap between two rows is no sign
+    /// of a loss.)
     async fn catch_up(&mut self) -> Result<(), StoreError> {
         loop {
-            let rows: Vec<(i64, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
-                "SELECT seq, name, revision, record FROM profile_changes WHERE seq > $1 ORDER BY seq LIMIT 1000",
-            )
-            .bind(i64::try_from(self.last_seq).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-            let full = rows.len() == 1000;
-            for (seq, name, revision, record) in rows {
-                let seq = u64::try_from(seq).unwrap_or(0);
-                if seq != self.last_seq + 1 {
-                    self.missed(seq);
+            let rows = changes_after(&self.pool, self.last_seq, CATCH_UP_BATCH).await?;
+            let horizon = super::rows::watch_horizon(&self.pool).await?;
+            let full = rows.len() == CATCH_UP_BATCH;
+            if horizon > self.last_seq {
+                self.missed(horizon);
+                let newest = rows.last().map_or(0, |r| r.0);
+                self.last_seq = horizon.max(newest);
+                self.published.fetch_max(self.last_seq, Ordering::SeqCst);
+                if full {
+                    continue;
                 }
+                return Ok(());
+            }
+            for (seq, name, revision, record) in rows {
                 self.last_seq = seq;
                 self.cache.invalidate(&name, seq);
+                self.published.fetch_max(seq, Ordering::SeqCst);
                 if self.changes.receiver_count() == 0 {
                     // Nobody watches here: the change only had to leave the cache.
                     continue;
                 }
-                let change = match record {
-                    Some(bytes) => match or_skip(
-                        self.codec.decode_profile(name.as_bytes(), &bytes),
-                        "profile change",
-                    ) {
-                        Some(r) => ProfileChange::Put {
-                            seq,
-                            profile: Arc::new(r.profile),
-                        },
-                        None => continue,
-                    },
-                    None => {
-                        let Ok(name) = ProfileName::parse(&name, "name") else {
-                            continue;
-                        };
-                        ProfileChange::Delete {
-                            seq,
-                            name,
-                            revision,
-                        }
-                    }
-                };
-                let _ = self.changes.send(change);
+                let change = self
+                    .codec
+                    .decode_change(seq, &name, revision, record.as_deref());
+                if let Some(change) = change {
+                    let _ = self.changes.send(change);
+                }
             }
             if !full {
                 return Ok(());
@@ -338,10 +299,38 @@ impl Listener {
     }
 }
 
+/// How many change rows one read of the log takes.
+const CATCH_UP_BATCH: usize = 1000;
+
+/// A row of `profile_changes`: seq, name, revision, and the record (none for a deletion).
+pub(super) type ChangeRow = (u64, String, i64, Option<Vec<u8>>);
+
+/// Up to `limit` change rows after `after`, in seq order.
+pub(super) async fn changes_after<'e, E: sqlx::Executor<'e, Database = sqlx::Postgres>>(
+    executor: E,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ChangeRow>, StoreError> {
+    let rows: Vec<(i64, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT seq, name, revision, record FROM profile_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(executor)
+    .await
+    .map_err(store_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, name, revision, record)| {
+            (u64::try_from(seq).unwrap_or(0), name, revision, record)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LlmConfig, Timestamp};
+    use crate::domain::{LlmConfig, ProfileName, Timestamp};
 
     fn profile(name: &str, revision: i64) -> Profile {
         Profile {

@@ -276,6 +276,15 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
+        // Seqs from before the restore name changes of another store: no watch resumes after them.
+        sqlx::query(
+            "WITH gone AS (DELETE FROM profile_changes RETURNING seq) \
+             UPDATE watch_horizon SET pruned_through = GREATEST(pruned_through, \
+             (SELECT next_seq - 1 FROM registry_counter), (SELECT max(seq) FROM gone))",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
         self.commit(tx).await
     }
 

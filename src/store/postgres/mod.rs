@@ -13,8 +13,10 @@ mod maintenance;
 mod profiles;
 mod puts;
 mod rows;
+mod watches;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::codec::Codec;
 use super::crypto::SecretCipher;
-use super::{EventBatch, ProfileChange, StoreError};
+use super::{EventBatch, ProfileChange, StoreError, WatchHistory};
 use crate::domain::{Conversation, ConversationId};
 
 pub use self::listener::ProfileCache;
@@ -53,6 +55,8 @@ pub struct PgOptions {
     pub local_key_dir: Option<PathBuf>,
     /// How many revisions of each profile the history keeps, the current one included.
     pub history_revisions: usize,
+    /// How much of the profile change log is kept for watches that resume.
+    pub watch_history: WatchHistory,
 }
 
 impl Default for PgOptions {
@@ -63,6 +67,7 @@ impl Default for PgOptions {
             cache_entries: 100_000,
             local_key_dir: None,
             history_revisions: crate::store::sled::DEFAULT_HISTORY_REVISIONS,
+            watch_history: WatchHistory::default(),
         }
     }
 }
@@ -216,6 +221,9 @@ pub struct PgStore {
     target: String,
     /// How many revisions of each profile the history keeps (at least 1).
     history_revisions: i64,
+    /// The newest change seq the listener handed to this replica's watchers.
+    published: Arc<AtomicU64>,
+    watch_history: WatchHistory,
 }
 
 impl Drop for PgStore {
@@ -342,6 +350,7 @@ impl PgStore {
                 reason: e.to_string(),
             })?
             - 1;
+        let published = Arc::new(AtomicU64::new(last_seq));
         let listener = tokio::spawn(listener::run(listener::Listener {
             pool: pool.clone(),
             codec: codec.clone(),
@@ -350,6 +359,7 @@ impl PgStore {
             event_changes: event_changes.clone(),
             connected: connected_tx,
             last_seq,
+            published: Arc::clone(&published),
         }));
         // Serve only once changes from other replicas reach this one (and readiness says so).
         let mut ready = connected.clone();
@@ -383,6 +393,8 @@ impl PgStore {
             batcher,
             target,
             history_revisions: history_keep(options.history_revisions),
+            published,
+            watch_history: options.watch_history,
         });
         Ok(store)
     }

@@ -9,9 +9,7 @@ use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName, Target, Tim
 use crate::store::codec::ProfileRecord;
 use crate::store::records::{history_key, or_skip, Tombstone};
 use crate::store::rules;
-use crate::store::{
-    ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
-};
+use crate::store::{ConflictPolicy, ImportOutcome, ProfileChange, PutMode, PutOutcome, StoreError};
 
 impl PgStore {
     pub(crate) async fn get_profile(
@@ -321,41 +319,6 @@ impl PgStore {
         let changes = self.write_profiles(&mut tx, writes).await?;
         self.commit_profiles(tx, &changes).await?;
         Ok(outcomes)
-    }
-
-    pub(crate) async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
-        let changes = self.changes.subscribe();
-        if !snapshot {
-            return Ok(ProfileWatch {
-                snapshot: Vec::new(),
-                covered: 0,
-                changes,
-            });
-        }
-        // One consistent read of the profiles and the counter: every change below `covered` is in it.
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let covered = rows::next_seq(&mut *tx).await?;
-        let rows: Vec<(String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (name, seq, bytes) in rows {
-            let read = self.codec.decode_profile(name.as_bytes(), &bytes);
-            let seq = u64::try_from(seq).unwrap_or(0);
-            out.extend(or_skip(read, "profile record").map(|r| (seq, r.profile)));
-        }
-        Ok(ProfileWatch {
-            snapshot: out,
-            covered,
-            changes,
-        })
     }
 
     pub(crate) fn flush(&self) -> Result<(), StoreError> {

@@ -10,11 +10,28 @@ use crate::store::StoreError;
 pub async fn next_seq<'e, E: Executor<'e, Database = Postgres>>(
     executor: E,
 ) -> Result<u64, StoreError> {
-    let next: i64 = sqlx::query_scalar("SELECT next_seq FROM registry_counter")
+    Ok(seq_of(executor, "SELECT next_seq FROM registry_counter")
+        .await?
+        .max(1))
+}
+
+/// Every change seq up to this one may be missing from `profile_changes` (pruned).
+pub async fn watch_horizon<'e, E: Executor<'e, Database = Postgres>>(
+    executor: E,
+) -> Result<u64, StoreError> {
+    seq_of(executor, "SELECT pruned_through FROM watch_horizon").await
+}
+
+/// The seq one single-row query reads (0 for a negative one).
+async fn seq_of<'e, E: Executor<'e, Database = Postgres>>(
+    executor: E,
+    sql: &'static str,
+) -> Result<u64, StoreError> {
+    let seq: i64 = sqlx::query_scalar(sql)
         .fetch_one(executor)
         .await
         .map_err(store_error)?;
-    Ok(u64::try_from(next).unwrap_or(1))
+    Ok(u64::try_from(seq).unwrap_or(0))
 }
 
 /// Takes `n` change seqs; returns the first. Under the write lock, so seq order is commit order.

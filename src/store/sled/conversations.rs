@@ -19,6 +19,8 @@ use crate::store::{
 pub(super) enum Op {
     Put(TreeId, Vec<u8>, Vec<u8>),
     Del(TreeId, Vec<u8>),
+    /// An entry of the profile change log, by its seq (see `changelog.rs`).
+    Log(u64, Vec<u8>),
 }
 
 fn binding_prefix(name: &ProfileName) -> Vec<u8> {
@@ -43,10 +45,17 @@ impl SledStore {
             &self.documents,
             &self.history,
             &self.deleted,
+            &self.change_log,
         )
-            .transaction(|(p, c, b, e, d, h, x)| {
+            .transaction(|(p, c, b, e, d, h, x, l)| {
                 for op in ops {
-                    let (Op::Put(id, ..) | Op::Del(id, _)) = op;
+                    let (id, k) = match op {
+                        Op::Put(id, k, _) | Op::Del(id, k) => (id, k.as_slice()),
+                        Op::Log(seq, v) => {
+                            l.insert(&seq.to_be_bytes()[..], v.as_slice())?;
+                            continue;
+                        }
+                    };
                     let t = match id {
                         TreeId::Profiles => p,
                         TreeId::Conversations => c,
@@ -56,13 +65,10 @@ impl SledStore {
                         TreeId::History => h,
                         TreeId::Deleted => x,
                     };
-                    match op {
-                        Op::Put(_, k, v) => {
-                            t.insert(k.as_slice(), v.as_slice())?;
-                        }
-                        Op::Del(_, k) => {
-                            t.remove(k.as_slice())?;
-                        }
+                    if let Op::Put(_, _, v) = op {
+                        t.insert(k, v.as_slice())?;
+                    } else {
+                        t.remove(k)?;
                     }
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())

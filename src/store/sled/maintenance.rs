@@ -110,6 +110,8 @@ impl SledStore {
             self.tree(tree).apply_batch(batch)?;
         }
         while self.next_seq()? < next_seq {}
+        // Seqs from before the restore name changes of another store: no watch resumes after them.
+        self.restart_change_log()?;
         self.flush()?;
         Ok(())
     }

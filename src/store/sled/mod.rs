@@ -1,4 +1,5 @@
 //! The sled implementation of the store: one tree per resource, JSON records, group-committed flushes.
+mod changelog;
 mod conversations;
 mod documents;
 mod flush;
@@ -9,6 +10,7 @@ pub use self::maintenance::CheckReport;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use fs2::FileExt;
@@ -26,7 +28,7 @@ use crate::store::codec::{
 use crate::store::crypto::{KeyError, KeySource, SecretCipher};
 use crate::store::records::TreeId;
 use crate::store::records::{place, RotationReport};
-use crate::store::{Change, EventBatch, ProfileChange, StoreError};
+use crate::store::{Change, EventBatch, ProfileChange, StoreError, WatchHistory};
 
 /// How many changes a watcher may fall behind before it is cut off.
 const WATCH_BACKLOG: usize = 4096;
@@ -44,6 +46,8 @@ pub struct StoreOptions {
     pub secret_key_file: Option<PathBuf>,
     /// How many revisions of each profile the history keeps, the current one included.
     pub history_revisions: usize,
+    /// How much of the profile change log is kept for watches that resume.
+    pub watch_history: WatchHistory,
 }
 
 impl Default for StoreOptions {
@@ -52,6 +56,7 @@ impl Default for StoreOptions {
             cache_bytes: 32 * 1024 * 1024,
             secret_key_file: None,
             history_revisions: DEFAULT_HISTORY_REVISIONS,
+            watch_history: WatchHistory::default(),
         }
     }
 }
@@ -99,11 +104,19 @@ pub struct SledStore {
     pub(super) documents: Tree,
     pub(super) history: Tree,
     pub(super) deleted: Tree,
+    /// The profile change log, by seq (see `changelog.rs`).
+    pub(super) change_log: Tree,
     /// How many revisions of each profile the history keeps (at least 1: the current one).
     pub(super) history_revisions: i64,
     write_lock: Mutex<()>,
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
+    /// The newest profile change seq published (raised before the change is sent, so a watcher
+    /// that reads it after subscribing gets every later change live).
+    published: Arc<AtomicU64>,
+    watch_history: WatchHistory,
+    /// The newest log entry when the log was last pruned (see `changelog.rs`).
+    pruned_at: AtomicU64,
     pub(super) event_changes: broadcast::Sender<EventBatch>,
     codec: Codec,
     _lock_file: File,
@@ -172,11 +185,17 @@ impl SledStore {
         );
         let (changes, _) = broadcast::channel(WATCH_BACKLOG);
         let (event_changes, _) = broadcast::channel(WATCH_BACKLOG);
+        let change_log = db
+            .open_tree("changes")
+            .map_err(|e| corrupt(e.to_string()))?;
         let (publish_profile, publish_events) = (changes.clone(), event_changes.clone());
+        let published = Arc::new(AtomicU64::new(0));
+        let raise = Arc::clone(&published);
         let flusher = Flusher::start(
             db.clone(),
             Box::new(move |c| match c {
                 Change::Profile(c) => {
+                    raise.fetch_max(c.seq(), Ordering::SeqCst);
                     let _ = publish_profile.send(c);
                 }
                 Change::Events(c) => {
@@ -185,7 +204,7 @@ impl SledStore {
             }),
         )
         .map_err(unwritable)?;
-        Ok(Arc::new(Self {
+        let store = Arc::new(Self {
             db,
             profiles,
             conversations,
@@ -194,14 +213,23 @@ impl SledStore {
             documents,
             history,
             deleted,
+            change_log,
             history_revisions: i64::try_from(options.history_revisions.max(1)).unwrap_or(i64::MAX),
             write_lock: Mutex::new(()),
             flusher,
             changes,
+            published,
+            watch_history: options.watch_history,
+            pruned_at: AtomicU64::new(0),
             event_changes,
             codec: Codec::new(cipher),
             _lock_file: lock_file,
-        }))
+        });
+        let last = store
+            .open_change_log()
+            .map_err(|e| corrupt(e.to_string()))?;
+        store.published.store(last, Ordering::SeqCst);
+        Ok(store)
     }
 
     /// How many profiles and conversations are stored (a scan of the keys: call it off the hot path).

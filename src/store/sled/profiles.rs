@@ -1,5 +1,6 @@
 //! The sled implementation of profiles: profile records by name, written through the
 //! group-committed flush and published to watchers once durable.
+use super::changelog::{logged_delete, logged_put};
 use super::conversations::Op;
 use super::SledStore;
 use crate::domain::{LlmConfig, Profile, ProfileName, Target, Timestamp};
@@ -138,9 +139,11 @@ impl SledStore {
                         let key = name.as_str().as_bytes().to_vec();
                         ops.push(Op::Put(TreeId::Deleted, key, encode(&tomb)?));
                     }
+                    let seq = self.next_seq()?;
+                    ops.push(logged_delete(seq, name, profile.revision));
                     self.apply(&ops)?;
                     let change = ProfileChange::Delete {
-                        seq: self.next_seq()?,
+                        seq,
                         name: name.clone(),
                         revision: profile.revision,
                     };
@@ -175,12 +178,15 @@ impl SledStore {
             };
             // Conversations bound to the old name follow it, in the same transaction; so does
             // its history, sealed again under the new name.
-            let mut ops = vec![Op::Del(TreeId::Profiles, from.as_str().as_bytes().to_vec())];
+            let mut ops = vec![
+                Op::Del(TreeId::Profiles, from.as_str().as_bytes().to_vec()),
+                logged_delete(delete_seq, from, old.revision),
+            ];
             self.purge_ops(to.as_str(), &mut ops)?;
             let oldest_kept = record.profile.revision - self.history_revisions + 1;
             for item in self.history.scan_prefix(history_prefix(from.as_str())) {
                 let (key, bytes) = item?;
-                ops.push(Op::Del(TreeId::History, key.to_vec()));
+                self.drop_revision(&key, &bytes, &mut ops)?;
                 let Some(mut kept) =
                     or_skip(self.codec.decode_revision(&key, &bytes), "kept revision")
                 else {
@@ -268,8 +274,16 @@ impl SledStore {
         .await
     }
 
-    pub(crate) async fn watch_profiles(&self, snapshot: bool) -> Result<ProfileWatch, StoreError> {
+    pub(crate) async fn watch_profiles(
+        &self,
+        snapshot: bool,
+        after: Option<u64>,
+    ) -> Result<ProfileWatch, StoreError> {
+        if let Some(after) = after {
+            return self.resume_watch(after);
+        }
         let changes = self.changes.subscribe();
+        let start = self.published_seq();
         let mut out = Vec::new();
         if snapshot {
             for item in self.profiles.iter() {
@@ -280,7 +294,9 @@ impl SledStore {
         }
         Ok(ProfileWatch {
             snapshot: out,
+            replay: Vec::new(),
             covered: 0,
+            start,
             changes,
         })
     }
@@ -435,7 +451,8 @@ impl SledStore {
             ops.push(Op::Del(TreeId::Deleted, name.as_bytes().to_vec()));
         }
         for item in self.history.scan_prefix(history_prefix(name)) {
-            ops.push(Op::Del(TreeId::History, item?.0.to_vec()));
+            let (key, bytes) = item?;
+            self.drop_revision(&key, &bytes, ops)?;
         }
         Ok(())
     }
@@ -455,13 +472,15 @@ impl SledStore {
             name.as_bytes().to_vec(),
             bytes.clone(),
         ));
+        ops.push(logged_put(record.seq, name, revision));
         ops.push(Op::Put(TreeId::History, history_key(name, revision), bytes));
         // Revisions sort by their big-endian bytes only while positive: 1 is the first.
         let oldest_kept = revision - self.history_revisions + 1;
         if oldest_kept > 1 {
             let range = history_key(name, 1)..history_key(name, oldest_kept);
             for item in self.history.range(range) {
-                ops.push(Op::Del(TreeId::History, item?.0.to_vec()));
+                let (key, bytes) = item?;
+                self.drop_revision(&key, &bytes, ops)?;
             }
         }
         Ok(())

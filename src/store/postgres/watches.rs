@@ -1,0 +1,117 @@
+//! Watches on PostgreSQL: a snapshot read in one transaction with the counter, or a resume that
+//! reads `profile_changes` after the client's seq; then the changes this replica's listener reads.
+//! The seq is the database's, so it names the same change on every replica, and a watch may
+//! resume on another replica than the one it left.
+use std::sync::atomic::Ordering;
+
+use super::listener::changes_after;
+use super::{rows, store_error, PgStore};
+use crate::store::records::or_skip;
+use crate::store::{too_new, too_old, ProfileWatch, StoreError, WatchHistory};
+
+impl PgStore {
+    pub(crate) async fn watch_profiles(
+        &self,
+        snapshot: bool,
+        after: Option<u64>,
+    ) -> Result<ProfileWatch, StoreError> {
+        let changes = self.changes.subscribe();
+        let start = self.published.load(Ordering::SeqCst);
+        let mut watch = ProfileWatch {
+            snapshot: Vec::new(),
+            replay: Vec::new(),
+            covered: 0,
+            start,
+            changes,
+        };
+        if let Some(after) = after {
+            self.resume(after, &mut watch).await?;
+        } else if snapshot {
+            self.snapshot_into(&mut watch).await?;
+        }
+        Ok(watch)
+    }
+
+    /// The kept changes after `after`, read from the database (so a replica whose listener is
+    /// behind still resumes a seq another replica sent); later ones come through the listener.
+    async fn resume(&self, after: u64, watch: &mut ProfileWatch) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        let last = rows::next_seq(&mut *conn).await?.saturating_sub(1);
+        if after > last {
+            return Err(too_new(after, last));
+        }
+        let rows = changes_after(&mut *conn, after, usize::MAX).await?;
+        // Read after the rows: a pruning that raced them has raised it already.
+        let horizon = rows::watch_horizon(&mut *conn).await?;
+        if after < horizon {
+            return Err(too_old(after, horizon));
+        }
+        let newest = rows.last().map_or(after, |r| r.0);
+        for (seq, name, revision, record) in rows {
+            let change = self
+                .codec
+                .decode_change(seq, &name, revision, record.as_deref());
+            watch.replay.extend(change);
+        }
+        // Seqs are taken in commit order: every change the read missed comes after `newest`.
+        watch.covered = newest + 1;
+        watch.start = watch.start.max(newest);
+        Ok(())
+    }
+
+    /// One consistent read of the profiles and the counter: every change below `covered` is in it.
+    async fn snapshot_into(&self, watch: &mut ProfileWatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let covered = rows::next_seq(&mut *tx).await?;
+        let rows: Vec<(String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        watch.snapshot.reserve(rows.len());
+        for (name, seq, bytes) in rows {
+            let read = self.codec.decode_profile(name.as_bytes(), &bytes);
+            let seq = u64::try_from(seq).unwrap_or(0);
+            let kept = or_skip(read, "profile record").map(|r| (seq, r.profile));
+            watch.snapshot.extend(kept);
+        }
+        watch.covered = covered;
+        Ok(())
+    }
+
+    /// The newest change seq this replica has handed to its watchers.
+    pub(crate) async fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.published.load(Ordering::SeqCst))
+    }
+
+    /// Deletes the change rows `--watch-history` no longer keeps and raises the horizon, in one
+    /// statement; returns how many went. Every replica may run it.
+    pub(crate) async fn prune_changes(&self) -> Result<usize, StoreError> {
+        // Rows beyond the newest `n`, or older than `age`; `$1` is `n` or the age in seconds.
+        let (which, bound) = match self.watch_history {
+            WatchHistory::Changes(n) => (
+                "seq <= (SELECT seq FROM profile_changes ORDER BY seq DESC OFFSET $1::bigint LIMIT 1)",
+                n as f64,
+            ),
+            WatchHistory::Age(age) => (
+                "change_time < now() - make_interval(secs => $1)",
+                age.as_secs_f64(),
+            ),
+        };
+        // The horizon row is written only when rows go: an idle store writes nothing.
+        let sql = format!(
+            "WITH gone AS (DELETE FROM profile_changes WHERE {which} RETURNING seq), \
+             raised AS (UPDATE watch_horizon SET pruned_through = GREATEST(pruned_through, \
+             (SELECT max(seq) FROM gone)) WHERE EXISTS (SELECT 1 FROM gone)) \
+             SELECT count(*) FROM gone"
+        );
+        let query = sqlx::query_scalar::<_, i64>(&sql).bind(bound);
+        let gone = query.fetch_one(&self.pool).await.map_err(store_error)?;
+        Ok(usize::try_from(gone).unwrap_or(0))
+    }
+}

@@ -1,0 +1,319 @@
+//! The profile change log: every profile change by its seq (8 bytes, big-endian), written in the
+//! transaction of the change, so that a watch resumes after a disconnect or a restart with no gap
+//! and no duplicate. An entry names the profile and revision only: a put's record is the kept
+//! revision in the history, which carries the same seq. When the history no longer keeps it (a
+//! later revision pushed it out, a delete was purged, the name was made anew), a later change in
+//! the log supersedes it, so the replay skips it: the watcher still ends in the same state. `--watch-history` bounds it; the highest seq pruned (the horizon, in the
+//! default tree) is kept, so that a watch resuming from before it is told so (OUT_OF_RANGE) instead
+//! of silently missing changes. The log is not backed up: a restore starts it afresh.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::conversations::Op;
+use super::SledStore;
+use crate::domain::ProfileName;
+use crate::store::records::TreeId;
+use crate::store::records::{history_key, or_skip};
+use crate::store::{too_new, too_old, ProfileChange, ProfileWatch, StoreError, WatchHistory};
+
+/// Where the horizon is kept, in the default tree.
+const HORIZON_KEY: &[u8] = b"watch_horizon";
+/// How many entries one pruning step deletes.
+const PRUNE_BATCH: usize = 1000;
+
+/// One entry: when (ms), the revision, the name, and what happened: a deletion, a put whose record
+/// is the kept revision, or a put that carries its record (the history dropped it). Laid out as
+/// time (8 bytes), revision (8), kind (1: 0, 1 or 2), the name's length (4), the name, the record.
+struct Entry {
+    time_ms: i64,
+    revision: i64,
+    kind: Kind,
+    name: String,
+}
+
+enum Kind {
+    Delete,
+    Put,
+    /// The record as the history kept it (sealed under the history key of this name and revision).
+    Carried(Vec<u8>),
+}
+
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn encode_entry(time_ms: i64, name: &str, revision: i64, kind: &Kind) -> Vec<u8> {
+    let record: &[u8] = match kind {
+        Kind::Carried(r) => r,
+        _ => &[],
+    };
+    let mut v = Vec::with_capacity(21 + name.len() + record.len());
+    v.extend_from_slice(&time_ms.to_be_bytes());
+    v.extend_from_slice(&revision.to_be_bytes());
+    v.push(match kind {
+        Kind::Delete => 0,
+        Kind::Put => 1,
+        Kind::Carried(_) => 2,
+    });
+    v.extend_from_slice(&u32::try_from(name.len()).unwrap_or(u32::MAX).to_be_bytes());
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(record);
+    v
+}
+
+fn decode_entry(bytes: &[u8]) -> Option<Entry> {
+    let (time, rest) = bytes.split_first_chunk::<8>()?;
+    let (revision, rest) = rest.split_first_chunk::<8>()?;
+    let (&kind, rest) = rest.split_first()?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let (name, record) = rest.split_at_checked(usize::try_from(u32::from_be_bytes(*len)).ok()?)?;
+    let kind = match (kind, record.is_empty()) {
+        (0, true) => Kind::Delete,
+        (1, true) => Kind::Put,
+        (2, false) => Kind::Carried(record.to_vec()),
+        _ => return None,
+    };
+    Some(Entry {
+        time_ms: i64::from_be_bytes(*time),
+        revision: i64::from_be_bytes(*revision),
+        kind,
+        name: String::from_utf8(name.to_vec()).ok()?,
+    })
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    key.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// The log entry of a put (its record goes into the history in the same transaction).
+pub(super) fn logged_put(seq: u64, name: &str, revision: i64) -> Op {
+    Op::Log(seq, encode_entry(now_ms(), name, revision, &Kind::Put))
+}
+
+/// The log entry of a deletion (or the old name of a rename).
+pub(super) fn logged_delete(seq: u64, name: &ProfileName, revision: i64) -> Op {
+    Op::Log(
+        seq,
+        encode_entry(now_ms(), name.as_str(), revision, &Kind::Delete),
+    )
+}
+
+impl SledStore {
+    /// The ops that drop the kept revision under `key` (stored as `bytes`): when the log still
+    /// names it, its entry takes the record along, so a replay still sends it.
+    pub(super) fn drop_revision(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        ops: &mut Vec<Op>,
+    ) -> Result<(), StoreError> {
+        ops.push(Op::Del(TreeId::History, key.to_vec()));
+        let Ok(record) = self.codec.decode_revision(key, bytes) else {
+            return Ok(());
+        };
+        let Some(logged) = self.change_log.get(record.seq.to_be_bytes())? else {
+            return Ok(());
+        };
+        if let Some(e) = decode_entry(&logged).filter(|e| matches!(e.kind, Kind::Put)) {
+            let carried = Kind::Carried(bytes.to_vec());
+            let entry = encode_entry(e.time_ms, &e.name, e.revision, &carried);
+            ops.push(Op::Log(record.seq, entry));
+        }
+        Ok(())
+    }
+
+    /// Every seq up to this one may be missing from the log.
+    fn horizon(&self) -> Result<u64, StoreError> {
+        Ok(self.db.get(HORIZON_KEY)?.map_or(0, |v| seq_of(&v)))
+    }
+
+    fn raise_horizon(&self, to: u64) -> Result<(), StoreError> {
+        self.db
+            .fetch_and_update(HORIZON_KEY, |old| {
+                let old = old.map_or(0, seq_of);
+                Some(old.max(to).to_be_bytes().to_vec())
+            })
+            .map(drop)
+            .map_err(StoreError::from)
+    }
+
+    /// At open: a data dir written before the log was kept keeps no change before now. Returns
+    /// the last change seq, which every watcher has seen at most.
+    pub(super) fn open_change_log(&self) -> Result<u64, StoreError> {
+        if self.db.get(HORIZON_KEY)?.is_none() {
+            let last = self.next_seq()? - 1;
+            self.raise_horizon(last)?;
+        }
+        let last = self.change_log.last()?.map_or(0, |(k, _)| seq_of(&k));
+        Ok(last.max(self.horizon()?))
+    }
+
+    /// Drops the whole log (a restore, a key rotation): a watch can resume only after what comes
+    /// next.
+    pub(super) fn restart_change_log(&self) -> Result<(), StoreError> {
+        let last = self.next_seq()? - 1;
+        self.raise_horizon(last)?;
+        self.change_log.clear()?;
+        self.published.fetch_max(last, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Subscribes to the live changes, then reads the kept ones after `after` that are published:
+    /// the later ones come live.
+    pub(super) fn resume_watch(&self, after: u64) -> Result<ProfileWatch, StoreError> {
+        let changes = self.changes.subscribe();
+        let upto = self.published.load(Ordering::SeqCst);
+        if after > upto {
+            return Err(too_new(after, upto));
+        }
+        let lo = (after + 1).to_be_bytes();
+        let hi = upto.to_be_bytes();
+        let mut replay = Vec::new();
+        for item in self.change_log.range(&lo[..]..=&hi[..]) {
+            let (key, bytes) = item?;
+            let seq = seq_of(&key);
+            let Some(entry) = decode_entry(&bytes) else {
+                tracing::error!(seq, "damaged profile change log entry, skipping");
+                continue;
+            };
+            replay.extend(self.logged_change(seq, entry)?);
+        }
+        // Read after the entries: a pruning that raced them has raised it already.
+        let horizon = self.horizon()?;
+        if after < horizon {
+            return Err(too_old(after, horizon));
+        }
+        Ok(ProfileWatch {
+            snapshot: Vec::new(),
+            replay,
+            covered: upto + 1,
+            start: upto,
+            changes,
+        })
+    }
+
+    /// The change an entry records; none for a put the history no longer keeps with this seq.
+    fn logged_change(&self, seq: u64, entry: Entry) -> Result<Option<ProfileChange>, StoreError> {
+        let Entry {
+            revision,
+            kind,
+            name,
+            ..
+        } = entry;
+        let key = history_key(&name, revision);
+        let bytes = match kind {
+            Kind::Delete => {
+                let name = ProfileName::parse(&name, "name").ok();
+                return Ok(name.map(|name| ProfileChange::Delete {
+                    seq,
+                    name,
+                    revision,
+                }));
+            }
+            Kind::Carried(bytes) => bytes,
+            Kind::Put => match self.history.get(&key)? {
+                Some(bytes) => bytes.to_vec(),
+                // Gone without its record carried over: only a damaged history does that.
+                None => return Ok(None),
+            },
+        };
+        let kept = or_skip(self.codec.decode_revision(&key, &bytes), "kept revision");
+        Ok(kept.filter(|r| r.seq == seq).map(|r| ProfileChange::Put {
+            seq,
+            profile: Arc::new(r.profile),
+        }))
+    }
+
+    /// The newest change seq published to watchers.
+    pub(crate) async fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.published.load(Ordering::SeqCst))
+    }
+
+    /// The same, where no await is possible.
+    pub(super) fn published_seq(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Deletes what `--watch-history` no longer keeps, raising the horizon first; returns how
+    /// many entries went.
+    pub(crate) async fn prune_changes(&self) -> Result<usize, StoreError> {
+        let cut = match self.watch_history {
+            WatchHistory::Changes(n) => {
+                // Nothing logged since the last look: nothing to count again.
+                let newest = self.change_log.last()?.map_or(0, |(k, _)| seq_of(&k));
+                if self.pruned_at.swap(newest, Ordering::SeqCst) == newest {
+                    return Ok(0);
+                }
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                match self.change_log.iter().keys().rev().nth(n) {
+                    Some(key) => seq_of(&key?),
+                    None => return Ok(0),
+                }
+            }
+            WatchHistory::Age(age) => {
+                let keep_from = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                let mut cut = 0;
+                for item in self.change_log.iter() {
+                    let (key, bytes) = item?;
+                    if decode_entry(&bytes).is_some_and(|e| e.time_ms >= keep_from) {
+                        break;
+                    }
+                    cut = seq_of(&key);
+                }
+                cut
+            }
+        };
+        if cut == 0 {
+            return Ok(0);
+        }
+        self.raise_horizon(cut)?;
+        let mut gone = 0;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for key in self.change_log.range(..=&cut.to_be_bytes()[..]).keys() {
+                batch.remove(key?);
+                n += 1;
+                if n == PRUNE_BATCH {
+                    break;
+                }
+            }
+            if n == 0 {
+                return Ok(gone);
+            }
+            self.change_log.apply_batch(batch)?;
+            gone += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_as_written() {
+        let put = encode_entry(5, "a\0b", 7, &Kind::Put);
+        let e = decode_entry(&put).unwrap();
+        assert_eq!((e.time_ms, e.name.as_str(), e.revision), (5, "a\0b", 7));
+        assert!(matches!(e.kind, Kind::Put));
+        let del = decode_entry(&encode_entry(5, "gone", 3, &Kind::Delete)).unwrap();
+        assert!(matches!(del.kind, Kind::Delete));
+        let carried = encode_entry(5, "c", 2, &Kind::Carried(b"{}".to_vec()));
+        let c = decode_entry(&carried).unwrap();
+        assert!(matches!(c.kind, Kind::Carried(ref r) if r == b"{}"));
+        assert_eq!(c.name, "c");
+        // Truncated, of an unknown kind, or with a record it should not have is damage.
+        assert!(decode_entry(&put[..10]).is_none());
+        let mut bad = put.clone();
+        bad[16] = 9;
+        assert!(decode_entry(&bad).is_none());
+        let mut trailing = put;
+        trailing.push(1);
+        assert!(decode_entry(&trailing).is_none());
+    }
+}
