@@ -126,7 +126,8 @@ pub(super) async fn forward_changes(
                 return;
             }
             () = tx.closed() => return,
-            () = tokio::time::sleep(BOOKMARK_AFTER), if bookmarks => {
+            // Not before a first change: seq 0 would mean "live only" to a resume.
+            () = tokio::time::sleep(BOOKMARK_AFTER), if bookmarks && sent > 0 => {
                 let mark = pb::ProfileEvent {
                     r#type: Type::Bookmark as i32,
                     seq: i64::try_from(sent).unwrap_or(i64::MAX),

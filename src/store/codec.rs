@@ -123,7 +123,8 @@ impl Codec {
     }
 
     /// The change an entry of the profile change log records: a put of the sealed `record`, or
-    /// the deletion of `name` at `revision`; none (logged) when it does not decode.
+    /// the deletion of `name` at `revision`; none when the record was purged (empty), or (logged)
+    /// when it does not decode.
     pub fn decode_change(
         &self,
         seq: u64,
@@ -133,6 +134,8 @@ impl Codec {
     ) -> Option<super::ProfileChange> {
         use super::ProfileChange;
         match record {
+            // A put whose record a purge destroyed: the deletion that follows stands for it.
+            Some([]) => None,
             Some(bytes) => super::records::or_skip(
                 self.decode_profile(name.as_bytes(), bytes),
                 "profile change",

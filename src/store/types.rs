@@ -256,6 +256,11 @@ impl Default for WatchHistory {
     }
 }
 
+/// How far a restore moves the change counter past the backup's: seqs a client got from the store
+/// the backup came from (which may have gone on after it) stay below the restored store's, so a
+/// watch resuming after one is told to start over instead of silently skipping changes.
+pub const RESTORE_SEQ_GAP: u64 = 1 << 32;
+
 /// How many profile changes the change log keeps unless told otherwise.
 pub const DEFAULT_WATCH_HISTORY: u64 = 10_000;
 

@@ -125,7 +125,19 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     })
     .await
     .unwrap();
+    let mut source_watch =
+        cl.0.watch_profiles(pb::WatchProfilesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
     create(&mut cl.0, profile("gamma", "m", None)).await;
+    let gamma_seq = tokio::time::timeout(Duration::from_secs(10), source_watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .seq;
+    drop(source_watch);
     // A deleted profile, its history kept for an undelete.
     create(
         &mut cl.0,
@@ -247,6 +259,22 @@ async fn a_backup_restores_every_revision_event_binding_and_secret() {
     .await
     .expect("the change after the restore reaches the watcher");
     assert_eq!((live.name.as_str(), live.revision), ("alpha", 4));
+    // Seqs of the store the backup came from name no change of the restored one: a watch that
+    // resumes after one is told to start over, even after that many new changes.
+    assert!(
+        live.seq > gamma_seq + 1_000_000,
+        "{} vs {gamma_seq}",
+        live.seq
+    );
+    let resumed = cl2
+        .0
+        .watch_profiles(pb::WatchProfilesRequest {
+            start_after_seq: gamma_seq,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(resumed.code(), tonic::Code::OutOfRange, "{resumed:?}");
 }
 
 /// Every kept revision of every profile, each read with its secrets: (name, revision, model, key).

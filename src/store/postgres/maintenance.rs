@@ -14,7 +14,7 @@ use crate::store::records::{
     split_history_key,
 };
 use crate::store::RotationReport;
-use crate::store::{RawRecord, Snapshot, StoreError, TreeId};
+use crate::store::{RawRecord, Snapshot, StoreError, TreeId, RESTORE_SEQ_GAP};
 
 fn id_of(bytes: &[u8]) -> Option<ConversationId> {
     Some(ConversationId::from_bytes(bytes.try_into().ok()?))
@@ -114,7 +114,7 @@ impl PgStore {
         report: &mut RotationReport,
     ) -> Result<usize, StoreError> {
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
-            "SELECT {key}::text, record FROM {table} WHERE record IS NOT NULL ORDER BY {key}"
+            "SELECT {key}::text, record FROM {table} WHERE length(record) > 0 ORDER BY {key}"
         ))
         .fetch_all(&mut **tx)
         .await
@@ -271,16 +271,16 @@ impl PgStore {
                 self.restore_one(&mut tx, r, &mut max_seq).await?;
             }
         }
+        // Past the backup's seqs by RESTORE_SEQ_GAP, as on sled.
         sqlx::query("UPDATE registry_counter SET next_seq = GREATEST(next_seq, $1)")
-            .bind(i64::try_from(max_seq).unwrap_or(i64::MAX))
+            .bind(i64::try_from(max_seq.saturating_add(RESTORE_SEQ_GAP)).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
         // Seqs from before the restore name changes of another store: no watch resumes after them.
         sqlx::query(
-            "WITH gone AS (DELETE FROM profile_changes RETURNING seq) \
-             UPDATE watch_horizon SET pruned_through = GREATEST(pruned_through, \
-             (SELECT next_seq - 1 FROM registry_counter), (SELECT max(seq) FROM gone))",
+            "UPDATE watch_horizon SET pruned_through = GREATEST(pruned_through, \
+             (SELECT next_seq - 1 FROM registry_counter))",
         )
         .execute(&mut *tx)
         .await

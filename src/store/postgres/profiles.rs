@@ -108,6 +108,7 @@ impl PgStore {
             if purge {
                 if let Some(last) = self.deleted_revision(&mut tx, name).await? {
                     rows::purge_deleted_names(&mut tx, &[name.as_str()]).await?;
+                    rows::forget_logged_records(&mut tx, name.as_str()).await?;
                     self.commit(tx).await?;
                     return Ok(Some(last));
                 }
@@ -147,7 +148,8 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let name = old.name.as_str();
         if purge {
-            return rows::purge_deleted_names(tx, &[name]).await;
+            rows::purge_deleted_names(tx, &[name]).await?;
+            return rows::forget_logged_records(tx, name).await;
         }
         let tomb = Tombstone {
             revision: old.revision,

@@ -34,6 +34,17 @@ async fn seq_of<'e, E: Executor<'e, Database = Postgres>>(
     Ok(u64::try_from(seq).unwrap_or(0))
 }
 
+/// An explicit purge destroys the records the change log holds for `name` too: each becomes
+/// empty, which a watch skips (the deletion that follows stands for it).
+pub async fn forget_logged_records(tx: &mut Tx, name: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE profile_changes SET record = '' WHERE name = $1 AND record IS NOT NULL")
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
 /// Takes `n` change seqs; returns the first. Under the write lock, so seq order is commit order.
 pub async fn take_seqs(tx: &mut Tx, n: usize) -> Result<u64, StoreError> {
     let n = i64::try_from(n).unwrap_or(i64::MAX);

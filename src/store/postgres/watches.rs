@@ -92,25 +92,20 @@ impl PgStore {
     /// Deletes the change rows `--watch-history` no longer keeps and raises the horizon, in one
     /// statement; returns how many went. Every replica may run it.
     pub(crate) async fn prune_changes(&self) -> Result<usize, StoreError> {
-        // Rows beyond the newest `n`, or older than `age`; `$1` is `n` or the age in seconds.
-        let (which, bound) = match self.watch_history {
-            WatchHistory::Changes(n) => (
-                "seq <= (SELECT seq FROM profile_changes ORDER BY seq DESC OFFSET $1::bigint LIMIT 1)",
-                n as f64,
-            ),
-            WatchHistory::Age(age) => (
-                "change_time < now() - make_interval(secs => $1)",
-                age.as_secs_f64(),
-            ),
+        // Rows beyond the newest `n`, or older than `age` (in seconds); the table's trigger
+        // raises the horizon past the rows deleted.
+        let query = match self.watch_history {
+            WatchHistory::Changes(n) => sqlx::query_scalar::<_, i64>(
+                "WITH gone AS (DELETE FROM profile_changes WHERE seq <= (SELECT seq FROM profile_changes \
+                 ORDER BY seq DESC OFFSET $1 LIMIT 1) RETURNING seq) SELECT count(*) FROM gone",
+            )
+            .bind(i64::try_from(n).unwrap_or(i64::MAX)),
+            WatchHistory::Age(age) => sqlx::query_scalar::<_, i64>(
+                "WITH gone AS (DELETE FROM profile_changes WHERE change_time < now() - \
+                 make_interval(secs => $1) RETURNING seq) SELECT count(*) FROM gone",
+            )
+            .bind(age.as_secs_f64()),
         };
-        // The horizon row is written only when rows go: an idle store writes nothing.
-        let sql = format!(
-            "WITH gone AS (DELETE FROM profile_changes WHERE {which} RETURNING seq), \
-             raised AS (UPDATE watch_horizon SET pruned_through = GREATEST(pruned_through, \
-             (SELECT max(seq) FROM gone)) WHERE EXISTS (SELECT 1 FROM gone)) \
-             SELECT count(*) FROM gone"
-        );
-        let query = sqlx::query_scalar::<_, i64>(&sql).bind(bound);
         let gone = query.fetch_one(&self.pool).await.map_err(store_error)?;
         Ok(usize::try_from(gone).unwrap_or(0))
     }

@@ -126,6 +126,55 @@ impl SledStore {
         Ok(())
     }
 
+    /// The ops that drop the records the log carries for `name` (an explicit purge destroys
+    /// them with the history; the replay then skips those puts).
+    pub(super) fn forget_carried(&self, name: &str, ops: &mut Vec<Op>) -> Result<(), StoreError> {
+        for item in self.change_log.iter() {
+            let (key, bytes) = item?;
+            let carried = decode_entry(&bytes)
+                .is_some_and(|e| e.name == name && matches!(e.kind, Kind::Carried(_)));
+            if carried {
+                ops.push(Op::Unlog(seq_of(&key)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ops that seal the records the log carries with the current key (`rotate-keys`); one
+    /// that does not open is dropped (the replay then skips that put). Returns how many changed.
+    pub(super) fn reseal_carried(&self, ops: &mut Vec<Op>) -> Result<usize, StoreError> {
+        let mut changed = 0;
+        for item in self.change_log.iter() {
+            let (key, bytes) = item?;
+            let Some(Entry {
+                time_ms,
+                revision,
+                kind: Kind::Carried(record),
+                name,
+            }) = decode_entry(&bytes)
+            else {
+                continue;
+            };
+            let seq = seq_of(&key);
+            let opened = self
+                .codec
+                .decode_revision(&history_key(&name, revision), &record);
+            let resealed = match opened {
+                Ok(r) => Kind::Carried(self.encode_profile(&r)?),
+                Err(_) => {
+                    ops.push(Op::Unlog(seq));
+                    continue;
+                }
+            };
+            ops.push(Op::Log(
+                seq,
+                encode_entry(time_ms, &name, revision, &resealed),
+            ));
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// Every seq up to this one may be missing from the log.
     fn horizon(&self) -> Result<u64, StoreError> {
         Ok(self.db.get(HORIZON_KEY)?.map_or(0, |v| seq_of(&v)))
@@ -217,8 +266,19 @@ impl SledStore {
             Kind::Carried(bytes) => bytes,
             Kind::Put => match self.history.get(&key)? {
                 Some(bytes) => bytes.to_vec(),
-                // Gone without its record carried over: only a damaged history does that.
-                None => return Ok(None),
+                // Dropped since the entry was read: the entry carries it now, unless it was
+                // purged (then the deletion that follows stands for it).
+                None => match self
+                    .change_log
+                    .get(seq.to_be_bytes())?
+                    .and_then(|b| decode_entry(&b))
+                {
+                    Some(Entry {
+                        kind: Kind::Carried(bytes),
+                        ..
+                    }) => bytes,
+                    _ => return Ok(None),
+                },
             },
         };
         let kept = or_skip(self.codec.decode_revision(&key, &bytes), "kept revision");

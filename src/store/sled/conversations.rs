@@ -21,6 +21,8 @@ pub(super) enum Op {
     Del(TreeId, Vec<u8>),
     /// An entry of the profile change log, by its seq (see `changelog.rs`).
     Log(u64, Vec<u8>),
+    /// The removal of an entry of the profile change log.
+    Unlog(u64),
 }
 
 fn binding_prefix(name: &ProfileName) -> Vec<u8> {
@@ -53,6 +55,10 @@ impl SledStore {
                         Op::Put(id, k, _) | Op::Del(id, k) => (id, k.as_slice()),
                         Op::Log(seq, v) => {
                             l.insert(&seq.to_be_bytes()[..], v.as_slice())?;
+                            continue;
+                        }
+                        Op::Unlog(seq) => {
+                            l.remove(&seq.to_be_bytes()[..])?;
                             continue;
                         }
                     };

@@ -13,7 +13,7 @@ use crate::store::records::{
     binding_key, conversation_id, decode, document_key, history_key, place, split_binding_key,
     split_event_key, text_key, RawRecord, Snapshot, TreeId,
 };
-use crate::store::StoreError;
+use crate::store::{StoreError, RESTORE_SEQ_GAP};
 
 /// Every profile key, and (key, connection id) of each profile bound to a provider connection.
 type ProfileKeys = (BTreeSet<Vec<u8>>, Vec<(Vec<u8>, String)>);
@@ -92,8 +92,8 @@ impl SledStore {
     }
 
     /// Loads `records` as they are into this store, which must hold no record, moves the change
-    /// counter to at least `next_seq` (so watchers order new changes after the restored ones) and
-    /// flushes.
+    /// counter past `next_seq` (so watchers order new changes after the restored ones; see
+    /// [`RESTORE_SEQ_GAP`]) and flushes.
     pub fn restore(&self, records: &[RawRecord], next_seq: u64) -> Result<(), StoreError> {
         let _guard = self.lock();
         if let Some(t) = TreeId::ALL.into_iter().find(|t| !self.tree(*t).is_empty()) {
@@ -109,8 +109,10 @@ impl SledStore {
             }
             self.tree(tree).apply_batch(batch)?;
         }
-        while self.next_seq()? < next_seq {}
-        // Seqs from before the restore name changes of another store: no watch resumes after them.
+        // Seqs from before the restore name changes of another store: the restored one's start
+        // far above them, so a watch resuming after any of them is told (OUT_OF_RANGE), even
+        // after as many new changes as the old store had made since the backup.
+        self.raise_seqs(next_seq.saturating_add(RESTORE_SEQ_GAP))?;
         self.restart_change_log()?;
         self.flush()?;
         Ok(())

@@ -30,6 +30,9 @@ use crate::store::records::TreeId;
 use crate::store::records::{place, RotationReport};
 use crate::store::{Change, EventBatch, ProfileChange, StoreError, WatchHistory};
 
+/// Where the amount added to sled's id counter to make a seq is kept, in the default tree.
+const SEQ_BASE_KEY: &[u8] = b"seq_base";
+
 /// How many changes a watcher may fall behind before it is cut off.
 const WATCH_BACKLOG: usize = 4096;
 
@@ -117,6 +120,8 @@ pub struct SledStore {
     watch_history: WatchHistory,
     /// The newest log entry when the log was last pruned (see `changelog.rs`).
     pruned_at: AtomicU64,
+    /// Added to sled's id counter to make a seq (raised by a restore).
+    seq_base: AtomicU64,
     pub(super) event_changes: broadcast::Sender<EventBatch>,
     codec: Codec,
     _lock_file: File,
@@ -204,6 +209,11 @@ impl SledStore {
             }),
         )
         .map_err(unwritable)?;
+        let seq_base = db
+            .get(SEQ_BASE_KEY)
+            .map_err(|e| corrupt(e.to_string()))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
         let store = Arc::new(Self {
             db,
             profiles,
@@ -221,6 +231,7 @@ impl SledStore {
             published,
             watch_history: options.watch_history,
             pruned_at: AtomicU64::new(0),
+            seq_base: AtomicU64::new(seq_base),
             event_changes,
             codec: Codec::new(cipher),
             _lock_file: lock_file,
@@ -291,9 +302,21 @@ impl SledStore {
         Ok((self.flusher.written(), value))
     }
 
-    /// The next store-wide change seq: 1 and up (as on PostgreSQL), so that 0 means "none".
+    /// The next store-wide change seq: 1 and up (as on PostgreSQL), so that 0 means "none"; a
+    /// restored store's start far above the backup's (see `restore`).
     pub(super) fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()? + 1)
+        Ok(self.db.generate_id()? + 1 + self.seq_base.load(Ordering::SeqCst))
+    }
+
+    /// Makes every later seq at least `from` (sled's own counter only counts up by one).
+    pub(super) fn raise_seqs(&self, from: u64) -> Result<(), StoreError> {
+        let next = self.next_seq()?;
+        if next < from {
+            let base = self.seq_base.load(Ordering::SeqCst) + (from - next);
+            self.db.insert(SEQ_BASE_KEY, &base.to_be_bytes())?;
+            self.seq_base.store(base, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     pub(super) fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
@@ -400,6 +423,8 @@ impl SledStore {
                 &mut report,
                 &mut ops,
             )?;
+            // The records the change log carries for a resumed watch are sealed too.
+            self.reseal_carried(&mut ops)?;
             if ops.is_empty() {
                 self.unchanged(report)
             } else {

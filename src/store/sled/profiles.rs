@@ -100,6 +100,7 @@ impl SledStore {
                     let last = self.deleted_revision(name)?;
                     let mut ops = Vec::new();
                     self.purge_ops(name.as_str(), &mut ops)?;
+                    self.forget_carried(name.as_str(), &mut ops)?;
                     self.apply(&ops)?;
                     return self.changed(std::iter::empty::<Change>(), last);
                 }
@@ -130,6 +131,7 @@ impl SledStore {
                     ops.extend(keep);
                     if purge {
                         self.purge_ops(name.as_str(), &mut ops)?;
+                        self.forget_carried(name.as_str(), &mut ops)?;
                     } else {
                         let tomb = Tombstone {
                             revision: profile.revision,
@@ -450,9 +452,10 @@ impl SledStore {
         if self.deleted.contains_key(name.as_bytes())? {
             ops.push(Op::Del(TreeId::Deleted, name.as_bytes().to_vec()));
         }
+        // Not carried into the change log: what is purged is gone (a replay skips those puts;
+        // the deletion that follows them brings a watcher to the same end).
         for item in self.history.scan_prefix(history_prefix(name)) {
-            let (key, bytes) = item?;
-            self.drop_revision(&key, &bytes, ops)?;
+            ops.push(Op::Del(TreeId::History, item?.0.to_vec()));
         }
         Ok(())
     }
