@@ -391,6 +391,47 @@ async fn watch_prints_one_line_per_change_until_interrupted() {
     tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
         .unwrap();
+
+    // Resumed after the seq of the PUT of "second": the DELETE of "first" only, with its seq.
+    let after = put["seq"].as_str().unwrap().to_owned();
+    let args: Vec<String> = vec![
+        "watch".into(),
+        "--start-after-seq".into(),
+        after.clone(),
+        "--server".into(),
+        app.url(),
+    ];
+    let mut child = cli_command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = Lines::of(&mut child);
+    let line = lines.next();
+    let seq = deleted["seq"].as_str().unwrap();
+    assert!(
+        line.starts_with("DELETE")
+            && line.contains("first")
+            && line.contains(&format!("seq {seq}")),
+        "{line}"
+    );
+    tokio::task::spawn_blocking(move || terminate(&mut child))
+        .await
+        .unwrap();
+    // With --send-initial it is a usage error.
+    let o = run_cli(
+        &[
+            "watch",
+            "--send-initial",
+            "--start-after-seq",
+            &after,
+            "--server",
+            &app.url(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -328,3 +328,33 @@ async fn revisions_the_history_dropped_are_still_replayed() {
     expect_in_order(&mut resumed, first.seq, &want).await;
     quiet(&mut resumed, Duration::from_millis(300)).await;
 }
+
+/// `--watch-history` as an age: changes older than it are pruned, newer ones kept.
+#[tokio::test]
+async fn a_watch_history_by_age_prunes_older_changes() {
+    let app =
+        TestApp::spawn_with(|a| a.watch_history = WatchHistory::Age(Duration::from_secs(2))).await;
+    let mut c = app.profiles().await;
+    let mut stream = watch(&mut c, 0, false).await.unwrap();
+    create(&mut c, profile("a", "gpt-4o", None)).await;
+    let old = next(&mut stream).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    update(&mut c, "a", "gpt-5").await;
+    let fresh = next(&mut stream).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match watch(&mut c, old.seq - 1, false).await {
+            Err(status) => {
+                assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+                break;
+            }
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(_) => panic!("a change 3.5 s old is still kept with --watch-history 2s"),
+        }
+    }
+    // The change of a moment ago is still there.
+    let mut kept = watch(&mut c, old.seq, false).await.unwrap();
+    assert_eq!(next(&mut kept).await.seq, fresh.seq);
+}
