@@ -10,6 +10,7 @@ pub const HEALTH: &str = "Health/Check";
 pub const GET_PROFILE: &str = "GetProfile";
 pub const LIST_PROFILES: &str = "ListProfiles (page 100)";
 pub const UPDATE_PROFILE: &str = "UpdateProfile (durable)";
+pub const LIST_REVISIONS: &str = "ListProfileRevisions (page 10)";
 pub const GET_CONVERSATION: &str = "GetConversation (resolve_llms)";
 pub const APPEND_1: &str = "AppendEvents (batch 1)";
 pub const APPEND_100: &str = "AppendEvents (batch 100)";

@@ -91,6 +91,7 @@ pub fn server_calls(
             }
         }),
     ));
+    let updated = bases.len();
     let cl = clients.clone();
     rows.push((
         report::UPDATE_PROFILE,
@@ -113,6 +114,28 @@ pub fn server_calls(
                     expected_revision: None,
                 })
                 .await?;
+                Ok(())
+            }
+        }),
+    ));
+    // A history read: the kept revisions of a profile the UpdateProfile row (measured before it)
+    // has just rewritten many times.
+    let cl = clients.clone();
+    rows.push((
+        report::LIST_REVISIONS,
+        call(move |w, n| {
+            let mut p = cl.profiles(w);
+            let name = profile_name(pick(w, n, updated));
+            async move {
+                let page = p
+                    .list_profile_revisions(pb::ListProfileRevisionsRequest {
+                        name,
+                        page_size: 10,
+                        page_token: String::new(),
+                    })
+                    .await?
+                    .into_inner();
+                ensure!(!page.revisions.is_empty(), "no kept revision");
                 Ok(())
             }
         }),
