@@ -335,9 +335,12 @@ async fn a_watch_history_by_age_prunes_older_changes() {
     let app =
         TestApp::spawn_with(|a| a.watch_history = WatchHistory::Age(Duration::from_secs(2))).await;
     let mut c = app.profiles().await;
+    // A first change, so that the one resumed after below is not seq 0 ("live only").
+    create(&mut c, profile("first", "gpt-4o", None)).await;
     let mut stream = watch(&mut c, 0, false).await.unwrap();
     create(&mut c, profile("a", "gpt-4o", None)).await;
     let old = next(&mut stream).await;
+    assert!(old.seq > 1, "{old:?}");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     update(&mut c, "a", "gpt-5").await;
     let fresh = next(&mut stream).await;

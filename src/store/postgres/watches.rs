@@ -28,6 +28,12 @@ impl PgStore {
             self.resume(after, &mut watch).await?;
         } else if snapshot {
             self.snapshot_into(&mut watch).await?;
+        } else {
+            // A live watch begins at the counter: a change committed before it is not sent, even
+            // when this replica's listener reads it only afterwards.
+            let next = rows::next_seq(&self.pool).await?;
+            watch.covered = next;
+            watch.start = watch.start.max(next - 1);
         }
         Ok(watch)
     }

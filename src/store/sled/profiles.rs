@@ -294,10 +294,13 @@ impl SledStore {
                 out.extend(or_skip(read, "profile record").map(|r| (r.seq, r.profile)));
             }
         }
+        // A live watch begins after `start`: a change published by then is not sent, even when its
+        // broadcast reaches this receiver. A snapshot is deduplicated by name instead.
+        let covered = if snapshot { 0 } else { start + 1 };
         Ok(ProfileWatch {
             snapshot: out,
             replay: Vec::new(),
-            covered: 0,
+            covered,
             start,
             changes,
         })
