@@ -47,8 +47,28 @@ impl PgStore {
             return Err(too_new(after, last));
         }
         let rows = changes_after(&mut *conn, after, usize::MAX).await?;
-        // Read after the rows: a pruning that raced them has raised it already.
-        let horizon = rows::watch_horizon(&mut *conn).await?;
+        // Read after the rows: a pruning that raced them has raised it already. What the next
+        // pruning would take counts as taken, so the answer does not depend on its timing.
+        let due = match self.watch_history {
+            WatchHistory::Changes(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                let gone = rows.len().checked_sub(n).and_then(|k| k.checked_sub(1));
+                gone.map_or(0, |i| rows[i].0)
+            }
+            WatchHistory::Age(age) => {
+                let newest_old: Option<i64> = sqlx::query_scalar(
+                    "SELECT max(seq) FROM profile_changes WHERE seq > $1 \
+                     AND change_time < now() - make_interval(secs => $2)",
+                )
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(age.as_secs_f64())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(store_error)?;
+                newest_old.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)
+            }
+        };
+        let horizon = rows::watch_horizon(&mut *conn).await?.max(due);
         if after < horizon {
             return Err(too_old(after, horizon));
         }

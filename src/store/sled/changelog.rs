@@ -220,19 +220,24 @@ impl SledStore {
             return Err(too_new(after, upto));
         }
         let lo = (after + 1).to_be_bytes();
-        let hi = upto.to_be_bytes();
         let mut replay = Vec::new();
-        for item in self.change_log.range(&lo[..]..=&hi[..]) {
+        // Every entry after `after` (the unpublished ones too): when, by seq.
+        let mut times = Vec::new();
+        for item in self.change_log.range(&lo[..]..) {
             let (key, bytes) = item?;
             let seq = seq_of(&key);
             let Some(entry) = decode_entry(&bytes) else {
                 tracing::error!(seq, "damaged profile change log entry, skipping");
                 continue;
             };
-            replay.extend(self.logged_change(seq, entry)?);
+            times.push((seq, entry.time_ms));
+            if seq <= upto {
+                replay.extend(self.logged_change(seq, entry)?);
+            }
         }
-        // Read after the entries: a pruning that raced them has raised it already.
-        let horizon = self.horizon()?;
+        // Read after the entries: a pruning that raced them has raised it already. What the
+        // next pruning would take counts as taken, so the answer does not depend on its timing.
+        let horizon = self.horizon()?.max(self.due_for_pruning(&times));
         if after < horizon {
             return Err(too_old(after, horizon));
         }
@@ -243,6 +248,22 @@ impl SledStore {
             start: upto,
             changes,
         })
+    }
+
+    /// The newest of `entries` (seq and time, in seq order, the newest last) that `--watch-history`
+    /// no longer keeps; 0 for none.
+    fn due_for_pruning(&self, entries: &[(u64, i64)]) -> u64 {
+        let gone = match self.watch_history {
+            WatchHistory::Changes(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                entries.len().checked_sub(n).and_then(|k| k.checked_sub(1))
+            }
+            WatchHistory::Age(age) => {
+                let keep_from = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                entries.iter().rposition(|(_, t)| *t < keep_from)
+            }
+        };
+        gone.map_or(0, |i| entries[i].0)
     }
 
     /// The change an entry records; none for a put the history no longer keeps with this seq.
