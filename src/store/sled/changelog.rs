@@ -112,16 +112,22 @@ impl SledStore {
         ops: &mut Vec<Op>,
     ) -> Result<(), StoreError> {
         ops.push(Op::Del(TreeId::History, key.to_vec()));
-        let Ok(record) = self.codec.decode_revision(key, bytes) else {
+        // Only the seq is needed (the bytes are carried as they are): no decoding of the profile,
+        // no opening of its secrets, on every write that pushes a revision out.
+        #[derive(serde::Deserialize)]
+        struct SeqOnly {
+            seq: u64,
+        }
+        let Ok(SeqOnly { seq }) = serde_json::from_slice(bytes) else {
             return Ok(());
         };
-        let Some(logged) = self.change_log.get(record.seq.to_be_bytes())? else {
+        let Some(logged) = self.change_log.get(seq.to_be_bytes())? else {
             return Ok(());
         };
         if let Some(e) = decode_entry(&logged).filter(|e| matches!(e.kind, Kind::Put)) {
             let carried = Kind::Carried(bytes.to_vec());
             let entry = encode_entry(e.time_ms, &e.name, e.revision, &carried);
-            ops.push(Op::Log(record.seq, entry));
+            ops.push(Op::Log(seq, entry));
         }
         Ok(())
     }
