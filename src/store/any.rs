@@ -192,8 +192,6 @@ impl Store {
         fn watch_profiles(snapshot: bool, after: Option<u64>) -> ProfileWatch;
         /// Deletes the profile changes `--watch-history` no longer keeps; returns how many.
         fn prune_changes() -> usize;
-        /// The newest profile change seq this server has published to its watchers.
-        fn last_seq() -> u64;
         /// Creates a conversation (revision 1); NOT_FOUND for a binding to a missing profile.
         fn create_conversation(c: Conversation) -> Conversation;
         /// One conversation, or `None`.

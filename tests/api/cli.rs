@@ -322,6 +322,25 @@ impl Lines {
     }
 }
 
+/// The first line `watch <flags> --server <url>` prints (table form); the command is then stopped.
+async fn first_watch_line(flags: &[&str], url: &str) -> String {
+    let args: Vec<String> = std::iter::once("watch")
+        .chain(flags.iter().copied())
+        .chain(["--server", url])
+        .map(str::to_owned)
+        .collect();
+    let mut child = cli_command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = Lines::of(&mut child).next();
+    tokio::task::spawn_blocking(move || terminate(&mut child))
+        .await
+        .unwrap();
+    line
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_one_line_per_change_until_interrupted() {
     let app = TestApp::spawn().await;
@@ -371,43 +390,15 @@ async fn watch_prints_one_line_per_change_until_interrupted() {
     assert_eq!(code, Some(0), "watch ends with 0 when interrupted");
 
     // The table form: one line per change, the kind first.
-    let args: Vec<String> = vec![
-        "watch".into(),
-        "--send-initial".into(),
-        "--server".into(),
-        app.url(),
-    ];
-    let mut child = cli_command(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = Lines::of(&mut child);
-    let line = lines.next();
+    let line = first_watch_line(&["--send-initial"], &app.url()).await;
     assert!(
         line.starts_with("PUT") && line.contains("second") && line.contains("gpt-4o-mini"),
         "{line}"
     );
-    tokio::task::spawn_blocking(move || terminate(&mut child))
-        .await
-        .unwrap();
 
     // Resumed after the seq of the PUT of "second": the DELETE of "first" only, with its seq.
     let after = put["seq"].as_str().unwrap().to_owned();
-    let args: Vec<String> = vec![
-        "watch".into(),
-        "--start-after-seq".into(),
-        after.clone(),
-        "--server".into(),
-        app.url(),
-    ];
-    let mut child = cli_command(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = Lines::of(&mut child);
-    let line = lines.next();
+    let line = first_watch_line(&["--start-after-seq", &after], &app.url()).await;
     let seq = deleted["seq"].as_str().unwrap();
     assert!(
         line.starts_with("DELETE")
@@ -415,9 +406,6 @@ async fn watch_prints_one_line_per_change_until_interrupted() {
             && line.contains(&format!("seq {seq}")),
         "{line}"
     );
-    tokio::task::spawn_blocking(move || terminate(&mut child))
-        .await
-        .unwrap();
     // With --send-initial it is a usage error.
     let o = run_cli(
         &[

@@ -162,7 +162,7 @@ pub(super) async fn run(mut l: Listener) {
             }
         };
         // Changes made while we were away: read them, then trust the cache again.
-        if let Err(e) = l.catch_up_after_reconnect().await {
+        if let Err(e) = l.catch_up().await {
             l.down(&e);
             tokio::time::sleep(IDLE).await;
             continue;
@@ -237,11 +237,6 @@ impl Listener {
             }
             _ => Ok(()),
         }
-    }
-
-    /// [`Listener::catch_up`] after a reconnect (it tells whether changes were pruned meanwhile).
-    async fn catch_up_after_reconnect(&mut self) -> Result<(), StoreError> {
-        self.catch_up().await
     }
 
     /// Changes after `last_seq` up to `horizon` may be gone from the log: the cache is emptied

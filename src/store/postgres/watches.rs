@@ -110,11 +110,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// The newest change seq this replica has handed to its watchers.
-    pub(crate) async fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.published.load(Ordering::SeqCst))
-    }
-
     /// Deletes the change rows `--watch-history` no longer keeps and raises the horizon, in one
     /// statement; returns how many went. Every replica may run it.
     pub(crate) async fn prune_changes(&self) -> Result<usize, StoreError> {

@@ -316,11 +316,6 @@ impl SledStore {
     }
 
     /// The newest change seq published to watchers.
-    pub(crate) async fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.published.load(Ordering::SeqCst))
-    }
-
-    /// The same, where no await is possible.
     pub(super) fn published_seq(&self) -> u64 {
         self.published.load(Ordering::SeqCst)
     }
