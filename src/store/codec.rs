@@ -12,7 +12,7 @@ use super::StoreError;
 use crate::domain::{Conversation, Document, LlmConfig, LlmSource, Profile, Secret, SecretField};
 
 /// The stored form of a profile: the profile and the change seq of its last write.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ProfileRecord {
     /// The store-wide change seq of its last write.
     pub seq: u64,

@@ -4,23 +4,23 @@ use profile_registry::config::{ClientArgs, TargetArgs};
 use profile_registry::pb::conversation_service_client::ConversationServiceClient;
 use profile_registry::pb::profile_service_client::ProfileServiceClient;
 use tonic::transport::Channel;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::procs::channels;
+use crate::raw::RawClients;
 
 /// Clients of one server, one per connection.
 #[derive(Clone)]
 pub struct Clients {
-    health: Vec<HealthClient<Channel>>,
     profiles: Vec<ProfileServiceClient<Channel>>,
     conversations: Vec<ConversationServiceClient<Channel>>,
+    raw: RawClients,
 }
 
 impl Clients {
     pub async fn connect(url: &str, n: usize) -> anyhow::Result<Self> {
         let chans = channels(url, n).await?;
         Ok(Self {
-            health: chans.iter().cloned().map(HealthClient::new).collect(),
+            raw: RawClients::new(&chans),
             profiles: chans
                 .iter()
                 .cloned()
@@ -34,8 +34,9 @@ impl Clients {
         })
     }
 
-    pub fn health(&self, w: usize) -> HealthClient<Channel> {
-        self.health[w % self.health.len()].clone()
+    /// The raw client of the rows that measure the server (requests encoded beforehand).
+    pub fn raw(&self) -> &RawClients {
+        &self.raw
     }
 
     pub fn profiles(&self, w: usize) -> ProfileServiceClient<Channel> {

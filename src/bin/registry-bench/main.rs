@@ -16,6 +16,7 @@ mod dataset;
 mod etcd;
 mod load;
 mod procs;
+mod raw;
 mod report;
 mod rows;
 mod scenarios;

@@ -3,6 +3,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::ensure;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use profile_registry::pb;
@@ -12,8 +13,13 @@ use crate::args::Args;
 use crate::clients::Clients;
 use crate::dataset::event;
 use crate::load::pick;
+use crate::raw;
 use crate::report;
 use crate::transfer::profile_name;
+
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+const GET_PROFILE: &str = "/profileregistry.v1.ProfileService/GetProfile";
+const UPDATE_PROFILE: &str = "/profileregistry.v1.ProfileService/UpdateProfile";
 
 /// One row's call: `(worker, n)` to a future of one call.
 pub type Call = Arc<dyn Fn(usize, u64) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
@@ -36,35 +42,38 @@ pub fn server_calls(
 ) -> Vec<(&'static str, Call)> {
     let profiles = args.profiles;
     let mut rows = Vec::new();
-    let cl = clients.clone();
+    // The rows compared with each other (Health/Check, GetProfile, UpdateProfile) send requests
+    // encoded beforehand and do not decode the replies: the client's CPU per call stays well under
+    // the server's, so on shared cores the rows measure the server.
+    let raw = clients.raw().clone();
+    let check = raw::encoded(&HealthCheckRequest {
+        service: String::new(),
+    });
     rows.push((
         report::HEALTH,
         call(move |w, _| {
-            let mut h = cl.health(w);
-            async move {
-                h.check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await?;
-                Ok(())
-            }
+            let (raw, body) = (raw.clone(), check.clone());
+            async move { raw.call(w, HEALTH_CHECK, body).await }
         }),
     ));
-    let cl = clients.clone();
-    rows.push((
-        report::GET_PROFILE,
-        call(move |w, n| {
-            let mut p = cl.profiles(w);
-            async move {
-                p.get_profile(pb::GetProfileRequest {
-                    name: profile_name(pick(w, n, profiles)),
+    let raw = clients.raw().clone();
+    let gets: Arc<Vec<Bytes>> = Arc::new(
+        (0..profiles)
+            .map(|i| {
+                raw::encoded(&pb::GetProfileRequest {
+                    name: profile_name(i),
                     reveal_secrets: false,
                     resolve_connection: false,
                     revision: None,
                 })
-                .await?;
-                Ok(())
-            }
+            })
+            .collect(),
+    );
+    rows.push((
+        report::GET_PROFILE,
+        call(move |w, n| {
+            let (raw, body) = (raw.clone(), gets[pick(w, n, gets.len())].clone());
+            async move { raw.call(w, GET_PROFILE, body).await }
         }),
     ));
     let cl = clients.clone();
@@ -92,30 +101,37 @@ pub fn server_calls(
         }),
     ));
     let updated = bases.len();
-    let cl = clients.clone();
+    let raw = clients.raw().clone();
+    // Two versions of each profile a worker rewrites, sent in turn: every call is a real change of
+    // about 1 KiB (an unchanged profile is not written).
+    let updates: Arc<Vec<[Bytes; 2]>> = Arc::new(
+        bases
+            .iter()
+            .enumerate()
+            .map(|(i, base)| {
+                [0.25, 0.75].map(|temperature| {
+                    raw::encoded(&pb::UpdateProfileRequest {
+                        profile: Some(pb::Profile {
+                            name: profile_name(i),
+                            llm: Some(pb::LlmConfig {
+                                temperature: Some(temperature),
+                                ..base.clone()
+                            }),
+                            ..Default::default()
+                        }),
+                        allow_missing: true,
+                        expected_revision: None,
+                    })
+                })
+            })
+            .collect(),
+    );
     rows.push((
         report::UPDATE_PROFILE,
         call(move |w, n| {
-            let mut p = cl.profiles(w);
-            let i = w % bases.len();
-            // A new temperature every call, so every call writes (an unchanged profile is not).
-            let llm = pb::LlmConfig {
-                temperature: Some(0.5 + (n % 1_000_000) as f64 * 1e-7 + w as f64 * 1e-1),
-                ..bases[i].clone()
-            };
-            async move {
-                p.update_profile(pb::UpdateProfileRequest {
-                    profile: Some(pb::Profile {
-                        name: profile_name(i),
-                        llm: Some(llm),
-                        ..Default::default()
-                    }),
-                    allow_missing: true,
-                    expected_revision: None,
-                })
-                .await?;
-                Ok(())
-            }
+            let body = updates[w % updates.len()][(n % 2) as usize].clone();
+            let raw = raw.clone();
+            async move { raw.call(w, UPDATE_PROFILE, body).await }
         }),
     ));
     // A history read: the kept revisions of a profile the UpdateProfile row (measured before it)

@@ -1,6 +1,7 @@
 //! The sled implementation of the store: one tree per resource, JSON records, group-committed flushes.
 mod changelog;
 mod conversations;
+mod decoded;
 mod documents;
 mod flush;
 mod maintenance;
@@ -124,6 +125,8 @@ pub struct SledStore {
     seq_base: AtomicU64,
     pub(super) event_changes: broadcast::Sender<EventBatch>,
     codec: Codec,
+    /// Profiles kept decoded beside their stored bytes (see `decoded.rs`).
+    decoded: decoded::DecodedProfiles,
     _lock_file: File,
 }
 
@@ -234,6 +237,7 @@ impl SledStore {
             seq_base: AtomicU64::new(seq_base),
             event_changes,
             codec: Codec::new(cipher),
+            decoded: decoded::DecodedProfiles::new(decoded::DECODED_PROFILES),
             _lock_file: lock_file,
         });
         let last = store
@@ -322,8 +326,19 @@ impl SledStore {
     pub(super) fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
         self.profiles
             .get(name.as_bytes())?
-            .map(|bytes| self.decode_profile(name.as_bytes(), &bytes))
+            .map(|bytes| self.decode_current(name.as_bytes(), bytes))
             .transpose()
+    }
+
+    /// A current profile record (stored in the profiles tree under `key`), decoded once per
+    /// version: reads of an unchanged profile take the decoded copy.
+    pub(super) fn decode_current(
+        &self,
+        key: &[u8],
+        bytes: sled::IVec,
+    ) -> Result<ProfileRecord, StoreError> {
+        self.decoded
+            .get_or_decode(key, &bytes, |b| self.codec.decode_profile(key, b))
     }
 
     pub(super) fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {

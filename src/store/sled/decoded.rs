@@ -1,0 +1,133 @@
+//! Decoded profiles by name, each kept beside a fingerprint of the stored bytes it was decoded
+//! from. A read whose stored bytes have the same fingerprint takes the decoded record and skips the
+//! JSON decode and the decryption; any write, by any path, stores other bytes (every write of a
+//! profile gets a new change seq), so no write has to remember to invalidate anything.
+//!
+//! The fingerprint is 128 bits of SipHash under two keys drawn at start (nobody outside the
+//! process can aim at a collision; by chance one is 2^-128 per changed record). Keeping the bytes
+//! themselves would cost their size again, or, kept as sled's buffer, a whole tree node.
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::store::codec::ProfileRecord;
+use crate::store::StoreError;
+
+/// How many profiles are kept decoded: the profiles a fleet of runtimes reads over and over. A
+/// decoded profile of about 1 KiB stored costs about 7 KiB of memory (measured: 2,000 of them raised
+/// RSS by 15 MiB), so the whole of a large store would not fit the 64 MiB the server aims at; when
+/// the map is full it starts again.
+pub(super) const DECODED_PROFILES: usize = 2_048;
+
+pub(super) struct DecodedProfiles {
+    entries: Mutex<HashMap<Box<[u8]>, Kept>>,
+    capacity: usize,
+    keys: (RandomState, RandomState),
+}
+
+type Fingerprint = (u64, u64);
+
+/// A decoded record and the fingerprint of the bytes it came from.
+type Kept = (Fingerprint, Arc<ProfileRecord>);
+
+impl DecodedProfiles {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+            keys: (RandomState::new(), RandomState::new()),
+        }
+    }
+
+    fn fingerprint(&self, bytes: &[u8]) -> Fingerprint {
+        (self.keys.0.hash_one(bytes), self.keys.1.hash_one(bytes))
+    }
+
+    /// The record stored under `key` as `bytes`: the kept one when it was decoded from the same
+    /// bytes, else `decode`'s (kept for the next read when it decodes).
+    pub(super) fn get_or_decode(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
+    ) -> Result<ProfileRecord, StoreError> {
+        let print = self.fingerprint(bytes);
+        let kept = {
+            let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            map.get(key)
+                .filter(|(kept, _)| *kept == print)
+                .map(|(_, record)| Arc::clone(record))
+        };
+        if let Some(record) = kept {
+            return Ok(ProfileRecord::clone(&record));
+        }
+        let record = decode(bytes)?;
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= self.capacity && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.into(), (print, Arc::new(record.clone())));
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{LlmConfig, Profile, ProfileName, Timestamp};
+
+    fn record(seq: u64, model: &str) -> ProfileRecord {
+        let name = ProfileName::parse("p", "name").expect("a valid name");
+        let llm = LlmConfig {
+            model: model.to_owned(),
+            ..LlmConfig::default()
+        };
+        ProfileRecord {
+            seq,
+            profile: Profile {
+                name,
+                llm,
+                revision: 1,
+                create_time: Timestamp::now(),
+                update_time: Timestamp::now(),
+                update_principal: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn equal_bytes_are_decoded_once_and_other_bytes_again() {
+        let cache = DecodedProfiles::new(10);
+        let mut decodes = 0;
+        let mut read = |bytes: &[u8], model: &str| {
+            cache
+                .get_or_decode(b"p", bytes, |_| {
+                    decodes += 1;
+                    Ok(record(1, model))
+                })
+                .expect("decodes")
+                .profile
+                .llm
+                .model
+        };
+        assert_eq!(read(b"one", "a"), "a");
+        assert_eq!(read(b"one", "ignored"), "a", "same bytes: the kept record");
+        assert_eq!(read(b"two", "b"), "b", "other bytes: decoded again");
+        assert_eq!(decodes, 2);
+    }
+
+    #[test]
+    fn a_failed_decode_is_not_kept_and_a_full_map_starts_again() {
+        let cache = DecodedProfiles::new(1);
+        let failed =
+            cache.get_or_decode(b"p", b"x", |_| Err(StoreError::Storage("damaged".into())));
+        assert!(failed.is_err());
+        assert!(cache.entries.lock().expect("lock").is_empty());
+        for key in [&b"a"[..], b"b"] {
+            cache
+                .get_or_decode(key, b"x", |_| Ok(record(1, "m")))
+                .expect("decodes");
+        }
+        assert_eq!(cache.entries.lock().expect("lock").len(), 1);
+    }
+}
