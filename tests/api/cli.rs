@@ -322,18 +322,23 @@ impl Lines {
     }
 }
 
-/// The first line `watch <flags> --server <url>` prints (table form); the command is then stopped.
-async fn first_watch_line(flags: &[&str], url: &str) -> String {
+/// `watch <flags> --server <url>`, its output piped.
+fn spawn_watch(flags: &[&str], url: &str) -> std::process::Child {
     let args: Vec<String> = std::iter::once("watch")
         .chain(flags.iter().copied())
         .chain(["--server", url])
         .map(str::to_owned)
         .collect();
-    let mut child = cli_command(&args)
+    cli_command(&args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// The first line `watch <flags> --server <url>` prints (table form); the command is then stopped.
+async fn first_watch_line(flags: &[&str], url: &str) -> String {
+    let mut child = spawn_watch(flags, url);
     let line = Lines::of(&mut child).next();
     tokio::task::spawn_blocking(move || terminate(&mut child))
         .await
@@ -350,16 +355,7 @@ async fn watch_prints_one_line_per_change_until_interrupted() {
         profile("first", "gpt-4o", Some("sk-watch-1")),
     )
     .await;
-    let args: Vec<String> = ["watch", "--send-initial", "-o", "json", "--server"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .chain([app.addr.to_string()])
-        .collect();
-    let mut child = cli_command(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_watch(&["--send-initial", "-o", "json"], &app.addr.to_string());
     let lines = Lines::of(&mut child);
     let initial: Value = serde_json::from_str(&lines.next()).unwrap();
     assert_eq!(initial["name"], "first");

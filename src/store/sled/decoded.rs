@@ -44,11 +44,13 @@ impl DecodedProfiles {
     }
 
     /// The record stored under `key` as `bytes`: the kept one when it was decoded from the same
-    /// bytes, else `decode`'s (kept for the next read when it decodes).
+    /// bytes, else `decode`'s, kept for the next read when `keep` (a read of one profile; a scan of
+    /// every profile takes what is kept but keeps nothing, so it does not push the hot set out).
     pub(super) fn get_or_decode(
         &self,
         key: &[u8],
         bytes: &[u8],
+        keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<ProfileRecord, StoreError> {
         let print = self.fingerprint(bytes);
@@ -62,6 +64,9 @@ impl DecodedProfiles {
             return Ok(ProfileRecord::clone(&record));
         }
         let record = decode(bytes)?;
+        if !keep {
+            return Ok(record);
+        }
         let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= self.capacity && !map.contains_key(key) {
             map.clear();
@@ -101,7 +106,7 @@ mod tests {
         let mut decodes = 0;
         let mut read = |bytes: &[u8], model: &str| {
             cache
-                .get_or_decode(b"p", bytes, |_| {
+                .get_or_decode(b"p", bytes, true, |_| {
                     decodes += 1;
                     Ok(record(1, model))
                 })
@@ -119,15 +124,32 @@ mod tests {
     #[test]
     fn a_failed_decode_is_not_kept_and_a_full_map_starts_again() {
         let cache = DecodedProfiles::new(1);
-        let failed =
-            cache.get_or_decode(b"p", b"x", |_| Err(StoreError::Storage("damaged".into())));
+        let failed = cache.get_or_decode(b"p", b"x", true, |_| {
+            Err(StoreError::Storage("damaged".into()))
+        });
         assert!(failed.is_err());
         assert!(cache.entries.lock().expect("lock").is_empty());
         for key in [&b"a"[..], b"b"] {
             cache
-                .get_or_decode(key, b"x", |_| Ok(record(1, "m")))
+                .get_or_decode(key, b"x", true, |_| Ok(record(1, "m")))
                 .expect("decodes");
         }
         assert_eq!(cache.entries.lock().expect("lock").len(), 1);
+    }
+
+    #[test]
+    fn a_scan_takes_what_is_kept_and_keeps_nothing() {
+        let cache = DecodedProfiles::new(10);
+        cache
+            .get_or_decode(b"a", b"x", false, |_| Ok(record(1, "m")))
+            .expect("decodes");
+        assert!(cache.entries.lock().expect("lock").is_empty());
+        cache
+            .get_or_decode(b"a", b"x", true, |_| Ok(record(1, "kept")))
+            .expect("decodes");
+        let scanned = cache
+            .get_or_decode(b"a", b"x", false, |_| Ok(record(1, "decoded")))
+            .expect("decodes");
+        assert_eq!(scanned.profile.llm.model, "kept");
     }
 }

@@ -326,19 +326,21 @@ impl SledStore {
     pub(super) fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
         self.profiles
             .get(name.as_bytes())?
-            .map(|bytes| self.decode_current(name.as_bytes(), bytes))
+            .map(|bytes| self.decode_current(name.as_bytes(), &bytes, true))
             .transpose()
     }
 
     /// A current profile record (stored in the profiles tree under `key`), decoded once per
-    /// version: reads of an unchanged profile take the decoded copy.
+    /// version: reads of an unchanged profile take the decoded copy (kept by reads of one profile,
+    /// `keep`, not by scans).
     pub(super) fn decode_current(
         &self,
         key: &[u8],
-        bytes: sled::IVec,
+        bytes: &[u8],
+        keep: bool,
     ) -> Result<ProfileRecord, StoreError> {
         self.decoded
-            .get_or_decode(key, &bytes, |b| self.codec.decode_profile(key, b))
+            .get_or_decode(key, bytes, keep, |b| self.codec.decode_profile(key, b))
     }
 
     pub(super) fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {

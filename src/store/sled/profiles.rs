@@ -42,7 +42,7 @@ impl SledStore {
                 break;
             }
             let (key, bytes) = item?;
-            let read = self.decode_current(&key, bytes);
+            let read = self.decode_current(&key, &bytes, false);
             out.extend(or_skip(read, "profile record").map(|r| r.profile));
         }
         Ok(out)
@@ -290,7 +290,7 @@ impl SledStore {
         if snapshot {
             for item in self.profiles.iter() {
                 let (key, bytes) = item?;
-                let read = self.decode_current(&key, bytes);
+                let read = self.decode_current(&key, &bytes, false);
                 out.extend(or_skip(read, "profile record").map(|r| (r.seq, r.profile)));
             }
         }
