@@ -163,6 +163,14 @@ async fn assert_acknowledged_present(addr: SocketAddr, acked: &BTreeMap<String, 
     }
 }
 
+/// Points the Python client at `addr`: written beside and renamed over, so the client never reads a
+/// half-written (or empty) file.
+fn point_at(target_file: &std::path::Path, addr: SocketAddr) {
+    let next = target_file.with_extension("next");
+    std::fs::write(&next, addr.to_string()).unwrap();
+    std::fs::rename(&next, target_file).unwrap();
+}
+
 /// The same rolling restart driven by Python's grpcio (a C-core client, as most runtimes use):
 /// here every failed call must be UNAVAILABLE, or ABORTED for a write that landed unacknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +183,7 @@ async fn grpcio_client_sees_only_unavailable_during_a_rolling_restart() {
     let files = tempfile::tempdir().unwrap();
     let (target_file, stop_file) = (files.path().join("target"), files.path().join("stop"));
     let mut old = ChildServer::start(dir.path(), &["--shutdown-grace", "5s"]);
-    std::fs::write(&target_file, old.addr.to_string()).unwrap();
+    point_at(&target_file, old.addr);
     let root = env!("CARGO_MANIFEST_DIR");
     let mut client = std::process::Command::new(python)
         .arg(format!("{root}/tests/clients/python/rolling_client.py"))
@@ -201,7 +209,7 @@ async fn grpcio_client_sees_only_unavailable_during_a_rolling_restart() {
     let (old_exit, _) = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(10)));
     assert_eq!(old_exit, Some(0));
     let new = ChildServer::start(dir.path(), &[]);
-    std::fs::write(&target_file, new.addr.to_string()).unwrap();
+    point_at(&target_file, new.addr);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     std::fs::write(&stop_file, "").unwrap();
     let report = tokio::task::block_in_place(|| lines.next())

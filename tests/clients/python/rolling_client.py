@@ -48,7 +48,7 @@ def main() -> None:
         while not os.path.exists(a.stop_file):
             with open(a.target_file) as f:
                 target = f.read().strip()
-            if target != addr:
+            if target and target != addr:
                 if channel is not None:
                     channel.close()
                 addr, channel = target, grpc.insecure_channel(target)
