@@ -244,10 +244,10 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {file}"))?;
     let backup =
         decode(&bytes).map_err(|e| anyhow::anyhow!("{file}: {e}; nothing was restored"))?;
-    if let Some(store) = &args.store {
+    if let Some(store) = &args.at.store {
         return restore_to_postgres(store, &backup, &args).await;
     }
-    let Some(dir) = &args.data_dir else {
+    let Some(dir) = &args.at.data_dir else {
         bail!("give --data-dir or --store");
     };
     if dir.exists() {
@@ -261,7 +261,7 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
     }
     let ids = sealed_key_ids(&backup.records);
     if !ids.is_empty() {
-        let Some(key_file) = &args.secret_key_file else {
+        let Some(key_file) = &args.at.secret_key_file else {
             bail!(
                 "the backup holds secrets sealed with key ids {}: give --secret-key-file with the keys of the server it came from (its --secret-key-file, or its data dir's {LOCAL_KEY_FILE})",
                 join_ids(ids.iter())
@@ -279,7 +279,7 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
             key_file.display()
         );
     }
-    let store = open_offline(dir, args.secret_key_file.clone(), "restore")?;
+    let store = open_offline(dir, args.at.secret_key_file.clone(), "restore")?;
     store.restore(&backup.records, backup.next_seq)?;
     println!(
         "{}: restored {} records ({}) from the snapshot of {}",
@@ -288,7 +288,7 @@ pub async fn run_restore(args: RestoreArgs) -> anyhow::Result<bool> {
         describe(&count(&backup.records)),
         backup.snapshot_time
     );
-    if args.secret_key_file.is_some() {
+    if args.at.secret_key_file.is_some() {
         println!("serve it with the same --secret-key-file");
     }
     let mut report = store.check()?;
@@ -312,10 +312,15 @@ async fn restore_to_postgres(
     let Location::Postgres(url) = Location::parse(store).map_err(anyhow::Error::msg)? else {
         bail!("--store: give a postgres:// URL (or --data-dir for a sled data dir)");
     };
-    let target =
-        PgStore::open(&url, args.secret_key_file.as_deref(), &PgOptions::default()).await?;
+    let target = PgStore::open(
+        &url,
+        args.at.secret_key_file.as_deref(),
+        &PgOptions::default(),
+    )
+    .await?;
     let ids = sealed_key_ids(&backup.records);
     let keys_open = args
+        .at
         .secret_key_file
         .as_deref()
         .map(SecretCipher::from_key_file)
@@ -328,7 +333,7 @@ async fn restore_to_postgres(
     );
     // The records are checked as sled's check does (in a throwaway data dir): damaged ones, and
     // ones that break a rule of acceptable values, are not restored, each named.
-    let damaged = damaged_in(backup, args.secret_key_file.as_deref())?;
+    let damaged = damaged_in(backup, args.at.secret_key_file.as_deref())?;
     let records: Vec<RawRecord> = backup
         .records
         .iter()

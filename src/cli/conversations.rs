@@ -71,7 +71,7 @@ pub async fn run_import(args: ImportConversationsArgs) -> anyhow::Result<bool> {
         .filter(|p| p.join("base_state.json").is_file())
         .collect();
     folders.sort();
-    let key = fernet_key_from_env(&args.fernet_key_env);
+    let key = fernet_key_from_env(&args.choices.fernet_key_env);
     let mut target = Target::open(&args.target).await?;
     let max_event = Limits::default().max_event_bytes as u64;
     let (mut counts, mut events_total) = ([0usize; 5], 0i64);
@@ -88,8 +88,8 @@ pub async fn run_import(args: ImportConversationsArgs) -> anyhow::Result<bool> {
                         events,
                         key.as_ref(),
                         args.bind_profile.as_deref(),
-                        args.on_conflict,
-                        args.dry_run,
+                        args.choices.on_conflict,
+                        args.choices.dry_run,
                     )
                     .await?
             }
@@ -115,7 +115,7 @@ pub async fn run_import(args: ImportConversationsArgs) -> anyhow::Result<bool> {
     }
     println!(
         "{}{}: {} conversations: created {}, updated {}, skipped {}, invalid {}; {} events",
-        if args.dry_run {
+        if args.choices.dry_run {
             "dry run, nothing written: "
         } else {
             ""
@@ -134,10 +134,10 @@ pub async fn run_import(args: ImportConversationsArgs) -> anyhow::Result<bool> {
 /// Exports conversations as SDK folders under the folder.
 pub async fn run_export(args: ExportConversationsArgs) -> anyhow::Result<bool> {
     let dir = args.dir.clone().unwrap_or_else(default_dir);
-    let key = fernet_key_from_env(&args.fernet_key_env);
+    let key = fernet_key_from_env(&args.out.fernet_key_env);
     let mut target = Target::open(&args.target).await?;
     let exported = target
-        .export_conversations(&args.ids, args.secrets, key.as_ref(), args.profile_refs)
+        .export_conversations(&args.ids, args.out.secrets, key.as_ref(), args.profile_refs)
         .await?;
     let mut events = 0;
     for (name, base, files) in &exported {
@@ -154,7 +154,7 @@ pub async fn run_export(args: ExportConversationsArgs) -> anyhow::Result<bool> {
         .iter()
         .filter(|(_, base, _)| base.contains("\"**********\""))
         .count();
-    if masked > 0 && args.secrets == SecretsMode::Redacted {
+    if masked > 0 && args.out.secrets == SecretsMode::Redacted {
         eprintln!(
             "note: {masked} conversations hold LLM keys written as the mask \"**********\", which the \
              SDK loads as no key; to carry the keys, export with --secrets plaintext or --secrets \

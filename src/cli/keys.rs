@@ -5,7 +5,7 @@ use crate::store::postgres::{describe_url, PgOptions, PgStore};
 /// Opens the data dir directly (refused while a server holds it), re-encrypts every secret in one
 /// transaction and prints the counts; returns false when some records could not be re-encrypted.
 pub async fn run_rotate(args: RotateKeysArgs) -> anyhow::Result<bool> {
-    let (place, report) = match (&args.store, &args.data_dir) {
+    let (place, report) = match (&args.at.store, &args.at.data_dir) {
         (Some(url), _) => {
             let crate::store::Location::Postgres(url) =
                 crate::store::Location::parse(url).map_err(anyhow::Error::msg)?
@@ -14,12 +14,16 @@ pub async fn run_rotate(args: RotateKeysArgs) -> anyhow::Result<bool> {
                     "--store: give a postgres:// URL (or --data-dir for a sled data dir)"
                 );
             };
-            let store =
-                PgStore::open(&url, args.secret_key_file.as_deref(), &PgOptions::default()).await?;
+            let store = PgStore::open(
+                &url,
+                args.at.secret_key_file.as_deref(),
+                &PgOptions::default(),
+            )
+            .await?;
             (describe_url(&url), store.rotate_keys().await?)
         }
         (None, Some(dir)) => {
-            let store = super::open_offline(dir, args.secret_key_file.clone(), "rotate-keys")?;
+            let store = super::open_offline(dir, args.at.secret_key_file.clone(), "rotate-keys")?;
             (dir.display().to_string(), store.rotate_keys().await?)
         }
         (None, None) => anyhow::bail!("give --data-dir or --store"),

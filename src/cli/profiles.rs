@@ -1,6 +1,6 @@
 //! `profile-registry import` and `export`: an SDK profiles folder in, or out.
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,7 +10,7 @@ use crate::app::Limits;
 use crate::config::{ExportArgs, ImportArgs};
 use crate::domain::{ConflictPolicy, SecretsMode};
 use crate::openhands::folder::{
-    default_dir, persistence_dir, prunable, Equivalent, FileState, ProfilesDir, Staging,
+    profiles_and_home, prunable, Equivalent, FileState, ProfilesDir, Staging,
 };
 use crate::openhands::secrets::{same_when_decrypted, FernetKey};
 
@@ -26,21 +26,17 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 /// Imports a folder; returns whether every file was imported (false when any was invalid, or when
 /// --on-conflict fail found a conflict).
 pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
-    let home = args.home.clone().map(|h| h.unwrap_or_else(persistence_dir));
-    let dir = match &home {
-        Some(h) => h.join("profiles"),
-        None => args.dir.clone().unwrap_or_else(default_dir),
-    };
+    let (home, dir) = profiles_and_home(args.folder.dir.as_ref(), args.folder.home.as_ref());
     if home.is_some() && !dir.is_dir() {
-        let key = fernet_key_from_env(&args.fernet_key_env);
+        let key = fernet_key_from_env(&args.choices.fernet_key_env);
         let mut target = Target::open(&args.target).await?;
         let home = home.unwrap_or_default();
         return super::home::import(
             &mut target,
             &home,
             key.as_ref(),
-            args.on_conflict,
-            args.dry_run,
+            args.choices.on_conflict,
+            args.choices.dry_run,
         )
         .await;
     }
@@ -48,17 +44,22 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("cannot read the profiles folder {}", dir.display()))?;
     let max = Limits::default().max_profile_bytes as u64;
     let (docs, refused) = folder.read_documents(max, false)?;
-    let key = fernet_key_from_env(&args.fernet_key_env);
+    let key = fernet_key_from_env(&args.choices.fernet_key_env);
     let bar = progress(docs.len(), "files");
     let mut target = Target::open(&args.target).await?;
     let reports = target
-        .import(docs, key.as_ref(), args.on_conflict, args.dry_run, &|n| {
-            bar.set_position(n as u64)
-        })
+        .import(
+            docs,
+            key.as_ref(),
+            args.choices.on_conflict,
+            args.choices.dry_run,
+            &|n| bar.set_position(n as u64),
+        )
         .await?;
     bar.finish_and_clear();
     drop(folder);
-    let mut ok = super::output::print_import_summary(&dir, &reports, &refused, args.dry_run);
+    let mut ok =
+        super::output::print_import_summary(&dir, &reports, &refused, args.choices.dry_run);
     if let Some(home) = home {
         // Targets before what references them: profiles first, then connections, meta-profiles
         // and agent profiles (an import never refuses a dangling reference, but this order keeps
@@ -67,8 +68,8 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
             &mut target,
             &home,
             key.as_ref(),
-            args.on_conflict,
-            args.dry_run,
+            args.choices.on_conflict,
+            args.choices.dry_run,
         )
         .await?;
     }
@@ -77,17 +78,13 @@ pub async fn run_import(args: ImportArgs) -> anyhow::Result<bool> {
 
 /// Exports to a folder, atomically per file, holding the SDK's lock.
 pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
-    let home = args.home.clone().map(|h| h.unwrap_or_else(persistence_dir));
-    let dir: PathBuf = match &home {
-        Some(h) => h.join("profiles"),
-        None => args.dir.clone().unwrap_or_else(default_dir),
-    };
-    let key = fernet_key_from_env(&args.fernet_key_env);
+    let (home, dir) = profiles_and_home(args.folder.dir.as_ref(), args.folder.home.as_ref());
+    let key = fernet_key_from_env(&args.out.fernet_key_env);
     let mut target = Target::open(&args.target).await?;
     let bar = progress(0, "files");
     let options = ExportOptions {
         names: &args.names,
-        mode: args.secrets,
+        mode: args.out.secrets,
         key: key.as_ref(),
         prune: args.prune,
         on_conflict: args.on_conflict,
@@ -115,7 +112,7 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     for name in &exported.pruned {
         eprintln!("PRUNED {}", file(name));
     }
-    let secrets = args.secrets.as_str();
+    let secrets = args.out.secrets.as_str();
     println!(
         "{}{}: exported {} profiles (secrets {secrets}; {} written, {} unchanged, {} skipped, {} conflicts), pruned {}",
         if args.dry_run || !exported.conflicts.is_empty() {
@@ -131,7 +128,7 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
         exported.conflicts.len(),
         exported.pruned.len()
     );
-    if exported.masked > 0 && args.secrets == SecretsMode::Redacted {
+    if exported.masked > 0 && args.out.secrets == SecretsMode::Redacted {
         eprintln!(
             "note: {} profiles hold keys written as the mask \"**********\", which the SDK loads as no \
              key; to carry the keys, export with --secrets plaintext (a file only you can read) or \
@@ -141,7 +138,7 @@ pub async fn run_export(args: ExportArgs) -> anyhow::Result<bool> {
     }
     let mut ok = exported.conflicts.is_empty();
     if let (Some(home), true) = (home, ok) {
-        let (mode, policy) = (args.secrets, args.on_conflict);
+        let (mode, policy) = (args.out.secrets, args.on_conflict);
         ok = super::home::export(&mut target, &home, mode, key.as_ref(), policy, args.dry_run)
             .await?;
     }

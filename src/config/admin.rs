@@ -58,7 +58,16 @@ pub struct RestoreArgs {
     /// The backup file.
     pub file: PathBuf,
 
-    /// The data dir to fill: it must not exist or be empty.
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub at: OfflineStore,
+}
+
+/// The store `restore` fills and `rotate-keys` rotates: a sled data dir no server holds, or a
+/// PostgreSQL database; with the key file.
+#[derive(Clone, Debug, Args)]
+pub struct OfflineStore {
+    /// The data dir (only while no server holds it; `restore` needs it missing or empty).
     #[arg(
         long = "data-dir",
         env = "REGISTRY_DATA_DIR",
@@ -66,8 +75,9 @@ pub struct RestoreArgs {
     )]
     pub data_dir: Option<PathBuf>,
 
-    /// Or the PostgreSQL database to fill (`postgres://...`; it must hold no profile or
-    /// conversation); --secret-key-file is then required.
+    /// Or the PostgreSQL database (`postgres://...`), with --secret-key-file. `restore` needs one
+    /// that holds no profile or conversation; `rotate-keys` rotates it in one transaction while
+    /// servers keep serving.
     #[arg(
         long,
         env = "REGISTRY_STORE",
@@ -76,8 +86,10 @@ pub struct RestoreArgs {
     )]
     pub store: Option<String>,
 
-    /// The key file of the server the backup came from (its --secret-key-file, or its data dir's
-    /// secret.key); needed when the backup holds secrets. Serve the restored dir with it too.
+    /// Key file, one `<key id>:<base64 of 32 bytes>` per line: the first encrypts, every one
+    /// decrypts [default: the data dir's own secret.key]. For `restore`: the keys of the server
+    /// the backup came from, needed when it holds secrets (serve the restored store with them).
+    /// For `rotate-keys`: the new key first, the old ones after it.
     #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
 }
@@ -103,28 +115,9 @@ pub struct CheckArgs {
 /// Settings of `rotate-keys`.
 #[derive(Clone, Debug, Args)]
 pub struct RotateKeysArgs {
-    /// The server's database folder (only while no server holds it).
-    #[arg(
-        long = "data-dir",
-        env = "REGISTRY_DATA_DIR",
-        required_unless_present = "store"
-    )]
-    pub data_dir: Option<PathBuf>,
-
-    /// Or the PostgreSQL database (`postgres://...`): rotated in one transaction while servers keep
-    /// serving; give --secret-key-file with the new key first and the old ones after it.
-    #[arg(
-        long,
-        env = "REGISTRY_STORE",
-        hide_env_values = true,
-        conflicts_with = "data_dir"
-    )]
-    pub store: Option<String>,
-
-    /// Key file, one `<key id>:<base64 of 32 bytes>` per line: the first encrypts, every one decrypts
-    /// [default: the data dir's own secret.key].
-    #[arg(long, env = "REGISTRY_SECRET_KEY_FILE")]
-    pub secret_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub at: OfflineStore,
 }
 
 /// Settings of `new-token`.

@@ -8,22 +8,39 @@ use clap::Args;
 use super::{ClientArgs, TargetArgs};
 use crate::domain::{ConflictPolicy, SecretsMode};
 
-/// Settings of `import`.
+/// The folder `import` reads and `export` writes.
 #[derive(Clone, Debug, Args)]
-pub struct ImportArgs {
+pub struct SdkFolder {
     /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
     pub dir: Option<PathBuf>,
 
-    /// Import the whole SDK persistence folder instead: profiles/, provider-connections/,
-    /// meta-profiles/ and agent-profiles/ [DIR default: $OH_PERSISTENCE_DIR, else ~/.openhands].
+    /// The whole SDK persistence folder instead: profiles/, provider-connections/, meta-profiles/
+    /// and agent-profiles/ [DIR default: $OH_PERSISTENCE_DIR, else ~/.openhands].
     #[arg(long, env = "REGISTRY_HOME", value_name = "DIR", num_args = 0..=1, conflicts_with = "dir")]
     pub home: Option<Option<PathBuf>>,
+}
 
+/// Settings of `import`.
+#[derive(Clone, Debug, Args)]
+pub struct ImportArgs {
+    /// The folder.
     #[command(flatten)]
-    #[allow(missing_docs)]
+    pub folder: SdkFolder,
+
+    /// The registry the profiles go into.
+    #[command(flatten)]
     pub target: TargetArgs,
 
-    /// What to do when a profile of that name exists.
+    /// How conflicts, a dry run and encrypted secrets are handled.
+    #[command(flatten)]
+    pub choices: ImportChoices,
+}
+
+/// What `import` and `import-conversations` share: the conflict policy, the dry run and the key.
+#[derive(Clone, Debug, Args)]
+pub struct ImportChoices {
+    /// What to do when a record of that name or id exists (overwrite replaces it, and a
+    /// conversation's events with it).
     #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
     pub on_conflict: ConflictPolicy,
 
@@ -39,30 +56,17 @@ pub struct ImportArgs {
 /// Settings of `export`.
 #[derive(Clone, Debug, Args)]
 pub struct ExportArgs {
-    /// The profiles folder [default: $OH_PERSISTENCE_DIR/profiles, else ~/.openhands/profiles].
-    pub dir: Option<PathBuf>,
-
-    /// Export to a whole SDK persistence folder instead: profiles/, provider-connections/,
-    /// meta-profiles/ and agent-profiles/ [DIR default: $OH_PERSISTENCE_DIR, else ~/.openhands].
-    #[arg(long, env = "REGISTRY_HOME", value_name = "DIR", num_args = 0..=1, conflicts_with = "dir")]
-    pub home: Option<Option<PathBuf>>,
-
+    /// The folder.
     #[command(flatten)]
-    #[allow(missing_docs)]
+    pub folder: SdkFolder,
+
+    /// The registry the profiles come from.
+    #[command(flatten)]
     pub target: TargetArgs,
 
     /// How secrets are written.
-    #[arg(
-        long,
-        env = "REGISTRY_EXPORT_SECRETS",
-        value_enum,
-        default_value = "redacted"
-    )]
-    pub secrets: SecretsMode,
-
-    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
-    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
-    pub fernet_key_env: String,
+    #[command(flatten)]
+    pub out: ExportSecrets,
 
     /// Only these profiles (repeatable); default all.
     #[arg(long = "name", env = "REGISTRY_EXPORT_NAMES", value_delimiter = ',')]
@@ -88,6 +92,24 @@ pub struct ExportArgs {
     pub dry_run: bool,
 }
 
+/// How `export` and `export-conversations` write secrets.
+#[derive(Clone, Debug, Args)]
+pub struct ExportSecrets {
+    /// How secrets are written: the SDK's mask, plaintext (needs a token with the secrets role),
+    /// or encrypted with --fernet-key-env as the SDK's own cipher.
+    #[arg(
+        long,
+        env = "REGISTRY_EXPORT_SECRETS",
+        value_enum,
+        default_value = "redacted"
+    )]
+    pub secrets: SecretsMode,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
+}
+
 /// Settings of `import-conversations`.
 #[derive(Clone, Debug, Args)]
 pub struct ImportConversationsArgs {
@@ -98,17 +120,9 @@ pub struct ImportConversationsArgs {
     #[allow(missing_docs)]
     pub target: TargetArgs,
 
-    /// What to do when a conversation with that id exists (overwrite replaces it and its events).
-    #[arg(long, env = "REGISTRY_ON_CONFLICT", value_enum, default_value = "skip")]
-    pub on_conflict: ConflictPolicy,
-
-    /// Report what would happen without writing anything.
-    #[arg(long, env = "REGISTRY_DRY_RUN")]
-    pub dry_run: bool,
-
-    /// The environment variable holding the SDK's OH_SECRET_KEY, to read encrypted secrets.
-    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
-    pub fernet_key_env: String,
+    /// How conflicts, a dry run and encrypted secrets are handled.
+    #[command(flatten)]
+    pub choices: ImportChoices,
 
     /// Bind each imported agent LLM to this existing profile instead of keeping its inline copy.
     #[arg(long, env = "REGISTRY_BIND_PROFILE")]
@@ -125,18 +139,9 @@ pub struct ExportConversationsArgs {
     #[allow(missing_docs)]
     pub target: TargetArgs,
 
-    /// How the secrets of the written LLMs appear.
-    #[arg(
-        long,
-        env = "REGISTRY_EXPORT_SECRETS",
-        value_enum,
-        default_value = "redacted"
-    )]
-    pub secrets: SecretsMode,
-
-    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
-    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
-    pub fernet_key_env: String,
+    /// How secrets are written.
+    #[command(flatten)]
+    pub out: ExportSecrets,
 
     /// Write {"kind": "profile_ref", "profile_id": NAME} for profile bindings (the SDK alone cannot read it).
     #[arg(long, env = "REGISTRY_PROFILE_REFS")]
@@ -171,13 +176,14 @@ pub struct SyncArgs {
     )]
     pub secrets: SecretsMode,
 
-    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted.
-    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
-    pub fernet_key_env: String,
-
     /// Mirror only these profiles (repeatable, or comma-separated); default all.
     #[arg(long = "name", env = "REGISTRY_SYNC_NAMES", value_delimiter = ',')]
     pub names: Vec<String>,
+
+    /// The environment variable holding the SDK's OH_SECRET_KEY, for --secrets encrypted (the
+    /// SDK's own cipher).
+    #[arg(long, env = "REGISTRY_FERNET_KEY_ENV", default_value = "OH_SECRET_KEY")]
+    pub fernet_key_env: String,
 
     /// Sync once and exit (0 when the folder is in step) instead of following changes.
     #[arg(long, env = "REGISTRY_SYNC_ONCE")]

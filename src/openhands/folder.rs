@@ -49,6 +49,21 @@ pub fn persistence_dir() -> PathBuf {
     home.join(".openhands")
 }
 
+/// The folders a command works on from its `DIR` and `--home [DIR]`: the persistence folder when
+/// --home is given (its own default when it names none), and the profiles folder (the home's
+/// `profiles/`, else `dir`, else [`default_dir`]).
+pub fn profiles_and_home(
+    dir: Option<&PathBuf>,
+    home: Option<&Option<PathBuf>>,
+) -> (Option<PathBuf>, PathBuf) {
+    let home = home.map(|h| h.clone().unwrap_or_else(persistence_dir));
+    let dir = match &home {
+        Some(h) => h.join("profiles"),
+        None => dir.cloned().unwrap_or_else(default_dir),
+    };
+    (home, dir)
+}
+
 /// Writes files into `dir` atomically, as the SDK does (see [`Staging`]). `done` is told how many
 /// files are in place.
 pub fn write_files(dir: &Path, files: &[(String, &str)], done: &dyn Fn(usize)) -> io::Result<()> {

@@ -32,6 +32,19 @@ where
     Arc::new(move |w, n| f(w, n).boxed())
 }
 
+/// A row of raw calls to `path`: `body` picks the encoded request of `(worker, n)`.
+fn raw_call(
+    clients: &Clients,
+    path: &'static str,
+    body: impl Fn(usize, u64) -> Bytes + Send + Sync + 'static,
+) -> Call {
+    let raw = clients.raw().clone();
+    call(move |w, n| {
+        let (raw, body) = (raw.clone(), body(w, n));
+        async move { raw.call(w, path, body).await }
+    })
+}
+
 /// The rows measured on the main server, in order.
 pub fn server_calls(
     clients: &Clients,
@@ -45,18 +58,13 @@ pub fn server_calls(
     // The rows compared with each other (Health/Check, GetProfile, UpdateProfile) send requests
     // encoded beforehand and do not decode the replies: the client's CPU per call stays well under
     // the server's, so on shared cores the rows measure the server.
-    let raw = clients.raw().clone();
     let check = raw::encoded(&HealthCheckRequest {
         service: String::new(),
     });
     rows.push((
         report::HEALTH,
-        call(move |w, _| {
-            let (raw, body) = (raw.clone(), check.clone());
-            async move { raw.call(w, HEALTH_CHECK, body).await }
-        }),
+        raw_call(clients, HEALTH_CHECK, move |_, _| check.clone()),
     ));
-    let raw = clients.raw().clone();
     let gets: Arc<Vec<Bytes>> = Arc::new(
         (0..profiles)
             .map(|i| {
@@ -71,9 +79,8 @@ pub fn server_calls(
     );
     rows.push((
         report::GET_PROFILE,
-        call(move |w, n| {
-            let (raw, body) = (raw.clone(), gets[pick(w, n, gets.len())].clone());
-            async move { raw.call(w, GET_PROFILE, body).await }
+        raw_call(clients, GET_PROFILE, move |w, n| {
+            gets[pick(w, n, gets.len())].clone()
         }),
     ));
     let cl = clients.clone();
@@ -101,7 +108,6 @@ pub fn server_calls(
         }),
     ));
     let updated = bases.len();
-    let raw = clients.raw().clone();
     // Two versions of each profile a worker rewrites, sent in turn: every call is a real change of
     // about 1 KiB (an unchanged profile is not written).
     let updates: Arc<Vec<[Bytes; 2]>> = Arc::new(
@@ -128,10 +134,8 @@ pub fn server_calls(
     );
     rows.push((
         report::UPDATE_PROFILE,
-        call(move |w, n| {
-            let body = updates[w % updates.len()][(n % 2) as usize].clone();
-            let raw = raw.clone();
-            async move { raw.call(w, UPDATE_PROFILE, body).await }
+        raw_call(clients, UPDATE_PROFILE, move |w, n| {
+            updates[w % updates.len()][(n % 2) as usize].clone()
         }),
     ));
     // A history read: the kept revisions of a profile the UpdateProfile row (measured before it)

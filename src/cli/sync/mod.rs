@@ -29,7 +29,7 @@ use super::target::{Target, MAX_RESPONSE_BYTES};
 use super::{fernet_key_from_env, interrupted, Usage};
 use crate::config::SyncArgs;
 use crate::domain::{ProfileName, SecretsMode};
-use crate::openhands::folder::default_dir;
+use crate::openhands::folder::profiles_and_home;
 use crate::openhands::secrets::FernetKey;
 use crate::pb;
 use crate::pb::profile_service_client::ProfileServiceClient;
@@ -47,14 +47,7 @@ use outcome::{Client, Ended};
 
 /// Runs `sync`: once (`--once`), or until SIGTERM or Ctrl-C (then exit 0).
 pub async fn run_sync(args: SyncArgs) -> anyhow::Result<bool> {
-    let home = args
-        .home
-        .clone()
-        .map(|h| h.unwrap_or_else(crate::openhands::folder::persistence_dir));
-    let dir = match &home {
-        Some(h) => h.join("profiles"),
-        None => args.dir.clone().unwrap_or_else(default_dir),
-    };
+    let (home, dir) = profiles_and_home(args.dir.as_ref(), args.home.as_ref());
     let key = fernet_key_from_env(&args.fernet_key_env);
     if args.secrets == SecretsMode::Encrypted && key.is_none() {
         return Err(anyhow::Error::new(Usage(format!(

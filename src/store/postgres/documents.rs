@@ -64,9 +64,10 @@ impl PgStore {
             .document)
     }
 
-    async fn read_document(
+    /// The document `kind`/`name`, read through `db` (the pool, or a transaction).
+    async fn read_document<'e, E: sqlx::Executor<'e, Database = sqlx::Postgres>>(
         &self,
-        tx: &mut Tx,
+        db: E,
         kind: DocKind,
         name: &str,
     ) -> Result<Option<Document>, StoreError> {
@@ -74,7 +75,7 @@ impl PgStore {
             sqlx::query_scalar("SELECT record FROM documents WHERE kind = $1 AND name = $2")
                 .bind(kind.as_str())
                 .bind(name)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(db)
                 .await
                 .map_err(store_error)?;
         row.map(|bytes| self.decode_document(kind, name, &bytes))
@@ -197,15 +198,7 @@ impl PgStore {
         kind: DocKind,
         name: &str,
     ) -> Result<Option<Document>, StoreError> {
-        let row: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT record FROM documents WHERE kind = $1 AND name = $2")
-                .bind(kind.as_str())
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-        row.map(|bytes| self.decode_document(kind, name, &bytes))
-            .transpose()
+        self.read_document(&self.pool, kind, name).await
     }
 
     pub(crate) async fn list_documents(
@@ -231,7 +224,7 @@ impl PgStore {
         put: DocPut,
     ) -> Result<(Document, PutOutcome), StoreError> {
         let mut tx = self.begin(true).await?;
-        let old = self.read_document(&mut tx, put.kind, &put.name).await?;
+        let old = self.read_document(&mut *tx, put.kind, &put.name).await?;
         let added = put.added_references(old.as_ref());
         check_targets(&mut tx, &put.owner(), &added).await?;
         match rules::plan_put(old, put)? {
@@ -254,7 +247,7 @@ impl PgStore {
         force: bool,
     ) -> Result<Option<Document>, StoreError> {
         let mut tx = self.begin(true).await?;
-        let doc = match self.read_document(&mut tx, kind, name).await {
+        let doc = match self.read_document(&mut *tx, kind, name).await {
             Err(StoreError::Corrupt { .. }) if force => rules::damaged(kind, name),
             Err(e) => return Err(e),
             Ok(None) => return crate::store::rules::absent(allow_missing, kind.noun(), name),
@@ -279,13 +272,13 @@ impl PgStore {
     ) -> Result<Document, StoreError> {
         let mut tx = self.begin(true).await?;
         let old = self
-            .read_document(&mut tx, kind, from)
+            .read_document(&mut *tx, kind, from)
             .await?
             .ok_or_else(|| StoreError::not_found(kind.noun(), from))?;
         if from == to {
             return Ok(old);
         }
-        if self.read_document(&mut tx, kind, to).await?.is_some() {
+        if self.read_document(&mut *tx, kind, to).await?.is_some() {
             return Err(StoreError::AlreadyExists {
                 kind: kind.noun(),
                 name: to.to_owned(),
@@ -317,7 +310,7 @@ impl PgStore {
         let mut tx = self.begin(!dry_run).await?;
         let mut stored = HashMap::new();
         for (name, _) in &items {
-            if let Some(d) = self.read_document(&mut tx, kind, name).await? {
+            if let Some(d) = self.read_document(&mut *tx, kind, name).await? {
                 stored.insert(name.clone(), d);
             }
         }
