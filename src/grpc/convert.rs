@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::app::Limits;
 use crate::domain::{
     conversation_violations, Conversation, ConversationId, Event, ExecutionStatus, LlmConfig,
-    LlmSource, NewEvent, Profile, ProfileName, Secret, Timestamp, Violation,
+    LlmSource, NewEvent, Profile, ProfileName, Secret, Timestamp, Violation, SECRET_MASK,
 };
 use crate::openhands::profile::to_file_text;
 use crate::pb;
@@ -43,17 +43,21 @@ pub fn profile_to_pb(p: Profile) -> pb::Profile {
 }
 
 /// Builds `$Dst { .. }` from `$src` with the LLM fields the domain and the pb form share as they
-/// are, plus `$rest` (the secrets, `extra`, and what only one side has). Both structs are built
+/// are (moved, or with `$src.clone` copied from a reference), plus `$rest` (the secrets, `extra`, and what only one side has). Both structs are built
 /// this way, one in each direction, and a struct literal must name every field: a field added to
 /// either side does not compile until it is converted.
 macro_rules! llm_with_plain_fields {
     ($src:ident => $($Dst:ident)::+ { $($rest:tt)* }) => {
+        llm_with_plain_fields!($src.into => $($Dst)::+ { $($rest)* })
+    };
+    ($src:ident . $take:ident => $($Dst:ident)::+ { $($rest:tt)* }) => {
         $($Dst)::+ {
-            model: $src.model, base_url: $src.base_url, api_version: $src.api_version,
-            aws_region_name: $src.aws_region_name, temperature: $src.temperature,
-            top_p: $src.top_p, top_k: $src.top_k, max_input_tokens: $src.max_input_tokens,
-            max_output_tokens: $src.max_output_tokens, reasoning_effort: $src.reasoning_effort,
-            usage_id: $src.usage_id,
+            model: $src.model.$take(), base_url: $src.base_url.$take(),
+            api_version: $src.api_version.$take(), aws_region_name: $src.aws_region_name.$take(),
+            temperature: $src.temperature.$take(), top_p: $src.top_p.$take(),
+            top_k: $src.top_k.$take(), max_input_tokens: $src.max_input_tokens.$take(),
+            max_output_tokens: $src.max_output_tokens.$take(),
+            reasoning_effort: $src.reasoning_effort.$take(), usage_id: $src.usage_id.$take(),
             $($rest)*
         }
     };
@@ -69,6 +73,31 @@ pub fn llm_to_pb(llm: LlmConfig) -> pb::LlmConfig {
         aws_session_token: secret(llm.aws_session_token),
         extra: (!llm.extra.is_empty()).then(|| map_to_struct(&llm.extra)),
     })
+}
+
+/// A profile for a masked response, built from a shared one without copying its secrets: every
+/// set secret reads as the mask.
+pub fn masked_profile_to_pb(p: &Profile) -> pb::Profile {
+    let llm = &p.llm;
+    let mask = |s: &Option<Secret>| s.as_ref().map(|_| SECRET_MASK.to_owned());
+    let llm = llm_with_plain_fields!(llm.clone => pb::LlmConfig {
+        api_key: mask(&llm.api_key),
+        aws_access_key_id: mask(&llm.aws_access_key_id),
+        aws_secret_access_key: mask(&llm.aws_secret_access_key),
+        aws_session_token: mask(&llm.aws_session_token),
+        extra: (!llm.extra.is_empty()).then(|| map_to_struct(&llm.extra)),
+    });
+    pb::Profile {
+        llm: Some(llm),
+        ..profile_to_pb(Profile {
+            name: p.name.clone(),
+            llm: LlmConfig::default(),
+            revision: p.revision,
+            create_time: p.create_time,
+            update_time: p.update_time,
+            update_principal: p.update_principal.clone(),
+        })
+    }
 }
 
 /// An LLM configuration from a request, unvalidated; conversion problems land in `violations`.
@@ -468,5 +497,55 @@ pub fn events_from_pb(
         Ok(out)
     } else {
         Err(violations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(llm: LlmConfig) -> Profile {
+        Profile {
+            name: ProfileName::parse("p", "name").expect("a valid name"),
+            llm,
+            revision: 3,
+            create_time: Timestamp::now(),
+            update_time: Timestamp::now(),
+            update_principal: "alice".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_masked_response_from_a_shared_profile_equals_the_masked_copy() {
+        let secret = |s: &str| Some(Secret::new(s));
+        let full = LlmConfig {
+            model: "m".to_owned(),
+            base_url: Some("https://x".to_owned()),
+            api_version: Some("v".to_owned()),
+            api_key: secret("sk-1"),
+            aws_access_key_id: secret("AKIA"),
+            aws_secret_access_key: secret("aws-secret"),
+            aws_session_token: secret("token"),
+            aws_region_name: Some("eu".to_owned()),
+            temperature: Some(0.5),
+            top_p: Some(0.9),
+            top_k: Some(40.0),
+            max_input_tokens: Some(1000),
+            max_output_tokens: Some(200),
+            reasoning_effort: Some("high".to_owned()),
+            usage_id: Some("agent".to_owned()),
+            extra: serde_json::json!({"a": [1, {"b": null}], "c": "d"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            ..LlmConfig::default()
+        };
+        for llm in [full, LlmConfig::default()] {
+            let p = profile(llm);
+            let shared = masked_profile_to_pb(&p);
+            assert_eq!(shared, profile_to_pb(p.clone().masked()));
+            let keys = shared.llm.as_ref().and_then(|l| l.api_key.as_deref());
+            assert!(keys.is_none() || keys == Some(SECRET_MASK));
+        }
     }
 }

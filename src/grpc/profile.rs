@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use super::convert::{profile_from_pb, profile_to_pb};
+use super::convert::{masked_profile_to_pb, profile_from_pb, profile_to_pb};
 use super::profile_watch::{forward_changes, EventStream};
 use super::{conflict_policy, page_token, parse_fernet_key, secrets_out};
 use crate::app::transfer::{export_documents, import_documents};
@@ -75,7 +75,14 @@ impl ProfileService for ProfileApi {
             revision,
         } = req.into_inner();
         let name = parse_name(&name, "name")?;
-        let mut p = match revision.filter(|r| *r != 0) {
+        let revision = revision.filter(|r| *r != 0);
+        if revision.is_none() && !reveal_secrets && !resolve_connection {
+            // The hot path: the current profile, masked, built from the store's shared copy.
+            let p = self.store.get_profile_shared(&name).await?;
+            let p = p.ok_or_else(|| not_found(&name))?;
+            return Ok(Response::new(masked_profile_to_pb(&p)));
+        }
+        let mut p = match revision {
             None => self.store.get_profile(&name).await?,
             Some(r) if r < 0 => return Err(invalid_field("revision", "must not be negative")),
             Some(r) => self.revision(&name, r).await?,

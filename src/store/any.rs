@@ -157,6 +157,9 @@ impl Store {
     dispatch! {
         /// One profile, or `None`.
         fn get_profile(name: &ProfileName) -> Option<Profile>;
+        /// The same, shared with the store's decoded copies where it keeps them (a read that only
+        /// looks at the profile then copies nothing).
+        fn get_profile_shared(name: &ProfileName) -> Option<Arc<Profile>>;
         /// Up to `limit` profiles in name order, after the name `after` when given.
         fn list_profiles(after: Option<&str>, limit: usize) -> Vec<Profile>;
         /// Creates or replaces a profile's configuration (secret and extra merge rules applied

@@ -34,7 +34,7 @@ pub struct ProfileCache {
 /// A cached version (`profile`), or a tombstone (`None`) of a change at `seq`.
 struct Entry {
     seq: u64,
-    profile: Option<Profile>,
+    profile: Option<Arc<Profile>>,
 }
 
 /// The seq of a change whose seq is not known yet (a notification names only the profile): no read
@@ -60,7 +60,7 @@ impl ProfileCache {
         self.enabled.load(Ordering::Acquire) && !self.unsure.load(Ordering::Acquire)
     }
 
-    pub(super) fn get(&self, name: &str) -> Option<Profile> {
+    pub(super) fn get(&self, name: &str) -> Option<Arc<Profile>> {
         if !self.usable() {
             return None;
         }
@@ -74,7 +74,7 @@ impl ProfileCache {
 
     /// Keeps `p`, read from the database at change seq `seq`, unless the cache was cleared since
     /// `generation` or a later change of it is known.
-    pub(super) fn insert(&self, generation: u64, seq: u64, p: &Profile) {
+    pub(super) fn insert(&self, generation: u64, seq: u64, p: &Arc<Profile>) {
         let mut map = self.map();
         if !self.usable() || self.generation() != generation {
             return;
@@ -92,7 +92,7 @@ impl ProfileCache {
         }
         let entry = Entry {
             seq,
-            profile: Some(p.clone()),
+            profile: Some(Arc::clone(p)),
         };
         map.insert(p.name.to_string(), entry);
     }
@@ -327,15 +327,15 @@ mod tests {
     use super::*;
     use crate::domain::{LlmConfig, ProfileName, Timestamp};
 
-    fn profile(name: &str, revision: i64) -> Profile {
-        Profile {
+    fn profile(name: &str, revision: i64) -> Arc<Profile> {
+        Arc::new(Profile {
             name: ProfileName::parse(name, "name").unwrap(),
             llm: LlmConfig::default(),
             revision,
             create_time: Timestamp::now(),
             update_time: Timestamp::now(),
             update_principal: String::new(),
-        }
+        })
     }
 
     fn cached(c: &ProfileCache, name: &str) -> Option<i64> {

@@ -16,6 +16,16 @@ impl PgStore {
         &self,
         name: &ProfileName,
     ) -> Result<Option<Profile>, StoreError> {
+        Ok(self
+            .get_profile_shared(name)
+            .await?
+            .map(Arc::unwrap_or_clone))
+    }
+
+    pub(crate) async fn get_profile_shared(
+        &self,
+        name: &ProfileName,
+    ) -> Result<Option<Arc<Profile>>, StoreError> {
         if let Some(p) = self.cache.get(name.as_str()) {
             return Ok(Some(p));
         }
@@ -29,10 +39,11 @@ impl PgStore {
         let Some((seq, bytes)) = row else {
             return Ok(None);
         };
-        let profile = self
-            .codec
-            .decode_profile(name.as_str().as_bytes(), &bytes)?
-            .profile;
+        let profile = Arc::new(
+            self.codec
+                .decode_profile(name.as_str().as_bytes(), &bytes)?
+                .profile,
+        );
         self.cache
             .insert(generation, u64::try_from(seq).unwrap_or(0), &profile);
         Ok(Some(profile))

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::domain::Profile;
 use crate::store::codec::ProfileRecord;
 use crate::store::StoreError;
 
@@ -27,8 +28,11 @@ pub(super) struct DecodedProfiles {
 
 type Fingerprint = (u64, u64);
 
+/// A decoded record: its change seq and its profile, shared with whoever reads it.
+pub(super) type Shared = (u64, Arc<Profile>);
+
 /// A decoded record and the fingerprint of the bytes it came from.
-type Kept = (Fingerprint, Arc<ProfileRecord>);
+type Kept = (Fingerprint, Shared);
 
 impl DecodedProfiles {
     pub(super) fn new(capacity: usize) -> Self {
@@ -46,40 +50,41 @@ impl DecodedProfiles {
     /// The record stored under `key` as `bytes`: the kept one when it was decoded from the same
     /// bytes, else `decode`'s, kept for the next read when `keep` (a read of one profile; a scan of
     /// every profile takes what is kept but keeps nothing, so it does not push the hot set out).
+    /// The profile is shared with the map: a read that only looks at it copies nothing.
     pub(super) fn get_or_decode(
         &self,
         key: &[u8],
         bytes: &[u8],
         keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
-    ) -> Result<ProfileRecord, StoreError> {
+    ) -> Result<Shared, StoreError> {
         let print = self.fingerprint(bytes);
         let kept = {
             let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
             map.get(key)
                 .filter(|(kept, _)| *kept == print)
-                .map(|(_, record)| Arc::clone(record))
+                .map(|(_, shared)| shared.clone())
         };
-        if let Some(record) = kept {
-            return Ok(ProfileRecord::clone(&record));
+        if let Some(shared) = kept {
+            return Ok(shared);
         }
-        let record = decode(bytes)?;
-        if !keep {
-            return Ok(record);
+        let ProfileRecord { seq, profile } = decode(bytes)?;
+        let shared = (seq, Arc::new(profile));
+        if keep {
+            let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.len() >= self.capacity && !map.contains_key(key) {
+                map.clear();
+            }
+            map.insert(key.into(), (print, shared.clone()));
         }
-        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= self.capacity && !map.contains_key(key) {
-            map.clear();
-        }
-        map.insert(key.into(), (print, Arc::new(record.clone())));
-        Ok(record)
+        Ok(shared)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LlmConfig, Profile, ProfileName, Timestamp};
+    use crate::domain::{LlmConfig, ProfileName, Timestamp};
 
     fn record(seq: u64, model: &str) -> ProfileRecord {
         let name = ProfileName::parse("p", "name").expect("a valid name");
@@ -111,9 +116,10 @@ mod tests {
                     Ok(record(1, model))
                 })
                 .expect("decodes")
-                .profile
+                .1
                 .llm
                 .model
+                .clone()
         };
         assert_eq!(read(b"one", "a"), "a");
         assert_eq!(read(b"one", "ignored"), "a", "same bytes: the kept record");
@@ -150,6 +156,6 @@ mod tests {
         let scanned = cache
             .get_or_decode(b"a", b"x", false, |_| Ok(record(1, "decoded")))
             .expect("decodes");
-        assert_eq!(scanned.profile.llm.model, "kept");
+        assert_eq!(scanned.1.llm.model, "kept");
     }
 }

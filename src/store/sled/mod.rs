@@ -20,6 +20,7 @@ use sled::Tree;
 use tokio::sync::broadcast;
 
 use self::conversations::Op;
+use self::decoded::Shared;
 use self::flush::Flusher;
 use crate::domain::Conversation;
 use crate::store::codec::{
@@ -324,6 +325,14 @@ impl SledStore {
     }
 
     pub(super) fn read_profile(&self, name: &str) -> Result<Option<ProfileRecord>, StoreError> {
+        Ok(self.read_shared(name)?.map(|(seq, profile)| ProfileRecord {
+            seq,
+            profile: Arc::unwrap_or_clone(profile),
+        }))
+    }
+
+    /// The current profile `name`, shared with the decoded copies (nothing is copied).
+    pub(super) fn read_shared(&self, name: &str) -> Result<Option<Shared>, StoreError> {
         self.profiles
             .get(name.as_bytes())?
             .map(|bytes| self.decode_current(name.as_bytes(), &bytes, true))
@@ -338,7 +347,7 @@ impl SledStore {
         key: &[u8],
         bytes: &[u8],
         keep: bool,
-    ) -> Result<ProfileRecord, StoreError> {
+    ) -> Result<Shared, StoreError> {
         self.decoded
             .get_or_decode(key, bytes, keep, |b| self.codec.decode_profile(key, b))
     }

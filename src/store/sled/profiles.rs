@@ -24,6 +24,13 @@ impl SledStore {
         Ok(self.read_profile(name.as_str())?.map(|r| r.profile))
     }
 
+    pub(crate) async fn get_profile_shared(
+        &self,
+        name: &ProfileName,
+    ) -> Result<Option<Arc<Profile>>, StoreError> {
+        Ok(self.read_shared(name.as_str())?.map(|(_, p)| p))
+    }
+
     pub(crate) async fn list_profiles(
         &self,
         after: Option<&str>,
@@ -43,7 +50,7 @@ impl SledStore {
             }
             let (key, bytes) = item?;
             let read = self.decode_current(&key, &bytes, false);
-            out.extend(or_skip(read, "profile record").map(|r| r.profile));
+            out.extend(or_skip(read, "profile record").map(|(_, p)| Arc::unwrap_or_clone(p)));
         }
         Ok(out)
     }
@@ -291,7 +298,9 @@ impl SledStore {
             for item in self.profiles.iter() {
                 let (key, bytes) = item?;
                 let read = self.decode_current(&key, &bytes, false);
-                out.extend(or_skip(read, "profile record").map(|r| (r.seq, r.profile)));
+                out.extend(
+                    or_skip(read, "profile record").map(|(seq, p)| (seq, Arc::unwrap_or_clone(p))),
+                );
             }
         }
         // A live watch begins after `start`: a change published by then is not sent, even when its
