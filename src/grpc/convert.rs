@@ -42,13 +42,24 @@ pub fn profile_to_pb(p: Profile) -> pb::Profile {
     }
 }
 
+/// `value.moved()` is `value`: the macro below takes each field with a method, `clone` from a
+/// reference or this one from an owned struct, and neither converts between types.
+trait Moved: Sized {
+    fn moved(self) -> Self {
+        self
+    }
+}
+
+impl<T> Moved for T {}
+
 /// Builds `$Dst { .. }` from `$src` with the LLM fields the domain and the pb form share as they
-/// are (moved, or with `$src.clone` copied from a reference), plus `$rest` (the secrets, `extra`, and what only one side has). Both structs are built
-/// this way, one in each direction, and a struct literal must name every field: a field added to
-/// either side does not compile until it is converted.
+/// are (moved, or with `$src.clone` copied from a reference), plus `$rest` (the secrets, `extra`,
+/// and what only one side has). Both structs are built this way, one in each direction, and a
+/// struct literal must name every field: a field added to either side does not compile until it is
+/// converted.
 macro_rules! llm_with_plain_fields {
     ($src:ident => $($Dst:ident)::+ { $($rest:tt)* }) => {
-        llm_with_plain_fields!($src.into => $($Dst)::+ { $($rest)* })
+        llm_with_plain_fields!($src.moved => $($Dst)::+ { $($rest)* })
     };
     ($src:ident . $take:ident => $($Dst:ident)::+ { $($rest:tt)* }) => {
         $($Dst)::+ {
