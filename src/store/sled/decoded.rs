@@ -128,6 +128,22 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_profile_is_shared_not_copied() {
+        let cache = DecodedProfiles::new(10);
+        let read = || {
+            cache
+                .get_or_decode(b"p", b"one", true, |_| Ok(record(7, "m")))
+                .expect("decodes")
+        };
+        let (first, second) = (read(), read());
+        assert_eq!((first.0, second.0), (7, 7));
+        assert!(
+            Arc::ptr_eq(&first.1, &second.1),
+            "both reads hold the kept copy"
+        );
+    }
+
+    #[test]
     fn a_failed_decode_is_not_kept_and_a_full_map_starts_again() {
         let cache = DecodedProfiles::new(1);
         let failed = cache.get_or_decode(b"p", b"x", true, |_| {
