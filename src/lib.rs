@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod memory;
 pub mod metrics;
 pub mod openhands;
 pub mod pb;

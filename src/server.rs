@@ -227,6 +227,10 @@ impl Application {
             stop_tx.subscribe(),
         ));
         tokio::spawn(fail_stop_on_fault(health.clone()));
+        crate::memory::spawn_trimmer(
+            args.memory_trim_interval,
+            crate::store::sled::release_deferred,
+        );
         if let Some(connected) = store.connected() {
             tokio::spawn(follow_database(
                 connected,
@@ -458,6 +462,10 @@ fn effective_config(args: &ServeArgs, location: &Location) -> String {
         format!("store={}", location.describe()),
         format!("secret-key-file={}", path(&args.secret_key_file)),
         format!("cache-mb={}", args.cache_mb),
+        format!(
+            "memory-trim-interval={}ms",
+            args.memory_trim_interval.as_millis()
+        ),
         format!("history-revisions={}", args.history_revisions),
         format!("deleted-retention={}s", args.deleted_retention.as_secs()),
         format!("watch-history={}", args.watch_history),

@@ -49,9 +49,16 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Database page cache, in MiB.
-    #[arg(long, env = "REGISTRY_CACHE_MB", default_value_t = 32)]
+    /// Database page cache, in MiB: the part of sled's memory that holds pages written or read more
+    /// than once (a page read once stays in memory beside it; see README, Performance).
+    #[arg(long, env = "REGISTRY_CACHE_MB", default_value_t = 8)]
     pub cache_mb: u64,
+
+    /// How often the server looks whether its allocator holds freed memory it could give back to
+    /// the OS, and gives it back when the RSS grew by 4 MiB since the last time (glibc's
+    /// `malloc_trim`; e.g. 1s, 250ms; 0s: never, the RSS then stays at its peak).
+    #[arg(long, env = "REGISTRY_MEMORY_TRIM_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub memory_trim_interval: Duration,
 
     /// How many revisions of each profile are kept, the current one included (1 to 1000): they
     /// can be listed, read, compared and rolled back to.

@@ -1,4 +1,4 @@
-//! `registry-bench`: how fast profile-registry is where it matters, against the targets of issue 8.
+//! `registry-bench`: how fast profile-registry is where it matters, against the targets of issues 8 and 21.
 //!
 //! Starts the real `profile-registry` server as a child process on a temporary data dir (or uses
 //! `--server URL`), loads the data set through the API (the profiles by importing SDK files, which
@@ -129,9 +129,9 @@ async fn main() -> anyhow::Result<()> {
 
     match bin.as_ref().filter(|_| report.wants(report::GET_LARGE)) {
         Some(bin) => {
-            let small = get_profile_at(bin, args.small_profiles, &args).await?;
-            let large = get_profile_at(bin, args.large_profiles, &args).await?;
-            report.scaling(Some((small, large)));
+            let (small, _) = get_profile_at(bin, args.small_profiles, &args).await?;
+            let (large, start) = get_profile_at(bin, args.large_profiles, &args).await?;
+            report.scaling(Some((small, large, (args.large_profiles, start))));
         }
         None => report.scaling(None),
     }

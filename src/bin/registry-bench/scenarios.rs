@@ -139,15 +139,21 @@ pub async fn postgres_rows(
     Ok(())
 }
 
-/// GetProfile at concurrency 64 on a fresh server holding `n` profiles.
+/// GetProfile at concurrency 64 on a fresh server holding `n` profiles, and how long that
+/// server took from start to SERVING on them (it is restarted after the import).
 pub async fn get_profile_at(
     bin: &std::path::Path,
     n: usize,
     args: &Args,
-) -> anyhow::Result<Sample> {
+) -> anyhow::Result<(Sample, Duration)> {
     let work = tempfile::tempdir()?;
-    let server = Server::start(bin, &work.path().join("data")).await?;
-    transfer::import_documents(&target_args(&server.url), transfer::documents(n)).await?;
+    let data = work.path().join("data");
+    let loaded = Server::start(bin, &data).await?;
+    transfer::import_documents(&target_args(&loaded.url), transfer::documents(n)).await?;
+    // Start to SERVING on that store: restart the server.
+    loaded.stop()?;
+    let server = Server::start(bin, &data).await?;
+    let start = server.start_to_serving;
     let clients = Clients::connect(&server.url, args.connections).await?;
     let s = measure(CONCURRENCY[1], args.duration, move |w, k| {
         let mut p = clients.profiles(w);
@@ -164,7 +170,7 @@ pub async fn get_profile_at(
     })
     .await?;
     server.stop()?;
-    Ok(s)
+    Ok((s, start))
 }
 
 /// Range and Put of the profile values against a local etcd, at each concurrency.

@@ -16,9 +16,9 @@ use crate::store::StoreError;
 
 /// How many profiles are kept decoded: the profiles a fleet of runtimes reads over and over. A
 /// decoded profile of about 1 KiB stored costs about 7 KiB of memory (measured: 2,000 of them raised
-/// RSS by 15 MiB), so the whole of a large store would not fit the 64 MiB the server aims at; when
-/// the map is full it starts again.
-pub(super) const DECODED_PROFILES: usize = 2_048;
+/// RSS by 15 MiB), so the whole of a large store would not fit the 64 MiB the server aims at, and
+/// 512 (about 3.5 MiB) leave room for sled's pages; when the map is full it starts again.
+pub(super) const DECODED_PROFILES: usize = 512;
 
 pub(super) struct DecodedProfiles {
     entries: Mutex<HashMap<Box<[u8]>, Kept>>,
