@@ -4,12 +4,18 @@
 //! its arenas, spread over pages that also hold live data, and gives back only the top of each
 //! heap: after loading the benchmark's data set the server held about 250 MiB of RSS for about
 //! 80 MiB of live heap. `malloc_trim(0)` releases every whole free page inside the arenas too.
-//! A thread looks at the RSS every `interval` and trims when it has grown by [`GROWTH`] since the
-//! last trim, so a steady load that reuses its memory costs one read of `/proc/self/statm` a tick.
+//! A thread looks at the RSS every `interval` and trims when it has grown by [`GROWTH`] above the
+//! lowest it was since the last trim, so a steady load that reuses its memory costs one read of
+//! `/proc/self/statm` a tick; and, without growth, every [`SWEEP`], for what sled sets aside.
 use std::time::{Duration, Instant};
 
 /// How much the RSS must have grown since the last trim before the next one.
 const GROWTH: u64 = 4 * 1024 * 1024;
+
+/// How often a trim runs even when the RSS has not grown: garbage sled set aside on a thread
+/// reaches the shared queue it can be freed from when that thread exits (tokio's idle blocking
+/// threads, after 10 s), and nothing else would free it on an idle server.
+const SWEEP: Duration = Duration::from_secs(30);
 
 /// Starts the trimming thread (`interval` zero: none), once per process: a second server in the
 /// same process (as in tests) shares the first one's. Only on Linux with glibc; elsewhere a no-op.
@@ -27,20 +33,21 @@ fn start(interval: Duration, release: fn()) {
     let spawned = std::thread::Builder::new()
         .name("memory-trim".into())
         .spawn(move || {
-            let mut floor: u64 = 0;
+            let (mut floor, mut last) = (0_u64, Instant::now());
             loop {
                 std::thread::sleep(interval);
                 let Some(before) = resident_bytes() else {
                     return;
                 };
-                if before < floor.saturating_add(GROWTH) {
+                floor = floor.min(before);
+                if before < floor.saturating_add(GROWTH) && last.elapsed() < SWEEP {
                     continue;
                 }
                 let started = Instant::now();
                 release();
                 trim();
                 let after = resident_bytes().unwrap_or(before);
-                floor = after;
+                (floor, last) = (after, Instant::now());
                 tracing::debug!(
                     before_mib = before >> 20,
                     after_mib = after >> 20,

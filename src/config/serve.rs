@@ -54,9 +54,9 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_CACHE_MB", default_value_t = 8)]
     pub cache_mb: u64,
 
-    /// How often the server looks whether its allocator holds freed memory it could give back to
-    /// the OS, and gives it back when the RSS grew by 4 MiB since the last time (glibc's
-    /// `malloc_trim`; e.g. 1s, 250ms; 0s: never, the RSS then stays at its peak).
+    /// How often the server checks its RSS: when it grew by 4 MiB since the last trim (and every
+    /// 30 s regardless), the memory its allocator holds freed goes back to the OS (glibc's
+    /// `malloc_trim`; e.g. 1s, 250ms; 0s: never, the RSS then stays near its peak).
     #[arg(long, env = "REGISTRY_MEMORY_TRIM_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub memory_trim_interval: Duration,
 
