@@ -227,10 +227,7 @@ impl Application {
             stop_tx.subscribe(),
         ));
         tokio::spawn(fail_stop_on_fault(health.clone()));
-        crate::memory::spawn_trimmer(
-            args.memory_trim_interval,
-            crate::store::sled::release_deferred,
-        );
+        crate::memory::spawn_trimmer(args.memory_trim_interval);
         if let Some(connected) = store.connected() {
             tokio::spawn(follow_database(
                 connected,

@@ -124,12 +124,8 @@ fn terminate(child: &mut Child) -> anyhow::Result<()> {
 
 /// VmRSS of a process, KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")
+    profile_registry::memory::resident_kib(&pid.to_string())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// A channel over its own TCP connection.

@@ -98,22 +98,6 @@ pub enum OpenError {
     Keys(#[from] KeyError),
 }
 
-/// Frees what sled has set aside to free later. sled drops replaced tree nodes and written log
-/// buffers (512 KiB each) only once no reader can still hold them (epoch-based reclamation), and
-/// it checks that only while it is busy: heaptrack found 8 to 12 MiB of log buffers still allocated
-/// on a server idle after the benchmark's load. Each flush hands this thread's set-aside garbage to
-/// the global queue and frees what has become safe; repeated, the epoch moves on and the queue
-/// empties. Garbage still in another live thread's own bag stays there (in the runs measured, the
-/// RSS fell by 2 to 7 MiB with this, within the runs' spread).
-pub fn release_deferred() {
-    for _ in 0..RELEASE_ROUNDS {
-        sled::crossbeam_pin().flush();
-    }
-}
-
-/// Flushes per [`release_deferred`]: each frees at most a few batches of garbage.
-const RELEASE_ROUNDS: usize = 64;
-
 /// The sled store. Writes are serialized by one lock (they take microseconds); the expensive part,
 /// the flush, is shared by every writer waiting at that moment.
 pub struct SledStore {

@@ -151,12 +151,7 @@ pub fn terminate(child: &mut Child) -> Option<i32> {
 
 /// The resident memory of process `pid`, in MiB; `None` once it is gone.
 pub fn rss_mib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
-    Some(kib / 1024)
+    profile_registry::memory::resident_kib(&pid.to_string()).map(|kib| kib / 1024)
 }
 
 /// Whether tests that need an outside tool must fail instead of skipping.
