@@ -226,7 +226,7 @@ impl Application {
             args.watch_history,
             stop_tx.subscribe(),
         ));
-        tokio::spawn(fail_stop_on_fault(health.clone()));
+        fail_stop_on_fault(health.clone())?;
         crate::memory::spawn_trimmer(args.memory_trim_interval);
         if let Some(connected) = store.connected() {
             tokio::spawn(follow_database(
@@ -281,12 +281,22 @@ pub const FAULT_EXIT_CODE: i32 = 74;
 /// On the first storage fault: health NOT_SERVING at once, then, after a moment for the calls in
 /// flight to get their answer, exit non-zero. sled refuses every write after an I/O error even
 /// once space is freed; a restart (Kubernetes restarts the pod) recovers it from its log.
-async fn fail_stop_on_fault(health: HealthState) {
-    let fault = crate::store::fault::raised().await;
-    health.set_not_serving();
-    tracing::error!(fault = %fault, code = FAULT_EXIT_CODE, "fail-stop: health NOT_SERVING; exiting in 2 s so that a restart recovers the database (acknowledged writes are on disk)");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    std::process::exit(FAULT_EXIT_CODE);
+///
+/// A plain thread rather than a tokio task: on a full volume sled can block the threads that run
+/// its writes (a flush that never returns holds a lock the next transaction waits for), and those
+/// are the tokio workers. The exit must not need a free worker.
+fn fail_stop_on_fault(health: HealthState) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("fail-stop".into())
+        .spawn(move || {
+            let fault = futures::executor::block_on(crate::store::fault::raised());
+            health.set_not_serving();
+            tracing::error!(fault = %fault, code = FAULT_EXIT_CODE, "fail-stop: health NOT_SERVING; exiting in 2 s so that a restart recovers the database (acknowledged writes are on disk)");
+            std::thread::sleep(Duration::from_secs(2));
+            std::process::exit(FAULT_EXIT_CODE);
+        })
+        .context("starting the fail-stop thread")?;
+    Ok(())
 }
 
 /// Serves grpc.health.v1 alone, plaintext and without the auth layer, on `listener` until
