@@ -18,11 +18,8 @@ use crate::cli::fernet_key_from_env;
 use crate::config::ServeArgs;
 use crate::domain::Outcome;
 use crate::domain::Writer;
-use crate::grpc::admin::AdminApi;
-use crate::grpc::conversation::ConversationApi;
-use crate::grpc::documents::DocumentApi;
 use crate::grpc::layer::CallLayer;
-use crate::grpc::profile::ProfileApi;
+use crate::grpc::Api;
 use crate::health::HealthState;
 use crate::openhands::folder::ProfilesDir;
 use crate::pb;
@@ -129,33 +126,25 @@ impl Application {
             ..limits(&args)
         };
         let (stop_tx, stop_rx) = watch::channel(false);
-        let profile_service = ProfileServiceServer::new(ProfileApi::new(
-            Arc::clone(&store),
-            limits.clone(),
-            stop_rx.clone(),
-        ))
-        .max_decoding_message_size(args.max_request_bytes);
-        let conversation_service = ConversationServiceServer::new(ConversationApi::new(
-            Arc::clone(&store),
-            limits.clone(),
-            stop_rx.clone(),
-        ))
-        .max_decoding_message_size(args.max_request_bytes);
-        let documents = DocumentApi::new(Arc::clone(&store), limits);
-        let connection_service = ProviderConnectionServiceServer::new(documents.clone())
+        let api = Api::new(Arc::clone(&store), limits, stop_rx.clone());
+        let profile_service = ProfileServiceServer::new(api.clone())
             .max_decoding_message_size(args.max_request_bytes);
-        let meta_service = MetaProfileServiceServer::new(documents.clone())
+        let conversation_service = ConversationServiceServer::new(api.clone())
             .max_decoding_message_size(args.max_request_bytes);
-        let agent_service = AgentProfileServiceServer::new(documents)
+        let connection_service = ProviderConnectionServiceServer::new(api.clone())
             .max_decoding_message_size(args.max_request_bytes);
-        let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&store)));
+        let meta_service = MetaProfileServiceServer::new(api.clone())
+            .max_decoding_message_size(args.max_request_bytes);
+        let agent_service = AgentProfileServiceServer::new(api.clone())
+            .max_decoding_message_size(args.max_request_bytes);
+        let admin_service = AdminServiceServer::new(api);
         let health = HealthState::serving(&[
-            <ProfileServiceServer<ProfileApi> as NamedService>::NAME,
-            <ConversationServiceServer<ConversationApi> as NamedService>::NAME,
-            <AdminServiceServer<AdminApi> as NamedService>::NAME,
-            <ProviderConnectionServiceServer<DocumentApi> as NamedService>::NAME,
-            <MetaProfileServiceServer<DocumentApi> as NamedService>::NAME,
-            <AgentProfileServiceServer<DocumentApi> as NamedService>::NAME,
+            <ProfileServiceServer<Api> as NamedService>::NAME,
+            <ConversationServiceServer<Api> as NamedService>::NAME,
+            <AdminServiceServer<Api> as NamedService>::NAME,
+            <ProviderConnectionServiceServer<Api> as NamedService>::NAME,
+            <MetaProfileServiceServer<Api> as NamedService>::NAME,
+            <AgentProfileServiceServer<Api> as NamedService>::NAME,
         ]);
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;

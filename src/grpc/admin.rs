@@ -1,15 +1,14 @@
 //! profileregistry.v1.AdminService: whole-store operator actions (the backup stream).
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
 use crate::app::audit_secret_access;
 use crate::auth::principal;
 use crate::pb;
 use crate::pb::admin_service_server::AdminService;
-use crate::store::{RawRecord, Snapshot, Store};
+use crate::store::{RawRecord, Snapshot};
 
 /// The record bytes a backup chunk carries at most (a larger single record goes alone).
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -17,17 +16,8 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 /// The version of the record encoding a backup stream carries.
 pub const BACKUP_FORMAT_VERSION: i32 = 1;
 
-/// The AdminService handlers: shared state only.
-pub struct AdminApi {
-    store: Arc<Store>,
-}
-
-impl AdminApi {
-    /// Handlers over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
-    }
-}
+/// The AdminService handlers.
+pub type AdminApi = super::Api;
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
@@ -62,25 +52,23 @@ fn chunks(snapshot: Snapshot) -> Vec<pb::BackupChunk> {
     out
 }
 
-#[tonic::async_trait]
-impl AdminService for AdminApi {
-    type BackupStream = ChunkStream;
+rpcs! {
+    impl AdminService for AdminApi {
+        type BackupStream = ChunkStream;
 
-    async fn backup(
-        &self,
-        req: Request<pb::BackupRequest>,
-    ) -> Result<Response<ChunkStream>, Status> {
-        let who = principal(&req);
-        // A backup carries every secret (sealed): audited as a secret access.
-        audit_secret_access(&who, "back up every record", "*")?;
-        let snapshot = self.store.snapshot().await?;
-        tracing::info!(
-            records = snapshot.records.len(),
-            writers_blocked_ms = snapshot.blocked.as_secs_f64() * 1000.0,
-            "backup snapshot taken"
-        );
-        let stream: ChunkStream =
-            Box::pin(tokio_stream::iter(chunks(snapshot).into_iter().map(Ok)));
-        Ok(Response::new(stream))
+        fn backup(self, req: pb::BackupRequest) -> ChunkStream {
+            let who = principal(&req);
+            // A backup carries every secret (sealed): audited as a secret access.
+            audit_secret_access(&who, "back up every record", "*")?;
+            let snapshot = self.store.snapshot().await?;
+            tracing::info!(
+                records = snapshot.records.len(),
+                writers_blocked_ms = snapshot.blocked.as_secs_f64() * 1000.0,
+                "backup snapshot taken"
+            );
+            let stream: ChunkStream =
+                Box::pin(tokio_stream::iter(chunks(snapshot).into_iter().map(Ok)));
+            Ok(Response::new(stream))
+        }
     }
 }

@@ -2,6 +2,86 @@
 //! domain types, page tokens and the mapping of errors to Status. Handlers decode, call `app`
 //! or the store, and encode; every rule lives below them.
 
+/// A tonic service impl, one line a handler, in one of three forms:
+/// - `fn rpc(self, req: Message) -> Reply { body }`: the request as tonic hands it over;
+/// - `fn rpc(self, Message { fields }) -> Reply { body }`: the message taken apart (every field
+///   named, so that a field added to the proto is not ignored by mistake);
+/// - `fn rpc(self, who, Message { fields }) -> Reply { body }`: the same, with the caller's
+///   [`crate::auth::Principal`] as `who`.
+///
+/// Each stands for `async fn rpc(&self, req: Request<Message>) -> Result<Response<Reply>, Status>`.
+/// The stream types of streaming rpcs come first.
+macro_rules! rpcs {
+    (impl $($service:ident)::+ for $api:ident { $($rest:tt)* }) => {
+        rpcs!(@next [$($service)::+] $api [] $($rest)*);
+    };
+    (@next $service:tt $api:ident [$($done:tt)*] type $stream:ident = $ty:ty; $($rest:tt)*) => {
+        rpcs!(@next $service $api [$($done)* type $stream = $ty;] $($rest)*);
+    };
+    (@next $service:tt $api:ident [$($done:tt)*]
+        $(#[$attr:meta])* fn $rpc:ident($this:ident, $who:ident, $msg:path { $($fields:tt)* })
+        -> $reply:ty $body:block $($rest:tt)*) => {
+        rpcs!(@next $service $api [$($done)* $(#[$attr])* async fn $rpc(
+            &$this,
+            req: tonic::Request<$msg>,
+        ) -> Result<tonic::Response<$reply>, tonic::Status> {
+            let $who = crate::auth::principal(&req);
+            let $msg { $($fields)* } = req.into_inner();
+            $body
+        }] $($rest)*);
+    };
+    (@next $service:tt $api:ident [$($done:tt)*]
+        $(#[$attr:meta])* fn $rpc:ident($this:ident, $req:ident: $msg:ty)
+        -> $reply:ty $body:block $($rest:tt)*) => {
+        rpcs!(@next $service $api [$($done)* $(#[$attr])* async fn $rpc(
+            &$this,
+            $req: tonic::Request<$msg>,
+        ) -> Result<tonic::Response<$reply>, tonic::Status> $body] $($rest)*);
+    };
+    (@next $service:tt $api:ident [$($done:tt)*]
+        $(#[$attr:meta])* fn $rpc:ident($this:ident, $msg:path { $($fields:tt)* })
+        -> $reply:ty $body:block $($rest:tt)*) => {
+        rpcs!(@next $service $api [$($done)* $(#[$attr])* async fn $rpc(
+            &$this,
+            req: tonic::Request<$msg>,
+        ) -> Result<tonic::Response<$reply>, tonic::Status> {
+            let $msg { $($fields)* } = req.into_inner();
+            $body
+        }] $($rest)*);
+    };
+    (@next [$($service:tt)*] $api:ident [$($done:tt)*]) => {
+        #[tonic::async_trait]
+        impl $($service)* for $api {
+            $($done)*
+        }
+    };
+}
+
+/// The state every service's handlers share: one value serves every service (each service's
+/// file adds its handlers and helpers to it).
+#[derive(Clone)]
+pub struct Api {
+    store: std::sync::Arc<crate::store::Store>,
+    limits: crate::app::Limits,
+    /// Watch streams end when it turns true.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Api {
+    /// Handlers over `store`; Watch streams end when `shutdown` turns true.
+    pub fn new(
+        store: std::sync::Arc<crate::store::Store>,
+        limits: crate::app::Limits,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            limits,
+            shutdown,
+        }
+    }
+}
+
 pub mod admin;
 pub mod conversation;
 pub mod convert;

@@ -49,6 +49,16 @@ pub fn cut<T>(
 
 /// The key to resume after; `None` for an empty token. INVALID_ARGUMENT for anything not made by
 /// [`encode`] for the same listing.
+/// [`decode`] for a listing whose tokens carry a number (a revision, an event's seq).
+pub fn decode_number(key: &[u8; 32], listing: &str, token: &str) -> Result<Option<i64>, Status> {
+    decode(key, listing, token)?
+        .map(|t| {
+            t.parse::<i64>()
+                .map_err(|_| crate::error::invalid_field("page_token", "is damaged"))
+        })
+        .transpose()
+}
+
 pub fn decode(key: &[u8; 32], listing: &str, token: &str) -> Result<Option<String>, Status> {
     if token.is_empty() {
         return Ok(None);

@@ -1,7 +1,7 @@
 //! profileregistry.v1.AgentProfileService: the SDK's agent profiles, with their references typed
 //! and every other key of the file kept verbatim in `spec`; its rpcs are [`Named`]'s.
 use serde_json::{Map, Value};
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
 use super::{name_violation, validate, DocumentApi, Named};
 use crate::auth::principal;
@@ -135,86 +135,60 @@ impl Named for pb::AgentProfile {
 
 type Agent = pb::AgentProfile;
 
-#[tonic::async_trait]
-impl pb::agent_profile_service_server::AgentProfileService for DocumentApi {
-    async fn create_agent_profile(
-        &self,
-        req: Request<pb::CreateAgentProfileRequest>,
-    ) -> Result<Response<Agent>, Status> {
-        let msg = req.into_inner().agent_profile;
-        self.put::<Agent>(msg, PutMode::Create, None).await
-    }
+rpcs! {
+    impl pb::agent_profile_service_server::AgentProfileService for DocumentApi {
+        fn create_agent_profile(self, req: pb::CreateAgentProfileRequest) -> Agent {
+            let msg = req.into_inner().agent_profile;
+            self.put::<Agent>(msg, PutMode::Create, None).await
+        }
 
-    async fn get_agent_profile(
-        &self,
-        req: Request<pb::GetAgentProfileRequest>,
-    ) -> Result<Response<Agent>, Status> {
-        self.read::<Agent>(&req.into_inner().name).await
-    }
+        fn get_agent_profile(self, req: pb::GetAgentProfileRequest) -> Agent {
+            self.read::<Agent>(&req.into_inner().name).await
+        }
 
-    async fn list_agent_profiles(
-        &self,
-        req: Request<pb::ListAgentProfilesRequest>,
-    ) -> Result<Response<pb::ListAgentProfilesResponse>, Status> {
-        let r = req.into_inner();
-        let (agent_profiles, next_page_token) =
-            self.list::<Agent>(r.page_size, &r.page_token).await?;
-        Ok(Response::new(pb::ListAgentProfilesResponse {
-            agent_profiles,
-            next_page_token,
-        }))
-    }
+        fn list_agent_profiles(self, req: pb::ListAgentProfilesRequest) -> pb::ListAgentProfilesResponse {
+            let r = req.into_inner();
+            let (agent_profiles, next_page_token) =
+                self.list::<Agent>(r.page_size, &r.page_token).await?;
+            Ok(Response::new(pb::ListAgentProfilesResponse {
+                agent_profiles,
+                next_page_token,
+            }))
+        }
 
-    async fn update_agent_profile(
-        &self,
-        req: Request<pb::UpdateAgentProfileRequest>,
-    ) -> Result<Response<Agent>, Status> {
-        let r = req.into_inner();
-        let mode = PutMode::of_update(r.allow_missing);
-        self.put::<Agent>(r.agent_profile, mode, r.expected_revision)
-            .await
-    }
+        fn update_agent_profile(self, req: pb::UpdateAgentProfileRequest) -> Agent {
+            let r = req.into_inner();
+            let mode = PutMode::of_update(r.allow_missing);
+            self.put::<Agent>(r.agent_profile, mode, r.expected_revision)
+                .await
+        }
 
-    async fn delete_agent_profile(
-        &self,
-        req: Request<pb::DeleteAgentProfileRequest>,
-    ) -> Result<Response<pb::DeleteDocumentResponse>, Status> {
-        let who = principal(&req);
-        let r = req.into_inner();
-        // Nothing refers to an agent profile: there is no force.
-        let (revision, missing) = (r.expected_revision, r.allow_missing);
-        self.delete_named::<Agent>(&who, r.name, revision, missing, false)
-            .await
-    }
+        fn delete_agent_profile(self, req: pb::DeleteAgentProfileRequest) -> pb::DeleteDocumentResponse {
+            let who = principal(&req);
+            let r = req.into_inner();
+            // Nothing refers to an agent profile: there is no force.
+            let (revision, missing) = (r.expected_revision, r.allow_missing);
+            self.delete_named::<Agent>(&who, r.name, revision, missing, false)
+                .await
+        }
 
-    async fn rename_agent_profile(
-        &self,
-        req: Request<pb::RenameAgentProfileRequest>,
-    ) -> Result<Response<Agent>, Status> {
-        let r = req.into_inner();
-        self.rename::<Agent>(&r.name, &r.new_name).await
-    }
+        fn rename_agent_profile(self, req: pb::RenameAgentProfileRequest) -> Agent {
+            let r = req.into_inner();
+            self.rename::<Agent>(&r.name, &r.new_name).await
+        }
 
-    async fn validate_agent_profile(
-        &self,
-        req: Request<pb::ValidateAgentProfileRequest>,
-    ) -> Result<Response<pb::ValidateProfileResponse>, Status> {
-        Ok(validate::<Agent>(req.into_inner().agent_profile))
-    }
+        fn validate_agent_profile(self, req: pb::ValidateAgentProfileRequest) -> pb::ValidateProfileResponse {
+            Ok(validate::<Agent>(req.into_inner().agent_profile))
+        }
 
-    async fn import_agent_profiles(
-        &self,
-        req: Request<pb::ImportDocumentsRequest>,
-    ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
-        self.import_files(DocKind::AgentProfile, req.into_inner())
-            .await
-    }
+        fn import_agent_profiles(self, req: pb::ImportDocumentsRequest) -> pb::ImportProfilesResponse {
+            self.import_files(DocKind::AgentProfile, req.into_inner())
+                .await
+        }
 
-    async fn export_agent_profiles(
-        &self,
-        req: Request<pb::ExportDocumentsRequest>,
-    ) -> Result<Response<pb::ExportDocumentsResponse>, Status> {
-        self.export_files(DocKind::AgentProfile, req.into_inner().names)
-            .await
+        fn export_agent_profiles(self, req: pb::ExportDocumentsRequest) -> pb::ExportDocumentsResponse {
+            self.export_files(DocKind::AgentProfile, req.into_inner().names)
+                .await
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! profileregistry.v1.ProviderConnectionService: the SDK's provider connections (a provider's key
 //! and endpoint, shared by the profiles that name it), their keys masked unless revealed.
 use serde_json::{Map, Value};
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
 use super::{connection_id, results, DocumentApi};
 use crate::app::audit_secret_access;
@@ -160,149 +160,110 @@ impl DocumentApi {
     }
 }
 
-#[tonic::async_trait]
-impl pb::provider_connection_service_server::ProviderConnectionService for DocumentApi {
-    async fn create_provider_connection(
-        &self,
-        req: Request<pb::CreateProviderConnectionRequest>,
-    ) -> Result<Response<pb::ProviderConnection>, Status> {
-        let blind = !principal(&req).has(Role::Secrets);
-        let c = connection_from_pb(req.into_inner().connection, true)
-            .map_err(|v| invalid_argument(&v))?;
-        self.put_connection(c, None, PutMode::Create, None, blind)
-            .await
-    }
-
-    async fn get_provider_connection(
-        &self,
-        req: Request<pb::GetProviderConnectionRequest>,
-    ) -> Result<Response<pb::ProviderConnection>, Status> {
-        let who = principal(&req);
-        let pb::GetProviderConnectionRequest { id, reveal_secrets } = req.into_inner();
-        connection_id(&id, "id")?;
-        let doc = self.get(DocKind::Connection, &id).await?;
-        if reveal_secrets {
-            audit_secret_access(&who, "reveal secrets", &format!("connection/{id}"))?;
+rpcs! {
+    impl pb::provider_connection_service_server::ProviderConnectionService for DocumentApi {
+        fn create_provider_connection(self, req: pb::CreateProviderConnectionRequest) -> pb::ProviderConnection {
+            let blind = !principal(&req).has(Role::Secrets);
+            let c = connection_from_pb(req.into_inner().connection, true)
+                .map_err(|v| invalid_argument(&v))?;
+            self.put_connection(c, None, PutMode::Create, None, blind)
+                .await
         }
-        Ok(Response::new(connection_to_pb(&doc, reveal_secrets)?))
-    }
 
-    async fn list_provider_connections(
-        &self,
-        req: Request<pb::ListProviderConnectionsRequest>,
-    ) -> Result<Response<pb::ListProviderConnectionsResponse>, Status> {
-        let pb::ListProviderConnectionsRequest {
-            page_size,
-            page_token,
-        } = req.into_inner();
-        let (page, next_page_token) = self
-            .page(DocKind::Connection, page_size, &page_token)
-            .await?;
-        Ok(Response::new(pb::ListProviderConnectionsResponse {
-            connections: page
-                .iter()
-                .map(|d| connection_to_pb(d, false))
-                .collect::<Result<_, _>>()?,
-            next_page_token,
-        }))
-    }
+        fn get_provider_connection(self, req: pb::GetProviderConnectionRequest) -> pb::ProviderConnection {
+            let who = principal(&req);
+            let pb::GetProviderConnectionRequest { id, reveal_secrets } = req.into_inner();
+            connection_id(&id, "id")?;
+            let doc = self.get(DocKind::Connection, &id).await?;
+            if reveal_secrets {
+                audit_secret_access(&who, "reveal secrets", &format!("connection/{id}"))?;
+            }
+            Ok(Response::new(connection_to_pb(&doc, reveal_secrets)?))
+        }
 
-    async fn update_provider_connection(
-        &self,
-        req: Request<pb::UpdateProviderConnectionRequest>,
-    ) -> Result<Response<pb::ProviderConnection>, Status> {
-        let blind = !principal(&req).has(Role::Secrets);
-        let pb::UpdateProviderConnectionRequest {
-            connection,
-            allow_missing,
-            expected_revision,
-        } = req.into_inner();
-        crate::grpc::check_expected_revision(expected_revision)?;
-        let id = connection
-            .as_ref()
-            .map(|c| c.id.clone())
-            .unwrap_or_default();
-        let old = self.store.get_document(DocKind::Connection, &id).await?;
-        let c = connection_from_pb(connection, old.is_none()).map_err(|v| invalid_argument(&v))?;
-        let mode = PutMode::of_update(allow_missing);
-        self.put_connection(c, old.as_ref(), mode, expected_revision, blind)
-            .await
-    }
-
-    async fn delete_provider_connection(
-        &self,
-        req: Request<pb::DeleteProviderConnectionRequest>,
-    ) -> Result<Response<pb::DeleteDocumentResponse>, Status> {
-        let who = principal(&req);
-        let pb::DeleteProviderConnectionRequest {
-            id,
-            expected_revision,
-            allow_missing,
-            force,
-        } = req.into_inner();
-        connection_id(&id, "id")?;
-        self.delete(
-            &who,
-            DocKind::Connection,
-            id,
-            expected_revision,
-            allow_missing,
-            force,
-        )
-        .await
-    }
-
-    async fn validate_provider_connection(
-        &self,
-        req: Request<pb::ValidateProviderConnectionRequest>,
-    ) -> Result<Response<pb::ValidateProfileResponse>, Status> {
-        let violations = connection_from_pb(req.into_inner().connection, true)
-            .err()
-            .unwrap_or_default();
-        Ok(Response::new(validation(violations)))
-    }
-
-    async fn import_provider_connections(
-        &self,
-        req: Request<pb::ImportProviderConnectionsRequest>,
-    ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
-        let blind = !principal(&req).has(Role::Secrets);
-        let pb::ImportProviderConnectionsRequest {
-            json,
-            on_conflict,
-            fernet_key,
-            dry_run,
-        } = req.into_inner();
-        let policy = conflict_policy(on_conflict)?;
-        let key = parse_fernet_key(&fernet_key)?;
-        let reports =
-            docs::import_connections(&self.store, &json, key.as_ref(), policy, dry_run, blind)
+        fn list_provider_connections(self, pb::ListProviderConnectionsRequest { page_size, page_token }) -> pb::ListProviderConnectionsResponse {
+            let (page, next_page_token) = self
+                .page(DocKind::Connection, page_size, &page_token)
                 .await?;
-        Ok(Response::new(results(reports)))
-    }
+            Ok(Response::new(pb::ListProviderConnectionsResponse {
+                connections: page
+                    .iter()
+                    .map(|d| connection_to_pb(d, false))
+                    .collect::<Result<_, _>>()?,
+                next_page_token,
+            }))
+        }
 
-    async fn export_provider_connections(
-        &self,
-        req: Request<pb::ExportProviderConnectionsRequest>,
-    ) -> Result<Response<pb::ExportProviderConnectionsResponse>, Status> {
-        let who = principal(&req);
-        let pb::ExportProviderConnectionsRequest {
-            secrets,
-            fernet_key,
-        } = req.into_inner();
-        let key = parse_fernet_key(&fernet_key)?;
-        let mode = secrets_out(secrets, key.as_ref())?;
-        let action = crate::grpc::secrets_action(&mode);
-        if let Some(action) = action {
-            who.require(Role::Secrets, action)?;
+        fn update_provider_connection(self, req: pb::UpdateProviderConnectionRequest) -> pb::ProviderConnection {
+            let blind = !principal(&req).has(Role::Secrets);
+            let pb::UpdateProviderConnectionRequest {
+                connection,
+                allow_missing,
+                expected_revision,
+            } = req.into_inner();
+            crate::grpc::check_expected_revision(expected_revision)?;
+            let id = connection
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
+            let old = self.store.get_document(DocKind::Connection, &id).await?;
+            let c = connection_from_pb(connection, old.is_none()).map_err(|v| invalid_argument(&v))?;
+            let mode = PutMode::of_update(allow_missing);
+            self.put_connection(c, old.as_ref(), mode, expected_revision, blind)
+                .await
         }
-        let (json, count) = docs::export_connections(&self.store, &mode).await?;
-        if let Some(action) = action {
-            audit_secret_access(&who, action, "all provider connections")?;
+
+        fn delete_provider_connection(self, who, pb::DeleteProviderConnectionRequest { id, expected_revision, allow_missing, force }) -> pb::DeleteDocumentResponse {
+            connection_id(&id, "id")?;
+            self.delete(
+                &who,
+                DocKind::Connection,
+                id,
+                expected_revision,
+                allow_missing,
+                force,
+            )
+            .await
         }
-        Ok(Response::new(pb::ExportProviderConnectionsResponse {
-            json,
-            count: i32::try_from(count).unwrap_or(i32::MAX),
-        }))
+
+        fn validate_provider_connection(self, req: pb::ValidateProviderConnectionRequest) -> pb::ValidateProfileResponse {
+            let violations = connection_from_pb(req.into_inner().connection, true)
+                .err()
+                .unwrap_or_default();
+            Ok(Response::new(validation(violations)))
+        }
+
+        fn import_provider_connections(self, req: pb::ImportProviderConnectionsRequest) -> pb::ImportProfilesResponse {
+            let blind = !principal(&req).has(Role::Secrets);
+            let pb::ImportProviderConnectionsRequest {
+                json,
+                on_conflict,
+                fernet_key,
+                dry_run,
+            } = req.into_inner();
+            let policy = conflict_policy(on_conflict)?;
+            let key = parse_fernet_key(&fernet_key)?;
+            let reports =
+                docs::import_connections(&self.store, &json, key.as_ref(), policy, dry_run, blind)
+                    .await?;
+            Ok(Response::new(results(reports)))
+        }
+
+        fn export_provider_connections(self, who, pb::ExportProviderConnectionsRequest { secrets, fernet_key }) -> pb::ExportProviderConnectionsResponse {
+            let key = parse_fernet_key(&fernet_key)?;
+            let mode = secrets_out(secrets, key.as_ref())?;
+            let action = crate::grpc::secrets_action(&mode);
+            if let Some(action) = action {
+                who.require(Role::Secrets, action)?;
+            }
+            let (json, count) = docs::export_connections(&self.store, &mode).await?;
+            if let Some(action) = action {
+                audit_secret_access(&who, action, "all provider connections")?;
+            }
+            Ok(Response::new(pb::ExportProviderConnectionsResponse {
+                json,
+                count: i32::try_from(count).unwrap_or(i32::MAX),
+            }))
+        }
     }
 }

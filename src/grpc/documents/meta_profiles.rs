@@ -1,7 +1,7 @@
 //! profileregistry.v1.MetaProfileService: the SDK's meta-profiles (a classifier model that picks
 //! one of several profiles), typed; its rpcs are [`Named`]'s.
 use serde_json::{Map, Value};
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
 use super::{name_violation, validate, DocumentApi, Named};
 use crate::auth::principal;
@@ -107,85 +107,59 @@ impl Named for pb::MetaProfile {
 
 type Meta = pb::MetaProfile;
 
-#[tonic::async_trait]
-impl pb::meta_profile_service_server::MetaProfileService for DocumentApi {
-    async fn create_meta_profile(
-        &self,
-        req: Request<pb::CreateMetaProfileRequest>,
-    ) -> Result<Response<Meta>, Status> {
-        let msg = req.into_inner().meta_profile;
-        self.put::<Meta>(msg, PutMode::Create, None).await
-    }
+rpcs! {
+    impl pb::meta_profile_service_server::MetaProfileService for DocumentApi {
+        fn create_meta_profile(self, req: pb::CreateMetaProfileRequest) -> Meta {
+            let msg = req.into_inner().meta_profile;
+            self.put::<Meta>(msg, PutMode::Create, None).await
+        }
 
-    async fn get_meta_profile(
-        &self,
-        req: Request<pb::GetMetaProfileRequest>,
-    ) -> Result<Response<Meta>, Status> {
-        self.read::<Meta>(&req.into_inner().name).await
-    }
+        fn get_meta_profile(self, req: pb::GetMetaProfileRequest) -> Meta {
+            self.read::<Meta>(&req.into_inner().name).await
+        }
 
-    async fn list_meta_profiles(
-        &self,
-        req: Request<pb::ListMetaProfilesRequest>,
-    ) -> Result<Response<pb::ListMetaProfilesResponse>, Status> {
-        let r = req.into_inner();
-        let (meta_profiles, next_page_token) =
-            self.list::<Meta>(r.page_size, &r.page_token).await?;
-        Ok(Response::new(pb::ListMetaProfilesResponse {
-            meta_profiles,
-            next_page_token,
-        }))
-    }
+        fn list_meta_profiles(self, req: pb::ListMetaProfilesRequest) -> pb::ListMetaProfilesResponse {
+            let r = req.into_inner();
+            let (meta_profiles, next_page_token) =
+                self.list::<Meta>(r.page_size, &r.page_token).await?;
+            Ok(Response::new(pb::ListMetaProfilesResponse {
+                meta_profiles,
+                next_page_token,
+            }))
+        }
 
-    async fn update_meta_profile(
-        &self,
-        req: Request<pb::UpdateMetaProfileRequest>,
-    ) -> Result<Response<Meta>, Status> {
-        let r = req.into_inner();
-        let mode = PutMode::of_update(r.allow_missing);
-        self.put::<Meta>(r.meta_profile, mode, r.expected_revision)
-            .await
-    }
+        fn update_meta_profile(self, req: pb::UpdateMetaProfileRequest) -> Meta {
+            let r = req.into_inner();
+            let mode = PutMode::of_update(r.allow_missing);
+            self.put::<Meta>(r.meta_profile, mode, r.expected_revision)
+                .await
+        }
 
-    async fn delete_meta_profile(
-        &self,
-        req: Request<pb::DeleteMetaProfileRequest>,
-    ) -> Result<Response<pb::DeleteDocumentResponse>, Status> {
-        let who = principal(&req);
-        let r = req.into_inner();
-        let (revision, missing) = (r.expected_revision, r.allow_missing);
-        self.delete_named::<Meta>(&who, r.name, revision, missing, r.force)
-            .await
-    }
+        fn delete_meta_profile(self, req: pb::DeleteMetaProfileRequest) -> pb::DeleteDocumentResponse {
+            let who = principal(&req);
+            let r = req.into_inner();
+            let (revision, missing) = (r.expected_revision, r.allow_missing);
+            self.delete_named::<Meta>(&who, r.name, revision, missing, r.force)
+                .await
+        }
 
-    async fn rename_meta_profile(
-        &self,
-        req: Request<pb::RenameMetaProfileRequest>,
-    ) -> Result<Response<Meta>, Status> {
-        let r = req.into_inner();
-        self.rename::<Meta>(&r.name, &r.new_name).await
-    }
+        fn rename_meta_profile(self, req: pb::RenameMetaProfileRequest) -> Meta {
+            let r = req.into_inner();
+            self.rename::<Meta>(&r.name, &r.new_name).await
+        }
 
-    async fn validate_meta_profile(
-        &self,
-        req: Request<pb::ValidateMetaProfileRequest>,
-    ) -> Result<Response<pb::ValidateProfileResponse>, Status> {
-        Ok(validate::<Meta>(req.into_inner().meta_profile))
-    }
+        fn validate_meta_profile(self, req: pb::ValidateMetaProfileRequest) -> pb::ValidateProfileResponse {
+            Ok(validate::<Meta>(req.into_inner().meta_profile))
+        }
 
-    async fn import_meta_profiles(
-        &self,
-        req: Request<pb::ImportDocumentsRequest>,
-    ) -> Result<Response<pb::ImportProfilesResponse>, Status> {
-        self.import_files(DocKind::MetaProfile, req.into_inner())
-            .await
-    }
+        fn import_meta_profiles(self, req: pb::ImportDocumentsRequest) -> pb::ImportProfilesResponse {
+            self.import_files(DocKind::MetaProfile, req.into_inner())
+                .await
+        }
 
-    async fn export_meta_profiles(
-        &self,
-        req: Request<pb::ExportDocumentsRequest>,
-    ) -> Result<Response<pb::ExportDocumentsResponse>, Status> {
-        self.export_files(DocKind::MetaProfile, req.into_inner().names)
-            .await
+        fn export_meta_profiles(self, req: pb::ExportDocumentsRequest) -> pb::ExportDocumentsResponse {
+            self.export_files(DocKind::MetaProfile, req.into_inner().names)
+                .await
+        }
     }
 }

@@ -3,30 +3,24 @@
 //! pagination, Validate, import and export of the SDK's files). One file a service; what the
 //! services share (paging, delete, import and export of files, and the rpcs of a named kind, see
 //! [`Named`]) is here.
-use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use tonic::{Response, Status};
 
 use super::{conflict_policy, page_token, validation};
 use crate::app::documents as docs;
-use crate::app::Limits;
 use crate::auth::Principal;
 use crate::domain::{DocKind, Document, ProfileName, Violation};
 use crate::error::{invalid_argument, invalid_field};
 use crate::pb;
-use crate::store::{DocPut, PutMode, Store, StoreError};
+use crate::store::{DocPut, PutMode, StoreError};
 
 mod agent_profiles;
 mod connections;
 mod meta_profiles;
 
-/// The handlers of the three document services: shared state only.
-#[derive(Clone)]
-pub struct DocumentApi {
-    store: Arc<Store>,
-    limits: Limits,
-}
+/// The handlers of the three document services.
+pub type DocumentApi = super::Api;
 
 /// A kind of document named by a profile-style name, with its message: meta-profiles and agent
 /// profiles. Their Create, Get, List, Update, Rename and Validate are written once, over this.
@@ -50,11 +44,6 @@ trait Named {
 }
 
 impl DocumentApi {
-    /// Handlers over `store`.
-    pub fn new(store: Arc<Store>, limits: Limits) -> Self {
-        Self { store, limits }
-    }
-
     /// A page of `kind`, and the token of the next one.
     async fn page(
         &self,

@@ -114,6 +114,9 @@ pub struct SledStore {
     /// How many revisions of each profile the history keeps (at least 1: the current one).
     pub(super) history_revisions: i64,
     write_lock: Mutex<()>,
+    /// The turn of an rpc's write, taken before `write_lock`: waiting for it does not hold a tokio
+    /// worker, and a storage fault ends the wait (see [`Self::durably`]).
+    write_turn: tokio::sync::Mutex<()>,
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
     /// The newest profile change seq published (raised before the change is sent, so a watcher
@@ -230,6 +233,7 @@ impl SledStore {
             change_log,
             history_revisions: i64::try_from(options.history_revisions.max(1)).unwrap_or(i64::MAX),
             write_lock: Mutex::new(()),
+            write_turn: tokio::sync::Mutex::new(()),
             flusher,
             changes,
             published,
@@ -284,10 +288,22 @@ impl SledStore {
         &self,
         write: impl FnOnce() -> Result<(u64, T), StoreError>,
     ) -> Result<T, StoreError> {
+        // On a full volume a sled write can block for good inside sled; the writers queued
+        // behind it get the fault instead of holding every tokio worker (the fail-stop, health
+        // and the other answers need them).
+        let turn = tokio::select! {
+            biased;
+            turn = self.write_turn.lock() => turn,
+            fault = crate::store::fault::raised() => return Err(StoreError::Volume(fault)),
+        };
+        if let Some(fault) = crate::store::fault::current() {
+            return Err(StoreError::Volume(fault));
+        }
         let (epoch, value) = {
             let _guard = self.lock();
             write()?
         };
+        drop(turn);
         self.flusher.wait(epoch).await?;
         Ok(value)
     }
