@@ -355,8 +355,8 @@ async fn tail_events(
             if page.is_empty() {
                 break;
             }
+            next = page.last().map_or(next, |e| e.seq + 1);
             for e in page {
-                next = e.seq + 1;
                 if tx.send(Ok(event_to_pb(e))).await.is_err() {
                     return;
                 }
@@ -365,10 +365,7 @@ async fn tail_events(
         loop {
             let batch = tokio::select! {
                 r = live.recv() => r,
-                _ = shutdown.changed() => {
-                    let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again with after_seq"))).await;
-                    return;
-                }
+                _ = shutdown.changed() => return super::tell_shutdown(&tx, "watch again with after_seq").await,
                 () = tx.closed() => return,
             };
             match batch {

@@ -137,6 +137,15 @@ pub(crate) fn secrets_action(
     }
 }
 
+/// Ends a watch stream at shutdown: tells the client, with `then` (what to do next), and returns.
+pub(crate) async fn tell_shutdown<T>(
+    tx: &tokio::sync::mpsc::Sender<Result<T, tonic::Status>>,
+    then: &str,
+) {
+    let why = format!("the server is shutting down; {then}");
+    let _ = tx.send(Err(tonic::Status::unavailable(why))).await;
+}
+
 /// The answer of a Validate rpc.
 pub(crate) fn validation(
     violations: Vec<crate::domain::Violation>,

@@ -180,18 +180,11 @@ rpcs! {
             Ok(Response::new(stream))
         }
 
-        fn import_profiles(self, req: pb::ImportProfilesRequest) -> pb::ImportProfilesResponse {
-            let who = principal(&req);
+        fn import_profiles(self, who, pb::ImportProfilesRequest { documents, on_conflict, fernet_key, dry_run }) -> pb::ImportProfilesResponse {
             let by = Writer {
                 name: &who.name,
                 blind: !who.has(Role::Secrets),
             };
-            let pb::ImportProfilesRequest {
-                documents,
-                on_conflict,
-                fernet_key,
-                dry_run,
-            } = req.into_inner();
             let policy = conflict_policy(on_conflict)?;
             let key = parse_fernet_key(&fernet_key)?;
             let docs = documents.into_iter().map(|d| (d.name, d.json)).collect();

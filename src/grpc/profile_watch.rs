@@ -122,8 +122,7 @@ pub(super) async fn forward_changes(
         let change = tokio::select! {
             r = changes.recv() => r,
             _ = shutdown.changed() => {
-                let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again elsewhere or later"))).await;
-                return;
+                return super::tell_shutdown(&tx, "watch again elsewhere or later").await;
             }
             () = tx.closed() => return,
             // Not before a first change: seq 0 would mean "live only" to a resume.

@@ -3,10 +3,9 @@
 use serde_json::{Map, Value};
 use tonic::{Response, Status};
 
-use super::{name_violation, validate, DocumentApi, Named};
-use crate::auth::principal;
+use super::{name_violation, DocumentApi, Named};
 use crate::domain::{reconcile, DocKind, Document, Violation};
-use crate::grpc::convert::{map_to_struct, struct_to_map, timestamp_to_pb};
+use crate::grpc::convert::{map_to_struct, struct_to_map};
 use crate::openhands::agent_profiles;
 use crate::pb;
 use crate::store::PutMode;
@@ -26,6 +25,7 @@ fn agent_to_pb(doc: &Document) -> pb::AgentProfile {
     for key in AGENT_TYPED {
         spec.shift_remove(key);
     }
+    let (revision, create_time, update_time) = super::stamps(doc);
     pb::AgentProfile {
         name: doc.name.clone(),
         agent_kind: agent_profiles::agent_kind(&doc.body).to_owned(),
@@ -33,9 +33,9 @@ fn agent_to_pb(doc: &Document) -> pb::AgentProfile {
         llm_profile_ref: text("llm_profile_ref"),
         meta_profile_ref: text("meta_profile_ref"),
         spec: Some(map_to_struct(&spec)),
-        revision: doc.revision,
-        create_time: Some(timestamp_to_pb(doc.create_time)),
-        update_time: Some(timestamp_to_pb(doc.update_time)),
+        revision,
+        create_time,
+        update_time,
     }
 }
 
@@ -111,84 +111,11 @@ fn agent_from_pb(
     }
 }
 
-impl Named for pb::AgentProfile {
-    const KIND: DocKind = DocKind::AgentProfile;
-    const FIELD: &'static str = "agent_profile";
-    const BUILDS_ON_STORED: bool = true;
-    type Msg = Self;
-
-    fn to_pb(doc: &Document) -> Result<Self, Status> {
-        Ok(agent_to_pb(doc))
-    }
-
-    fn from_pb(
-        msg: Option<Self>,
-        old: Option<&Document>,
-    ) -> Result<(String, Map<String, Value>), Vec<Violation>> {
-        agent_from_pb(msg, old)
-    }
-
-    fn name_of(msg: &Self) -> &str {
-        &msg.name
-    }
-}
-
-type Agent = pb::AgentProfile;
-
-rpcs! {
-    impl pb::agent_profile_service_server::AgentProfileService for DocumentApi {
-        fn create_agent_profile(self, req: pb::CreateAgentProfileRequest) -> Agent {
-            let msg = req.into_inner().agent_profile;
-            self.put::<Agent>(msg, PutMode::Create, None).await
-        }
-
-        fn get_agent_profile(self, req: pb::GetAgentProfileRequest) -> Agent {
-            self.read::<Agent>(&req.into_inner().name).await
-        }
-
-        fn list_agent_profiles(self, req: pb::ListAgentProfilesRequest) -> pb::ListAgentProfilesResponse {
-            let r = req.into_inner();
-            let (agent_profiles, next_page_token) =
-                self.list::<Agent>(r.page_size, &r.page_token).await?;
-            Ok(Response::new(pb::ListAgentProfilesResponse {
-                agent_profiles,
-                next_page_token,
-            }))
-        }
-
-        fn update_agent_profile(self, req: pb::UpdateAgentProfileRequest) -> Agent {
-            let r = req.into_inner();
-            let mode = PutMode::of_update(r.allow_missing);
-            self.put::<Agent>(r.agent_profile, mode, r.expected_revision)
-                .await
-        }
-
-        fn delete_agent_profile(self, req: pb::DeleteAgentProfileRequest) -> pb::DeleteDocumentResponse {
-            let who = principal(&req);
-            let r = req.into_inner();
-            // Nothing refers to an agent profile: there is no force.
-            let (revision, missing) = (r.expected_revision, r.allow_missing);
-            self.delete_named::<Agent>(&who, r.name, revision, missing, false)
-                .await
-        }
-
-        fn rename_agent_profile(self, req: pb::RenameAgentProfileRequest) -> Agent {
-            let r = req.into_inner();
-            self.rename::<Agent>(&r.name, &r.new_name).await
-        }
-
-        fn validate_agent_profile(self, req: pb::ValidateAgentProfileRequest) -> pb::ValidateProfileResponse {
-            Ok(validate::<Agent>(req.into_inner().agent_profile))
-        }
-
-        fn import_agent_profiles(self, req: pb::ImportDocumentsRequest) -> pb::ImportProfilesResponse {
-            self.import_files(DocKind::AgentProfile, req.into_inner())
-                .await
-        }
-
-        fn export_agent_profiles(self, req: pb::ExportDocumentsRequest) -> pb::ExportDocumentsResponse {
-            self.export_files(DocKind::AgentProfile, req.into_inner().names)
-                .await
-        }
-    }
+// Nothing refers to an agent profile: a Delete has no force.
+named_rpcs! {
+    pb::AgentProfile: pb::agent_profile_service_server::AgentProfileService, DocKind::AgentProfile, builds_on_stored true, field agent_profile, listing agent_profiles;
+    to_pb |d| Ok(agent_to_pb(d)), from_pb agent_from_pb;
+    create_agent_profile(pb::CreateAgentProfileRequest), get_agent_profile(pb::GetAgentProfileRequest), list_agent_profiles(pb::ListAgentProfilesRequest) -> ListAgentProfilesResponse,
+    update_agent_profile(pb::UpdateAgentProfileRequest), delete_agent_profile(pb::DeleteAgentProfileRequest) force |_r| false,
+    rename_agent_profile(pb::RenameAgentProfileRequest), validate_agent_profile(pb::ValidateAgentProfileRequest), import_agent_profiles, export_agent_profiles
 }

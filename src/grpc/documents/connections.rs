@@ -12,7 +12,6 @@ use crate::domain::{
     DocKind, Document, ProviderConnection, Secret, Timestamp, Violation, SECRET_MASK,
 };
 use crate::error::invalid_argument;
-use crate::grpc::convert::timestamp_to_pb;
 use crate::grpc::{conflict_policy, parse_fernet_key, secrets_out, validation};
 use crate::openhands::secrets::looks_encrypted;
 use crate::pb;
@@ -28,6 +27,7 @@ fn connection_to_pb(doc: &Document, reveal: bool) -> Result<pb::ProviderConnecti
             SECRET_MASK.to_owned()
         }
     });
+    let (revision, create_time, update_time) = super::stamps(doc);
     Ok(pb::ProviderConnection {
         id: c.id,
         display_name: c.display_name,
@@ -36,9 +36,9 @@ fn connection_to_pb(doc: &Document, reveal: bool) -> Result<pb::ProviderConnecti
         base_url: c.base_url,
         created_at: c.created_at,
         updated_at: c.updated_at,
-        revision: doc.revision,
-        create_time: Some(timestamp_to_pb(doc.create_time)),
-        update_time: Some(timestamp_to_pb(doc.update_time)),
+        revision,
+        create_time,
+        update_time,
     })
 }
 
@@ -194,13 +194,8 @@ rpcs! {
             }))
         }
 
-        fn update_provider_connection(self, req: pb::UpdateProviderConnectionRequest) -> pb::ProviderConnection {
-            let blind = !principal(&req).has(Role::Secrets);
-            let pb::UpdateProviderConnectionRequest {
-                connection,
-                allow_missing,
-                expected_revision,
-            } = req.into_inner();
+        fn update_provider_connection(self, who, pb::UpdateProviderConnectionRequest { connection, allow_missing, expected_revision }) -> pb::ProviderConnection {
+            let blind = !who.has(Role::Secrets);
             crate::grpc::check_expected_revision(expected_revision)?;
             let id = connection
                 .as_ref()
@@ -233,14 +228,8 @@ rpcs! {
             Ok(Response::new(validation(violations)))
         }
 
-        fn import_provider_connections(self, req: pb::ImportProviderConnectionsRequest) -> pb::ImportProfilesResponse {
-            let blind = !principal(&req).has(Role::Secrets);
-            let pb::ImportProviderConnectionsRequest {
-                json,
-                on_conflict,
-                fernet_key,
-                dry_run,
-            } = req.into_inner();
+        fn import_provider_connections(self, who, pb::ImportProviderConnectionsRequest { json, on_conflict, fernet_key, dry_run }) -> pb::ImportProfilesResponse {
+            let blind = !who.has(Role::Secrets);
             let policy = conflict_policy(on_conflict)?;
             let key = parse_fernet_key(&fernet_key)?;
             let reports =

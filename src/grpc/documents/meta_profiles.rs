@@ -3,10 +3,8 @@
 use serde_json::{Map, Value};
 use tonic::{Response, Status};
 
-use super::{name_violation, validate, DocumentApi, Named};
-use crate::auth::principal;
+use super::{name_violation, DocumentApi, Named};
 use crate::domain::{DocKind, Document, MetaProfile, MetaProfileClass, Violation};
-use crate::grpc::convert::timestamp_to_pb;
 use crate::openhands::meta_profiles;
 use crate::pb;
 use crate::store::{PutMode, StoreError};
@@ -16,6 +14,7 @@ fn meta_to_pb(doc: &Document) -> Result<pb::MetaProfile, Status> {
         key: format!("documents/meta_profile/{}", doc.name),
         reason,
     })?;
+    let (revision, create_time, update_time) = super::stamps(doc);
     Ok(pb::MetaProfile {
         name: doc.name.clone(),
         classifier_model: m.classifier_model,
@@ -29,9 +28,9 @@ fn meta_to_pb(doc: &Document) -> Result<pb::MetaProfile, Status> {
             .collect(),
         prompt_template: m.prompt_template,
         model_table: m.model_table,
-        revision: doc.revision,
-        create_time: Some(timestamp_to_pb(doc.create_time)),
-        update_time: Some(timestamp_to_pb(doc.update_time)),
+        revision,
+        create_time,
+        update_time,
     })
 }
 
@@ -83,83 +82,10 @@ fn meta_from_pb(
     }
 }
 
-impl Named for pb::MetaProfile {
-    const KIND: DocKind = DocKind::MetaProfile;
-    const FIELD: &'static str = "meta_profile";
-    const BUILDS_ON_STORED: bool = false;
-    type Msg = Self;
-
-    fn to_pb(doc: &Document) -> Result<Self, Status> {
-        meta_to_pb(doc)
-    }
-
-    fn from_pb(
-        msg: Option<Self>,
-        _old: Option<&Document>,
-    ) -> Result<(String, Map<String, Value>), Vec<Violation>> {
-        meta_from_pb(msg)
-    }
-
-    fn name_of(msg: &Self) -> &str {
-        &msg.name
-    }
-}
-
-type Meta = pb::MetaProfile;
-
-rpcs! {
-    impl pb::meta_profile_service_server::MetaProfileService for DocumentApi {
-        fn create_meta_profile(self, req: pb::CreateMetaProfileRequest) -> Meta {
-            let msg = req.into_inner().meta_profile;
-            self.put::<Meta>(msg, PutMode::Create, None).await
-        }
-
-        fn get_meta_profile(self, req: pb::GetMetaProfileRequest) -> Meta {
-            self.read::<Meta>(&req.into_inner().name).await
-        }
-
-        fn list_meta_profiles(self, req: pb::ListMetaProfilesRequest) -> pb::ListMetaProfilesResponse {
-            let r = req.into_inner();
-            let (meta_profiles, next_page_token) =
-                self.list::<Meta>(r.page_size, &r.page_token).await?;
-            Ok(Response::new(pb::ListMetaProfilesResponse {
-                meta_profiles,
-                next_page_token,
-            }))
-        }
-
-        fn update_meta_profile(self, req: pb::UpdateMetaProfileRequest) -> Meta {
-            let r = req.into_inner();
-            let mode = PutMode::of_update(r.allow_missing);
-            self.put::<Meta>(r.meta_profile, mode, r.expected_revision)
-                .await
-        }
-
-        fn delete_meta_profile(self, req: pb::DeleteMetaProfileRequest) -> pb::DeleteDocumentResponse {
-            let who = principal(&req);
-            let r = req.into_inner();
-            let (revision, missing) = (r.expected_revision, r.allow_missing);
-            self.delete_named::<Meta>(&who, r.name, revision, missing, r.force)
-                .await
-        }
-
-        fn rename_meta_profile(self, req: pb::RenameMetaProfileRequest) -> Meta {
-            let r = req.into_inner();
-            self.rename::<Meta>(&r.name, &r.new_name).await
-        }
-
-        fn validate_meta_profile(self, req: pb::ValidateMetaProfileRequest) -> pb::ValidateProfileResponse {
-            Ok(validate::<Meta>(req.into_inner().meta_profile))
-        }
-
-        fn import_meta_profiles(self, req: pb::ImportDocumentsRequest) -> pb::ImportProfilesResponse {
-            self.import_files(DocKind::MetaProfile, req.into_inner())
-                .await
-        }
-
-        fn export_meta_profiles(self, req: pb::ExportDocumentsRequest) -> pb::ExportDocumentsResponse {
-            self.export_files(DocKind::MetaProfile, req.into_inner().names)
-                .await
-        }
-    }
+named_rpcs! {
+    pb::MetaProfile: pb::meta_profile_service_server::MetaProfileService, DocKind::MetaProfile, builds_on_stored false, field meta_profile, listing meta_profiles;
+    to_pb meta_to_pb, from_pb |msg, _old| meta_from_pb(msg);
+    create_meta_profile(pb::CreateMetaProfileRequest), get_meta_profile(pb::GetMetaProfileRequest), list_meta_profiles(pb::ListMetaProfilesRequest) -> ListMetaProfilesResponse,
+    update_meta_profile(pb::UpdateMetaProfileRequest), delete_meta_profile(pb::DeleteMetaProfileRequest) force |r| r.force,
+    rename_meta_profile(pb::RenameMetaProfileRequest), validate_meta_profile(pb::ValidateMetaProfileRequest), import_meta_profiles, export_meta_profiles
 }

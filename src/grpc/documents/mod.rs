@@ -15,6 +15,93 @@ use crate::error::{invalid_argument, invalid_field};
 use crate::pb;
 use crate::store::{DocPut, PutMode, StoreError};
 
+/// A [`Named`] kind (meta-profiles, agent profiles) and the nine rpcs of its service, written
+/// once: the invocation names the message, its service and kind, whether an update builds on the
+/// stored document, the message's field in requests and the list response's, the conversions,
+/// each rpc with its request, and what a Delete's `force` is.
+macro_rules! named_rpcs {
+    ($n:ty: $($service:ident)::+, $kind:expr, builds_on_stored $builds:expr, field $field:ident, listing $items:ident;
+     to_pb $to_pb:expr, from_pb $from_pb:expr;
+     $create:ident($create_req:ty), $get:ident($get_req:ty), $list:ident($list_req:ty) -> $list_resp:ident,
+     $update:ident($update_req:ty), $delete:ident($delete_req:ty) force |$d:ident| $force:expr,
+     $rename:ident($rename_req:ty), $validate:ident($validate_req:ty), $import:ident, $export:ident) => {
+        impl Named for $n {
+            const KIND: DocKind = $kind;
+            const FIELD: &'static str = stringify!($field);
+            const BUILDS_ON_STORED: bool = $builds;
+            type Msg = Self;
+
+            fn to_pb(doc: &Document) -> Result<Self, Status> {
+                ($to_pb)(doc)
+            }
+
+            fn from_pb(
+                msg: Option<Self>,
+                old: Option<&Document>,
+            ) -> Result<(String, Map<String, Value>), Vec<Violation>> {
+                ($from_pb)(msg, old)
+            }
+
+            fn name_of(msg: &Self) -> &str {
+                &msg.name
+            }
+        }
+
+        rpcs! {
+            impl $($service)::+ for DocumentApi {
+                fn $create(self, req: $create_req) -> $n {
+                    let msg = req.into_inner().$field;
+                    self.put::<$n>(msg, PutMode::Create, None).await
+                }
+
+                fn $get(self, req: $get_req) -> $n {
+                    self.read::<$n>(&req.into_inner().name).await
+                }
+
+                fn $list(self, req: $list_req) -> pb::$list_resp {
+                    let r = req.into_inner();
+                    let ($items, next_page_token) = self.list::<$n>(r.page_size, &r.page_token).await?;
+                    Ok(Response::new(pb::$list_resp { $items, next_page_token }))
+                }
+
+                fn $update(self, req: $update_req) -> $n {
+                    let r = req.into_inner();
+                    let mode = PutMode::of_update(r.allow_missing);
+                    self.put::<$n>(r.$field, mode, r.expected_revision).await
+                }
+
+                fn $delete(self, req: $delete_req) -> pb::DeleteDocumentResponse {
+                    let who = crate::auth::principal(&req);
+                    let r = req.into_inner();
+                    let force = {
+                        let $d = &r;
+                        $force
+                    };
+                    let (revision, missing) = (r.expected_revision, r.allow_missing);
+                    self.delete_named::<$n>(&who, r.name, revision, missing, force).await
+                }
+
+                fn $rename(self, req: $rename_req) -> $n {
+                    let r = req.into_inner();
+                    self.rename::<$n>(&r.name, &r.new_name).await
+                }
+
+                fn $validate(self, req: $validate_req) -> pb::ValidateProfileResponse {
+                    Ok(super::validate::<$n>(req.into_inner().$field))
+                }
+
+                fn $import(self, req: pb::ImportDocumentsRequest) -> pb::ImportProfilesResponse {
+                    self.import_files(<$n as Named>::KIND, req.into_inner()).await
+                }
+
+                fn $export(self, req: pb::ExportDocumentsRequest) -> pb::ExportDocumentsResponse {
+                    self.export_files(<$n as Named>::KIND, req.into_inner().names).await
+                }
+            }
+        }
+    };
+}
+
 mod agent_profiles;
 mod connections;
 mod meta_profiles;
@@ -199,6 +286,18 @@ impl DocumentApi {
         let doc = self.store.rename_document(N::KIND, name, new_name).await?;
         Ok(Response::new(N::to_pb(&doc)?))
     }
+}
+
+/// A stored document's revision and times, as its message carries them.
+fn stamps(
+    doc: &Document,
+) -> (
+    i64,
+    Option<prost_types::Timestamp>,
+    Option<prost_types::Timestamp>,
+) {
+    let time = |t| Some(crate::grpc::convert::timestamp_to_pb(t));
+    (doc.revision, time(doc.create_time), time(doc.update_time))
 }
 
 /// The answer of Validate for a message of kind `N`.
