@@ -41,12 +41,22 @@ impl Default for Limits {
 /// Every limit, never the page key.
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Taken apart whole, so that a new field is a compile error here until it is shown or,
+        // like the key, left out on purpose.
+        let Self {
+            max_profile_bytes,
+            max_page_size,
+            default_page_size,
+            max_event_bytes,
+            max_tags,
+            page_key: _,
+        } = self;
         f.debug_struct("Limits")
-            .field("max_profile_bytes", &self.max_profile_bytes)
-            .field("max_page_size", &self.max_page_size)
-            .field("default_page_size", &self.default_page_size)
-            .field("max_event_bytes", &self.max_event_bytes)
-            .field("max_tags", &self.max_tags)
+            .field("max_profile_bytes", max_profile_bytes)
+            .field("max_page_size", max_page_size)
+            .field("default_page_size", default_page_size)
+            .field("max_event_bytes", max_event_bytes)
+            .field("max_tags", max_tags)
             .finish_non_exhaustive()
     }
 }

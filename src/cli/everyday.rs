@@ -3,16 +3,20 @@
 use std::io::Read;
 
 use anyhow::Context;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryFutureExt};
+use tonic::Status;
 
 use super::connection::status_error;
-use super::output::{emit, fields, json, llm_fields, or_dash, say, table, time};
-use super::registry::{Messages, Registry};
+use super::output::{
+    emit, fields, json, llm_fields, or_dash, print_profile, say, table, time, Listing,
+};
+use super::registry::{Messages, Page, Registry};
 use super::{fernet_key_from_env, interrupted, Usage};
 use crate::config::{
     CompletionsArgs, ConversationEventsArgs, ConversationGetArgs, ConversationListArgs,
-    ConversationsCommand, DeleteArgs, GetArgs, GetOutput, ListArgs, Output, PutArgs, RenameArgs,
-    WatchArgs,
+    ConversationsCommand, DeleteArgs, GetArgs, GetOutput, ListArgs, Output, PutArgs, Reach,
+    RenameArgs, WatchArgs,
 };
 use crate::domain::{SecretField, SECRET_MASK};
 use crate::grpc::convert::llm_to_pb;
@@ -22,33 +26,50 @@ const PAGE: i32 = 1000;
 
 /// `list`: every profile, a page at a time.
 pub async fn run_list(args: ListArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.reach.target).await?;
+    let listing = Listing {
+        message: "profileregistry.v1.Profile",
+        header: &["NAME", "MODEL", "BASE_URL", "REVISION", "UPDATED"],
+        row: profile_row,
+    };
+    print_pages(&args.reach, listing, |registry, page_token| {
+        let req = pb::ListProfilesRequest {
+            page_size: PAGE,
+            page_token,
+        };
+        let page = registry.list_profiles(req);
+        page.map_ok(|p| (p.profiles, p.next_page_token)).boxed()
+    })
+    .await
+}
+
+/// A list command: asks `page` for each page in turn, from the first to the last, of the registry
+/// `reach` names, and prints the items as `listing` says: the JSON as each page comes, the table
+/// once all have.
+pub(super) async fn print_pages<T: prost::Message>(
+    reach: &Reach,
+    listing: Listing<T>,
+    mut page: impl for<'r> FnMut(&'r mut Registry, String) -> Page<'r, T>,
+) -> anyhow::Result<bool> {
+    let mut registry = Registry::open(&reach.target).await?;
     let mut rows = Vec::new();
     let mut page_token = String::new();
     loop {
-        let page = registry
-            .list_profiles(pb::ListProfilesRequest {
-                page_size: PAGE,
-                page_token,
-            })
+        let (items, next) = page(&mut registry, page_token)
             .await
             .map_err(status_error)?;
-        for p in page.profiles {
-            match args.reach.output {
-                Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
-                Output::Table => rows.push(profile_row(&p)),
+        for item in &items {
+            match reach.output {
+                Output::Json => say!("{}", json(item, listing.message)),
+                Output::Table => rows.push((listing.row)(item)),
             }
         }
-        if page.next_page_token.is_empty() {
+        if next.is_empty() {
             break;
         }
-        page_token = page.next_page_token;
+        page_token = next;
     }
-    if args.reach.output == Output::Table {
-        emit(&table(
-            &["NAME", "MODEL", "BASE_URL", "REVISION", "UPDATED"],
-            &rows,
-        ));
+    if reach.output == Output::Table {
+        emit(&table(listing.header, &rows));
     }
     Ok(true)
 }
@@ -146,10 +167,9 @@ pub async fn run_put(args: PutArgs) -> anyhow::Result<bool> {
         ..Default::default()
     };
     let (verb, p) = put(&mut registry, profile, args.expected_revision).await?;
-    match args.reach.output {
-        Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
-        Output::Table => say!("{verb} profile \"{}\" (revision {})", p.name, p.revision),
-    }
+    print_profile(args.reach.output, &p, || {
+        format!("{verb} profile \"{}\" (revision {})", p.name, p.revision)
+    });
     let llm = p.llm.clone().unwrap_or_default();
     for field in masked {
         let kept = match field {
@@ -251,23 +271,34 @@ pub async fn run_delete(args: DeleteArgs) -> anyhow::Result<bool> {
 
 /// `rename OLD NEW`.
 pub async fn run_rename(args: RenameArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.reach.target).await?;
-    let p = registry
-        .rename_profile(pb::RenameProfileRequest {
-            name: args.old.clone(),
-            new_name: args.new,
-        })
-        .await
-        .map_err(status_error)?;
-    match args.reach.output {
-        Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
-        Output::Table => say!(
-            "renamed profile \"{}\" to \"{}\" (revision {})",
-            args.old,
-            p.name,
-            p.revision
-        ),
-    }
+    let RenameArgs { old, new, reach } = args;
+    let req = pb::RenameProfileRequest {
+        name: old.clone(),
+        new_name: new,
+    };
+    change_profile(
+        &reach,
+        |registry| registry.rename_profile(req).boxed(),
+        |p| {
+            format!(
+                "renamed profile \"{old}\" to \"{}\" (revision {})",
+                p.name, p.revision
+            )
+        },
+    )
+    .await
+}
+
+/// A command that changes one profile: `call` on the registry `reach` names, then the profile it
+/// answers with, printed as [`print_profile`] does with the line `says` makes of it.
+pub(super) async fn change_profile(
+    reach: &Reach,
+    call: impl for<'r> FnOnce(&'r mut Registry) -> BoxFuture<'r, Result<pb::Profile, Status>>,
+    says: impl FnOnce(&pb::Profile) -> String,
+) -> anyhow::Result<bool> {
+    let mut registry = Registry::open(&reach.target).await?;
+    let p = call(&mut registry).await.map_err(status_error)?;
+    print_profile(reach.output, &p, || says(&p));
     Ok(true)
 }
 
@@ -349,47 +380,36 @@ async fn conversations_list(args: ConversationListArgs) -> anyhow::Result<bool> 
         Some(s) => parse_status(s)? as i32,
         None => 0,
     };
-    let mut registry = Registry::open(&args.reach.target).await?;
-    let mut rows = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = registry
-            .list_conversations(pb::ListConversationsRequest {
-                page_size: PAGE,
-                page_token,
-                execution_status: status,
-                profile: args.profile.clone().unwrap_or_default(),
-            })
-            .await
-            .map_err(status_error)?;
-        for c in page.conversations {
-            match args.reach.output {
-                Output::Json => say!("{}", json(&c, "profileregistry.v1.Conversation")),
-                Output::Table => rows.push(vec![
-                    c.id.clone(),
-                    or_dash(Some(&c.title)),
-                    status_name(c.execution_status),
-                    agent(&c),
-                    c.event_count.to_string(),
-                    c.revision.to_string(),
-                    time(c.update_time.as_ref()),
-                ]),
-            }
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
-    if args.reach.output == Output::Table {
-        emit(&table(
-            &[
-                "ID", "TITLE", "STATUS", "AGENT", "EVENTS", "REVISION", "UPDATED",
-            ],
-            &rows,
-        ));
-    }
-    Ok(true)
+    let listing = Listing {
+        message: "profileregistry.v1.Conversation",
+        header: &[
+            "ID", "TITLE", "STATUS", "AGENT", "EVENTS", "REVISION", "UPDATED",
+        ],
+        row: |c: &pb::Conversation| {
+            vec![
+                c.id.clone(),
+                or_dash(Some(&c.title)),
+                status_name(c.execution_status),
+                agent(c),
+                c.event_count.to_string(),
+                c.revision.to_string(),
+                time(c.update_time.as_ref()),
+            ]
+        },
+    };
+    let profile = args.profile.clone().unwrap_or_default();
+    print_pages(&args.reach, listing, |registry, page_token| {
+        let req = pb::ListConversationsRequest {
+            page_size: PAGE,
+            page_token,
+            execution_status: status,
+            profile: profile.clone(),
+        };
+        let page = registry.list_conversations(req);
+        page.map_ok(|p| (p.conversations, p.next_page_token))
+            .boxed()
+    })
+    .await
 }
 
 /// An execution status from a flag: `idle`, `IDLE`, `waiting-for-confirmation`, ...

@@ -2,12 +2,14 @@
 //! `undelete NAME` and `diff NAME REV [REV]`, against a server or a stopped server's data dir.
 use std::collections::BTreeMap;
 
+use futures::{FutureExt, TryFutureExt};
 use tonic::Code;
 
 use super::connection::status_error;
-use super::output::{emit, json, llm_fields, or_dash, say, table, time};
+use super::everyday::{change_profile, print_pages};
+use super::output::{llm_fields, or_dash, say, time, Listing};
 use super::registry::Registry;
-use crate::config::{DiffArgs, HistoryArgs, Output, RollbackArgs, UndeleteArgs};
+use crate::config::{DiffArgs, HistoryArgs, RollbackArgs, UndeleteArgs};
 use crate::domain::SecretField;
 use crate::pb;
 
@@ -15,84 +17,63 @@ const PAGE: i32 = 1000;
 
 /// `history NAME`: every kept revision, newest first.
 pub async fn run_history(args: HistoryArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.reach.target).await?;
-    let mut rows = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = registry
-            .list_profile_revisions(pb::ListProfileRevisionsRequest {
-                name: args.name.clone(),
-                page_size: PAGE,
-                page_token,
-            })
-            .await
-            .map_err(status_error)?;
-        for p in page.revisions {
-            match args.reach.output {
-                Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
-                Output::Table => {
-                    let llm = p.llm.clone().unwrap_or_default();
-                    rows.push(vec![
-                        p.revision.to_string(),
-                        or_dash(Some(&llm.model)),
-                        or_dash(llm.base_url.as_deref()),
-                        time(p.update_time.as_ref()),
-                        or_dash(Some(&p.update_principal)),
-                    ]);
-                }
-            }
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
-    if args.reach.output == Output::Table {
-        emit(&table(
-            &["REVISION", "MODEL", "BASE_URL", "UPDATED", "BY"],
-            &rows,
-        ));
-    }
-    Ok(true)
+    let listing = Listing {
+        message: "profileregistry.v1.Profile",
+        header: &["REVISION", "MODEL", "BASE_URL", "UPDATED", "BY"],
+        row: |p: &pb::Profile| {
+            let llm = p.llm.clone().unwrap_or_default();
+            vec![
+                p.revision.to_string(),
+                or_dash(Some(&llm.model)),
+                or_dash(llm.base_url.as_deref()),
+                time(p.update_time.as_ref()),
+                or_dash(Some(&p.update_principal)),
+            ]
+        },
+    };
+    print_pages(&args.reach, listing, |registry, page_token| {
+        let req = pb::ListProfileRevisionsRequest {
+            name: args.name.clone(),
+            page_size: PAGE,
+            page_token,
+        };
+        let page = registry.list_profile_revisions(req);
+        page.map_ok(|p| (p.revisions, p.next_page_token)).boxed()
+    })
+    .await
 }
 
 /// `rollback NAME REVISION`.
 pub async fn run_rollback(args: RollbackArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.reach.target).await?;
-    let p = registry
-        .rollback_profile(pb::RollbackProfileRequest {
-            name: args.name.clone(),
-            revision: args.revision,
-            expected_revision: args.expected_revision,
-        })
-        .await
-        .map_err(status_error)?;
-    match args.reach.output {
-        Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
-        Output::Table => say!(
-            "profile \"{}\" now holds the configuration of revision {} (as revision {})",
-            p.name,
-            args.revision,
-            p.revision
-        ),
-    }
-    Ok(true)
+    let req = pb::RollbackProfileRequest {
+        name: args.name.clone(),
+        revision: args.revision,
+        expected_revision: args.expected_revision,
+    };
+    change_profile(
+        &args.reach,
+        |registry| registry.rollback_profile(req).boxed(),
+        |p| {
+            format!(
+                "profile \"{}\" now holds the configuration of revision {} (as revision {})",
+                p.name, args.revision, p.revision
+            )
+        },
+    )
+    .await
 }
 
 /// `undelete NAME`.
 pub async fn run_undelete(args: UndeleteArgs) -> anyhow::Result<bool> {
-    let mut registry = Registry::open(&args.reach.target).await?;
-    let p = registry
-        .undelete_profile(pb::UndeleteProfileRequest {
-            name: args.name.clone(),
-        })
-        .await
-        .map_err(status_error)?;
-    match args.reach.output {
-        Output::Json => say!("{}", json(&p, "profileregistry.v1.Profile")),
-        Output::Table => say!("profile \"{}\" is back (revision {})", p.name, p.revision),
-    }
-    Ok(true)
+    let req = pb::UndeleteProfileRequest {
+        name: args.name.clone(),
+    };
+    change_profile(
+        &args.reach,
+        |registry| registry.undelete_profile(req).boxed(),
+        |p| format!("profile \"{}\" is back (revision {})", p.name, p.revision),
+    )
+    .await
 }
 
 /// `diff NAME FROM [TO]`: the keys added, removed and changed from one revision to the other.

@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use super::connection::{status_error, ServerChannel};
 use super::target::{Target, MAX_RESPONSE_BYTES};
+use super::{fernet_key_field, file_messages};
 use crate::app::documents as docs;
 use crate::app::Limits;
 use crate::domain::{ConflictPolicy, DocKind, ImportOutcome, ProfileName, SecretsMode};
@@ -100,7 +101,7 @@ pub async fn import(
                 let req = pb::ImportProviderConnectionsRequest {
                     json: text,
                     on_conflict: pb::import_profiles_request::OnConflict::from(policy) as i32,
-                    fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+                    fernet_key: fernet_key_field(key),
                     dry_run,
                 };
                 let resp = connections_client(channel)
@@ -125,10 +126,10 @@ pub async fn import(
             }
             Target::Remote(channel) => {
                 let req = pb::ImportDocumentsRequest {
-                    documents: files
-                        .into_iter()
-                        .map(|(name, json)| pb::ProfileDocument { name, json })
-                        .collect(),
+                    documents: file_messages(files, |name, json| pb::ProfileDocument {
+                        name,
+                        json,
+                    }),
                     on_conflict: pb::import_profiles_request::OnConflict::from(policy) as i32,
                     dry_run,
                 };
@@ -191,7 +192,7 @@ async fn fetch(
             Target::Remote(channel) => {
                 let req = pb::ExportProviderConnectionsRequest {
                     secrets: pb::export_profiles_request::Secrets::from(mode) as i32,
-                    fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+                    fernet_key: fernet_key_field(key),
                 };
                 let resp = connections_client(channel)
                     .export_provider_connections(req)

@@ -36,6 +36,22 @@ pub fn fernet_key_from_env(var: &str) -> Option<FernetKey> {
         .map(|v| FernetKey::from_secret_key(&v))
 }
 
+/// The SDK's key as a request's `fernet_key` field carries it: its base64, or empty for none.
+pub(crate) fn fernet_key_field(key: Option<&FernetKey>) -> String {
+    key.map(|k| k.to_base64().to_owned()).unwrap_or_default()
+}
+
+/// Files read as `(name, json)`, as the messages `file` makes of them for a request.
+pub(crate) fn file_messages<T>(
+    files: Vec<(String, String)>,
+    file: fn(String, String) -> T,
+) -> Vec<T> {
+    files
+        .into_iter()
+        .map(|(name, json)| file(name, json))
+        .collect()
+}
+
 /// Opens a data dir directly for the offline command `what`; while a server holds it, the error
 /// says to stop the server first.
 pub(crate) fn open_offline(

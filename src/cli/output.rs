@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 
+use crate::config::Output;
 use crate::pb;
 
 /// Writes `text` to standard output. A reader that stopped early (`| head`) ends the command
@@ -28,6 +29,25 @@ macro_rules! say {
     };
 }
 pub(crate) use say;
+
+/// How a list command prints its items: each one's proto JSON (`message` names its proto type),
+/// or, for people, a table under `header` with a `row` per item.
+pub struct Listing<T> {
+    /// The items' full proto name, e.g. `profileregistry.v1.Profile`.
+    pub message: &'static str,
+    /// The table's column names.
+    pub header: &'static [&'static str],
+    /// An item's cells, in the header's order.
+    pub row: fn(&T) -> Vec<String>,
+}
+
+/// Prints the profile a command answered with: its proto JSON, or for people the line `says`.
+pub fn print_profile(output: Output, p: &pb::Profile, says: impl FnOnce() -> String) {
+    match output {
+        Output::Json => say!("{}", json(p, "profileregistry.v1.Profile")),
+        Output::Table => say!("{}", says()),
+    }
+}
 
 /// The descriptors of our protos (and the well-known types they use).
 fn pool() -> &'static DescriptorPool {

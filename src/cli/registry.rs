@@ -2,6 +2,7 @@
 //! services run in this process on a stopped server's data dir, so both give the same answers.
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -42,6 +43,9 @@ pub enum Registry {
 
 /// A stream of messages from either side.
 pub type Messages<T> = BoxStream<'static, Result<T, Status>>;
+
+/// One page of a list call: its items, and the token of the next page (empty after the last).
+pub type Page<'r, T> = BoxFuture<'r, Result<(Vec<T>, String), Status>>;
 
 /// A request made on a data dir: its writes are kept as by `local`.
 fn local<T>(req: T) -> Request<T> {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use anyhow::bail;
 
 use super::connection::{connect, status_error, ServerChannel};
+use super::{fernet_key_field, file_messages};
 use crate::app::transfer::{
     export_conversation_files, export_documents, import_conversation_files, import_documents,
     ExportPage, TransferError,
@@ -173,7 +174,7 @@ pub(crate) fn export_request(
     pb::ExportProfilesRequest {
         names,
         secrets: pb::export_profiles_request::Secrets::from(mode) as i32,
-        fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+        fernet_key: fernet_key_field(key),
         page_size,
         page_token,
     }
@@ -214,12 +215,9 @@ async fn remote_import(
     let on_conflict = pb::import_profiles_request::OnConflict::from(on_conflict);
     let resp = client
         .import_profiles(pb::ImportProfilesRequest {
-            documents: docs
-                .into_iter()
-                .map(|(name, json)| pb::ProfileDocument { name, json })
-                .collect(),
+            documents: file_messages(docs, |name, json| pb::ProfileDocument { name, json }),
             on_conflict: on_conflict as i32,
-            fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+            fernet_key: fernet_key_field(key),
             dry_run,
         })
         .await
@@ -289,12 +287,12 @@ impl Target {
                 let resp = conversations
                     .import_conversation(pb::ImportConversationRequest {
                         base_state_json: base_state,
-                        events: events
-                            .into_iter()
-                            .map(|(name, json)| pb::ConversationFile { name, json })
-                            .collect(),
+                        events: file_messages(events, |name, json| pb::ConversationFile {
+                            name,
+                            json,
+                        }),
                         on_conflict: on_conflict as i32,
-                        fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+                        fernet_key: fernet_key_field(key),
                         bind_profile: bind_profile.unwrap_or_default().to_owned(),
                         dry_run,
                     })
@@ -361,7 +359,7 @@ impl Target {
                         .export_conversation(pb::ExportConversationRequest {
                             id: id.to_string(),
                             secrets: pb::export_profiles_request::Secrets::from(mode) as i32,
-                            fernet_key: key.map(|k| k.to_base64().to_owned()).unwrap_or_default(),
+                            fernet_key: fernet_key_field(key),
                             profile_refs,
                         })
                         .await

@@ -11,12 +11,8 @@ use super::ClientArgs;
 pub struct MigrateArgs {
     /// The database, `postgres://user:password@host:port/database` (prefer the env variable: a
     /// password on the command line shows in `ps`).
-    #[arg(
-        long,
-        env = "REGISTRY_STORE",
-        hide_env_values = true,
-        required_unless_present = "url"
-    )]
+    #[arg(long, env = "REGISTRY_STORE", hide_env_values = true)]
+    #[arg(required_unless_present = "url")]
     pub store: Option<String>,
 
     /// The database, as an argument instead of --store.
@@ -78,12 +74,8 @@ pub struct OfflineStore {
     /// Or the PostgreSQL database (`postgres://...`), with --secret-key-file. `restore` needs one
     /// that holds no profile or conversation; `rotate-keys` rotates it in one transaction while
     /// servers keep serving.
-    #[arg(
-        long,
-        env = "REGISTRY_STORE",
-        hide_env_values = true,
-        conflicts_with = "data_dir"
-    )]
+    #[arg(long, env = "REGISTRY_STORE", hide_env_values = true)]
+    #[arg(conflicts_with = "data_dir")]
     pub store: Option<String>,
 
     /// Key file, one `<key id>:<base64 of 32 bytes>` per line: the first encrypts, every one

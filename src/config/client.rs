@@ -20,20 +20,22 @@ pub struct ClientArgs {
 
     /// With https://: PEM CA certificates to verify the server's certificate with [default: the
     /// Mozilla root CAs].
-    #[arg(long, env = "REGISTRY_CA_FILE")]
+    #[arg(long, env = "REGISTRY_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
     /// With https://: PEM client certificate, for a server that requires mutual TLS.
-    #[arg(long, env = "REGISTRY_CLIENT_CERT", requires = "client_key")]
+    #[arg(long, env = "REGISTRY_CLIENT_CERT", value_name = "FILE")]
+    #[arg(requires = "client_key")]
     pub client_cert: Option<PathBuf>,
 
     /// With https://: the PEM private key of --client-cert.
-    #[arg(long, env = "REGISTRY_CLIENT_KEY", requires = "client_cert")]
+    #[arg(long, env = "REGISTRY_CLIENT_KEY", value_name = "FILE")]
+    #[arg(requires = "client_cert")]
     pub client_key: Option<PathBuf>,
 
     /// With https://: the name the server's certificate must carry, when it differs from the
     /// --server host (e.g. through `kubectl port-forward` to localhost).
-    #[arg(long, env = "REGISTRY_TLS_SERVER_NAME")]
+    #[arg(long, env = "REGISTRY_TLS_SERVER_NAME", value_name = "NAME")]
     pub tls_server_name: Option<String>,
 }
 

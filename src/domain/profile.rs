@@ -255,27 +255,26 @@ impl LlmConfig {
                 "is required and must be non-empty",
             ));
         }
-        for (key, value) in [
-            ("temperature", self.temperature),
-            ("top_p", self.top_p),
-            ("top_k", self.top_k),
+        let (finite, not_negative) = ("must be a finite number", "must not be negative");
+        let nan_or_infinite = |v: Option<f64>| v.is_some_and(|v| !v.is_finite());
+        let below_zero = |v: Option<i64>| v.is_some_and(|v| v < 0);
+        for (key, broken, rule) in [
+            ("temperature", nan_or_infinite(self.temperature), finite),
+            ("top_p", nan_or_infinite(self.top_p), finite),
+            ("top_k", nan_or_infinite(self.top_k), finite),
+            (
+                "max_input_tokens",
+                below_zero(self.max_input_tokens),
+                not_negative,
+            ),
+            (
+                "max_output_tokens",
+                below_zero(self.max_output_tokens),
+                not_negative,
+            ),
         ] {
-            if value.is_some_and(|v| !v.is_finite()) {
-                out.push(Violation::new(
-                    format!("{prefix}.{key}"),
-                    "must be a finite number",
-                ));
-            }
-        }
-        for (key, value) in [
-            ("max_input_tokens", self.max_input_tokens),
-            ("max_output_tokens", self.max_output_tokens),
-        ] {
-            if value.is_some_and(|v| v < 0) {
-                out.push(Violation::new(
-                    format!("{prefix}.{key}"),
-                    "must not be negative",
-                ));
+            if broken {
+                out.push(Violation::new(format!("{prefix}.{key}"), rule));
             }
         }
         for key in self.extra.keys() {

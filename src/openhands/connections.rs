@@ -159,7 +159,22 @@ pub fn to_file_text(connections: &[ProviderConnection], secrets: &SecretsOut<'_>
 mod tests {
     use super::*;
 
-    const FILE: &str = "{\n  \"schema_version\": 1,\n  \"connections\": [\n    {\n      \"id\": \"team-openai\",\n      \"display_name\": \"Team OpenAI \\u00e9\",\n      \"provider\": \"openai\",\n      \"api_key\": \"sk-team\",\n      \"base_url\": null,\n      \"created_at\": 1700000000,\n      \"updated_at\": 1700000001\n    }\n  ]\n}";
+    /// A connections file as the SDK writes it: indented by two, non-ASCII escaped, no newline at
+    /// the end.
+    const FILE: &str = r#"{
+  "schema_version": 1,
+  "connections": [
+    {
+      "id": "team-openai",
+      "display_name": "Team OpenAI \u00e9",
+      "provider": "openai",
+      "api_key": "sk-team",
+      "base_url": null,
+      "created_at": 1700000000,
+      "updated_at": 1700000001
+    }
+  ]
+}"#;
 
     #[test]
     fn a_plaintext_file_round_trips_byte_for_byte_and_redacts_to_the_mask() {

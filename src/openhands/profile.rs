@@ -234,7 +234,21 @@ fn float_slot<'a>(llm: &'a mut LlmConfig, key: &str) -> &'a mut Option<f64> {
 mod tests {
     use super::*;
 
-    const FILE: &str = "{\n  \"model\": \"m\",\n  \"api_key\": \"**********\",\n  \"num_retries\": 5,\n  \"retry_multiplier\": 8.0,\n  \"temperature\": 1e-05,\n  \"top_k\": 40.0,\n  \"extra_headers\": {\n    \"X\": \"Z\\u00fcrich\"\n  },\n  \"is_subscription\": false,\n  \"schema_version\": 1\n}";
+    /// A profile file as the SDK writes it (redacted): indented by two, non-ASCII escaped, no
+    /// newline at the end.
+    const FILE: &str = r#"{
+  "model": "m",
+  "api_key": "**********",
+  "num_retries": 5,
+  "retry_multiplier": 8.0,
+  "temperature": 1e-05,
+  "top_k": 40.0,
+  "extra_headers": {
+    "X": "Z\u00fcrich"
+  },
+  "is_subscription": false,
+  "schema_version": 1
+}"#;
 
     #[test]
     fn a_redacted_file_round_trips_byte_for_byte() {
