@@ -4,10 +4,7 @@ use std::time::Duration;
 
 use super::{store_error, uuid, PgStore};
 use crate::domain::{Conversation, ConversationId, Event};
-use crate::store::codec::{
-    conversation_secrets, document_secrets, profile_secrets, DocumentRecord, ProfileRecord,
-    SecretVisitor,
-};
+use crate::store::codec::{DocumentRecord, ProfileRecord};
 use crate::store::records::Tombstone;
 use crate::store::records::{
     binding_key, decode, document_key, event_key, history_key, place, split_document_key,
@@ -50,46 +47,26 @@ impl PgStore {
             key_id: self.codec.cipher().sealing_key_id().to_owned(),
             ..RotationReport::default()
         };
-        let profile = |r: &mut ProfileRecord, f: &mut SecretVisitor<'_>| profile_secrets(r, f);
-        report.profiles = self
-            .reseal_table(&mut tx, ("profiles", "name", "text"), profile, &mut report)
-            .await?;
+        // Every table whose records hold secrets: its tree, and (table, key column, its type).
+        for (tree, table) in [
+            (TreeId::Profiles, ("profiles", "name", "text")),
+            (TreeId::Conversations, ("conversations", "id", "uuid")),
+            (
+                TreeId::History,
+                ("profile_history", "(name || '/' || revision::text)", "text"),
+            ),
+            (
+                TreeId::Documents,
+                ("documents", "(kind || '/' || name)", "text"),
+            ),
+        ] {
+            self.reseal_table(&mut tx, tree, table, &mut report).await?;
+        }
         // The change log holds the same records for a while (other replicas read them); it is not
         // counted.
-        let mut log = RotationReport::default();
-        self.reseal_table(
-            &mut tx,
-            ("profile_changes", "seq", "bigint"),
-            profile,
-            &mut log,
-        )
-        .await?;
-        let conversation =
-            |c: &mut Conversation, f: &mut SecretVisitor<'_>| conversation_secrets(c, f);
-        report.conversations = self
-            .reseal_table(
-                &mut tx,
-                ("conversations", "id", "uuid"),
-                conversation,
-                &mut report,
-            )
-            .await?;
-        report.revisions = self
-            .reseal_table(
-                &mut tx,
-                ("profile_history", "(name || '/' || revision::text)", "text"),
-                profile,
-                &mut report,
-            )
-            .await?;
-        let document = |d: &mut DocumentRecord, f: &mut SecretVisitor<'_>| document_secrets(d, f);
-        report.documents = self
-            .reseal_table(
-                &mut tx,
-                ("documents", "(kind || '/' || name)", "text"),
-                document,
-                &mut report,
-            )
+        let log = ("profile_changes", "seq", "bigint");
+        let mut uncounted = RotationReport::default();
+        self.reseal_table(&mut tx, TreeId::Profiles, log, &mut uncounted)
             .await?;
         sqlx::query("UPDATE registry_meta SET value = $1 WHERE key = 'key_check'")
             .bind(
@@ -104,15 +81,15 @@ impl PgStore {
         Ok(report)
     }
 
-    /// Re-seals the records of one table (`(table, key column, its type)`) with the first key; returns
-    /// how many changed. Records whose secrets do not open are reported and left as they are.
-    async fn reseal_table<T: serde::Serialize + serde::de::DeserializeOwned>(
+    /// Re-seals the records of one table of `tree` (`(table, key column, its type)`) with the first
+    /// key. Records whose secrets do not open are reported and left as they are.
+    async fn reseal_table(
         &self,
         tx: &mut super::Tx,
+        tree: TreeId,
         (table, key, key_type): (&str, &str, &str),
-        secrets: impl Fn(&mut T, &mut SecretVisitor<'_>) -> Result<(), String>,
         report: &mut RotationReport,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(), StoreError> {
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
             "SELECT {key}::text, record FROM {table} WHERE length(record) > 0 ORDER BY {key}"
         ))
@@ -120,24 +97,18 @@ impl PgStore {
         .await
         .map_err(store_error)?;
         let update = format!("UPDATE {table} SET record = $2 WHERE {key} = $1::{key_type}");
-        let mut changed = 0;
         for (k, bytes) in rows {
-            match self.codec.reseal_record(&bytes, &secrets) {
-                Err(reason) => report.damaged.push(format!("{table}/{k}: {reason}")),
-                Ok(None) => {}
-                Ok(Some((sealed, old_keys))) => {
-                    report.count(old_keys);
-                    changed += 1;
-                    sqlx::query(&update)
-                        .bind(&k)
-                        .bind(sealed)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(store_error)?;
-                }
+            let place = format!("{table}/{k}");
+            if let Some(sealed) = self.codec.reseal_stored(tree, &place, &bytes, report) {
+                sqlx::query(&update)
+                    .bind(&k)
+                    .bind(sealed)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(store_error)?;
             }
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// Every record in one consistent read (REPEATABLE READ); writers are not held off.
