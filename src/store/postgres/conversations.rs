@@ -26,11 +26,7 @@ impl PgStore {
                 name: c.id.to_string(),
             });
         }
-        self.check_profiles_exist(&mut tx, &c).await?;
-        let c = rules::created(c);
-        self.write_conversation(&mut tx, &c).await?;
-        self.commit(tx).await?;
-        Ok(c)
+        self.write_bound(tx, rules::created(c)).await
     }
 
     pub(crate) async fn get_conversation(
@@ -93,10 +89,7 @@ impl PgStore {
         let Some(new) = rules::updated(&old, change)? else {
             return Ok(old);
         };
-        self.check_profiles_exist(&mut tx, &new).await?;
-        self.write_conversation(&mut tx, &new).await?;
-        self.commit(tx).await?;
-        Ok(new)
+        self.write_bound(tx, new).await
     }
 
     pub(crate) async fn delete_conversation(
@@ -243,6 +236,14 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Writes `c` and commits, once every profile it binds exists (NOT_FOUND otherwise).
+    async fn write_bound(&self, mut tx: Tx, c: Conversation) -> Result<Conversation, StoreError> {
+        self.check_profiles_exist(&mut tx, &c).await?;
+        self.write_conversation(&mut tx, &c).await?;
+        self.commit(tx).await?;
+        Ok(c)
+    }
+
     async fn check_profiles_exist(&self, tx: &mut Tx, c: &Conversation) -> Result<(), StoreError> {
         for name in c.bound_profiles() {
             let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM profiles WHERE name = $1")
