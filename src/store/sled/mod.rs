@@ -9,6 +9,7 @@ mod profiles;
 
 pub use self::maintenance::CheckReport;
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +93,21 @@ pub enum OpenError {
     /// The encryption keys cannot be read or created.
     #[error(transparent)]
     Keys(#[from] KeyError),
+}
+
+/// The stored records of the names an import brings (`items`: name and content), as `read` finds
+/// them: what the import's plan weighs each item against.
+fn stored_of<N: Clone + Eq + std::hash::Hash, C, T>(
+    items: &[(N, C)],
+    read: impl Fn(&N) -> Result<Option<T>, StoreError>,
+) -> Result<HashMap<N, T>, StoreError> {
+    let mut stored = HashMap::new();
+    for (name, _) in items {
+        if let Some(record) = read(name)? {
+            stored.insert(name.clone(), record);
+        }
+    }
+    Ok(stored)
 }
 
 /// The sled store. Writes are serialized by one lock (they take microseconds); the expensive part,
