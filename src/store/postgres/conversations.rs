@@ -2,6 +2,7 @@
 //! their bindings, their events and the notifications of appends) and the helpers only it uses.
 use tokio::sync::broadcast;
 
+use super::rows::Run;
 use super::{limit, rows, store_error, uuid, PgStore, Tx};
 use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, ProfileName};
 use crate::store::records::{decode, encode, event_key, or_skip};
@@ -118,9 +119,8 @@ impl PgStore {
         // Events and bindings go with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM conversations WHERE id = $1")
             .bind(uuid(id))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         rows::notify(&mut tx, &format!("e {id} {} 1", old.event_count)).await?;
         self.commit(tx).await?;
         let events = old.event_count;
@@ -150,9 +150,8 @@ impl PgStore {
         sqlx::query("UPDATE conversations SET event_count = $2 WHERE id = $1")
             .bind(uuid(id))
             .bind(next)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         rows::notify(&mut tx, &format!("e {id} {next} 0")).await?;
         self.commit(tx).await?;
         Ok((first, next))
@@ -215,9 +214,8 @@ impl PgStore {
         if old.is_some() {
             sqlx::query("DELETE FROM events WHERE conversation = $1")
                 .bind(uuid(&c.id))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut *tx)
+                .await?;
         }
         self.write_conversation(&mut tx, &c).await?;
         self.insert_events(&mut tx, &c.id, &rules::numbered(0, import.events))
@@ -280,9 +278,8 @@ impl PgStore {
             .bind(kinds)
             .bind(sources)
             .bind(records)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut **tx)
+            .await?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! transaction, as sled does.
 use std::collections::HashMap;
 
+use super::rows::Run;
 use super::{limit, rows, store_error, PgStore, Tx};
 use crate::domain::document::{connection_of, referrer_kinds};
 use crate::domain::{DocKind, Document, Reference, Target, Timestamp};
@@ -121,9 +122,8 @@ impl PgStore {
             .bind(i64::try_from(seq).unwrap_or(i64::MAX))
             .bind(doc.revision)
             .bind(self.codec.encode_document(&record)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut **tx)
+            .await?;
         }
         Ok(())
     }
@@ -137,9 +137,8 @@ impl PgStore {
         sqlx::query("DELETE FROM documents WHERE kind = $1 AND name = $2")
             .bind(kind.as_str())
             .bind(name)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut **tx)
+            .await?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! restores and `migrate-store` move records between backends byte for byte, secrets still sealed).
 use std::time::Duration;
 
+use super::rows::Run;
 use super::{store_error, uuid, PgStore};
 use crate::domain::{Conversation, ConversationId, Event};
 use crate::store::codec::{DocumentRecord, ProfileRecord};
@@ -74,9 +75,8 @@ impl PgStore {
                     .cipher()
                     .seal("profile-registry", super::KEY_CHECK_PLACE),
             )
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         self.commit(tx).await?;
         Ok(report)
     }
@@ -103,9 +103,8 @@ impl PgStore {
                 sqlx::query(&update)
                     .bind(&k)
                     .bind(sealed)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(store_error)?;
+                    .run(&mut **tx)
+                    .await?;
             }
         }
         Ok(())
@@ -115,9 +114,8 @@ impl PgStore {
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let next_seq = super::rows::next_seq(&mut *tx).await?;
         let mut records = Vec::new();
         let profiles: Vec<(String, i64, Vec<u8>)> =
@@ -245,17 +243,15 @@ impl PgStore {
         // Past the backup's seqs by RESTORE_SEQ_GAP, as on sled.
         sqlx::query("UPDATE registry_counter SET next_seq = GREATEST(next_seq, $1)")
             .bind(i64::try_from(max_seq.saturating_add(RESTORE_SEQ_GAP)).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         // Seqs from before the restore name changes of another store: no watch resumes after them.
         sqlx::query(
             "UPDATE watch_horizon SET pruned_through = GREATEST(pruned_through, \
              (SELECT next_seq - 1 FROM registry_counter))",
         )
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .run(&mut *tx)
+        .await?;
         self.commit(tx).await
     }
 
@@ -276,9 +272,8 @@ impl PgStore {
                 .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(record.profile.revision)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Conversations => {
                 let c: Conversation = decode(r.tree, &r.key, &r.value)?;
@@ -290,9 +285,8 @@ impl PgStore {
                 .bind(c.execution_status.sdk_name())
                 .bind(c.event_count)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Bindings => {
                 let split = r
@@ -306,9 +300,8 @@ impl PgStore {
                 sqlx::query("INSERT INTO bindings (profile, conversation) VALUES ($1, $2)")
                     .bind(name)
                     .bind(uuid(&id))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(store_error)?;
+                    .run(&mut **tx)
+                    .await?;
             }
             TreeId::Events => {
                 let e: Event = decode(r.tree, &r.key, &r.value)?;
@@ -325,9 +318,8 @@ impl PgStore {
                 .bind(&e.kind)
                 .bind(&e.source)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Deleted => {
                 let t: Tombstone = decode(r.tree, &r.key, &r.value)?;
@@ -345,9 +337,8 @@ impl PgStore {
                 .bind(revision)
                 .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Documents => {
                 let record: DocumentRecord = decode(r.tree, &r.key, &r.value)?;
@@ -362,9 +353,8 @@ impl PgStore {
                 .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(record.document.revision)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::rows::Run;
 use super::{limit, puts, rows, store_error, PgStore, Tx};
 use crate::domain::{ConversationId, Profile, ProfileName, Target, Timestamp};
 use crate::store::codec::ProfileRecord;
@@ -134,9 +135,8 @@ impl PgStore {
              ON CONFLICT (name, revision) DO NOTHING",
         )
         .bind(name.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .run(&mut *tx)
+        .await?;
         let change = self.remove_profile(&mut tx, &old).await?;
         self.keep_or_purge(&mut tx, &old, delete.purge, delete.by)
             .await?;
@@ -181,9 +181,8 @@ impl PgStore {
         super::documents::check_targets(&mut tx, "profile", &added).await?;
         sqlx::query("DELETE FROM deleted_profiles WHERE name = $1")
             .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let changes = self.write_profiles(&mut tx, vec![profile.clone()]).await?;
         self.commit_profiles(tx, &changes).await?;
         Ok(profile)
@@ -270,15 +269,13 @@ impl PgStore {
             .bind(to.as_str())
             .bind(kept.revision)
             .bind(self.encode(&kept)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         }
         sqlx::query("DELETE FROM profile_history WHERE name = $1")
             .bind(from.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let mut changes = vec![self.remove_profile(&mut tx, &old).await?];
         changes.extend(self.write_profiles(&mut tx, vec![renamed.clone()]).await?);
         // Conversations bound to the old name follow it, in the same transaction.
