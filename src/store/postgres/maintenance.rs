@@ -25,6 +25,17 @@ fn bad_key(tree: TreeId, key: &[u8]) -> StoreError {
     }
 }
 
+/// Every row `sql` selects, in the snapshot's transaction.
+async fn all<O>(tx: &mut super::Tx, sql: &'static str) -> Result<Vec<O>, StoreError>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(store_error)
+}
+
 /// A record with the number `field` set: PostgreSQL keeps a conversation's `event_count` and a
 /// profile's `seq` in their own columns (appends and puts do not rewrite them in the record), sled
 /// inside the record.
@@ -118,21 +129,21 @@ impl PgStore {
             .await?;
         let next_seq = super::rows::next_seq(&mut *tx).await?;
         let mut records = Vec::new();
-        let profiles: Vec<(String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let profiles: Vec<(String, i64, Vec<u8>)> = all(
+            &mut tx,
+            "SELECT name, seq, record FROM profiles ORDER BY name",
+        )
+        .await?;
         records.extend(profiles.into_iter().map(|(name, seq, value)| RawRecord {
             tree: TreeId::Profiles,
             key: name.into_bytes(),
             value: with_number(&value, "seq", seq),
         }));
-        let conversations: Vec<(uuid::Uuid, Vec<u8>, i64)> =
-            sqlx::query_as("SELECT id, record, event_count FROM conversations ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let conversations: Vec<(uuid::Uuid, Vec<u8>, i64)> = all(
+            &mut tx,
+            "SELECT id, record, event_count FROM conversations ORDER BY id",
+        )
+        .await?;
         records.extend(
             conversations
                 .into_iter()
@@ -142,12 +153,11 @@ impl PgStore {
                     value: with_number(&value, "event_count", count),
                 }),
         );
-        let bindings: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        let bindings: Vec<(String, uuid::Uuid)> = all(
+            &mut tx,
             "SELECT profile, conversation FROM bindings ORDER BY profile, conversation",
         )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .await?;
         for (profile, id) in bindings {
             let id = ConversationId::from_bytes(id.into_bytes());
             let Ok(name) = crate::domain::ProfileName::parse(&profile, "profile") else {
@@ -159,22 +169,21 @@ impl PgStore {
                 value: Vec::new(),
             });
         }
-        let events: Vec<(uuid::Uuid, i64, Vec<u8>)> = sqlx::query_as(
+        let events: Vec<(uuid::Uuid, i64, Vec<u8>)> = all(
+            &mut tx,
             "SELECT conversation, seq, record FROM events ORDER BY conversation, seq",
         )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .await?;
         records.extend(events.into_iter().map(|(id, seq, value)| RawRecord {
             tree: TreeId::Events,
             key: event_key(&ConversationId::from_bytes(id.into_bytes()), seq),
             value,
         }));
-        let documents: Vec<(String, String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT kind, name, seq, record FROM documents ORDER BY kind, name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let documents: Vec<(String, String, i64, Vec<u8>)> = all(
+            &mut tx,
+            "SELECT kind, name, seq, record FROM documents ORDER BY kind, name",
+        )
+        .await?;
         for (kind, name, seq, value) in documents {
             let Some(kind) = crate::domain::DocKind::parse(&kind) else {
                 continue;
@@ -185,12 +194,11 @@ impl PgStore {
                 value: with_number(&value, "seq", seq),
             });
         }
-        let history: Vec<(String, i64, i64, Vec<u8>)> = sqlx::query_as(
+        let history: Vec<(String, i64, i64, Vec<u8>)> = all(
+            &mut tx,
             "SELECT name, revision, seq, record FROM profile_history ORDER BY name, revision",
         )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .await?;
         records.extend(
             history
                 .into_iter()
@@ -200,11 +208,11 @@ impl PgStore {
                     value: with_number(&value, "seq", seq),
                 }),
         );
-        let deleted: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, record FROM deleted_profiles ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let deleted: Vec<(String, Vec<u8>)> = all(
+            &mut tx,
+            "SELECT name, record FROM deleted_profiles ORDER BY name",
+        )
+        .await?;
         records.extend(deleted.into_iter().map(|(name, value)| RawRecord {
             tree: TreeId::Deleted,
             key: name.into_bytes(),
@@ -261,6 +269,7 @@ impl PgStore {
         r: &RawRecord,
         max_seq: &mut u64,
     ) -> Result<(), StoreError> {
+        let bad = || bad_key(r.tree, &r.key);
         match r.tree {
             TreeId::Profiles => {
                 let record: ProfileRecord = decode(r.tree, &r.key, &r.value)?;
@@ -268,7 +277,7 @@ impl PgStore {
                 sqlx::query(
                     "INSERT INTO profiles (name, seq, revision, record) VALUES ($1, $2, $3, $4)",
                 )
-                .bind(std::str::from_utf8(&r.key).map_err(|_| bad_key(r.tree, &r.key))?)
+                .bind(std::str::from_utf8(&r.key).map_err(|_| bad())?)
                 .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(record.profile.revision)
                 .bind(&r.value)
@@ -277,7 +286,7 @@ impl PgStore {
             }
             TreeId::Conversations => {
                 let c: Conversation = decode(r.tree, &r.key, &r.value)?;
-                let id = id_of(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let id = id_of(&r.key).ok_or_else(bad)?;
                 sqlx::query(
                     "INSERT INTO conversations (id, execution_status, event_count, record) VALUES ($1, $2, $3, $4)",
                 )
@@ -289,14 +298,9 @@ impl PgStore {
                 .await?;
             }
             TreeId::Bindings => {
-                let split = r
-                    .key
-                    .len()
-                    .checked_sub(17)
-                    .ok_or_else(|| bad_key(r.tree, &r.key))?;
-                let name =
-                    std::str::from_utf8(&r.key[..split]).map_err(|_| bad_key(r.tree, &r.key))?;
-                let id = id_of(&r.key[split + 1..]).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let split = r.key.len().checked_sub(17).ok_or_else(bad)?;
+                let name = std::str::from_utf8(&r.key[..split]).map_err(|_| bad())?;
+                let id = id_of(&r.key[split + 1..]).ok_or_else(bad)?;
                 sqlx::query("INSERT INTO bindings (profile, conversation) VALUES ($1, $2)")
                     .bind(name)
                     .bind(uuid(&id))
@@ -305,11 +309,7 @@ impl PgStore {
             }
             TreeId::Events => {
                 let e: Event = decode(r.tree, &r.key, &r.value)?;
-                let id = r
-                    .key
-                    .get(..16)
-                    .and_then(id_of)
-                    .ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let id = r.key.get(..16).and_then(id_of).ok_or_else(bad)?;
                 sqlx::query(
                     "INSERT INTO events (conversation, seq, kind, source, record) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -323,13 +323,12 @@ impl PgStore {
             }
             TreeId::Deleted => {
                 let t: Tombstone = decode(r.tree, &r.key, &r.value)?;
-                let name = std::str::from_utf8(&r.key).map_err(|_| bad_key(r.tree, &r.key))?;
+                let name = std::str::from_utf8(&r.key).map_err(|_| bad())?;
                 super::rows::put_tombstone(tx, name, &t).await?;
             }
             TreeId::History => {
                 let record: ProfileRecord = decode(r.tree, &r.key, &r.value)?;
-                let (name, revision) =
-                    split_history_key(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let (name, revision) = split_history_key(&r.key).ok_or_else(bad)?;
                 sqlx::query(
                     "INSERT INTO profile_history (name, revision, seq, record) VALUES ($1, $2, $3, $4)",
                 )
@@ -342,8 +341,7 @@ impl PgStore {
             }
             TreeId::Documents => {
                 let record: DocumentRecord = decode(r.tree, &r.key, &r.value)?;
-                let (kind, name) =
-                    split_document_key(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let (kind, name) = split_document_key(&r.key).ok_or_else(bad)?;
                 *max_seq = (*max_seq).max(record.seq + 1);
                 sqlx::query(
                     "INSERT INTO documents (kind, name, seq, revision, record) VALUES ($1, $2, $3, $4, $5)",
