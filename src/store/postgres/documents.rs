@@ -138,8 +138,7 @@ impl PgStore {
             .bind(kind.as_str())
             .bind(name)
             .run(&mut **tx)
-            .await?;
-        Ok(())
+            .await
     }
 
     /// What references `target`, as `kind "name"`: documents, and for a connection the profiles

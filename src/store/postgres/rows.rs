@@ -61,8 +61,7 @@ pub async fn forget_logged_records(tx: &mut Tx, name: &str) -> Result<(), StoreE
     sqlx::query("UPDATE profile_changes SET record = '' WHERE name = $1 AND record IS NOT NULL")
         .bind(name)
         .run(&mut **tx)
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Takes `n` change seqs; returns the first. Under the write lock, so seq order is commit order.
@@ -151,8 +150,7 @@ pub async fn put_profiles(
     .bind(pick(&|i| revisions[i]))
     .bind(keep)
     .run(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Drops what deleted profiles of these names left: their tombstones and kept history.
@@ -181,8 +179,7 @@ pub async fn put_tombstone(tx: &mut Tx, name: &str, t: &Tombstone) -> Result<(),
     .bind(t.delete_time.seconds)
     .bind(crate::store::records::encode(t)?)
     .run(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Deletes a profile row and logs the change.
@@ -201,16 +198,13 @@ async fn log_change(
     p: &Profile,
     record: Option<&[u8]>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO profile_changes (seq, name, revision, record) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(seq_i64(seq))
-    .bind(p.name.as_str())
-    .bind(p.revision)
-    .bind(record)
-    .run(&mut **tx)
-    .await?;
-    Ok(())
+    sqlx::query("INSERT INTO profile_changes (seq, name, revision, record) VALUES ($1, $2, $3, $4)")
+        .bind(seq_i64(seq))
+        .bind(p.name.as_str())
+        .bind(p.revision)
+        .bind(record)
+        .run(&mut **tx)
+        .await
 }
 
 /// Inserts or replaces a conversation row.
@@ -228,8 +222,7 @@ pub async fn put_conversation(
     .bind(c.event_count)
     .bind(bytes)
     .run(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Makes a conversation's bindings exactly `names`.
@@ -238,19 +231,18 @@ pub async fn set_bindings(
     id: &ConversationId,
     names: &[String],
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM bindings WHERE conversation = $1 AND NOT (profile = ANY($2))")
-        .bind(uuid(id))
-        .bind(names)
-        .run(&mut **tx)
-        .await?;
-    sqlx::query(
+    // The ones it no longer binds go, the new ones come; both take (id, names).
+    for sql in [
+        "DELETE FROM bindings WHERE conversation = $1 AND NOT (profile = ANY($2))",
         "INSERT INTO bindings (profile, conversation) SELECT unnest($2::text[]), $1 \
          ON CONFLICT DO NOTHING",
-    )
-    .bind(uuid(id))
-    .bind(names)
-    .run(&mut **tx)
-    .await?;
+    ] {
+        sqlx::query(sql)
+            .bind(uuid(id))
+            .bind(names)
+            .run(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -286,6 +278,5 @@ pub async fn notify(tx: &mut Tx, payload: &str) -> Result<(), StoreError> {
         .bind(CHANNEL)
         .bind(payload)
         .run(&mut **tx)
-        .await?;
-    Ok(())
+        .await
 }
