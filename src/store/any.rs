@@ -5,6 +5,11 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
 use super::postgres::{PgOptions, PgStore};
+use super::requests::{
+    ConversationDelete, ConversationImport, ConversationQuery, ConversationUpdate, DocDelete,
+    DocImport, DocQuery, DocRename, EventAppend, ProfileDelete, ProfileImport, ProfilePut,
+    ProfileRename,
+};
 use super::{
     ConflictPolicy, ConversationChange, DocPut, EventBatch, EventQuery, ImportOutcome,
     ProfileWatch, PutMode, PutOutcome, RawRecord, SledStore, Snapshot, StoreError, StoreOptions,
@@ -140,15 +145,26 @@ impl Store {
 
 /// Writes each async method of [`Store`] once, as its contract: the doc, the arguments, what it
 /// gives; the body calls the backend's method of the same name (a backend that lacks one, or
-/// takes other arguments, does not compile here).
+/// takes other arguments, does not compile here). `as Struct`: the backends take the arguments
+/// packed in that struct of `requests.rs`, its fields named as they are.
 macro_rules! dispatch {
-    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(as $args:ident)?;)*) => {
         $(
             $(#[$doc])*
             pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, StoreError> {
-                each!(self, s => s.$name($($arg),*).await)
+                each!(self, s => call!(s.$name, $($args)?; $($arg),*).await)
             }
         )*
+    };
+}
+
+/// The call of a backend's method: with the arguments packed in `$args`, or as they are.
+macro_rules! call {
+    ($s:ident.$name:ident, $args:ident; $($arg:ident),*) => {
+        $s.$name($args { $($arg),* })
+    };
+    ($s:ident.$name:ident, ; $($arg:ident),*) => {
+        $s.$name($($arg),*)
     };
 }
 
@@ -166,11 +182,11 @@ impl Store {
         /// against the stored one); durable when it returns.
         /// `by`: who writes (kept with the revision).
         fn put_profile(name: ProfileName, llm: LlmConfig, mode: PutMode, expected_revision: Option<i64>,
-            by: &str) -> (Profile, PutOutcome);
+            by: &str) -> (Profile, PutOutcome) as ProfilePut;
         /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
         /// The history is kept for an undelete (`--deleted-retention`) unless `purge`.
         fn delete_profile(name: &ProfileName, expected_revision: Option<i64>, allow_missing: bool, force: bool,
-            purge: bool, by: &str) -> Option<Profile>;
+            purge: bool, by: &str) -> Option<Profile> as ProfileDelete;
         /// Brings back a deleted profile whose history is kept, its last revision as the next one;
         /// ALREADY_EXISTS while the name is taken.
         fn undelete_profile(name: &ProfileName, by: &str) -> Profile;
@@ -178,11 +194,11 @@ impl Store {
         /// many.
         fn purge_deleted(cutoff: Timestamp, limit: usize) -> usize;
         /// Renames a profile atomically; durable when it returns.
-        fn rename_profile(from: &ProfileName, to: &ProfileName, by: &str) -> Profile;
+        fn rename_profile(from: &ProfileName, to: &ProfileName, by: &str) -> Profile as ProfileRename;
         /// Imports profiles as one atomic, durable batch (per `policy`; nothing written on
         /// `dry_run`). The same name twice sees its first occurrence as existing.
         fn import_profiles(items: Vec<(ProfileName, LlmConfig)>, policy: ConflictPolicy, dry_run: bool,
-            by: &str) -> Vec<ImportOutcome>;
+            by: &str) -> Vec<ImportOutcome> as ProfileImport;
         /// Revision `revision` of a profile, when it is the current one or the history keeps it.
         fn get_profile_revision(name: &ProfileName, revision: i64) -> Option<Profile>;
         /// Up to `limit` kept revisions of a profile, newest first (the current one first), below
@@ -202,42 +218,42 @@ impl Store {
         /// Up to `limit` conversations by id after `after`, filtered by status and bound profile
         /// (the profile filter reads an index, not every conversation).
         fn list_conversations(after: Option<ConversationId>, limit: usize, status: Option<ExecutionStatus>,
-            profile: Option<&ProfileName>) -> Vec<Conversation>;
+            profile: Option<&ProfileName>) -> Vec<Conversation> as ConversationQuery;
         /// Replaces the mutable fields with what `change` makes of the stored conversation;
         /// checks `expected_revision` and that bound profiles exist; durable when it returns.
         fn update_conversation(id: &ConversationId, expected_revision: Option<i64>,
-            change: ConversationChange<'_>) -> Conversation;
+            change: ConversationChange<'_>) -> Conversation as ConversationUpdate;
         /// Deletes a conversation and its events atomically; returns it and the number of events.
         /// With `force`, a record that does not decode goes too (returned as a placeholder of
         /// revision 0).
         fn delete_conversation(id: &ConversationId, expected_revision: Option<i64>, allow_missing: bool,
-            force: bool) -> Option<(Conversation, i64)>;
+            force: bool) -> Option<(Conversation, i64)> as ConversationDelete;
         /// Appends events, all or none, at the next seqs; returns (first seq, next seq).
         fn append_events(id: &ConversationId, events: Vec<NewEvent>, expected_next_seq: Option<i64>)
-            -> (i64, i64);
+            -> (i64, i64) as EventAppend;
         /// A page of events.
         fn list_events(id: &ConversationId, query: &EventQuery) -> Vec<Event>;
         /// Imports a conversation with its events in one transaction (per `policy`; nothing
         /// written on `dry_run`); OVERWRITE replaces the stored conversation and all its events.
         fn import_conversation(c: Conversation, events: Vec<NewEvent>, policy: ConflictPolicy, dry_run: bool)
-            -> ImportOutcome;
+            -> ImportOutcome as ConversationImport;
         /// One document (provider connection, meta-profile, agent profile), or `None`.
         fn get_document(kind: DocKind, name: &str) -> Option<Document>;
         /// Up to `limit` documents of `kind` in name order, after `after` when given.
-        fn list_documents(kind: DocKind, after: Option<&str>, limit: usize) -> Vec<Document>;
+        fn list_documents(kind: DocKind, after: Option<&str>, limit: usize) -> Vec<Document> as DocQuery;
         /// Creates or replaces a document (a masked secret keeps the stored value); NOT_FOUND when
         /// it adds a reference to a missing record; `blind`: the caller may not read secrets (a
         /// supplied secret is then never reported unchanged). Durable when it returns.
         fn put_document(put: DocPut) -> (Document, PutOutcome);
         /// Deletes a document; FAILED_PRECONDITION while something references it, unless `force`.
         fn delete_document(kind: DocKind, name: &str, expected_revision: Option<i64>, allow_missing: bool,
-            force: bool) -> Option<Document>;
+            force: bool) -> Option<Document> as DocDelete;
         /// Renames a document; what references it follows, in the same transaction.
-        fn rename_document(kind: DocKind, from: &str, to: &str) -> Document;
+        fn rename_document(kind: DocKind, from: &str, to: &str) -> Document as DocRename;
         /// Imports documents of one kind as one atomic, durable batch (references not checked:
         /// a home's dangling references are kept).
         fn import_documents(kind: DocKind, items: Vec<(String, Map<String, Value>)>, policy: ConflictPolicy,
-            dry_run: bool, blind: bool) -> Vec<ImportOutcome>;
+            dry_run: bool, blind: bool) -> Vec<ImportOutcome> as DocImport;
     }
 
     /// Flushes everything to disk.

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::crypto::SecretCipher;
-use super::records::{json_error, place, RawRecord, TreeId};
+use super::records::{json_error, place, RawRecord, RotationReport, TreeId};
 use super::StoreError;
 use crate::domain::{Conversation, Document, LlmConfig, LlmSource, Profile, Secret, SecretField};
 
@@ -221,6 +221,42 @@ impl Codec {
         }
         let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         Ok(Some((bytes, old_keys)))
+    }
+
+    /// Re-seals one stored record of `tree` with the first key (see [`Self::reseal_record`]): its
+    /// new bytes, counted in `report`; `None` when it has nothing to re-seal, or when a secret does
+    /// not open (then `report` names it, by `place`, and it is left as it is).
+    pub fn reseal_stored(
+        &self,
+        tree: TreeId,
+        place: &str,
+        bytes: &[u8],
+        report: &mut RotationReport,
+    ) -> Option<Vec<u8>> {
+        let resealed = match tree {
+            TreeId::Profiles | TreeId::History => {
+                self.reseal_record(bytes, |r: &mut ProfileRecord, f| profile_secrets(r, f))
+            }
+            TreeId::Conversations => {
+                self.reseal_record(bytes, |c: &mut Conversation, f| conversation_secrets(c, f))
+            }
+            TreeId::Documents => {
+                self.reseal_record(bytes, |d: &mut DocumentRecord, f| document_secrets(d, f))
+            }
+            // Their records hold no secret.
+            TreeId::Events | TreeId::Bindings | TreeId::Deleted => Ok(None),
+        };
+        match resealed {
+            Err(reason) => {
+                report.damaged.push(format!("{place}: {reason}"));
+                None
+            }
+            Ok(None) => None,
+            Ok(Some((sealed, old_keys))) => {
+                report.count(tree, old_keys);
+                Some(sealed)
+            }
+        }
     }
 
     /// Decodes a conversation record stored under `key` and opens its secrets.

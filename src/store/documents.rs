@@ -184,18 +184,12 @@ pub fn check_unreferenced(
     referrers: &[String],
     force: bool,
 ) -> Result<(), StoreError> {
-    if referrers.is_empty() || force {
-        return Ok(());
-    }
-    let mut list: Vec<&str> = referrers.iter().take(5).map(String::as_str).collect();
-    if referrers.len() > 5 {
-        list.push("...");
-    }
-    Err(StoreError::FailedPrecondition(format!(
-        "{} is referenced by {}: point them elsewhere first, or delete with force",
-        target.describe(),
-        list.join(", ")
-    )))
+    super::rules::refuse_while_used(referrers, force, |list| {
+        format!(
+            "{} is referenced by {list}: point them elsewhere first, or delete with force",
+            target.describe()
+        )
+    })
 }
 
 /// The documents among `docs` that reference `target`, as `kind "name"`.

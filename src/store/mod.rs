@@ -7,6 +7,7 @@ pub(crate) mod documents;
 pub mod fault;
 pub mod postgres;
 pub mod records;
+pub(crate) mod requests;
 mod rules;
 pub mod sled;
 mod types;

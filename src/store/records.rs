@@ -249,7 +249,15 @@ pub struct RotationReport {
 }
 
 impl RotationReport {
-    pub(crate) fn count(&mut self, old_keys: Vec<String>) {
+    /// Counts one re-sealed record of `tree`, whose secrets had the key ids `old_keys`.
+    pub(crate) fn count(&mut self, tree: TreeId, old_keys: Vec<String>) {
+        match tree {
+            TreeId::Profiles => self.profiles += 1,
+            TreeId::Conversations => self.conversations += 1,
+            TreeId::Documents => self.documents += 1,
+            TreeId::History => self.revisions += 1,
+            TreeId::Events | TreeId::Bindings | TreeId::Deleted => {}
+        }
         self.secrets += old_keys.len();
         for k in old_keys {
             *self.by_old_key.entry(k).or_default() += 1;

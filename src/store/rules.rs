@@ -143,6 +143,18 @@ pub fn check_unbound(
     users: &[ConversationId],
     force: bool,
 ) -> Result<(), StoreError> {
+    refuse_while_used(users, force, |list| {
+        format!("profile \"{name}\" is bound by conversations {list}: switch them to another LLM first, or delete with force")
+    })
+}
+
+/// FAILED_PRECONDITION with `message` of up to five of `users` (and "..." after them when there are
+/// more), unless there are none or `force`: what a delete would leave dangling, by name.
+pub fn refuse_while_used<T: ToString>(
+    users: &[T],
+    force: bool,
+    message: impl FnOnce(&str) -> String,
+) -> Result<(), StoreError> {
     if users.is_empty() || force {
         return Ok(());
     }
@@ -150,10 +162,7 @@ pub fn check_unbound(
     if users.len() > 5 {
         list.push("...".into());
     }
-    Err(StoreError::FailedPrecondition(format!(
-        "profile \"{name}\" is bound by conversations {}: switch them to another LLM first, or delete with force",
-        list.join(", ")
-    )))
+    Err(StoreError::FailedPrecondition(message(&list.join(", "))))
 }
 
 /// ALREADY_EXISTS for a profile name that is taken (a rename onto it, an undelete of it).

@@ -2,13 +2,15 @@
 //! their bindings, their events and the notifications of appends) and the helpers only it uses.
 use tokio::sync::broadcast;
 
+use super::rows::Run;
 use super::{limit, rows, store_error, uuid, PgStore, Tx};
-use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
+use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, ProfileName};
 use crate::store::records::{decode, encode, event_key, or_skip};
-use crate::store::rules;
-use crate::store::{
-    ConflictPolicy, ConversationChange, EventBatch, EventQuery, ImportOutcome, StoreError, TreeId,
+use crate::store::requests::{
+    ConversationDelete, ConversationImport, ConversationQuery, ConversationUpdate, EventAppend,
 };
+use crate::store::rules;
+use crate::store::{EventBatch, EventQuery, ImportOutcome, StoreError, TreeId};
 
 impl PgStore {
     pub(crate) async fn create_conversation(
@@ -26,11 +28,7 @@ impl PgStore {
                 name: c.id.to_string(),
             });
         }
-        self.check_profiles_exist(&mut tx, &c).await?;
-        let c = rules::created(c);
-        self.write_conversation(&mut tx, &c).await?;
-        self.commit(tx).await?;
-        Ok(c)
+        self.write_bound(tx, rules::created(c)).await
     }
 
     pub(crate) async fn get_conversation(
@@ -49,10 +47,7 @@ impl PgStore {
 
     pub(crate) async fn list_conversations(
         &self,
-        after: Option<ConversationId>,
-        limit_to: usize,
-        status: Option<ExecutionStatus>,
-        profile: Option<&ProfileName>,
+        query: ConversationQuery<'_>,
     ) -> Result<Vec<Conversation>, StoreError> {
         let rows: Vec<(uuid::Uuid, Vec<u8>, i64)> = sqlx::query_as(
             "SELECT c.id, c.record, c.event_count FROM conversations c \
@@ -60,10 +55,10 @@ impl PgStore {
                AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM bindings b WHERE b.profile = $3 AND b.conversation = c.id)) \
              ORDER BY c.id LIMIT $4",
         )
-        .bind(after.as_ref().map(uuid))
-        .bind(status.map(ExecutionStatus::sdk_name))
-        .bind(profile.map(ProfileName::as_str))
-        .bind(limit(limit_to))
+        .bind(query.after.as_ref().map(uuid))
+        .bind(query.status.map(ExecutionStatus::sdk_name))
+        .bind(query.profile.map(ProfileName::as_str))
+        .bind(limit(query.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
@@ -80,37 +75,30 @@ impl PgStore {
 
     pub(crate) async fn update_conversation(
         &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        change: ConversationChange<'_>,
+        update: ConversationUpdate<'_>,
     ) -> Result<Conversation, StoreError> {
         let mut tx = self.begin(true).await?;
         let old = self
-            .read_conversation(&mut tx, id, true)
+            .read_conversation(&mut tx, update.id, true)
             .await?
-            .ok_or_else(|| StoreError::not_found("conversation", id))?;
-        rules::check_conversation_revision(&old, expected_revision)?;
-        let Some(new) = rules::updated(&old, change)? else {
+            .ok_or_else(|| StoreError::not_found("conversation", update.id))?;
+        rules::check_conversation_revision(&old, update.expected_revision)?;
+        let Some(new) = rules::updated(&old, update.change)? else {
             return Ok(old);
         };
-        self.check_profiles_exist(&mut tx, &new).await?;
-        self.write_conversation(&mut tx, &new).await?;
-        self.commit(tx).await?;
-        Ok(new)
+        self.write_bound(tx, new).await
     }
 
     pub(crate) async fn delete_conversation(
         &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
+        delete: ConversationDelete<'_>,
     ) -> Result<Option<(Conversation, i64)>, StoreError> {
+        let id = delete.id;
         let mut tx = self.begin(true).await?;
         let read = match self.read_conversation(&mut tx, id, true).await {
             // A record that does not decode is not kept forever: force deletes its row (its
             // events and bindings cascade).
-            Err(StoreError::Corrupt { .. }) if force => {
+            Err(StoreError::Corrupt { .. }) if delete.force => {
                 let events: i64 = sqlx::query_scalar(
                     "DELETE FROM conversations WHERE id = $1 RETURNING event_count",
                 )
@@ -125,15 +113,14 @@ impl PgStore {
             other => other?,
         };
         let Some(old) = read else {
-            return rules::absent(allow_missing, "conversation", id);
+            return rules::absent(delete.allow_missing, "conversation", id);
         };
-        rules::check_conversation_revision(&old, expected_revision)?;
+        rules::check_conversation_revision(&old, delete.expected_revision)?;
         // Events and bindings go with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM conversations WHERE id = $1")
             .bind(uuid(id))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         rows::notify(&mut tx, &format!("e {id} {} 1", old.event_count)).await?;
         self.commit(tx).await?;
         let events = old.event_count;
@@ -142,10 +129,9 @@ impl PgStore {
 
     pub(crate) async fn append_events(
         &self,
-        id: &ConversationId,
-        events: Vec<NewEvent>,
-        expected_next_seq: Option<i64>,
+        append: EventAppend<'_>,
     ) -> Result<(i64, i64), StoreError> {
+        let id = append.id;
         let mut tx = self.begin(false).await?;
         let first: i64 =
             sqlx::query_scalar("SELECT event_count FROM conversations WHERE id = $1 FOR UPDATE")
@@ -154,19 +140,18 @@ impl PgStore {
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| StoreError::not_found("conversation", id))?;
-        rules::check_next_seq(id, first, expected_next_seq)?;
-        if events.is_empty() {
+        rules::check_next_seq(id, first, append.expected_next_seq)?;
+        if append.events.is_empty() {
             return Ok((first, first));
         }
-        let events = rules::numbered(first, events);
+        let events = rules::numbered(first, append.events);
         let next = first.saturating_add(limit(events.len()));
         self.insert_events(&mut tx, id, &events).await?;
         sqlx::query("UPDATE conversations SET event_count = $2 WHERE id = $1")
             .bind(uuid(id))
             .bind(next)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         rows::notify(&mut tx, &format!("e {id} {next} 0")).await?;
         self.commit(tx).await?;
         Ok((first, next))
@@ -207,31 +192,33 @@ impl PgStore {
 
     pub(crate) async fn import_conversation(
         &self,
-        c: Conversation,
-        events: Vec<NewEvent>,
-        policy: ConflictPolicy,
-        dry_run: bool,
+        import: ConversationImport,
     ) -> Result<ImportOutcome, StoreError> {
-        let mut tx = self.begin(!dry_run).await?;
-        self.check_profiles_exist(&mut tx, &c).await?;
-        let old = self.read_conversation(&mut tx, &c.id, !dry_run).await?;
-        let (c, outcome) =
-            match rules::plan_import_conversation(c, old.as_ref(), events.len(), policy) {
-                Ok(plan) => plan,
-                Err(skipped) => return Ok(skipped),
-            };
-        if dry_run {
+        let mut tx = self.begin(!import.dry_run).await?;
+        self.check_profiles_exist(&mut tx, &import.c).await?;
+        let old = self
+            .read_conversation(&mut tx, &import.c.id, !import.dry_run)
+            .await?;
+        let (c, outcome) = match rules::plan_import_conversation(
+            import.c,
+            old.as_ref(),
+            import.events.len(),
+            import.policy,
+        ) {
+            Ok(plan) => plan,
+            Err(skipped) => return Ok(skipped),
+        };
+        if import.dry_run {
             return Ok(outcome);
         }
         if old.is_some() {
             sqlx::query("DELETE FROM events WHERE conversation = $1")
                 .bind(uuid(&c.id))
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut *tx)
+                .await?;
         }
         self.write_conversation(&mut tx, &c).await?;
-        self.insert_events(&mut tx, &c.id, &rules::numbered(0, events))
+        self.insert_events(&mut tx, &c.id, &rules::numbered(0, import.events))
             .await?;
         self.commit(tx).await?;
         Ok(outcome)
@@ -243,6 +230,14 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Writes `c` and commits, once every profile it binds exists (NOT_FOUND otherwise).
+    async fn write_bound(&self, mut tx: Tx, c: Conversation) -> Result<Conversation, StoreError> {
+        self.check_profiles_exist(&mut tx, &c).await?;
+        self.write_conversation(&mut tx, &c).await?;
+        self.commit(tx).await?;
+        Ok(c)
+    }
+
     async fn check_profiles_exist(&self, tx: &mut Tx, c: &Conversation) -> Result<(), StoreError> {
         for name in c.bound_profiles() {
             let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM profiles WHERE name = $1")
@@ -283,9 +278,8 @@ impl PgStore {
             .bind(kinds)
             .bind(sources)
             .bind(records)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut **tx)
+            .await?;
         }
         Ok(())
     }

@@ -4,15 +4,15 @@
 //! transaction, as sled does.
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
-
+use super::rows::Run;
 use super::{limit, rows, store_error, PgStore, Tx};
 use crate::domain::document::{connection_of, referrer_kinds};
 use crate::domain::{DocKind, Document, Reference, Target, Timestamp};
 use crate::store::codec::{DocumentRecord, ProfileRecord};
 use crate::store::documents::{self as rules, DocPlan, DocPut};
 use crate::store::records::{decode, document_key, or_skip, TreeId};
-use crate::store::{ConflictPolicy, ImportOutcome, PutOutcome, StoreError};
+use crate::store::requests::{DocDelete, DocImport, DocQuery, DocRename};
+use crate::store::{ImportOutcome, PutOutcome, StoreError};
 
 /// Whether a reference's target exists.
 async fn target_exists(tx: &mut Tx, target: &Target) -> Result<bool, StoreError> {
@@ -122,9 +122,8 @@ impl PgStore {
             .bind(i64::try_from(seq).unwrap_or(i64::MAX))
             .bind(doc.revision)
             .bind(self.codec.encode_document(&record)?)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut **tx)
+            .await?;
         }
         Ok(())
     }
@@ -138,10 +137,8 @@ impl PgStore {
         sqlx::query("DELETE FROM documents WHERE kind = $1 AND name = $2")
             .bind(kind.as_str())
             .bind(name)
-            .execute(&mut **tx)
+            .run(&mut **tx)
             .await
-            .map_err(store_error)?;
-        Ok(())
     }
 
     /// What references `target`, as `kind "name"`: documents, and for a connection the profiles
@@ -203,20 +200,18 @@ impl PgStore {
 
     pub(crate) async fn list_documents(
         &self,
-        kind: DocKind,
-        after: Option<&str>,
-        limit_to: usize,
+        query: DocQuery<'_>,
     ) -> Result<Vec<Document>, StoreError> {
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT name, record FROM documents WHERE kind = $1 AND ($2::text IS NULL OR name > $2) ORDER BY name LIMIT $3",
         )
-        .bind(kind.as_str())
-        .bind(after)
-        .bind(limit(limit_to))
+        .bind(query.kind.as_str())
+        .bind(query.after)
+        .bind(limit(query.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        Ok(self.readable(kind, rows))
+        Ok(self.readable(query.kind, rows))
     }
 
     pub(crate) async fn put_document(
@@ -240,36 +235,37 @@ impl PgStore {
 
     pub(crate) async fn delete_document(
         &self,
-        kind: DocKind,
-        name: &str,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
+        delete: DocDelete<'_>,
     ) -> Result<Option<Document>, StoreError> {
         let mut tx = self.begin(true).await?;
-        let doc = match self.read_document(&mut *tx, kind, name).await {
-            Err(StoreError::Corrupt { .. }) if force => rules::damaged(kind, name),
+        let doc = match self.read_document(&mut *tx, delete.kind, delete.name).await {
+            Err(StoreError::Corrupt { .. }) if delete.force => {
+                rules::damaged(delete.kind, delete.name)
+            }
             Err(e) => return Err(e),
-            Ok(None) => return crate::store::rules::absent(allow_missing, kind.noun(), name),
+            Ok(None) => {
+                return crate::store::rules::absent(
+                    delete.allow_missing,
+                    delete.kind.noun(),
+                    delete.name,
+                )
+            }
             Ok(Some(doc)) => {
-                rules::check_revision(&doc, expected_revision)?;
-                let target = Target::Document(kind, name.to_owned());
+                rules::check_revision(&doc, delete.expected_revision)?;
+                let target = Target::Document(delete.kind, delete.name.to_owned());
                 let referrers = self.referrers(&mut tx, &target).await?;
-                rules::check_unreferenced(&target, &referrers, force)?;
+                rules::check_unreferenced(&target, &referrers, delete.force)?;
                 doc
             }
         };
-        self.remove_document(&mut tx, kind, name).await?;
+        self.remove_document(&mut tx, delete.kind, delete.name)
+            .await?;
         self.commit(tx).await?;
         Ok(Some(doc))
     }
 
-    pub(crate) async fn rename_document(
-        &self,
-        kind: DocKind,
-        from: &str,
-        to: &str,
-    ) -> Result<Document, StoreError> {
+    pub(crate) async fn rename_document(&self, r: DocRename<'_>) -> Result<Document, StoreError> {
+        let DocRename { kind, from, to } = r;
         let mut tx = self.begin(true).await?;
         let old = self
             .read_document(&mut *tx, kind, from)
@@ -301,21 +297,23 @@ impl PgStore {
 
     pub(crate) async fn import_documents(
         &self,
-        kind: DocKind,
-        items: Vec<(String, Map<String, Value>)>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-        blind: bool,
+        import: DocImport,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
-        let mut tx = self.begin(!dry_run).await?;
+        let mut tx = self.begin(!import.dry_run).await?;
         let mut stored = HashMap::new();
-        for (name, _) in &items {
-            if let Some(d) = self.read_document(&mut *tx, kind, name).await? {
+        for (name, _) in &import.items {
+            if let Some(d) = self.read_document(&mut *tx, import.kind, name).await? {
                 stored.insert(name.clone(), d);
             }
         }
-        let (outcomes, writes) = rules::plan_import(kind, items, policy, stored, blind);
-        if dry_run || writes.is_empty() {
+        let (outcomes, writes) = rules::plan_import(
+            import.kind,
+            import.items,
+            import.policy,
+            stored,
+            import.blind,
+        );
+        if import.dry_run || writes.is_empty() {
             return Ok(outcomes);
         }
         self.write_documents(&mut tx, &writes).await?;

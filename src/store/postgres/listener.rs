@@ -338,75 +338,115 @@ mod tests {
         })
     }
 
-    fn cached(c: &ProfileCache, name: &str) -> Option<i64> {
-        c.get(name).map(|p| p.revision)
+    /// One step of a scenario on an enabled cache.
+    enum Step {
+        /// A read of `.0` at revision `.2`, begun at seq `.1` in the generation the scenario
+        /// started in, is offered to the cache.
+        Fill(&'static str, u64, i64),
+        /// The same, begun in the current generation.
+        FillNow(&'static str, u64, i64),
+        /// A change of `.0` at seq `.1` is known.
+        Changed(&'static str, u64),
+        /// A change of `.0` is notified, its seq not known yet.
+        Pending(&'static str),
+        /// A change of an unnamed profile is notified.
+        Unsure,
+        /// The log is read: every change is known again.
+        Sure,
+        Enabled(bool),
+        /// A read of `.0` finds this revision in the cache.
+        Cached(&'static str, Option<i64>),
+    }
+
+    fn run(steps: &[Step]) {
+        let c = ProfileCache::new(100);
+        c.set_enabled(true);
+        let start = c.generation();
+        for (i, step) in steps.iter().enumerate() {
+            match *step {
+                Step::Fill(name, seq, revision) => c.insert(start, seq, &profile(name, revision)),
+                Step::FillNow(name, seq, revision) => {
+                    c.insert(c.generation(), seq, &profile(name, revision));
+                }
+                Step::Changed(name, seq) => c.invalidate(name, seq),
+                Step::Pending(name) => c.invalidate_pending(name),
+                Step::Unsure => c.unsure(),
+                Step::Sure => c.sure(),
+                Step::Enabled(on) => c.set_enabled(on),
+                Step::Cached(name, want) => {
+                    assert_eq!(c.get(name).map(|p| p.revision), want, "step {i}");
+                }
+            }
+        }
     }
 
     #[test]
     fn a_read_older_than_a_known_change_is_not_cached() {
-        let c = ProfileCache::new(100);
-        c.set_enabled(true);
-        let g = c.generation();
-        c.insert(g, 5, &profile("a", 1));
-        assert_eq!(cached(&c, "a"), Some(1));
-        // Changed at seq 7: the cached version goes; a read begun before it (seq 5) stays out.
-        c.invalidate("a", 7);
-        assert_eq!(cached(&c, "a"), None);
-        c.insert(g, 5, &profile("a", 1));
-        assert_eq!(cached(&c, "a"), None);
-        // A read that returns the changed version (seq 7) is kept; an older change is ignored.
-        c.insert(g, 7, &profile("a", 2));
-        assert_eq!(cached(&c, "a"), Some(2));
-        c.invalidate("a", 7);
-        c.invalidate("a", 6);
-        assert_eq!(cached(&c, "a"), Some(2));
+        use Step::*;
+        run(&[
+            Fill("a", 5, 1),
+            Cached("a", Some(1)),
+            // Changed at seq 7: the cached version goes; a read begun before it (seq 5) stays out.
+            Changed("a", 7),
+            Cached("a", None),
+            Fill("a", 5, 1),
+            Cached("a", None),
+            // A read that returns the changed version (seq 7) is kept; an older change is ignored.
+            Fill("a", 7, 2),
+            Cached("a", Some(2)),
+            Changed("a", 7),
+            Changed("a", 6),
+            Cached("a", Some(2)),
+        ]);
     }
 
     #[test]
     fn a_notified_change_blocks_reads_until_its_seq_is_known() {
-        let c = ProfileCache::new(100);
-        c.set_enabled(true);
-        let g = c.generation();
-        c.insert(g, 3, &profile("a", 1));
-        c.invalidate_pending("a");
-        assert_eq!(cached(&c, "a"), None);
-        c.insert(g, 9, &profile("a", 2));
-        assert_eq!(cached(&c, "a"), None, "no seq is new enough while pending");
-        c.invalidate("a", 9);
-        c.insert(g, 9, &profile("a", 2));
-        assert_eq!(cached(&c, "a"), Some(2));
+        use Step::*;
+        run(&[
+            Fill("a", 3, 1),
+            Pending("a"),
+            Cached("a", None),
+            // No seq is new enough while pending.
+            Fill("a", 9, 2),
+            Cached("a", None),
+            Changed("a", 9),
+            Fill("a", 9, 2),
+            Cached("a", Some(2)),
+        ]);
     }
 
     #[test]
     fn an_unnamed_change_stops_hits_and_fills_until_the_log_is_read() {
-        let c = ProfileCache::new(100);
-        c.set_enabled(true);
-        let g = c.generation();
-        c.insert(g, 3, &profile("a", 1));
-        c.unsure();
-        assert_eq!(cached(&c, "a"), None);
-        c.insert(g, 3, &profile("b", 1));
-        c.invalidate("a", 8);
-        c.sure();
-        assert_eq!(cached(&c, "a"), None);
-        assert_eq!(cached(&c, "b"), None);
-        c.insert(g, 8, &profile("a", 2));
-        assert_eq!(cached(&c, "a"), Some(2));
+        use Step::*;
+        run(&[
+            Fill("a", 3, 1),
+            Unsure,
+            Cached("a", None),
+            Fill("b", 3, 1),
+            Changed("a", 8),
+            Sure,
+            Cached("a", None),
+            Cached("b", None),
+            Fill("a", 8, 2),
+            Cached("a", Some(2)),
+        ]);
     }
 
     #[test]
     fn clearing_rejects_reads_begun_before_and_off_means_no_hits() {
-        let c = ProfileCache::new(100);
-        c.set_enabled(true);
-        let before = c.generation();
-        c.set_enabled(true);
-        c.insert(before, 1, &profile("a", 1));
-        assert_eq!(cached(&c, "a"), None);
-        c.insert(c.generation(), 1, &profile("a", 1));
-        assert_eq!(cached(&c, "a"), Some(1));
-        c.set_enabled(false);
-        assert_eq!(cached(&c, "a"), None);
-        c.insert(c.generation(), 1, &profile("a", 1));
-        assert_eq!(cached(&c, "a"), None);
+        use Step::*;
+        run(&[
+            // Enabling again clears: a read begun before is refused.
+            Enabled(true),
+            Fill("a", 1, 1),
+            Cached("a", None),
+            FillNow("a", 1, 1),
+            Cached("a", Some(1)),
+            Enabled(false),
+            Cached("a", None),
+            FillNow("a", 1, 1),
+            Cached("a", None),
+        ]);
     }
 }

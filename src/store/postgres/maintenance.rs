@@ -2,12 +2,10 @@
 //! restores and `migrate-store` move records between backends byte for byte, secrets still sealed).
 use std::time::Duration;
 
+use super::rows::Run;
 use super::{store_error, uuid, PgStore};
 use crate::domain::{Conversation, ConversationId, Event};
-use crate::store::codec::{
-    conversation_secrets, document_secrets, profile_secrets, DocumentRecord, ProfileRecord,
-    SecretVisitor,
-};
+use crate::store::codec::{DocumentRecord, ProfileRecord};
 use crate::store::records::Tombstone;
 use crate::store::records::{
     binding_key, decode, document_key, event_key, history_key, place, split_document_key,
@@ -25,6 +23,17 @@ fn bad_key(tree: TreeId, key: &[u8]) -> StoreError {
         key: place(tree, key),
         reason: "not a key of this tree".into(),
     }
+}
+
+/// Every row `sql` selects, in the snapshot's transaction.
+async fn all<O>(tx: &mut super::Tx, sql: &'static str) -> Result<Vec<O>, StoreError>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(store_error)
 }
 
 /// A record with the number `field` set: PostgreSQL keeps a conversation's `event_count` and a
@@ -50,46 +59,26 @@ impl PgStore {
             key_id: self.codec.cipher().sealing_key_id().to_owned(),
             ..RotationReport::default()
         };
-        let profile = |r: &mut ProfileRecord, f: &mut SecretVisitor<'_>| profile_secrets(r, f);
-        report.profiles = self
-            .reseal_table(&mut tx, ("profiles", "name", "text"), profile, &mut report)
-            .await?;
+        // Every table whose records hold secrets: its tree, and (table, key column, its type).
+        for (tree, table) in [
+            (TreeId::Profiles, ("profiles", "name", "text")),
+            (TreeId::Conversations, ("conversations", "id", "uuid")),
+            (
+                TreeId::History,
+                ("profile_history", "(name || '/' || revision::text)", "text"),
+            ),
+            (
+                TreeId::Documents,
+                ("documents", "(kind || '/' || name)", "text"),
+            ),
+        ] {
+            self.reseal_table(&mut tx, tree, table, &mut report).await?;
+        }
         // The change log holds the same records for a while (other replicas read them); it is not
         // counted.
-        let mut log = RotationReport::default();
-        self.reseal_table(
-            &mut tx,
-            ("profile_changes", "seq", "bigint"),
-            profile,
-            &mut log,
-        )
-        .await?;
-        let conversation =
-            |c: &mut Conversation, f: &mut SecretVisitor<'_>| conversation_secrets(c, f);
-        report.conversations = self
-            .reseal_table(
-                &mut tx,
-                ("conversations", "id", "uuid"),
-                conversation,
-                &mut report,
-            )
-            .await?;
-        report.revisions = self
-            .reseal_table(
-                &mut tx,
-                ("profile_history", "(name || '/' || revision::text)", "text"),
-                profile,
-                &mut report,
-            )
-            .await?;
-        let document = |d: &mut DocumentRecord, f: &mut SecretVisitor<'_>| document_secrets(d, f);
-        report.documents = self
-            .reseal_table(
-                &mut tx,
-                ("documents", "(kind || '/' || name)", "text"),
-                document,
-                &mut report,
-            )
+        let log = ("profile_changes", "seq", "bigint");
+        let mut uncounted = RotationReport::default();
+        self.reseal_table(&mut tx, TreeId::Profiles, log, &mut uncounted)
             .await?;
         sqlx::query("UPDATE registry_meta SET value = $1 WHERE key = 'key_check'")
             .bind(
@@ -97,22 +86,21 @@ impl PgStore {
                     .cipher()
                     .seal("profile-registry", super::KEY_CHECK_PLACE),
             )
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         self.commit(tx).await?;
         Ok(report)
     }
 
-    /// Re-seals the records of one table (`(table, key column, its type)`) with the first key; returns
-    /// how many changed. Records whose secrets do not open are reported and left as they are.
-    async fn reseal_table<T: serde::Serialize + serde::de::DeserializeOwned>(
+    /// Re-seals the records of one table of `tree` (`(table, key column, its type)`) with the first
+    /// key. Records whose secrets do not open are reported and left as they are.
+    async fn reseal_table(
         &self,
         tx: &mut super::Tx,
+        tree: TreeId,
         (table, key, key_type): (&str, &str, &str),
-        secrets: impl Fn(&mut T, &mut SecretVisitor<'_>) -> Result<(), String>,
         report: &mut RotationReport,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(), StoreError> {
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
             "SELECT {key}::text, record FROM {table} WHERE length(record) > 0 ORDER BY {key}"
         ))
@@ -120,50 +108,42 @@ impl PgStore {
         .await
         .map_err(store_error)?;
         let update = format!("UPDATE {table} SET record = $2 WHERE {key} = $1::{key_type}");
-        let mut changed = 0;
         for (k, bytes) in rows {
-            match self.codec.reseal_record(&bytes, &secrets) {
-                Err(reason) => report.damaged.push(format!("{table}/{k}: {reason}")),
-                Ok(None) => {}
-                Ok(Some((sealed, old_keys))) => {
-                    report.count(old_keys);
-                    changed += 1;
-                    sqlx::query(&update)
-                        .bind(&k)
-                        .bind(sealed)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(store_error)?;
-                }
+            let place = format!("{table}/{k}");
+            if let Some(sealed) = self.codec.reseal_stored(tree, &place, &bytes, report) {
+                sqlx::query(&update)
+                    .bind(&k)
+                    .bind(sealed)
+                    .run(&mut **tx)
+                    .await?;
             }
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// Every record in one consistent read (REPEATABLE READ); writers are not held off.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let next_seq = super::rows::next_seq(&mut *tx).await?;
         let mut records = Vec::new();
-        let profiles: Vec<(String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let profiles: Vec<(String, i64, Vec<u8>)> = all(
+            &mut tx,
+            "SELECT name, seq, record FROM profiles ORDER BY name",
+        )
+        .await?;
         records.extend(profiles.into_iter().map(|(name, seq, value)| RawRecord {
             tree: TreeId::Profiles,
             key: name.into_bytes(),
             value: with_number(&value, "seq", seq),
         }));
-        let conversations: Vec<(uuid::Uuid, Vec<u8>, i64)> =
-            sqlx::query_as("SELECT id, record, event_count FROM conversations ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let conversations: Vec<(uuid::Uuid, Vec<u8>, i64)> = all(
+            &mut tx,
+            "SELECT id, record, event_count FROM conversations ORDER BY id",
+        )
+        .await?;
         records.extend(
             conversations
                 .into_iter()
@@ -173,12 +153,11 @@ impl PgStore {
                     value: with_number(&value, "event_count", count),
                 }),
         );
-        let bindings: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        let bindings: Vec<(String, uuid::Uuid)> = all(
+            &mut tx,
             "SELECT profile, conversation FROM bindings ORDER BY profile, conversation",
         )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .await?;
         for (profile, id) in bindings {
             let id = ConversationId::from_bytes(id.into_bytes());
             let Ok(name) = crate::domain::ProfileName::parse(&profile, "profile") else {
@@ -190,22 +169,21 @@ impl PgStore {
                 value: Vec::new(),
             });
         }
-        let events: Vec<(uuid::Uuid, i64, Vec<u8>)> = sqlx::query_as(
+        let events: Vec<(uuid::Uuid, i64, Vec<u8>)> = all(
+            &mut tx,
             "SELECT conversation, seq, record FROM events ORDER BY conversation, seq",
         )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .await?;
         records.extend(events.into_iter().map(|(id, seq, value)| RawRecord {
             tree: TreeId::Events,
             key: event_key(&ConversationId::from_bytes(id.into_bytes()), seq),
             value,
         }));
-        let documents: Vec<(String, String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT kind, name, seq, record FROM documents ORDER BY kind, name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let documents: Vec<(String, String, i64, Vec<u8>)> = all(
+            &mut tx,
+            "SELECT kind, name, seq, record FROM documents ORDER BY kind, name",
+        )
+        .await?;
         for (kind, name, seq, value) in documents {
             let Some(kind) = crate::domain::DocKind::parse(&kind) else {
                 continue;
@@ -216,12 +194,11 @@ impl PgStore {
                 value: with_number(&value, "seq", seq),
             });
         }
-        let history: Vec<(String, i64, i64, Vec<u8>)> = sqlx::query_as(
+        let history: Vec<(String, i64, i64, Vec<u8>)> = all(
+            &mut tx,
             "SELECT name, revision, seq, record FROM profile_history ORDER BY name, revision",
         )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .await?;
         records.extend(
             history
                 .into_iter()
@@ -231,11 +208,11 @@ impl PgStore {
                     value: with_number(&value, "seq", seq),
                 }),
         );
-        let deleted: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT name, record FROM deleted_profiles ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
+        let deleted: Vec<(String, Vec<u8>)> = all(
+            &mut tx,
+            "SELECT name, record FROM deleted_profiles ORDER BY name",
+        )
+        .await?;
         records.extend(deleted.into_iter().map(|(name, value)| RawRecord {
             tree: TreeId::Deleted,
             key: name.into_bytes(),
@@ -274,17 +251,15 @@ impl PgStore {
         // Past the backup's seqs by RESTORE_SEQ_GAP, as on sled.
         sqlx::query("UPDATE registry_counter SET next_seq = GREATEST(next_seq, $1)")
             .bind(i64::try_from(max_seq.saturating_add(RESTORE_SEQ_GAP)).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         // Seqs from before the restore name changes of another store: no watch resumes after them.
         sqlx::query(
             "UPDATE watch_horizon SET pruned_through = GREATEST(pruned_through, \
              (SELECT next_seq - 1 FROM registry_counter))",
         )
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .run(&mut *tx)
+        .await?;
         self.commit(tx).await
     }
 
@@ -294,6 +269,7 @@ impl PgStore {
         r: &RawRecord,
         max_seq: &mut u64,
     ) -> Result<(), StoreError> {
+        let bad = || bad_key(r.tree, &r.key);
         match r.tree {
             TreeId::Profiles => {
                 let record: ProfileRecord = decode(r.tree, &r.key, &r.value)?;
@@ -301,17 +277,16 @@ impl PgStore {
                 sqlx::query(
                     "INSERT INTO profiles (name, seq, revision, record) VALUES ($1, $2, $3, $4)",
                 )
-                .bind(std::str::from_utf8(&r.key).map_err(|_| bad_key(r.tree, &r.key))?)
+                .bind(std::str::from_utf8(&r.key).map_err(|_| bad())?)
                 .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(record.profile.revision)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Conversations => {
                 let c: Conversation = decode(r.tree, &r.key, &r.value)?;
-                let id = id_of(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let id = id_of(&r.key).ok_or_else(bad)?;
                 sqlx::query(
                     "INSERT INTO conversations (id, execution_status, event_count, record) VALUES ($1, $2, $3, $4)",
                 )
@@ -319,33 +294,22 @@ impl PgStore {
                 .bind(c.execution_status.sdk_name())
                 .bind(c.event_count)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Bindings => {
-                let split = r
-                    .key
-                    .len()
-                    .checked_sub(17)
-                    .ok_or_else(|| bad_key(r.tree, &r.key))?;
-                let name =
-                    std::str::from_utf8(&r.key[..split]).map_err(|_| bad_key(r.tree, &r.key))?;
-                let id = id_of(&r.key[split + 1..]).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let split = r.key.len().checked_sub(17).ok_or_else(bad)?;
+                let name = std::str::from_utf8(&r.key[..split]).map_err(|_| bad())?;
+                let id = id_of(&r.key[split + 1..]).ok_or_else(bad)?;
                 sqlx::query("INSERT INTO bindings (profile, conversation) VALUES ($1, $2)")
                     .bind(name)
                     .bind(uuid(&id))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(store_error)?;
+                    .run(&mut **tx)
+                    .await?;
             }
             TreeId::Events => {
                 let e: Event = decode(r.tree, &r.key, &r.value)?;
-                let id = r
-                    .key
-                    .get(..16)
-                    .and_then(id_of)
-                    .ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let id = r.key.get(..16).and_then(id_of).ok_or_else(bad)?;
                 sqlx::query(
                     "INSERT INTO events (conversation, seq, kind, source, record) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -354,19 +318,17 @@ impl PgStore {
                 .bind(&e.kind)
                 .bind(&e.source)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Deleted => {
                 let t: Tombstone = decode(r.tree, &r.key, &r.value)?;
-                let name = std::str::from_utf8(&r.key).map_err(|_| bad_key(r.tree, &r.key))?;
+                let name = std::str::from_utf8(&r.key).map_err(|_| bad())?;
                 super::rows::put_tombstone(tx, name, &t).await?;
             }
             TreeId::History => {
                 let record: ProfileRecord = decode(r.tree, &r.key, &r.value)?;
-                let (name, revision) =
-                    split_history_key(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let (name, revision) = split_history_key(&r.key).ok_or_else(bad)?;
                 sqlx::query(
                     "INSERT INTO profile_history (name, revision, seq, record) VALUES ($1, $2, $3, $4)",
                 )
@@ -374,14 +336,12 @@ impl PgStore {
                 .bind(revision)
                 .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
             TreeId::Documents => {
                 let record: DocumentRecord = decode(r.tree, &r.key, &r.value)?;
-                let (kind, name) =
-                    split_document_key(&r.key).ok_or_else(|| bad_key(r.tree, &r.key))?;
+                let (kind, name) = split_document_key(&r.key).ok_or_else(bad)?;
                 *max_seq = (*max_seq).max(record.seq + 1);
                 sqlx::query(
                     "INSERT INTO documents (kind, name, seq, revision, record) VALUES ($1, $2, $3, $4, $5)",
@@ -391,9 +351,8 @@ impl PgStore {
                 .bind(i64::try_from(record.seq).unwrap_or(i64::MAX))
                 .bind(record.document.revision)
                 .bind(&r.value)
-                .execute(&mut **tx)
-                .await
-                .map_err(store_error)?;
+                .run(&mut **tx)
+                .await?;
             }
         }
         Ok(())

@@ -24,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::{broadcast, watch};
 
+use self::rows::Run;
 use super::codec::Codec;
 use super::crypto::SecretCipher;
 use super::{EventBatch, ProfileChange, StoreError, WatchHistory};
@@ -479,11 +480,7 @@ impl PgStore {
         } else {
             "SELECT pg_advisory_xact_lock_shared($1)"
         };
-        sqlx::query(lock)
-            .bind(WRITE_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+        sqlx::query(lock).bind(WRITE_LOCK).run(&mut *tx).await?;
         Ok(tx)
     }
 

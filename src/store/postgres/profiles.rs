@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::rows::Run;
 use super::{limit, puts, rows, store_error, PgStore, Tx};
-use crate::domain::{ConversationId, LlmConfig, Profile, ProfileName, Target, Timestamp};
+use crate::domain::{ConversationId, Profile, ProfileName, Target, Timestamp};
 use crate::store::codec::ProfileRecord;
 use crate::store::records::{history_key, or_skip, Tombstone};
+use crate::store::requests::{ProfileDelete, ProfileImport, ProfilePut, ProfileRename};
 use crate::store::rules;
-use crate::store::{ConflictPolicy, ImportOutcome, ProfileChange, PutMode, PutOutcome, StoreError};
+use crate::store::{ImportOutcome, ProfileChange, PutOutcome, StoreError};
 
 impl PgStore {
     pub(crate) async fn get_profile(
@@ -72,19 +74,15 @@ impl PgStore {
 
     pub(crate) async fn put_profile(
         &self,
-        name: ProfileName,
-        llm: LlmConfig,
-        mode: PutMode,
-        expected_revision: Option<i64>,
-        by: &str,
+        put: ProfilePut<'_>,
     ) -> Result<(Profile, PutOutcome), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = puts::PutJob {
-            name,
-            llm,
-            mode,
-            expected_revision,
-            by: by.to_owned(),
+            name: put.name,
+            llm: put.llm,
+            mode: put.mode,
+            expected_revision: put.expected_revision,
+            by: put.by.to_owned(),
             reply,
         };
         let gone = || StoreError::Unavailable("the store is closing".into());
@@ -94,21 +92,18 @@ impl PgStore {
 
     pub(crate) async fn delete_profile(
         &self,
-        name: &ProfileName,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
-        purge: bool,
-        by: &str,
+        delete: ProfileDelete<'_>,
     ) -> Result<Option<Profile>, StoreError> {
+        let name = delete.name;
         let mut tx = self.begin(true).await?;
         let read = match self.read_profile(&mut tx, name).await {
             // A record that does not decode is not kept forever: force deletes its row (the
             // history stays, as for any delete).
-            Err(StoreError::Corrupt { .. }) if force => {
+            Err(StoreError::Corrupt { .. }) if delete.force => {
                 let placeholder = rules::damaged_placeholder(name);
                 let change = self.remove_profile(&mut tx, &placeholder).await?;
-                self.keep_or_purge(&mut tx, &placeholder, purge, by).await?;
+                self.keep_or_purge(&mut tx, &placeholder, delete.purge, delete.by)
+                    .await?;
                 self.commit_profiles(tx, &[change]).await?;
                 return Ok(Some(placeholder));
             }
@@ -116,7 +111,7 @@ impl PgStore {
         };
         let Some(old) = read else {
             // A purge of a profile deleted earlier destroys the history it left.
-            if purge {
+            if delete.purge {
                 if let Some(last) = self.deleted_revision(&mut tx, name).await? {
                     rows::purge_deleted_names(&mut tx, &[name.as_str()]).await?;
                     rows::forget_logged_records(&mut tx, name.as_str()).await?;
@@ -124,14 +119,14 @@ impl PgStore {
                     return Ok(Some(last));
                 }
             }
-            return rules::absent(allow_missing, "profile", name);
+            return rules::absent(delete.allow_missing, "profile", name);
         };
-        rules::check_revision(&old, expected_revision)?;
+        rules::check_revision(&old, delete.expected_revision)?;
         let users = self.bound_to(&mut tx, name, 6).await?;
-        rules::check_unbound(name, &users, force)?;
+        rules::check_unbound(name, &users, delete.force)?;
         let target = Target::Profile(name.to_string());
         let referrers = self.referrers(&mut tx, &target).await?;
-        crate::store::documents::check_unreferenced(&target, &referrers, force)?;
+        crate::store::documents::check_unreferenced(&target, &referrers, delete.force)?;
         // A record written before the history was kept goes into it, so that there is one to
         // bring back.
         sqlx::query(
@@ -140,11 +135,11 @@ impl PgStore {
              ON CONFLICT (name, revision) DO NOTHING",
         )
         .bind(name.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        .run(&mut *tx)
+        .await?;
         let change = self.remove_profile(&mut tx, &old).await?;
-        self.keep_or_purge(&mut tx, &old, purge, by).await?;
+        self.keep_or_purge(&mut tx, &old, delete.purge, delete.by)
+            .await?;
         self.commit_profiles(tx, &[change]).await?;
         Ok(Some(old))
     }
@@ -186,9 +181,8 @@ impl PgStore {
         super::documents::check_targets(&mut tx, "profile", &added).await?;
         sqlx::query("DELETE FROM deleted_profiles WHERE name = $1")
             .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let changes = self.write_profiles(&mut tx, vec![profile.clone()]).await?;
         self.commit_profiles(tx, &changes).await?;
         Ok(profile)
@@ -249,12 +243,8 @@ impl PgStore {
         Ok(names.len())
     }
 
-    pub(crate) async fn rename_profile(
-        &self,
-        from: &ProfileName,
-        to: &ProfileName,
-        by: &str,
-    ) -> Result<Profile, StoreError> {
+    pub(crate) async fn rename_profile(&self, r: ProfileRename<'_>) -> Result<Profile, StoreError> {
+        let ProfileRename { from, to, by } = r;
         let mut tx = self.begin(true).await?;
         let old = self
             .read_profile(&mut tx, from)
@@ -279,15 +269,13 @@ impl PgStore {
             .bind(to.as_str())
             .bind(kept.revision)
             .bind(self.encode(&kept)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         }
         sqlx::query("DELETE FROM profile_history WHERE name = $1")
             .bind(from.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let mut changes = vec![self.remove_profile(&mut tx, &old).await?];
         changes.extend(self.write_profiles(&mut tx, vec![renamed.clone()]).await?);
         // Conversations bound to the old name follow it, in the same transaction.
@@ -312,21 +300,18 @@ impl PgStore {
 
     pub(crate) async fn import_profiles(
         &self,
-        items: Vec<(ProfileName, LlmConfig)>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-        by: &str,
+        import: ProfileImport<'_>,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
-        let mut tx = self.begin(!dry_run).await?;
-        let names: Vec<&str> = items.iter().map(|(n, _)| n.as_str()).collect();
+        let mut tx = self.begin(!import.dry_run).await?;
+        let names: Vec<&str> = import.items.iter().map(|(n, _)| n.as_str()).collect();
         let rows = rows::profile_records(&mut tx, &names).await?;
         let mut stored = HashMap::with_capacity(rows.len());
         for (name, bytes) in rows {
             let p = self.codec.decode_profile(name.as_bytes(), &bytes)?.profile;
             stored.insert(p.name.clone(), p);
         }
-        let (outcomes, writes) = rules::plan_import(items, policy, stored, by);
-        if dry_run || writes.is_empty() {
+        let (outcomes, writes) = rules::plan_import(import.items, import.policy, stored, import.by);
+        if import.dry_run || writes.is_empty() {
             return Ok(outcomes);
         }
         let changes = self.write_profiles(&mut tx, writes).await?;

@@ -8,6 +8,7 @@ use sqlx::postgres::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::listener::ProfileCache;
+use super::rows::Run;
 use super::{rows, store_error, Tx, WRITE_LOCK};
 use crate::domain::{LlmConfig, Profile, ProfileName};
 use crate::store::codec::{Codec, ProfileRecord};
@@ -92,9 +93,8 @@ impl Batcher {
         let mut tx: Tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let names: Vec<&str> = puts.iter().map(|p| p.0.as_str()).collect();
         let rows = rows::profile_records(&mut tx, &names).await?;
         let mut view: HashMap<ProfileName, Profile> = HashMap::with_capacity(rows.len());

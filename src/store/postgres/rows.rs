@@ -1,10 +1,31 @@
 //! The row-level statements the PostgreSQL store's writes are made of.
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::{Executor, Postgres};
 
 use super::{store_error, uuid, Tx, CHANNEL};
 use crate::domain::{Conversation, ConversationId, Profile};
 use crate::store::records::Tombstone;
 use crate::store::StoreError;
+
+/// `execute` with the store's errors, for a statement whose only answer is that it ran.
+pub trait Run {
+    /// Runs the statement on `executor` (a transaction, a connection, the pool).
+    async fn run<'e, E: Executor<'e, Database = Postgres>>(
+        self,
+        executor: E,
+    ) -> Result<(), StoreError>;
+}
+
+impl Run for Query<'_, Postgres, PgArguments> {
+    async fn run<'e, E: Executor<'e, Database = Postgres>>(
+        self,
+        executor: E,
+    ) -> Result<(), StoreError> {
+        self.execute(executor).await.map_err(store_error)?;
+        Ok(())
+    }
+}
 
 /// The counter's next change seq.
 pub async fn next_seq<'e, E: Executor<'e, Database = Postgres>>(
@@ -39,10 +60,8 @@ async fn seq_of<'e, E: Executor<'e, Database = Postgres>>(
 pub async fn forget_logged_records(tx: &mut Tx, name: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE profile_changes SET record = '' WHERE name = $1 AND record IS NOT NULL")
         .bind(name)
-        .execute(&mut **tx)
+        .run(&mut **tx)
         .await
-        .map_err(store_error)?;
-    Ok(())
 }
 
 /// Takes `n` change seqs; returns the first. Under the write lock, so seq order is commit order.
@@ -92,9 +111,8 @@ pub async fn put_profiles(
     .bind(pick(&|i| seqs[i]))
     .bind(pick(&|i| revisions[i]))
     .bind(stored.iter().map(|&i| records[i].as_slice()).collect::<Vec<&[u8]>>())
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?;
+    .run(&mut **tx)
+    .await?;
     sqlx::query(
         "INSERT INTO profile_changes (seq, name, revision, record) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])",
@@ -103,9 +121,8 @@ pub async fn put_profiles(
     .bind(&names)
     .bind(&revisions)
     .bind(records)
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?;
+    .run(&mut **tx)
+    .await?;
     // A new profile starts a history of its own: what a deleted one of its name left goes.
     let fresh: Vec<&str> = profiles
         .iter()
@@ -123,9 +140,8 @@ pub async fn put_profiles(
     .bind(&revisions)
     .bind(&seqs)
     .bind(records)
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?;
+    .run(&mut **tx)
+    .await?;
     sqlx::query(
         "DELETE FROM profile_history h USING unnest($1::text[], $2::bigint[]) AS w(name, revision) \
          WHERE h.name = w.name AND h.revision <= w.revision - $3",
@@ -133,10 +149,8 @@ pub async fn put_profiles(
     .bind(stored.iter().map(|&i| names[i]).collect::<Vec<&str>>())
     .bind(pick(&|i| revisions[i]))
     .bind(keep)
-    .execute(&mut **tx)
+    .run(&mut **tx)
     .await
-    .map_err(store_error)?;
-    Ok(())
 }
 
 /// Drops what deleted profiles of these names left: their tombstones and kept history.
@@ -147,9 +161,8 @@ pub async fn purge_deleted_names(tx: &mut Tx, names: &[&str]) -> Result<(), Stor
     for table in ["deleted_profiles", "profile_history"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE name = ANY($1)"))
             .bind(names)
-            .execute(&mut **tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -165,19 +178,16 @@ pub async fn put_tombstone(tx: &mut Tx, name: &str, t: &Tombstone) -> Result<(),
     .bind(t.revision)
     .bind(t.delete_time.seconds)
     .bind(crate::store::records::encode(t)?)
-    .execute(&mut **tx)
+    .run(&mut **tx)
     .await
-    .map_err(store_error)?;
-    Ok(())
 }
 
 /// Deletes a profile row and logs the change.
 pub async fn delete_profile(tx: &mut Tx, seq: u64, p: &Profile) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM profiles WHERE name = $1")
         .bind(p.name.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
+        .run(&mut **tx)
+        .await?;
 
     log_change(tx, seq, p, None).await
 }
@@ -188,17 +198,13 @@ async fn log_change(
     p: &Profile,
     record: Option<&[u8]>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO profile_changes (seq, name, revision, record) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(seq_i64(seq))
-    .bind(p.name.as_str())
-    .bind(p.revision)
-    .bind(record)
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?;
-    Ok(())
+    sqlx::query("INSERT INTO profile_changes (seq, name, revision, record) VALUES ($1, $2, $3, $4)")
+        .bind(seq_i64(seq))
+        .bind(p.name.as_str())
+        .bind(p.revision)
+        .bind(record)
+        .run(&mut **tx)
+        .await
 }
 
 /// Inserts or replaces a conversation row.
@@ -215,10 +221,8 @@ pub async fn put_conversation(
     .bind(c.execution_status.sdk_name())
     .bind(c.event_count)
     .bind(bytes)
-    .execute(&mut **tx)
+    .run(&mut **tx)
     .await
-    .map_err(store_error)?;
-    Ok(())
 }
 
 /// Makes a conversation's bindings exactly `names`.
@@ -227,21 +231,18 @@ pub async fn set_bindings(
     id: &ConversationId,
     names: &[String],
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM bindings WHERE conversation = $1 AND NOT (profile = ANY($2))")
-        .bind(uuid(id))
-        .bind(names)
-        .execute(&mut **tx)
-        .await
-        .map_err(store_error)?;
-    sqlx::query(
+    // The ones it no longer binds go, the new ones come; both take (id, names).
+    for sql in [
+        "DELETE FROM bindings WHERE conversation = $1 AND NOT (profile = ANY($2))",
         "INSERT INTO bindings (profile, conversation) SELECT unnest($2::text[]), $1 \
          ON CONFLICT DO NOTHING",
-    )
-    .bind(uuid(id))
-    .bind(names)
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?;
+    ] {
+        sqlx::query(sql)
+            .bind(uuid(id))
+            .bind(names)
+            .run(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -276,8 +277,6 @@ pub async fn notify(tx: &mut Tx, payload: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(payload)
-        .execute(&mut **tx)
+        .run(&mut **tx)
         .await
-        .map_err(store_error)?;
-    Ok(())
 }

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::listener::changes_after;
+use super::rows::Run;
 use super::{rows, store_error, PgStore};
 use crate::store::records::or_skip;
 use crate::store::{too_new, too_old, ProfileWatch, StoreError, WatchHistory};
@@ -89,9 +90,8 @@ impl PgStore {
     async fn snapshot_into(&self, watch: &mut ProfileWatch) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+            .run(&mut *tx)
+            .await?;
         let covered = rows::next_seq(&mut *tx).await?;
         let rows: Vec<(String, i64, Vec<u8>)> =
             sqlx::query_as("SELECT name, seq, record FROM profiles ORDER BY name")

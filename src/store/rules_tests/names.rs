@@ -66,53 +66,22 @@ fn rebound() {
         seconds: 3_000,
         nanos: 1,
     };
-    // (case, llms before, from, to, llms after)
+    // (case, from, to, each usage: (name, its LLM before, after)), kept as a table
+    #[rustfmt::skip]
     let cases = [
-        (
-            "the agent follows",
-            vec![("agent", to("gpt"))],
-            "gpt",
-            "claude",
-            vec![("agent", to("claude"))],
-        ),
-        (
-            "every usage bound to it follows",
-            vec![("agent", to("gpt")), ("condenser", to("gpt"))],
-            "gpt",
-            "claude",
-            vec![("agent", to("claude")), ("condenser", to("claude"))],
-        ),
-        (
-            "other profiles and inline configs stay",
-            vec![
-                ("agent", to("gpt")),
-                ("condenser", to("o3")),
-                ("title", inline("gpt")),
-            ],
-            "gpt",
-            "claude",
-            vec![
-                ("agent", to("claude")),
-                ("condenser", to("o3")),
-                ("title", inline("gpt")),
-            ],
-        ),
-        (
-            "bound to none: only the revision moves",
-            vec![("agent", to("o3"))],
-            "gpt",
-            "claude",
-            vec![("agent", to("o3"))],
-        ),
-        (
-            "to the same name",
-            vec![("agent", to("gpt"))],
-            "gpt",
-            "gpt",
-            vec![("agent", to("gpt"))],
-        ),
+        ("the agent follows", "gpt", "claude", vec![("agent", to("gpt"), to("claude"))]),
+        ("every usage bound to it follows", "gpt", "claude",
+            vec![("agent", to("gpt"), to("claude")), ("condenser", to("gpt"), to("claude"))]),
+        ("other profiles and inline configs stay", "gpt", "claude",
+            vec![("agent", to("gpt"), to("claude")), ("condenser", to("o3"), to("o3")), ("title", inline("gpt"), inline("gpt"))]),
+        ("bound to none: only the revision moves", "gpt", "claude", vec![("agent", to("o3"), to("o3"))]),
+        ("to the same name", "gpt", "gpt", vec![("agent", to("gpt"), to("gpt"))]),
     ];
-    for (case, before, from, new, after) in cases {
+    for (case, from, new, usages) in cases {
+        let (before, after) = usages
+            .into_iter()
+            .map(|(usage, before, after)| ((usage, before), (usage, after)))
+            .unzip();
         let c = Conversation {
             llms: llms(before),
             ..conversation(4)

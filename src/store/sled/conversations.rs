@@ -8,12 +8,13 @@ use sled::Transactional;
 use tokio::sync::broadcast;
 
 use super::SledStore;
-use crate::domain::{Conversation, ConversationId, Event, ExecutionStatus, NewEvent, ProfileName};
+use crate::domain::{Conversation, ConversationId, Event, ProfileName};
 use crate::store::records::{binding_key, decode, encode, event_key, or_skip, TreeId};
-use crate::store::rules;
-use crate::store::{
-    Change, ConflictPolicy, ConversationChange, EventBatch, EventQuery, ImportOutcome, StoreError,
+use crate::store::requests::{
+    ConversationDelete, ConversationImport, ConversationQuery, ConversationUpdate, EventAppend,
 };
+use crate::store::rules;
+use crate::store::{Change, EventBatch, EventQuery, ImportOutcome, StoreError};
 
 /// One write of a transaction.
 pub(super) enum Op {
@@ -34,6 +35,19 @@ fn binding_prefix(name: &ProfileName) -> Vec<u8> {
 fn id_from_key(key: &[u8]) -> Option<ConversationId> {
     let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
     Some(ConversationId::from_bytes(tail))
+}
+
+/// The keys of the events of `id` a query wants, between its seqs.
+fn seq_bounds(id: &ConversationId, q: &EventQuery) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lo = match q.after_seq {
+        Some(s) if s >= 0 => Bound::Excluded(event_key(id, s)),
+        _ => Bound::Included(event_key(id, 0)),
+    };
+    let hi = match q.before_seq {
+        Some(s) => Bound::Excluded(event_key(id, s.max(0))),
+        None => Bound::Included(event_key(id, i64::MAX)),
+    };
+    (lo, hi)
 }
 
 impl SledStore {
@@ -184,22 +198,19 @@ impl SledStore {
 
     pub(crate) async fn list_conversations(
         &self,
-        after: Option<ConversationId>,
-        limit: usize,
-        status: Option<ExecutionStatus>,
-        profile: Option<&ProfileName>,
+        query: ConversationQuery<'_>,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let wanted = |c: &Conversation| status.is_none_or(|s| c.execution_status == s);
+        let wanted = |c: &Conversation| query.status.is_none_or(|s| c.execution_status == s);
         let mut out = Vec::new();
-        if let Some(name) = profile {
+        if let Some(name) = query.profile {
             let prefix = binding_prefix(name);
-            let start = match after {
+            let start = match query.after {
                 Some(a) => Bound::Excluded(binding_key(name, &a)),
                 None => Bound::Included(prefix.clone()),
             };
             for key in self.bindings.range((start, Bound::Unbounded)).keys() {
                 let key = key?;
-                if !key.starts_with(&prefix) || out.len() >= limit {
+                if !key.starts_with(&prefix) || out.len() >= query.limit {
                     break;
                 }
                 let Some(id) = id_from_key(&key) else {
@@ -210,12 +221,12 @@ impl SledStore {
             }
             return Ok(out);
         }
-        let start = match after {
+        let start = match query.after {
             Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
             None => Bound::Unbounded,
         };
         for item in self.conversations.range((start, Bound::Unbounded)) {
-            if out.len() >= limit {
+            if out.len() >= query.limit {
                 break;
             }
             let (key, bytes) = item?;
@@ -228,20 +239,18 @@ impl SledStore {
 
     pub(crate) async fn update_conversation(
         &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        change: ConversationChange<'_>,
+        update: ConversationUpdate<'_>,
     ) -> Result<Conversation, StoreError> {
         self.durably(|| {
             let old = self
-                .read_conversation(id)?
-                .ok_or_else(|| StoreError::not_found("conversation", id))?;
-            rules::check_conversation_revision(&old, expected_revision)?;
-            if let Some(new) = rules::updated(&old, change)? {
+                .read_conversation(update.id)?
+                .ok_or_else(|| StoreError::not_found("conversation", update.id))?;
+            rules::check_conversation_revision(&old, update.expected_revision)?;
+            if let Some(new) = rules::updated(&old, update.change)? {
                 self.check_profiles_exist(&new)?;
                 let mut ops = vec![Op::Put(
                     TreeId::Conversations,
-                    id.as_bytes().to_vec(),
+                    update.id.as_bytes().to_vec(),
                     self.encode_conversation(&new)?,
                 )];
                 Self::binding_ops(Some(&old), Some(&new), &mut ops);
@@ -256,18 +265,15 @@ impl SledStore {
 
     pub(crate) async fn delete_conversation(
         &self,
-        id: &ConversationId,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
+        delete: ConversationDelete<'_>,
     ) -> Result<Option<(Conversation, i64)>, StoreError> {
         self.durably(|| {
-            let (old, bindings) = match self.read_conversation(id) {
+            let (old, bindings) = match self.read_conversation(delete.id) {
                 // Nothing to delete: still answer only once every earlier write is durable.
-                Ok(None) if allow_missing => return self.unchanged(None),
-                Ok(None) => return Err(StoreError::not_found("conversation", id)),
+                Ok(None) if delete.allow_missing => return self.unchanged(None),
+                Ok(None) => return Err(StoreError::not_found("conversation", delete.id)),
                 Ok(Some(old)) => {
-                    rules::check_conversation_revision(&old, expected_revision)?;
+                    rules::check_conversation_revision(&old, delete.expected_revision)?;
                     let mut ops = Vec::new();
                     Self::binding_ops(Some(&old), None, &mut ops);
                     (old, ops)
@@ -275,28 +281,31 @@ impl SledStore {
                 // A record that does not decode is not kept forever: force deletes it, its
                 // events and every binding that names it (found by a scan: the record that
                 // lists them cannot be read).
-                Err(StoreError::Corrupt { .. }) if force => {
+                Err(StoreError::Corrupt { .. }) if delete.force => {
                     let mut ops = Vec::new();
                     for key in self.bindings.iter().keys() {
                         let key = key?;
-                        if key.ends_with(id.as_bytes()) {
+                        if key.ends_with(delete.id.as_bytes()) {
                             ops.push(Op::Del(TreeId::Bindings, key.to_vec()));
                         }
                     }
-                    (rules::damaged_conversation(id), ops)
+                    (rules::damaged_conversation(delete.id), ops)
                 }
                 Err(e) => return Err(e),
             };
-            let mut ops = vec![Op::Del(TreeId::Conversations, id.as_bytes().to_vec())];
+            let mut ops = vec![Op::Del(
+                TreeId::Conversations,
+                delete.id.as_bytes().to_vec(),
+            )];
             ops.extend(bindings);
             let mut events = 0;
-            for key in self.events.scan_prefix(id.as_bytes()).keys() {
+            for key in self.events.scan_prefix(delete.id.as_bytes()).keys() {
                 ops.push(Op::Del(TreeId::Events, key?.to_vec()));
                 events += 1;
             }
             self.apply(&ops)?;
             let gone = EventBatch {
-                conversation: *id,
+                conversation: *delete.id,
                 next_seq: old.event_count.max(events),
                 deleted: true,
             };
@@ -307,33 +316,35 @@ impl SledStore {
 
     pub(crate) async fn append_events(
         &self,
-        id: &ConversationId,
-        events: Vec<NewEvent>,
-        expected_next_seq: Option<i64>,
+        append: EventAppend<'_>,
     ) -> Result<(i64, i64), StoreError> {
         self.durably(|| {
             let mut c = self
-                .read_conversation(id)?
-                .ok_or_else(|| StoreError::not_found("conversation", id))?;
+                .read_conversation(append.id)?
+                .ok_or_else(|| StoreError::not_found("conversation", append.id))?;
             let first = c.event_count;
-            rules::check_next_seq(id, first, expected_next_seq)?;
-            if events.is_empty() {
+            rules::check_next_seq(append.id, first, append.expected_next_seq)?;
+            if append.events.is_empty() {
                 return self.unchanged((first, first));
             }
-            let mut ops = Vec::with_capacity(events.len() + 1);
-            let appended = i64::try_from(events.len()).unwrap_or(i64::MAX);
-            for e in rules::numbered(first, events) {
-                ops.push(Op::Put(TreeId::Events, event_key(id, e.seq), encode(&e)?));
+            let mut ops = Vec::with_capacity(append.events.len() + 1);
+            let appended = i64::try_from(append.events.len()).unwrap_or(i64::MAX);
+            for e in rules::numbered(first, append.events) {
+                ops.push(Op::Put(
+                    TreeId::Events,
+                    event_key(append.id, e.seq),
+                    encode(&e)?,
+                ));
             }
             c.event_count = first.saturating_add(appended);
             ops.push(Op::Put(
                 TreeId::Conversations,
-                id.as_bytes().to_vec(),
+                append.id.as_bytes().to_vec(),
                 self.encode_conversation(&c)?,
             ));
             self.apply(&ops)?;
             let batch = EventBatch {
-                conversation: *id,
+                conversation: *append.id,
                 next_seq: c.event_count,
                 deleted: false,
             };
@@ -347,15 +358,7 @@ impl SledStore {
         id: &ConversationId,
         q: &EventQuery,
     ) -> Result<Vec<Event>, StoreError> {
-        let lo = match q.after_seq {
-            Some(s) if s >= 0 => Bound::Excluded(event_key(id, s)),
-            _ => Bound::Included(event_key(id, 0)),
-        };
-        let hi = match q.before_seq {
-            Some(s) => Bound::Excluded(event_key(id, s.max(0))),
-            None => Bound::Included(event_key(id, i64::MAX)),
-        };
-        let range = self.events.range((lo, hi));
+        let range = self.events.range(seq_bounds(id, q));
         let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if q.descending
         {
             Box::new(range.rev())
@@ -387,29 +390,30 @@ impl SledStore {
 
     pub(crate) async fn import_conversation(
         &self,
-        c: Conversation,
-        events: Vec<NewEvent>,
-        policy: ConflictPolicy,
-        dry_run: bool,
+        import: ConversationImport,
     ) -> Result<ImportOutcome, StoreError> {
         self.durably(|| {
-            self.check_profiles_exist(&c)?;
-            let old = self.read_conversation(&c.id)?;
-            let (c, outcome) =
-                match rules::plan_import_conversation(c, old.as_ref(), events.len(), policy) {
-                    Ok(plan) => plan,
-                    Err(skipped) => return self.unchanged(skipped),
-                };
-            if dry_run {
+            self.check_profiles_exist(&import.c)?;
+            let old = self.read_conversation(&import.c.id)?;
+            let (c, outcome) = match rules::plan_import_conversation(
+                import.c,
+                old.as_ref(),
+                import.events.len(),
+                import.policy,
+            ) {
+                Ok(plan) => plan,
+                Err(skipped) => return self.unchanged(skipped),
+            };
+            if import.dry_run {
                 return self.unchanged(outcome);
             }
-            let mut ops = Vec::with_capacity(events.len() + 4);
+            let mut ops = Vec::with_capacity(import.events.len() + 4);
             if old.is_some() {
                 for key in self.events.scan_prefix(c.id.as_bytes()).keys() {
                     ops.push(Op::Del(TreeId::Events, key?.to_vec()));
                 }
             }
-            for e in rules::numbered(0, events) {
+            for e in rules::numbered(0, import.events) {
                 ops.push(Op::Put(
                     TreeId::Events,
                     event_key(&c.id, e.seq),

@@ -1,18 +1,16 @@
 //! The sled implementation of documents (provider connections, meta-profiles, agent profiles): one
 //! tree keyed `kind \0 name`, written under the write lock like every record, with references
 //! across kinds (and to and from profiles) checked and re-pointed in the same transaction.
-use std::collections::HashMap;
-
-use serde_json::{Map, Value};
 
 use super::conversations::Op;
-use super::SledStore;
+use super::{stored_of, SledStore};
 use crate::domain::document::{connection_of, referrer_kinds};
 use crate::domain::{DocKind, Document, LlmConfig, Profile, Target, Timestamp};
 use crate::store::codec::{DocumentRecord, ProfileRecord};
 use crate::store::documents::{self as rules, DocPlan, DocPut};
 use crate::store::records::{decode, document_key, or_skip, TreeId};
-use crate::store::{Change, ConflictPolicy, ImportOutcome, PutOutcome, StoreError};
+use crate::store::requests::{DocDelete, DocImport, DocQuery, DocRename};
+use crate::store::{Change, ImportOutcome, PutOutcome, StoreError};
 
 impl SledStore {
     fn read_document(&self, kind: DocKind, name: &str) -> Result<Option<Document>, StoreError> {
@@ -117,19 +115,17 @@ impl SledStore {
 
     pub(crate) async fn list_documents(
         &self,
-        kind: DocKind,
-        after: Option<&str>,
-        limit: usize,
+        query: DocQuery<'_>,
     ) -> Result<Vec<Document>, StoreError> {
-        let start = document_key(kind, after.unwrap_or(""));
-        let prefix = document_key(kind, "");
+        let start = document_key(query.kind, query.after.unwrap_or(""));
+        let prefix = document_key(query.kind, "");
         let mut out = Vec::new();
         for item in self.documents.range(start.clone()..) {
             let (key, bytes) = item?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
+            if !key.starts_with(&prefix) || out.len() >= query.limit {
                 break;
             }
-            if after.is_some() && *key == *start {
+            if query.after.is_some() && *key == *start {
                 continue;
             }
             let read = self.codec.decode_document(&key, &bytes);
@@ -160,41 +156,33 @@ impl SledStore {
 
     pub(crate) async fn delete_document(
         &self,
-        kind: DocKind,
-        name: &str,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
+        delete: DocDelete<'_>,
     ) -> Result<Option<Document>, StoreError> {
         self.durably(|| {
-            let key = document_key(kind, name);
-            let doc = match self.read_document(kind, name) {
-                Err(StoreError::Corrupt { .. }) if force => None,
+            let key = document_key(delete.kind, delete.name);
+            let doc = match self.read_document(delete.kind, delete.name) {
+                Err(StoreError::Corrupt { .. }) if delete.force => None,
                 Err(e) => return Err(e),
-                Ok(None) if allow_missing => return self.unchanged(None),
-                Ok(None) => return Err(StoreError::not_found(kind.noun(), name)),
+                Ok(None) if delete.allow_missing => return self.unchanged(None),
+                Ok(None) => return Err(StoreError::not_found(delete.kind.noun(), delete.name)),
                 Ok(Some(doc)) => Some(doc),
             };
             if let Some(doc) = &doc {
-                rules::check_revision(doc, expected_revision)?;
-                let target = Target::Document(kind, name.to_owned());
-                rules::check_unreferenced(&target, &self.referrers(&target)?, force)?;
+                rules::check_revision(doc, delete.expected_revision)?;
+                let target = Target::Document(delete.kind, delete.name.to_owned());
+                rules::check_unreferenced(&target, &self.referrers(&target)?, delete.force)?;
             }
             self.apply(&[Op::Del(TreeId::Documents, key)])?;
             self.changed(
                 std::iter::empty::<Change>(),
-                doc.or_else(|| Some(rules::damaged(kind, name))),
+                doc.or_else(|| Some(rules::damaged(delete.kind, delete.name))),
             )
         })
         .await
     }
 
-    pub(crate) async fn rename_document(
-        &self,
-        kind: DocKind,
-        from: &str,
-        to: &str,
-    ) -> Result<Document, StoreError> {
+    pub(crate) async fn rename_document(&self, r: DocRename<'_>) -> Result<Document, StoreError> {
+        let DocRename { kind, from, to } = r;
         self.durably(|| {
             let old = self
                 .read_document(kind, from)?
@@ -227,21 +215,18 @@ impl SledStore {
 
     pub(crate) async fn import_documents(
         &self,
-        kind: DocKind,
-        items: Vec<(String, Map<String, Value>)>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-        blind: bool,
+        import: DocImport,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         self.durably(|| {
-            let mut stored = HashMap::new();
-            for (name, _) in &items {
-                if let Some(d) = self.read_document(kind, name)? {
-                    stored.insert(name.clone(), d);
-                }
-            }
-            let (outcomes, writes) = rules::plan_import(kind, items, policy, stored, blind);
-            if dry_run || writes.is_empty() {
+            let stored = stored_of(&import.items, |name| self.read_document(import.kind, name))?;
+            let (outcomes, writes) = rules::plan_import(
+                import.kind,
+                import.items,
+                import.policy,
+                stored,
+                import.blind,
+            );
+            if import.dry_run || writes.is_empty() {
                 return self.unchanged(outcomes);
             }
             let ops = writes

@@ -43,6 +43,34 @@ impl CheckReport {
     fn problem(&mut self, place: String, what: impl Into<String>) {
         self.problems.push((place, what.into()));
     }
+
+    /// Counts one record of `tree` as read; its place, for what is found wrong with it.
+    fn read(&mut self, tree: TreeId, key: &[u8]) -> String {
+        *self.counts.entry(tree.name()).or_default() += 1;
+        place(tree, key)
+    }
+
+    /// [`Self::read`], and the parts `split` finds in the key: `None` after a problem when the key
+    /// is not of the tree's shape.
+    fn read_split<'k, T>(
+        &mut self,
+        tree: TreeId,
+        key: &'k [u8],
+        split: impl FnOnce(&'k [u8]) -> Option<T>,
+    ) -> (String, Option<T>) {
+        let place = self.read(tree, key);
+        let parts = split(key);
+        if parts.is_none() {
+            let shape = match tree {
+                TreeId::Bindings => "`<profile name> \\0 <16-byte conversation id>`",
+                TreeId::Events => "a 16-byte conversation id and an 8-byte seq",
+                // A conversation's.
+                _ => "a 16-byte conversation id",
+            };
+            self.problem(place.clone(), format!("the key is not {shape}"));
+        }
+        (place, parts)
+    }
 }
 
 /// Why a record does not read, from a store error (the reason only: the place is reported apart).
@@ -193,8 +221,7 @@ impl SledStore {
         let mut bound = Vec::new();
         for item in self.profiles.iter() {
             let (key, bytes) = item?;
-            *report.counts.entry(TreeId::Profiles.name()).or_default() += 1;
-            let place = place(TreeId::Profiles, &key);
+            let place = report.read(TreeId::Profiles, &key);
             match self.decode_profile(&key, &bytes) {
                 Err(e) => {
                     report.problem(place, reason(e));
@@ -237,8 +264,7 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         for item in self.history.iter() {
             let (key, bytes) = item?;
-            *report.counts.entry(TreeId::History.name()).or_default() += 1;
-            let place = place(TreeId::History, &key);
+            let place = report.read(TreeId::History, &key);
             match self.codec.decode_revision(&key, &bytes) {
                 Err(e) => {
                     report.problem(place, reason(e));
@@ -264,8 +290,7 @@ impl SledStore {
         }
         for item in self.deleted.iter() {
             let (key, bytes) = item?;
-            *report.counts.entry(TreeId::Deleted.name()).or_default() += 1;
-            let place = place(TreeId::Deleted, &key);
+            let place = report.read(TreeId::Deleted, &key);
             if let Err(e) = decode::<Tombstone>(TreeId::Deleted, &key, &bytes) {
                 report.problem(place, reason(e));
                 report.damaged.push((TreeId::Deleted, key.to_vec()));
@@ -289,9 +314,8 @@ impl SledStore {
         let mut readable = Vec::new();
         for item in self.documents.iter() {
             let (key, bytes) = item?;
-            *report.counts.entry(TreeId::Documents.name()).or_default() += 1;
+            let place = report.read(TreeId::Documents, &key);
             stored.insert(key.to_vec());
-            let place = place(TreeId::Documents, &key);
             match self.codec.decode_document(&key, &bytes) {
                 Err(e) => {
                     report.problem(place, reason(e));
@@ -346,13 +370,8 @@ impl SledStore {
         let mut out = HashMap::new();
         for item in self.conversations.iter() {
             let (key, bytes) = item?;
-            *report
-                .counts
-                .entry(TreeId::Conversations.name())
-                .or_default() += 1;
-            let place = place(TreeId::Conversations, &key);
-            let Some(id) = conversation_id(&key) else {
-                report.problem(place, "the key is not a 16-byte conversation id");
+            let (place, parts) = report.read_split(TreeId::Conversations, &key, conversation_id);
+            let Some(id) = parts else {
                 continue;
             };
             let opened = decode::<Conversation>(TreeId::Conversations, &key, &bytes)
@@ -418,13 +437,8 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         for key in self.bindings.iter().keys() {
             let key = key?;
-            *report.counts.entry(TreeId::Bindings.name()).or_default() += 1;
-            let place = place(TreeId::Bindings, &key);
-            let Some((name, id)) = split_binding_key(&key) else {
-                report.problem(
-                    place,
-                    "the key is not `<profile name> \\0 <16-byte conversation id>`",
-                );
+            let (place, parts) = report.read_split(TreeId::Bindings, &key, split_binding_key);
+            let Some((name, id)) = parts else {
                 continue;
             };
             match conversations.get(id.as_bytes().as_slice()) {
@@ -453,13 +467,8 @@ impl SledStore {
         let mut stored: HashMap<ConversationId, i64> = HashMap::new();
         for item in self.events.iter() {
             let (key, bytes) = item?;
-            *report.counts.entry(TreeId::Events.name()).or_default() += 1;
-            let place = place(TreeId::Events, &key);
-            let Some((id, seq)) = split_event_key(&key) else {
-                report.problem(
-                    place,
-                    "the key is not a 16-byte conversation id and an 8-byte seq",
-                );
+            let (place, parts) = report.read_split(TreeId::Events, &key, split_event_key);
+            let Some((id, seq)) = parts else {
                 continue;
             };
             if !conversations.contains_key(id.as_bytes().as_slice()) {

@@ -9,13 +9,13 @@ mod profiles;
 
 pub use self::maintenance::CheckReport;
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use fs2::FileExt;
-use serde::Serialize;
 use sled::Tree;
 use tokio::sync::broadcast;
 
@@ -23,10 +23,7 @@ use self::conversations::Op;
 use self::decoded::Shared;
 use self::flush::Flusher;
 use crate::domain::Conversation;
-use crate::store::codec::{
-    conversation_secrets, document_secrets, profile_secrets, Codec, DocumentRecord, ProfileRecord,
-    SecretVisitor,
-};
+use crate::store::codec::{Codec, ProfileRecord};
 use crate::store::crypto::{KeyError, KeySource, SecretCipher};
 use crate::store::records::TreeId;
 use crate::store::records::{place, RotationReport};
@@ -96,6 +93,21 @@ pub enum OpenError {
     /// The encryption keys cannot be read or created.
     #[error(transparent)]
     Keys(#[from] KeyError),
+}
+
+/// The stored records of the names an import brings (`items`: name and content), as `read` finds
+/// them: what the import's plan weighs each item against.
+fn stored_of<N: Clone + Eq + std::hash::Hash, C, T>(
+    items: &[(N, C)],
+    read: impl Fn(&N) -> Result<Option<T>, StoreError>,
+) -> Result<HashMap<N, T>, StoreError> {
+    let mut stored = HashMap::new();
+    for (name, _) in items {
+        if let Some(record) = read(name)? {
+            stored.insert(name.clone(), record);
+        }
+    }
+    Ok(stored)
 }
 
 /// The sled store. Writes are serialized by one lock (they take microseconds); the expensive part,
@@ -407,29 +419,22 @@ impl SledStore {
     }
 
     /// Re-seals the secrets of every record of one tree into `ops`; damaged records go to the report.
-    /// Returns how many records changed.
-    fn reseal_tree<T: Serialize + serde::de::DeserializeOwned>(
+    fn reseal_tree(
         &self,
-        tree_id: TreeId,
-        secrets: impl Fn(&mut T, &mut SecretVisitor<'_>) -> Result<(), String>,
+        tree: TreeId,
         report: &mut RotationReport,
         ops: &mut Vec<Op>,
-    ) -> Result<usize, StoreError> {
-        let mut changed = 0;
-        for item in self.tree(tree_id).iter() {
+    ) -> Result<(), StoreError> {
+        for item in self.tree(tree).iter() {
             let (key, bytes) = item?;
-            let label = place(tree_id, &key);
-            match self.codec.reseal_record(&bytes, &secrets) {
-                Err(reason) => report.damaged.push(format!("{label}: {reason}")),
-                Ok(None) => {}
-                Ok(Some((bytes, old_keys))) => {
-                    report.count(old_keys);
-                    changed += 1;
-                    ops.push(Op::Put(tree_id, key.to_vec(), bytes));
-                }
+            if let Some(sealed) = self
+                .codec
+                .reseal_stored(tree, &place(tree, &key), &bytes, report)
+            {
+                ops.push(Op::Put(tree, key.to_vec(), sealed));
             }
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// Re-encrypts every secret (profiles and inline LLMs of conversations) with the first key, in
@@ -441,30 +446,15 @@ impl SledStore {
                 ..RotationReport::default()
             };
             let mut ops = Vec::new();
-            report.profiles = self.reseal_tree(
+            // Every tree whose records hold secrets.
+            for tree in [
                 TreeId::Profiles,
-                |r: &mut ProfileRecord, f| profile_secrets(r, f),
-                &mut report,
-                &mut ops,
-            )?;
-            report.conversations = self.reseal_tree(
                 TreeId::Conversations,
-                |c: &mut Conversation, f| conversation_secrets(c, f),
-                &mut report,
-                &mut ops,
-            )?;
-            report.documents = self.reseal_tree(
                 TreeId::Documents,
-                |d: &mut DocumentRecord, f| document_secrets(d, f),
-                &mut report,
-                &mut ops,
-            )?;
-            report.revisions = self.reseal_tree(
                 TreeId::History,
-                |r: &mut ProfileRecord, f| profile_secrets(r, f),
-                &mut report,
-                &mut ops,
-            )?;
+            ] {
+                self.reseal_tree(tree, &mut report, &mut ops)?;
+            }
             // The records the change log carries for a resumed watch are sealed too.
             self.reseal_carried(&mut ops)?;
             if ops.is_empty() {

@@ -2,18 +2,15 @@
 //! group-committed flush and published to watchers once durable.
 use super::changelog::{logged_delete, logged_put};
 use super::conversations::Op;
-use super::SledStore;
-use crate::domain::{LlmConfig, Profile, ProfileName, Target, Timestamp};
+use super::{stored_of, SledStore};
+use crate::domain::{Profile, ProfileName, Target, Timestamp};
 use crate::store::codec::ProfileRecord;
 use crate::store::documents;
 use crate::store::records::TreeId;
 use crate::store::records::{decode, encode, history_key, history_prefix, or_skip, Tombstone};
+use crate::store::requests::{ProfileDelete, ProfileImport, ProfilePut, ProfileRename};
 use crate::store::rules::{self, PutPlan};
-use crate::store::{
-    Change, ConflictPolicy, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome,
-    StoreError,
-};
-use std::collections::HashMap;
+use crate::store::{Change, ImportOutcome, ProfileChange, ProfileWatch, PutOutcome, StoreError};
 use std::sync::Arc;
 
 impl SledStore {
@@ -57,12 +54,15 @@ impl SledStore {
 
     pub(crate) async fn put_profile(
         &self,
-        name: ProfileName,
-        llm: LlmConfig,
-        mode: PutMode,
-        expected_revision: Option<i64>,
-        by: &str,
+        put: ProfilePut<'_>,
     ) -> Result<(Profile, PutOutcome), StoreError> {
+        let ProfilePut {
+            name,
+            llm,
+            mode,
+            expected_revision,
+            by,
+        } = put;
         self.durably(|| {
             let old = self.read_profile(name.as_str())?.map(|r| r.profile);
             self.check_profile_connection(old.as_ref(), &llm)?;
@@ -89,21 +89,21 @@ impl SledStore {
 
     pub(crate) async fn delete_profile(
         &self,
-        name: &ProfileName,
-        expected_revision: Option<i64>,
-        allow_missing: bool,
-        force: bool,
-        purge: bool,
-        by: &str,
+        delete: ProfileDelete<'_>,
     ) -> Result<Option<Profile>, StoreError> {
+        let name = delete.name;
         self.durably(|| {
             let mut keep = None;
             let found = match self.read_profile(name.as_str()) {
                 // A record that does not decode is not kept forever: force deletes its bytes.
-                Err(StoreError::Corrupt { .. }) if force => Some(rules::damaged_placeholder(name)),
+                Err(StoreError::Corrupt { .. }) if delete.force => {
+                    Some(rules::damaged_placeholder(name))
+                }
                 Err(e) => return Err(e),
                 // A purge of a profile deleted earlier destroys the history it left.
-                Ok(None) if purge && self.deleted.contains_key(name.as_str().as_bytes())? => {
+                Ok(None)
+                    if delete.purge && self.deleted.contains_key(name.as_str().as_bytes())? =>
+                {
                     let last = self.deleted_revision(name)?;
                     let mut ops = Vec::new();
                     self.purge_ops(name.as_str(), &mut ops)?;
@@ -111,17 +111,25 @@ impl SledStore {
                     self.apply(&ops)?;
                     return self.changed(std::iter::empty::<Change>(), last);
                 }
-                Ok(None) if allow_missing => None,
+                Ok(None) if delete.allow_missing => None,
                 Ok(None) => return Err(StoreError::not_found("profile", name)),
                 Ok(Some(record)) => {
-                    rules::check_revision(&record.profile, expected_revision)?;
-                    rules::check_unbound(name, &self.conversations_bound_to(name, 6)?, force)?;
+                    rules::check_revision(&record.profile, delete.expected_revision)?;
+                    rules::check_unbound(
+                        name,
+                        &self.conversations_bound_to(name, 6)?,
+                        delete.force,
+                    )?;
                     let target = Target::Profile(name.to_string());
-                    documents::check_unreferenced(&target, &self.referrers(&target)?, force)?;
+                    documents::check_unreferenced(
+                        &target,
+                        &self.referrers(&target)?,
+                        delete.force,
+                    )?;
                     // A record written before the history was kept goes into it, so that there
                     // is one to bring back.
                     let key = history_key(name.as_str(), record.profile.revision);
-                    if !purge && !self.history.contains_key(&key)? {
+                    if !delete.purge && !self.history.contains_key(&key)? {
                         keep = Some(Op::Put(TreeId::History, key, self.encode_profile(&record)?));
                     }
                     Some(record.profile)
@@ -136,14 +144,14 @@ impl SledStore {
                     let mut ops =
                         vec![Op::Del(TreeId::Profiles, name.as_str().as_bytes().to_vec())];
                     ops.extend(keep);
-                    if purge {
+                    if delete.purge {
                         self.purge_ops(name.as_str(), &mut ops)?;
                         self.forget_carried(name.as_str(), &mut ops)?;
                     } else {
                         let tomb = Tombstone {
                             revision: profile.revision,
                             delete_time: Timestamp::now(),
-                            delete_principal: by.to_owned(),
+                            delete_principal: delete.by.to_owned(),
                         };
                         let key = name.as_str().as_bytes().to_vec();
                         ops.push(Op::Put(TreeId::Deleted, key, encode(&tomb)?));
@@ -163,12 +171,8 @@ impl SledStore {
         .await
     }
 
-    pub(crate) async fn rename_profile(
-        &self,
-        from: &ProfileName,
-        to: &ProfileName,
-        by: &str,
-    ) -> Result<Profile, StoreError> {
+    pub(crate) async fn rename_profile(&self, r: ProfileRename<'_>) -> Result<Profile, StoreError> {
+        let ProfileRename { from, to, by } = r;
         self.durably(|| {
             let old = self
                 .read_profile(from.as_str())?
@@ -247,20 +251,15 @@ impl SledStore {
 
     pub(crate) async fn import_profiles(
         &self,
-        items: Vec<(ProfileName, LlmConfig)>,
-        policy: ConflictPolicy,
-        dry_run: bool,
-        by: &str,
+        import: ProfileImport<'_>,
     ) -> Result<Vec<ImportOutcome>, StoreError> {
         self.durably(|| {
-            let mut stored = HashMap::new();
-            for (name, _) in &items {
-                if let Some(r) = self.read_profile(name.as_str())? {
-                    stored.insert(name.clone(), r.profile);
-                }
-            }
-            let (outcomes, writes) = rules::plan_import(items, policy, stored, by);
-            if dry_run || writes.is_empty() {
+            let stored = stored_of(&import.items, |name| {
+                Ok(self.read_profile(name.as_str())?.map(|r| r.profile))
+            })?;
+            let (outcomes, writes) =
+                rules::plan_import(import.items, import.policy, stored, import.by);
+            if import.dry_run || writes.is_empty() {
                 self.unchanged(outcomes)
             } else {
                 let mut ops = Vec::with_capacity(writes.len() * 2);
