@@ -47,8 +47,6 @@ pub fn cut<T>(
         .unwrap_or_default()
 }
 
-/// The key to resume after; `None` for an empty token. INVALID_ARGUMENT for anything not made by
-/// [`encode`] for the same listing.
 /// [`decode`] for a listing whose tokens carry a number (a revision, an event's seq).
 pub fn decode_number(key: &[u8; 32], listing: &str, token: &str) -> Result<Option<i64>, Status> {
     decode(key, listing, token)?
@@ -59,6 +57,8 @@ pub fn decode_number(key: &[u8; 32], listing: &str, token: &str) -> Result<Optio
         .transpose()
 }
 
+/// The key to resume after; `None` for an empty token. INVALID_ARGUMENT for anything not made by
+/// [`encode`] for the same listing.
 pub fn decode(key: &[u8; 32], listing: &str, token: &str) -> Result<Option<String>, Status> {
     if token.is_empty() {
         return Ok(None);
