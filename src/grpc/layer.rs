@@ -1,20 +1,22 @@
 //! The call layer in front of every service: from the row of [`super::methods`] for the call's
 //! path it checks the caller's role (when tokens are configured), opens the `rpc` span the
 //! handler runs in, and when the answer is ready writes the one log line (method, resource, code,
-//! latency) and the call metrics. Handlers do none of this themselves.
+//! latency) and the call metrics. Handlers do none of this themselves. A plain GetProfile (current,
+//! masked) it answers itself from the store's ready replies when the store keeps one.
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body::Frame;
+use http_body::{Body as _, Frame};
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tracing::Instrument;
 
 use super::methods::{self, Access, Method};
 use crate::auth::Authenticator;
+use crate::store::Store;
 
 /// The resource is read from the whole message (a client may send its fields in any order),
 /// up to this size; a message that arrives in one chunk is read where it lies, one split across
@@ -25,12 +27,22 @@ const PEEK_LIMIT: usize = 64 << 20;
 #[derive(Clone)]
 pub struct CallLayer {
     auth: Option<Arc<Authenticator>>,
+    ready: Option<Arc<Store>>,
 }
 
 impl CallLayer {
     /// Authenticates with `auth`, or lets every call through as the anonymous admin when `None`.
     pub fn new(auth: Option<Arc<Authenticator>>) -> Self {
-        Self { auth }
+        Self { auth, ready: None }
+    }
+
+    /// Answers a plain GetProfile (the current profile, masked) from `store`'s ready responses
+    /// (see [`Store::ready_profile`]) without the handler, when it has one.
+    pub fn with_ready_profiles(self, store: Arc<Store>) -> Self {
+        Self {
+            ready: Some(store),
+            ..self
+        }
     }
 }
 
@@ -41,6 +53,7 @@ impl<S> tower::Layer<S> for CallLayer {
         CallService {
             inner,
             auth: self.auth.clone(),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -50,6 +63,7 @@ impl<S> tower::Layer<S> for CallLayer {
 pub struct CallService<S> {
     inner: S,
     auth: Option<Arc<Authenticator>>,
+    ready: Option<Arc<Store>>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -108,7 +122,10 @@ fn finish(m: &Method, resource: &str, code: Code, started: Instant) {
 
 impl<S> tower::Service<http::Request<Body>> for CallService<S>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -147,29 +164,184 @@ where
             let call = self.inner.call(req);
             return Box::pin(async move { call.await.map(undecodable_as_invalid) });
         };
-        let resource = Arc::new(OnceLock::new());
-        let span = tracing::info_span!("rpc", method = row.name, resource = tracing::field::Empty);
-        let req = req.map(|body| {
-            Body::new(Peek {
-                inner: body,
-                row,
-                seen: BytesMut::new(),
-                resource: Arc::clone(&resource),
-                span: span.clone(),
-            })
-        });
-        let call = self.inner.call(req).instrument(span);
-        Box::pin(async move {
-            let res = call.await.map(undecodable_as_invalid);
-            let code = match &res {
-                Ok(r) => code_of(r),
-                Err(_) => Code::Unknown,
-            };
-            let resource = resource.get().map_or("", String::as_str);
-            finish(row, resource, code, started);
-            res
-        })
+        if let Some(store) = self.ready.as_ref().filter(|_| is_get_profile(row)) {
+            // The service that was made ready goes into the future; a clone stays for the next.
+            let ready = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, ready);
+            let store = Arc::clone(store);
+            return Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let (head, rest) = match gather(body).await {
+                    Ok(read) => read,
+                    Err(status) => return Ok(status.into_http()),
+                };
+                if rest.is_none() {
+                    if let Some((name, answer)) = ready_answer(&store, &head) {
+                        finish(row, &name, Code::Ok, started);
+                        return Ok(answer);
+                    }
+                }
+                let body = Body::new(Prefixed {
+                    head: Some(head),
+                    then: Then::Rest(rest),
+                });
+                forward(
+                    &mut inner,
+                    http::Request::from_parts(parts, body),
+                    row,
+                    started,
+                )
+                .await
+            });
+        }
+        forward(&mut self.inner, req, row, started)
     }
+}
+
+/// Whether `row` is ProfileService/GetProfile.
+fn is_get_profile(row: &Method) -> bool {
+    row.service == methods::PROFILES && row.name == "GetProfile"
+}
+
+/// A request body read whole, up to [`READY_PEEK`] bytes: its bytes, and the rest of it when it is
+/// longer (then it goes to the handler as it came).
+async fn gather(mut body: Body) -> Result<(Bytes, Option<Body>), Status> {
+    let mut head = BytesMut::new();
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => return Ok((head.freeze(), None)),
+            Some(Err(status)) => return Err(status),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    head.extend_from_slice(data);
+                }
+                if head.len() > READY_PEEK {
+                    return Ok((head.freeze(), Some(body)));
+                }
+            }
+        }
+    }
+}
+
+/// A GetProfile request this large or larger is not a plain one: it goes to the handler.
+const READY_PEEK: usize = 16 << 10;
+
+/// The answer to a plain GetProfile request (one uncompressed message; neither a revision nor
+/// revealed secrets nor a resolved connection) from the store's ready responses; `None` for any
+/// other request, an absent or damaged profile, or a store that keeps none: the handler answers.
+fn ready_answer(store: &Store, head: &[u8]) -> Option<(String, http::Response<Body>)> {
+    use prost::Message;
+    let message = whole_message(head).filter(|m| m.len() + 5 == head.len())?;
+    let req = crate::pb::GetProfileRequest::decode(message).ok()?;
+    if req.reveal_secrets || req.resolve_connection || req.revision.is_some_and(|r| r != 0) {
+        return None;
+    }
+    let framed = store
+        .ready_profile(&req.name, |p| {
+            let message = super::convert::masked_profile_to_pb(p).encode_to_vec();
+            let mut framed = BytesMut::with_capacity(5 + message.len());
+            framed.extend_from_slice(&[0]);
+            framed.extend_from_slice(
+                &u32::try_from(message.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes(),
+            );
+            framed.extend_from_slice(&message);
+            framed.freeze()
+        })
+        .ok()??;
+    let answer = http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Body::new(Prefixed {
+            head: Some(framed),
+            then: Then::Ok { sent: false },
+        }))
+        .ok()?;
+    Some((req.name, answer))
+}
+
+/// A body that starts with bytes at hand: a request gathered for a look, given again whole to the
+/// handler (the rest of it follows), or a ready answer (an OK status's trailers follow).
+struct Prefixed {
+    head: Option<Bytes>,
+    then: Then,
+}
+
+enum Then {
+    /// The rest of a request body, if any.
+    Rest(Option<Body>),
+    /// The trailers of an OK status; whether they went out.
+    Ok { sent: bool },
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(head) = self.head.take().filter(|h| !h.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        match &mut self.then {
+            Then::Rest(Some(rest)) => Pin::new(rest).poll_frame(cx),
+            Then::Rest(None) | Then::Ok { sent: true } => Poll::Ready(None),
+            Then::Ok { sent } => {
+                *sent = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.as_ref().is_none_or(Bytes::is_empty)
+            && match &self.then {
+                Then::Rest(rest) => rest.as_ref().is_none_or(http_body::Body::is_end_stream),
+                Then::Ok { sent } => *sent,
+            }
+    }
+}
+
+/// The call as the services answer it: the body peeked for the resource, the handler in the `rpc`
+/// span, the line and the metrics at the end.
+fn forward<S>(
+    inner: &mut S,
+    req: http::Request<Body>,
+    row: &'static Method,
+    started: Instant,
+) -> BoxFuture<http::Response<Body>, S::Error>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    let resource = Arc::new(OnceLock::new());
+    let span = tracing::info_span!("rpc", method = row.name, resource = tracing::field::Empty);
+    let req = req.map(|body| {
+        Body::new(Peek {
+            inner: body,
+            row,
+            seen: BytesMut::new(),
+            resource: Arc::clone(&resource),
+            span: span.clone(),
+        })
+    });
+    let call = inner.call(req).instrument(span);
+    Box::pin(async move {
+        let res = call.await.map(undecodable_as_invalid);
+        let code = match &res {
+            Ok(r) => code_of(r),
+            Err(_) => Code::Unknown,
+        };
+        let resource = resource.get().map_or("", String::as_str);
+        finish(row, resource, code, started);
+        res
+    })
 }
 
 /// The answer to a caller without the role: the status, with its line and metrics.

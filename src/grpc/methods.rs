@@ -49,7 +49,7 @@ pub struct Method {
     pub resource: Resource,
 }
 
-const PROFILES: &str = "profileregistry.v1.ProfileService";
+pub(crate) const PROFILES: &str = "profileregistry.v1.ProfileService";
 const CONVERSATIONS: &str = "profileregistry.v1.ConversationService";
 const ADMIN: &str = "profileregistry.v1.AdminService";
 const CONNECTIONS: &str = "profileregistry.v1.ProviderConnectionService";

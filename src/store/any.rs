@@ -168,6 +168,22 @@ macro_rules! call {
     };
 }
 
+impl Store {
+    /// The encoded answer of a plain GetProfile (current, masked) for `name`, from the store's
+    /// ready responses, made by `build` on a miss; `None` when absent, or on PostgreSQL (whose
+    /// reads go to the database: the handler answers).
+    pub fn ready_profile(
+        &self,
+        name: &str,
+        build: impl FnOnce(&Profile) -> bytes::Bytes,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        match self {
+            Self::Sled(s) => s.ready_profile(name, build),
+            Self::Postgres(_) => Ok(None),
+        }
+    }
+}
+
 /// The store's operations: the contract each backend implements once.
 impl Store {
     dispatch! {

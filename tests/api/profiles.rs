@@ -496,3 +496,86 @@ async fn reflection_v1_lists_the_services() {
         );
     }
 }
+
+/// A plain GetProfile is answered from the server's ready responses: after every kind of write it
+/// answers what the handler answers (here through `resolve_connection`, which the ready path
+/// leaves to the handler), never an older version.
+#[tokio::test]
+async fn a_plain_get_follows_every_write_and_answers_as_the_handler_does() {
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    let get = |name: &str, resolve_connection: bool| pb::GetProfileRequest {
+        name: name.into(),
+        reveal_secrets: false,
+        resolve_connection,
+        revision: None,
+    };
+    let reader = c.clone();
+    let both = |name: &'static str| {
+        let mut c = reader.clone();
+        async move {
+            let plain = c.get_profile(get(name, false)).await;
+            let again = c.get_profile(get(name, false)).await;
+            let handler = c.get_profile(get(name, true)).await;
+            match (plain, again, handler) {
+                (Ok(p), Ok(a), Ok(h)) => {
+                    let (p, a, h) = (p.into_inner(), a.into_inner(), h.into_inner());
+                    assert_eq!(p, a, "{name}: a second plain read");
+                    assert_eq!(p, h, "{name}: the ready answer and the handler's");
+                    Ok(p)
+                }
+                (Err(p), Err(a), Err(h)) => {
+                    assert_eq!((p.code(), a.code()), (h.code(), h.code()), "{name}");
+                    Err(h.code())
+                }
+                other => panic!("{name}: the ready path and the handler disagree: {other:?}"),
+            }
+        }
+    };
+    create(&mut c, profile("r", "gpt-4o", Some("sk-ready"))).await;
+    let first = both("r").await.expect("created");
+    assert_eq!(first.llm.as_ref().unwrap().api_key.as_deref(), Some(MASK));
+    assert_eq!(first.revision, 1);
+
+    c.update_profile(pb::UpdateProfileRequest {
+        profile: Some(profile("r", "gpt-5", Some(MASK))),
+        allow_missing: false,
+        expected_revision: Some(1),
+    })
+    .await
+    .unwrap();
+    let updated = both("r").await.expect("updated");
+    assert_eq!(updated.llm.as_ref().unwrap().model, "gpt-5");
+    assert_eq!(updated.revision, 2);
+
+    c.rename_profile(pb::RenameProfileRequest {
+        name: "r".into(),
+        new_name: "s".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(both("r").await.unwrap_err(), Code::NotFound);
+    assert_eq!(
+        both("s").await.expect("renamed").llm.unwrap().model,
+        "gpt-5"
+    );
+
+    c.delete_profile(pb::DeleteProfileRequest {
+        name: "s".into(),
+        expected_revision: None,
+        allow_missing: false,
+        force: false,
+        purge: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(both("s").await.unwrap_err(), Code::NotFound);
+    c.undelete_profile(pb::UndeleteProfileRequest { name: "s".into() })
+        .await
+        .unwrap();
+    assert_eq!(
+        both("s").await.expect("undeleted").llm.unwrap().model,
+        "gpt-5"
+    );
+    assert_eq!(both("bad name!").await.unwrap_err(), Code::InvalidArgument);
+}

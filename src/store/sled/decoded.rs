@@ -81,6 +81,69 @@ impl DecodedProfiles {
     }
 }
 
+/// How many ready responses are kept: about 1.2 KiB each for a profile of about 1 KiB stored, so
+/// 4,096 of them cost about 5 MiB.
+pub(super) const READY_RESPONSES: usize = 4096;
+
+/// Ready responses by name (the encoded answer of a plain GetProfile), each beside the fingerprint
+/// of the stored bytes it was made from, as [`DecodedProfiles`] keeps decoded ones: a write stores
+/// other bytes, so nothing has to be invalidated.
+/// A ready response and the fingerprint of the bytes it was made from.
+type Ready = (Fingerprint, bytes::Bytes);
+
+pub(super) struct ReadyResponses {
+    entries: Mutex<HashMap<Box<[u8]>, Ready>>,
+    capacity: usize,
+}
+
+impl ReadyResponses {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// The response kept for `key` when it was made from bytes with this fingerprint.
+    fn get(&self, key: &[u8], print: Fingerprint) -> Option<bytes::Bytes> {
+        let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key)
+            .filter(|(kept, _)| *kept == print)
+            .map(|(_, ready)| ready.clone())
+    }
+
+    fn keep(&self, key: &[u8], print: Fingerprint, ready: bytes::Bytes) {
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= self.capacity && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.into(), (print, ready));
+    }
+}
+
+impl DecodedProfiles {
+    /// The ready response of the profile stored under `key` as `bytes`: the kept one when it was
+    /// made from the same bytes, else `build`'s from the decoded profile (decoded as a read of one
+    /// profile), kept in `ready`.
+    pub(super) fn ready(
+        &self,
+        ready: &ReadyResponses,
+        key: &[u8],
+        bytes: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
+        build: impl FnOnce(&Profile) -> bytes::Bytes,
+    ) -> Result<bytes::Bytes, StoreError> {
+        let print = self.fingerprint(bytes);
+        if let Some(kept) = ready.get(key, print) {
+            return Ok(kept);
+        }
+        let (_, profile) = self.get_or_decode(key, bytes, false, decode)?;
+        let made = build(&profile);
+        ready.keep(key, print, made.clone());
+        Ok(made)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +204,40 @@ mod tests {
             Arc::ptr_eq(&first.1, &second.1),
             "both reads hold the kept copy"
         );
+    }
+
+    #[test]
+    fn a_ready_response_is_made_once_per_stored_bytes() {
+        let (cache, ready) = (DecodedProfiles::new(10), ReadyResponses::new(1));
+        let mut builds = 0;
+        let mut answer = |key: &[u8], bytes: &[u8], model: &str| {
+            cache
+                .ready(
+                    &ready,
+                    key,
+                    bytes,
+                    |_| Ok(record(1, model)),
+                    |p| {
+                        builds += 1;
+                        bytes::Bytes::from(p.llm.model.clone())
+                    },
+                )
+                .expect("decodes")
+        };
+        assert_eq!(answer(b"p", b"one", "a"), "a");
+        assert_eq!(
+            answer(b"p", b"one", "ignored"),
+            "a",
+            "same bytes: the kept answer"
+        );
+        assert_eq!(answer(b"p", b"two", "b"), "b", "other bytes: made again");
+        assert_eq!(
+            answer(b"q", b"one", "c"),
+            "c",
+            "another name, a full map: starts again"
+        );
+        assert_eq!(answer(b"p", b"two", "d"), "d", "pushed out: made again");
+        assert_eq!(builds, 4);
     }
 
     #[test]

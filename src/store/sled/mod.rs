@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use self::conversations::Op;
 use self::decoded::Shared;
 use self::flush::Flusher;
-use crate::domain::Conversation;
+use crate::domain::{Conversation, Profile};
 use crate::store::codec::{Codec, ProfileRecord};
 use crate::store::crypto::{KeyError, KeySource, SecretCipher};
 use crate::store::records::TreeId;
@@ -143,6 +143,7 @@ pub struct SledStore {
     codec: Codec,
     /// Profiles kept decoded beside their stored bytes (see `decoded.rs`).
     decoded: decoded::DecodedProfiles,
+    ready: decoded::ReadyResponses,
     _lock_file: File,
 }
 
@@ -255,6 +256,7 @@ impl SledStore {
             event_changes,
             codec: Codec::new(cipher),
             decoded: decoded::DecodedProfiles::new(decoded::DECODED_PROFILES),
+            ready: decoded::ReadyResponses::new(decoded::READY_RESPONSES),
             _lock_file: lock_file,
         });
         let last = store
@@ -365,6 +367,24 @@ impl SledStore {
             .get(name.as_bytes())?
             .map(|bytes| self.decode_current(name.as_bytes(), &bytes, true))
             .transpose()
+    }
+
+    /// The ready response of the current profile `name` (see [`decoded::ReadyResponses`]), made
+    /// by `build` when none is kept for its stored bytes; `None` when there is no such profile.
+    pub(crate) fn ready_profile(
+        &self,
+        name: &str,
+        build: impl FnOnce(&Profile) -> bytes::Bytes,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        let key = name.as_bytes();
+        let Some(stored) = self.profiles.get(key)? else {
+            return Ok(None);
+        };
+        let decode = |b: &[u8]| self.codec.decode_profile(key, b);
+        let ready = self
+            .decoded
+            .ready(&self.ready, key, &stored, decode, build)?;
+        Ok(Some(ready))
     }
 
     /// A current profile record (stored in the profiles tree under `key`), decoded once per
