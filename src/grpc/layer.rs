@@ -37,10 +37,11 @@ impl CallLayer {
     }
 
     /// Answers a plain GetProfile (the current profile, masked) from `store`'s ready responses
-    /// (see [`Store::ready_profile`]) without the handler, when it has one.
+    /// (see [`Store::ready_profile`]) without the handler, when it has one; a store that keeps
+    /// none (PostgreSQL) leaves every call to the handlers, its requests untouched.
     pub fn with_ready_profiles(self, store: Arc<Store>) -> Self {
         Self {
-            ready: Some(store),
+            ready: store.keeps_ready_profiles().then_some(store),
             ..self
         }
     }

@@ -169,6 +169,11 @@ macro_rules! call {
 }
 
 impl Store {
+    /// Whether [`Self::ready_profile`] keeps ready responses (sled does; PostgreSQL does not).
+    pub fn keeps_ready_profiles(&self) -> bool {
+        matches!(self, Self::Sled(_))
+    }
+
     /// The encoded answer of a plain GetProfile (current, masked) for `name`, from the store's
     /// ready responses, made by `build` on a miss; `None` when absent, or on PostgreSQL (whose
     /// reads go to the database: the handler answers).
