@@ -174,7 +174,10 @@ where
                 let (parts, body) = req.into_parts();
                 let (head, rest) = match gather(body).await {
                     Ok(read) => read,
-                    Err(status) => return Ok(status.into_http()),
+                    Err(status) => {
+                        finish(row, "", status.code(), started);
+                        return Ok(status.into_http());
+                    }
                 };
                 if rest.is_none() {
                     if let Some((name, answer)) = ready_answer(&store, &head) {
@@ -240,15 +243,13 @@ fn ready_answer(store: &Store, head: &[u8]) -> Option<(String, http::Response<Bo
     }
     let framed = store
         .ready_profile(&req.name, |p| {
-            let message = super::convert::masked_profile_to_pb(p).encode_to_vec();
-            let mut framed = BytesMut::with_capacity(5 + message.len());
+            // The gRPC frame: no compression, the length, the message encoded in place.
+            let message = super::convert::masked_profile_to_pb(p);
+            let len = message.encoded_len();
+            let mut framed = BytesMut::with_capacity(5 + len);
             framed.extend_from_slice(&[0]);
-            framed.extend_from_slice(
-                &u32::try_from(message.len())
-                    .unwrap_or(u32::MAX)
-                    .to_be_bytes(),
-            );
-            framed.extend_from_slice(&message);
+            framed.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+            message.encode_raw(&mut framed);
             framed.freeze()
         })
         .ok()??;

@@ -2,7 +2,7 @@
 use profile_registry::pb;
 use tonic::Code;
 
-use crate::helpers::{create, full_listing, profile, TestApp};
+use crate::helpers::{create, delete_request, full_listing, profile, TestApp};
 
 const MASK: &str = "**********";
 
@@ -560,15 +560,7 @@ async fn a_plain_get_follows_every_write_and_answers_as_the_handler_does() {
         "gpt-5"
     );
 
-    c.delete_profile(pb::DeleteProfileRequest {
-        name: "s".into(),
-        expected_revision: None,
-        allow_missing: false,
-        force: false,
-        purge: false,
-    })
-    .await
-    .unwrap();
+    c.delete_profile(delete_request("s")).await.unwrap();
     assert_eq!(both("s").await.unwrap_err(), Code::NotFound);
     c.undelete_profile(pb::UndeleteProfileRequest { name: "s".into() })
         .await

@@ -6,7 +6,7 @@ use profile_registry::pb;
 use profile_registry::pb::profile_event::Type;
 use tonic::Streaming;
 
-use crate::helpers::{create, full_listing, profile, TestApp};
+use crate::helpers::{create, delete_request, full_listing, profile, TestApp};
 
 pub async fn next(stream: &mut Streaming<pb::ProfileEvent>) -> pb::ProfileEvent {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -79,15 +79,7 @@ async fn initial_snapshot_then_live_changes() {
         (Type::Put, "c", 2)
     );
 
-    c.delete_profile(pb::DeleteProfileRequest {
-        name: "a".into(),
-        expected_revision: None,
-        allow_missing: false,
-        force: false,
-        purge: false,
-    })
-    .await
-    .unwrap();
+    c.delete_profile(delete_request("a")).await.unwrap();
     let gone = next(&mut stream).await;
     assert_eq!(
         (gone.r#type(), gone.name.as_str(), gone.revision),

@@ -20,9 +20,15 @@ use crate::store::StoreError;
 /// 512 (about 3.5 MiB) leave room for sled's pages; when the map is full it starts again.
 pub(super) const DECODED_PROFILES: usize = 512;
 
+/// How many ready responses are kept (the encoded answer of a plain GetProfile, about the size of
+/// the stored record): when the map is full it starts again.
+pub(super) const READY_RESPONSES: usize = 4096;
+
+/// Decoded profiles and ready responses, each kept by name beside the fingerprint of the stored
+/// bytes it was made from.
 pub(super) struct DecodedProfiles {
-    entries: Mutex<HashMap<Box<[u8]>, Kept>>,
-    capacity: usize,
+    decoded: Kept<Shared>,
+    ready: Kept<bytes::Bytes>,
     keys: (RandomState, RandomState),
 }
 
@@ -31,14 +37,47 @@ type Fingerprint = (u64, u64);
 /// A decoded record: its change seq and its profile, shared with whoever reads it.
 pub(super) type Shared = (u64, Arc<Profile>);
 
-/// A decoded record and the fingerprint of the bytes it came from.
-type Kept = (Fingerprint, Shared);
+/// A value and the fingerprint of the bytes it was made from.
+type Printed<T> = (Fingerprint, T);
 
-impl DecodedProfiles {
-    pub(super) fn new(capacity: usize) -> Self {
+/// Values by key, each beside the fingerprint of the bytes it was made from; at most `capacity`
+/// of them (a full map starts again).
+struct Kept<T> {
+    entries: Mutex<HashMap<Box<[u8]>, Printed<T>>>,
+    capacity: usize,
+}
+
+impl<T: Clone> Kept<T> {
+    fn new(capacity: usize) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             capacity,
+        }
+    }
+
+    /// The value kept for `key` when it was made from bytes with this fingerprint.
+    fn get(&self, key: &[u8], print: Fingerprint) -> Option<T> {
+        let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key)
+            .filter(|(kept, _)| *kept == print)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn keep(&self, key: &[u8], print: Fingerprint, value: T) {
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= self.capacity && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.into(), (print, value));
+    }
+}
+
+impl DecodedProfiles {
+    /// At most `decoded` decoded profiles and `ready` ready responses.
+    pub(super) fn new(decoded: usize, ready: usize) -> Self {
+        Self {
+            decoded: Kept::new(decoded),
+            ready: Kept::new(ready),
             keys: (RandomState::new(), RandomState::new()),
         }
     }
@@ -59,87 +98,45 @@ impl DecodedProfiles {
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<Shared, StoreError> {
         let print = self.fingerprint(bytes);
-        let kept = {
-            let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            map.get(key)
-                .filter(|(kept, _)| *kept == print)
-                .map(|(_, shared)| shared.clone())
-        };
-        if let Some(shared) = kept {
+        self.decoded_with(key, bytes, print, keep, decode)
+    }
+
+    fn decoded_with(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        print: Fingerprint,
+        keep: bool,
+        decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
+    ) -> Result<Shared, StoreError> {
+        if let Some(shared) = self.decoded.get(key, print) {
             return Ok(shared);
         }
         let ProfileRecord { seq, profile } = decode(bytes)?;
         let shared = (seq, Arc::new(profile));
         if keep {
-            let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.len() >= self.capacity && !map.contains_key(key) {
-                map.clear();
-            }
-            map.insert(key.into(), (print, shared.clone()));
+            self.decoded.keep(key, print, shared.clone());
         }
         Ok(shared)
     }
-}
 
-/// How many ready responses are kept: about 1.2 KiB each for a profile of about 1 KiB stored, so
-/// 4,096 of them cost about 5 MiB.
-pub(super) const READY_RESPONSES: usize = 4096;
-
-/// Ready responses by name (the encoded answer of a plain GetProfile), each beside the fingerprint
-/// of the stored bytes it was made from, as [`DecodedProfiles`] keeps decoded ones: a write stores
-/// other bytes, so nothing has to be invalidated.
-/// A ready response and the fingerprint of the bytes it was made from.
-type Ready = (Fingerprint, bytes::Bytes);
-
-pub(super) struct ReadyResponses {
-    entries: Mutex<HashMap<Box<[u8]>, Ready>>,
-    capacity: usize,
-}
-
-impl ReadyResponses {
-    pub(super) fn new(capacity: usize) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity,
-        }
-    }
-
-    /// The response kept for `key` when it was made from bytes with this fingerprint.
-    fn get(&self, key: &[u8], print: Fingerprint) -> Option<bytes::Bytes> {
-        let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(key)
-            .filter(|(kept, _)| *kept == print)
-            .map(|(_, ready)| ready.clone())
-    }
-
-    fn keep(&self, key: &[u8], print: Fingerprint, ready: bytes::Bytes) {
-        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= self.capacity && !map.contains_key(key) {
-            map.clear();
-        }
-        map.insert(key.into(), (print, ready));
-    }
-}
-
-impl DecodedProfiles {
     /// The ready response of the profile stored under `key` as `bytes`: the kept one when it was
-    /// made from the same bytes, else `build`'s from the decoded profile (decoded as a read of one
-    /// profile), kept in `ready`.
+    /// made from the same bytes, else `build`'s from the profile (a kept decoded copy, or decoded
+    /// without keeping it: the small response is what is kept).
     pub(super) fn ready(
         &self,
-        ready: &ReadyResponses,
         key: &[u8],
         bytes: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
         build: impl FnOnce(&Profile) -> bytes::Bytes,
     ) -> Result<bytes::Bytes, StoreError> {
         let print = self.fingerprint(bytes);
-        if let Some(kept) = ready.get(key, print) {
+        if let Some(kept) = self.ready.get(key, print) {
             return Ok(kept);
         }
-        let (_, profile) = self.get_or_decode(key, bytes, false, decode)?;
+        let (_, profile) = self.decoded_with(key, bytes, print, false, decode)?;
         let made = build(&profile);
-        ready.keep(key, print, made.clone());
+        self.ready.keep(key, print, made.clone());
         Ok(made)
     }
 }
@@ -170,7 +167,7 @@ mod tests {
 
     #[test]
     fn equal_bytes_are_decoded_once_and_other_bytes_again() {
-        let cache = DecodedProfiles::new(10);
+        let cache = DecodedProfiles::new(10, 10);
         let mut decodes = 0;
         let mut read = |bytes: &[u8], model: &str| {
             cache
@@ -192,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_kept_profile_is_shared_not_copied() {
-        let cache = DecodedProfiles::new(10);
+        let cache = DecodedProfiles::new(10, 10);
         let read = || {
             cache
                 .get_or_decode(b"p", b"one", true, |_| Ok(record(7, "m")))
@@ -208,12 +205,11 @@ mod tests {
 
     #[test]
     fn a_ready_response_is_made_once_per_stored_bytes() {
-        let (cache, ready) = (DecodedProfiles::new(10), ReadyResponses::new(1));
+        let cache = DecodedProfiles::new(10, 1);
         let mut builds = 0;
         let mut answer = |key: &[u8], bytes: &[u8], model: &str| {
             cache
                 .ready(
-                    &ready,
                     key,
                     bytes,
                     |_| Ok(record(1, model)),
@@ -242,27 +238,27 @@ mod tests {
 
     #[test]
     fn a_failed_decode_is_not_kept_and_a_full_map_starts_again() {
-        let cache = DecodedProfiles::new(1);
+        let cache = DecodedProfiles::new(1, 1);
         let failed = cache.get_or_decode(b"p", b"x", true, |_| {
             Err(StoreError::Storage("damaged".into()))
         });
         assert!(failed.is_err());
-        assert!(cache.entries.lock().expect("lock").is_empty());
+        assert!(cache.decoded.entries.lock().expect("lock").is_empty());
         for key in [&b"a"[..], b"b"] {
             cache
                 .get_or_decode(key, b"x", true, |_| Ok(record(1, "m")))
                 .expect("decodes");
         }
-        assert_eq!(cache.entries.lock().expect("lock").len(), 1);
+        assert_eq!(cache.decoded.entries.lock().expect("lock").len(), 1);
     }
 
     #[test]
     fn a_scan_takes_what_is_kept_and_keeps_nothing() {
-        let cache = DecodedProfiles::new(10);
+        let cache = DecodedProfiles::new(10, 10);
         cache
             .get_or_decode(b"a", b"x", false, |_| Ok(record(1, "m")))
             .expect("decodes");
-        assert!(cache.entries.lock().expect("lock").is_empty());
+        assert!(cache.decoded.entries.lock().expect("lock").is_empty());
         cache
             .get_or_decode(b"a", b"x", true, |_| Ok(record(1, "kept")))
             .expect("decodes");

@@ -143,7 +143,6 @@ pub struct SledStore {
     codec: Codec,
     /// Profiles kept decoded beside their stored bytes (see `decoded.rs`).
     decoded: decoded::DecodedProfiles,
-    ready: decoded::ReadyResponses,
     _lock_file: File,
 }
 
@@ -255,8 +254,10 @@ impl SledStore {
             seq_base: AtomicU64::new(seq_base),
             event_changes,
             codec: Codec::new(cipher),
-            decoded: decoded::DecodedProfiles::new(decoded::DECODED_PROFILES),
-            ready: decoded::ReadyResponses::new(decoded::READY_RESPONSES),
+            decoded: decoded::DecodedProfiles::new(
+                decoded::DECODED_PROFILES,
+                decoded::READY_RESPONSES,
+            ),
             _lock_file: lock_file,
         });
         let last = store
@@ -369,7 +370,7 @@ impl SledStore {
             .transpose()
     }
 
-    /// The ready response of the current profile `name` (see [`decoded::ReadyResponses`]), made
+    /// The ready response of the current profile `name` (see [`decoded::DecodedProfiles::ready`]), made
     /// by `build` when none is kept for its stored bytes; `None` when there is no such profile.
     pub(crate) fn ready_profile(
         &self,
@@ -381,9 +382,7 @@ impl SledStore {
             return Ok(None);
         };
         let decode = |b: &[u8]| self.codec.decode_profile(key, b);
-        let ready = self
-            .decoded
-            .ready(&self.ready, key, &stored, decode, build)?;
+        let ready = self.decoded.ready(key, &stored, decode, build)?;
         Ok(Some(ready))
     }
 

@@ -18,6 +18,17 @@ pub fn profile(name: &str, model: &str, api_key: Option<&str>) -> pb::Profile {
     }
 }
 
+/// A plain delete of profile `name`: any revision, kept for an undelete.
+pub fn delete_request(name: &str) -> pb::DeleteProfileRequest {
+    pb::DeleteProfileRequest {
+        name: name.into(),
+        expected_revision: None,
+        allow_missing: false,
+        force: false,
+        purge: false,
+    }
+}
+
 pub async fn create(client: &mut ProfileServiceClient<Channel>, p: pb::Profile) -> pb::Profile {
     client
         .create_profile(pb::CreateProfileRequest { profile: Some(p) })
