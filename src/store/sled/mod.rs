@@ -256,7 +256,7 @@ impl SledStore {
             codec: Codec::new(cipher),
             decoded: decoded::DecodedProfiles::new(
                 decoded::DECODED_PROFILES,
-                decoded::READY_RESPONSES,
+                decoded::READY_BYTES,
             ),
             _lock_file: lock_file,
         });
