@@ -126,7 +126,7 @@ impl Application {
             ..limits(&args)
         };
         let (stop_tx, stop_rx) = watch::channel(false);
-        let api = Api::new(Arc::clone(&store), limits, stop_rx.clone());
+        let api = Api::new(Arc::clone(&store), limits.clone(), stop_rx.clone());
         let profile_service = ProfileServiceServer::new(api.clone())
             .max_decoding_message_size(args.max_request_bytes);
         let conversation_service = ConversationServiceServer::new(api.clone())
@@ -153,7 +153,7 @@ impl Application {
         let router = Server::builder()
             .max_concurrent_streams(args.max_streams_per_connection)
             .timeout(args.request_timeout)
-            .layer(CallLayer::new(auth).with_ready_profiles(Arc::clone(&store)))
+            .layer(CallLayer::new(auth).with_ready_profiles(Arc::clone(&store), &limits))
             .add_service(health.service(stop_rx.clone()))
             .add_service(profile_service)
             .add_service(conversation_service)

@@ -2,7 +2,8 @@
 //! path it checks the caller's role (when tokens are configured), opens the `rpc` span the
 //! handler runs in, and when the answer is ready writes the one log line (method, resource, code,
 //! latency) and the call metrics. Handlers do none of this themselves. A plain GetProfile (current,
-//! masked) it answers itself from the store's ready replies when the store keeps one.
+//! masked) and a ListProfiles page it answers itself from the store's ready replies when the store
+//! keeps them.
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -15,6 +16,7 @@ use tonic::{Code, Status};
 use tracing::Instrument;
 
 use super::methods::{self, Access, Method};
+use crate::app::Limits;
 use crate::auth::Authenticator;
 use crate::store::Store;
 
@@ -27,7 +29,14 @@ const PEEK_LIMIT: usize = 64 << 20;
 #[derive(Clone)]
 pub struct CallLayer {
     auth: Option<Arc<Authenticator>>,
-    ready: Option<Arc<Store>>,
+    ready: Option<Arc<Ready>>,
+}
+
+/// What the ready answers are made from: the store that keeps them, and the limits a listing
+/// checks (page size, page tokens) as the handler does.
+pub struct Ready {
+    store: Arc<Store>,
+    limits: Limits,
 }
 
 impl CallLayer {
@@ -36,12 +45,17 @@ impl CallLayer {
         Self { auth, ready: None }
     }
 
-    /// Answers a plain GetProfile (the current profile, masked) from `store`'s ready responses
-    /// (see [`Store::ready_profile`]) without the handler, when it has one; a store that keeps
-    /// none (PostgreSQL) leaves every call to the handlers, its requests untouched.
-    pub fn with_ready_profiles(self, store: Arc<Store>) -> Self {
+    /// Answers a plain GetProfile (the current profile, masked) and a ListProfiles page from
+    /// `store`'s ready responses (see [`Store::ready_profile`]) without the handler, when it has
+    /// them, with the handler's `limits`; a store that keeps none (PostgreSQL) leaves every call to
+    /// the handlers, its requests untouched.
+    pub fn with_ready_profiles(self, store: Arc<Store>, limits: &Limits) -> Self {
+        let ready = Ready {
+            store,
+            limits: limits.clone(),
+        };
         Self {
-            ready: store.keeps_ready_profiles().then_some(store),
+            ready: ready.store.keeps_ready_profiles().then(|| Arc::new(ready)),
             ..self
         }
     }
@@ -64,7 +78,7 @@ impl<S> tower::Layer<S> for CallLayer {
 pub struct CallService<S> {
     inner: S,
     auth: Option<Arc<Authenticator>>,
-    ready: Option<Arc<Store>>,
+    ready: Option<Arc<Ready>>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -165,11 +179,11 @@ where
             let call = self.inner.call(req);
             return Box::pin(async move { call.await.map(undecodable_as_invalid) });
         };
-        if let Some(store) = self.ready.as_ref().filter(|_| is_get_profile(row)) {
+        if let Some(ready) = self.ready.as_ref().filter(|_| answers_ready(row)) {
             // The service that was made ready goes into the future; a clone stays for the next.
-            let ready = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, ready);
-            let store = Arc::clone(store);
+            let next = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, next);
+            let ready = Arc::clone(ready);
             return Box::pin(async move {
                 let (parts, body) = req.into_parts();
                 let (head, rest) = match gather(body).await {
@@ -180,7 +194,7 @@ where
                     }
                 };
                 if rest.is_none() {
-                    if let Some((name, answer)) = ready_answer(&store, &head) {
+                    if let Some((name, answer)) = ready_answer(&ready, row, &head) {
                         finish(row, &name, Code::Ok, started);
                         return Ok(answer);
                     }
@@ -202,9 +216,9 @@ where
     }
 }
 
-/// Whether `row` is ProfileService/GetProfile.
-fn is_get_profile(row: &Method) -> bool {
-    row.service == methods::PROFILES && row.name == "GetProfile"
+/// Whether `row` is one the ready answers serve: ProfileService/GetProfile or ListProfiles.
+fn answers_ready(row: &Method) -> bool {
+    row.service == methods::PROFILES && matches!(row.name, "GetProfile" | "ListProfiles")
 }
 
 /// A request body read whole, up to [`READY_PEEK`] bytes: its bytes, and the rest of it when it is
@@ -228,31 +242,25 @@ async fn gather(mut body: Body) -> Result<(Bytes, Option<Body>), Status> {
     }
 }
 
-/// A GetProfile request this large or larger is not a plain one: it goes to the handler.
+/// A GetProfile or ListProfiles request this large or larger is not a plain one: it goes to the
+/// handler.
 const READY_PEEK: usize = 16 << 10;
 
-/// The answer to a plain GetProfile request (one uncompressed message; neither a revision nor
-/// revealed secrets nor a resolved connection) from the store's ready responses; `None` for any
-/// other request, an absent or damaged profile, or a store that keeps none: the handler answers.
-fn ready_answer(store: &Store, head: &[u8]) -> Option<(String, http::Response<Body>)> {
-    use prost::Message;
+/// The answer to a request of `row` from the store's ready responses: a plain GetProfile (one
+/// uncompressed message; neither a revision nor revealed secrets nor a resolved connection) or a
+/// ListProfiles page, with the call's resource; `None` for any other request, a request the
+/// handler refuses (a bad page size or token), an absent or damaged profile, or a store that keeps
+/// none: the handler answers.
+fn ready_answer(
+    ready: &Ready,
+    row: &'static Method,
+    head: &[u8],
+) -> Option<(String, http::Response<Body>)> {
     let message = whole_message(head).filter(|m| m.len() + 5 == head.len())?;
-    let req = crate::pb::GetProfileRequest::decode(message).ok()?;
-    if req.reveal_secrets || req.resolve_connection || req.revision.is_some_and(|r| r != 0) {
-        return None;
-    }
-    let framed = store
-        .ready_profile(&req.name, |p| {
-            // The gRPC frame: no compression, the length, the message encoded in place.
-            let message = super::convert::masked_profile_to_pb(p);
-            let len = message.encoded_len();
-            let mut framed = BytesMut::with_capacity(5 + len);
-            framed.extend_from_slice(&[0]);
-            framed.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-            message.encode_raw(&mut framed);
-            framed.freeze()
-        })
-        .ok()??;
+    let (resource, framed) = match row.name {
+        "GetProfile" => ready_profile(&ready.store, message)?,
+        _ => ready_page(ready, message)?,
+    };
     let answer = http::Response::builder()
         .header("content-type", "application/grpc")
         .body(Body::new(Prefixed {
@@ -260,7 +268,72 @@ fn ready_answer(store: &Store, head: &[u8]) -> Option<(String, http::Response<Bo
             then: Then::Ok { sent: false },
         }))
         .ok()?;
-    Some((req.name, answer))
+    Some((
+        resource.unwrap_or_else(|| methods::resource_of(row, message).unwrap_or_default()),
+        answer,
+    ))
+}
+
+/// A masked profile's reply as one gRPC frame: no compression, the length, the message encoded in
+/// place.
+fn framed_profile(profile: &crate::domain::Profile) -> Bytes {
+    use prost::Message;
+    let message = super::convert::masked_profile_to_pb(profile);
+    let len = message.encoded_len();
+    let mut framed = BytesMut::with_capacity(5 + len);
+    framed.extend_from_slice(&[0]);
+    framed.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    message.encode_raw(&mut framed);
+    framed.freeze()
+}
+
+/// A plain GetProfile's reply and the profile's name.
+fn ready_profile(store: &Store, message: &[u8]) -> Option<(Option<String>, Bytes)> {
+    use prost::Message;
+    let req = crate::pb::GetProfileRequest::decode(message).ok()?;
+    if req.reveal_secrets || req.resolve_connection || req.revision.is_some_and(|r| r != 0) {
+        return None;
+    }
+    let framed = store.ready_profile(&req.name, framed_profile).ok()??;
+    Some((Some(req.name), framed))
+}
+
+/// A ListProfiles page as the handler makes it (the same page size rule and page tokens), its
+/// `profiles` the ready replies' messages as they are (a repeated message field is each message
+/// behind its tag and length).
+fn ready_page(ready: &Ready, message: &[u8]) -> Option<(Option<String>, Bytes)> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    use prost::Message;
+    let req = crate::pb::ListProfilesRequest::decode(message).ok()?;
+    let size = ready.limits.page_size(req.page_size).ok()?;
+    let key = &ready.limits.page_key;
+    let after = super::page_token::decode(key, super::profile::LISTING, &req.page_token).ok()?;
+    let mut page = ready
+        .store
+        .ready_profiles(after.as_deref(), size + 1, framed_profile)
+        .ok()??;
+    let token = super::page_token::cut(key, super::profile::LISTING, &mut page, size, |(n, _)| {
+        n.clone()
+    });
+    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let len = page.iter().map(|(_, f)| field(f.len() - 5)).sum::<usize>()
+        + if token.is_empty() {
+            0
+        } else {
+            field(token.len())
+        };
+    let mut framed = BytesMut::with_capacity(5 + len);
+    framed.extend_from_slice(&[0]);
+    framed.extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
+    for (_, reply) in &page {
+        encode_key(1, WireType::LengthDelimited, &mut framed);
+        encode_varint((reply.len() - 5) as u64, &mut framed);
+        framed.extend_from_slice(&reply[5..]);
+    }
+    if !token.is_empty() {
+        prost::encoding::string::encode(2, &token, &mut framed);
+    }
+    Some((None, framed.freeze()))
 }
 
 /// A body that starts with bytes at hand: a request gathered for a look, given again whole to the

@@ -16,7 +16,7 @@ use crate::pb::profile_service_server::ProfileService;
 use crate::store::{PutMode, StoreError};
 
 /// The listing name page tokens of ListProfiles are bound to.
-const LISTING: &str = "profiles";
+pub(super) const LISTING: &str = "profiles";
 
 /// The ProfileService handlers.
 pub type ProfileApi = super::Api;

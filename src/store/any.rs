@@ -187,6 +187,21 @@ impl Store {
             Self::Postgres(_) => Ok(None),
         }
     }
+
+    /// The encoded answers of [`Self::ready_profile`] for up to `limit` current profiles in name
+    /// order after `after`, with their names (a page of a masked ListProfiles); `None` on
+    /// PostgreSQL (the handler answers).
+    pub fn ready_profiles(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        build: impl Fn(&Profile) -> bytes::Bytes,
+    ) -> Result<Option<Vec<(String, bytes::Bytes)>>, StoreError> {
+        match self {
+            Self::Sled(s) => s.ready_profiles(after, limit, build).map(Some),
+            Self::Postgres(_) => Ok(None),
+        }
+    }
 }
 
 /// The store's operations: the contract each backend implements once.

@@ -2,7 +2,7 @@
 use profile_registry::pb;
 use tonic::Code;
 
-use crate::helpers::{create, delete_request, full_listing, profile, TestApp};
+use crate::helpers::{create, delete_request, full_listing, profile, update_request, TestApp};
 
 const MASK: &str = "**********";
 
@@ -537,13 +537,9 @@ async fn a_plain_get_follows_every_write_and_answers_as_the_handler_does() {
     assert_eq!(first.llm.as_ref().unwrap().api_key.as_deref(), Some(MASK));
     assert_eq!(first.revision, 1);
 
-    c.update_profile(pb::UpdateProfileRequest {
-        profile: Some(profile("r", "gpt-5", Some(MASK))),
-        allow_missing: false,
-        expected_revision: Some(1),
-    })
-    .await
-    .unwrap();
+    c.update_profile(update_request(profile("r", "gpt-5", Some(MASK)), 1))
+        .await
+        .unwrap();
     let updated = both("r").await.expect("updated");
     assert_eq!(updated.llm.as_ref().unwrap().model, "gpt-5");
     assert_eq!(updated.revision, 2);
@@ -570,4 +566,85 @@ async fn a_plain_get_follows_every_write_and_answers_as_the_handler_does() {
         "gpt-5"
     );
     assert_eq!(both("bad name!").await.unwrap_err(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_listing_answers_page_by_page_as_the_handler_reads_each_profile() {
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    for (i, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        create(
+            &mut c,
+            profile(name, &format!("model-{i}"), Some("sk-listed")),
+        )
+        .await;
+    }
+    c.update_profile(update_request(profile("c", "model-9", Some(MASK)), 1))
+        .await
+        .unwrap();
+    c.delete_profile(delete_request("d")).await.unwrap();
+
+    let list = |page_size: i32, page_token: String| pb::ListProfilesRequest {
+        page_size,
+        page_token,
+    };
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = c.list_profiles(list(2, token)).await.unwrap().into_inner();
+        pages += 1;
+        for listed in page.profiles {
+            // resolve_connection sends the read to the handler (the plain read may be a ready one).
+            let read = c
+                .get_profile(pb::GetProfileRequest {
+                    name: listed.name.clone(),
+                    reveal_secrets: false,
+                    resolve_connection: true,
+                    revision: None,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                listed, read,
+                "{}: listed as the handler reads it",
+                read.name
+            );
+            assert_eq!(listed.llm.as_ref().unwrap().api_key.as_deref(), Some(MASK));
+            seen.push(listed);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let names: Vec<_> = seen.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a", "b", "c", "e"],
+        "in name order, the deleted one gone"
+    );
+    assert_eq!(pages, 2, "4 profiles in pages of 2: the second is the last");
+    assert_eq!(seen[2].llm.as_ref().unwrap().model, "model-9");
+    assert_eq!(seen[2].revision, 2);
+
+    let whole = c
+        .list_profiles(list(0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        whole.profiles, seen,
+        "one default page holds the same profiles"
+    );
+    assert!(whole.next_page_token.is_empty());
+
+    for (request, field) in [
+        (list(-1, String::new()), "page_size"),
+        (list(1001, String::new()), "page_size"),
+        (list(2, "not-a-token".into()), "page_token"),
+    ] {
+        let refused = c.list_profiles(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{field}");
+        assert!(refused.message().contains(field), "{}", refused.message());
+    }
 }

@@ -161,11 +161,12 @@ impl DecodedProfiles {
 
     /// The ready response of the profile stored under `key` as `bytes`: the kept one when it was
     /// made from the same bytes, else `build`'s from the profile (a kept decoded copy, or decoded
-    /// without keeping it: the small response is what is kept).
+    /// without keeping it: the small response is what is kept, when `keep`).
     pub(super) fn ready(
         &self,
         key: &[u8],
         bytes: &[u8],
+        keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
         build: impl FnOnce(&Profile) -> bytes::Bytes,
     ) -> Result<bytes::Bytes, StoreError> {
@@ -175,8 +176,10 @@ impl DecodedProfiles {
         }
         let (_, profile) = self.decoded_with(key, bytes, print, false, decode)?;
         let made = build(&profile);
-        let weight = key.len() + made.len() + ENTRY_OVERHEAD;
-        self.ready.keep(key, print, made.clone(), weight);
+        if keep {
+            let weight = key.len() + made.len() + ENTRY_OVERHEAD;
+            self.ready.keep(key, print, made.clone(), weight);
+        }
         Ok(made)
     }
 }
@@ -252,6 +255,7 @@ mod tests {
                 .ready(
                     key,
                     bytes,
+                    true,
                     |_| Ok(record(1, model)),
                     |p| {
                         builds += 1;
@@ -301,6 +305,7 @@ mod tests {
                 .ready(
                     key,
                     b"stored",
+                    true,
                     |_| Ok(record(1, "m")),
                     |_| bytes::Bytes::from_static(b"made"),
                 )
@@ -313,7 +318,11 @@ mod tests {
         answer(b"a");
         assert_eq!(cache.ready.len(), 3, "a reply kept again counts once");
         answer(b"d");
-        assert_eq!(cache.ready.len(), 1, "a fourth spends the budget: the map starts again");
+        assert_eq!(
+            cache.ready.len(),
+            1,
+            "a fourth spends the budget: the map starts again"
+        );
     }
 
     #[test]

@@ -254,10 +254,7 @@ impl SledStore {
             seq_base: AtomicU64::new(seq_base),
             event_changes,
             codec: Codec::new(cipher),
-            decoded: decoded::DecodedProfiles::new(
-                decoded::DECODED_PROFILES,
-                decoded::READY_BYTES,
-            ),
+            decoded: decoded::DecodedProfiles::new(decoded::DECODED_PROFILES, decoded::READY_BYTES),
             _lock_file: lock_file,
         });
         let last = store
@@ -382,7 +379,7 @@ impl SledStore {
             return Ok(None);
         };
         let decode = |b: &[u8]| self.codec.decode_profile(key, b);
-        let ready = self.decoded.ready(key, &stored, decode, build)?;
+        let ready = self.decoded.ready(key, &stored, true, decode, build)?;
         Ok(Some(ready))
     }
 

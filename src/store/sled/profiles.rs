@@ -33,21 +33,47 @@ impl SledStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Profile>, StoreError> {
-        let range = match after {
-            Some(a) => self.profiles.range::<&[u8], _>((
-                std::ops::Bound::Excluded(a.as_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.profiles.iter(),
-        };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in range {
+        for item in self.profiles_after(after) {
             if out.len() >= limit {
                 break;
             }
             let (key, bytes) = item?;
             let read = self.decode_current(&key, &bytes, false);
             out.extend(or_skip(read, "profile record").map(|(_, p)| Arc::unwrap_or_clone(p)));
+        }
+        Ok(out)
+    }
+
+    /// The current profiles in name order, after the name `after` when given.
+    fn profiles_after(&self, after: Option<&str>) -> sled::Iter {
+        match after {
+            Some(a) => self.profiles.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.profiles.iter(),
+        }
+    }
+
+    /// Up to `limit` ready responses (see [`Self::ready_profile`]) of the current profiles in name
+    /// order after `after`, with their names: the kept ones taken, the others made by `build` and
+    /// not kept (a listing does not push the profiles read one by one out of the map). A record
+    /// that does not decode fails the whole page (the handler's listing skips it and says so).
+    pub(crate) fn ready_profiles(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        build: impl Fn(&Profile) -> bytes::Bytes,
+    ) -> Result<Vec<(String, bytes::Bytes)>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.profiles_after(after).take(limit) {
+            let (key, stored) = item?;
+            let decode = |b: &[u8]| self.decode_profile(&key, b);
+            let ready = self.decoded.ready(&key, &stored, false, decode, &build)?;
+            let name = String::from_utf8(key.to_vec())
+                .map_err(|_| StoreError::Storage("a profile name that is not UTF-8".into()))?;
+            out.push((name, ready));
         }
         Ok(out)
     }

@@ -29,6 +29,15 @@ pub fn delete_request(name: &str) -> pb::DeleteProfileRequest {
     }
 }
 
+/// An UpdateProfile of `profile` that must find it at `expected_revision`.
+pub fn update_request(profile: pb::Profile, expected_revision: i64) -> pb::UpdateProfileRequest {
+    pb::UpdateProfileRequest {
+        profile: Some(profile),
+        allow_missing: false,
+        expected_revision: Some(expected_revision),
+    }
+}
+
 pub async fn create(client: &mut ProfileServiceClient<Channel>, p: pb::Profile) -> pb::Profile {
     client
         .create_profile(pb::CreateProfileRequest { profile: Some(p) })
