@@ -153,7 +153,11 @@ impl Application {
         let router = Server::builder()
             .max_concurrent_streams(args.max_streams_per_connection)
             .timeout(args.request_timeout)
-            .layer(CallLayer::new(auth).with_ready_profiles(Arc::clone(&store), &limits))
+            .layer(CallLayer::new(auth).with_ready_profiles(
+                Arc::clone(&store),
+                &limits,
+                args.max_request_bytes,
+            ))
             .add_service(health.service(stop_rx.clone()))
             .add_service(profile_service)
             .add_service(conversation_service)

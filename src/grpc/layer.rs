@@ -32,11 +32,13 @@ pub struct CallLayer {
     ready: Option<Arc<Ready>>,
 }
 
-/// What the ready answers are made from: the store that keeps them, and the limits a listing
-/// checks (page size, page tokens) as the handler does.
+/// What the ready answers are made from: the store that keeps them, the limits a listing checks
+/// (page size, page tokens) as the handler does, and the largest request message the services
+/// decode (a larger one goes to them, which refuse it).
 pub struct Ready {
     store: Arc<Store>,
     limits: Limits,
+    max_message: usize,
 }
 
 impl CallLayer {
@@ -47,12 +49,18 @@ impl CallLayer {
 
     /// Answers a plain GetProfile (the current profile, masked) and a ListProfiles page from
     /// `store`'s ready responses (see [`Store::ready_profile`]) without the handler, when it has
-    /// them, with the handler's `limits`; a store that keeps none (PostgreSQL) leaves every call to
-    /// the handlers, its requests untouched.
-    pub fn with_ready_profiles(self, store: Arc<Store>, limits: &Limits) -> Self {
+    /// them, with the handler's `limits` and largest request message (`max_message` bytes); a
+    /// store that keeps none (PostgreSQL) leaves every call to the handlers, its requests untouched.
+    pub fn with_ready_profiles(
+        self,
+        store: Arc<Store>,
+        limits: &Limits,
+        max_message: usize,
+    ) -> Self {
         let ready = Ready {
             store,
             limits: limits.clone(),
+            max_message,
         };
         Self {
             ready: ready.store.keeps_ready_profiles().then(|| Arc::new(ready)),
@@ -256,7 +264,8 @@ fn ready_answer(
     row: &'static Method,
     head: &[u8],
 ) -> Option<(String, http::Response<Body>)> {
-    let message = whole_message(head).filter(|m| m.len() + 5 == head.len())?;
+    let message = whole_message(head)
+        .filter(|m| m.len() + 5 == head.len() && m.len() <= ready.max_message)?;
     let (resource, framed) = match row.name {
         "GetProfile" => ready_profile(&ready.store, message)?,
         _ => ready_page(ready, message)?,
@@ -316,7 +325,12 @@ fn ready_page(ready: &Ready, message: &[u8]) -> Option<(Option<String>, Bytes)> 
         n.clone()
     });
     let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-    let len = page.iter().map(|(_, f)| field(f.len() - 5)).sum::<usize>()
+    // Each reply is a gRPC frame (`framed_profile`): its message follows the 5-byte header.
+    let messages: Vec<&[u8]> = page
+        .iter()
+        .map(|(_, f)| f.get(5..))
+        .collect::<Option<_>>()?;
+    let len = messages.iter().map(|m| field(m.len())).sum::<usize>()
         + if token.is_empty() {
             0
         } else {
@@ -325,10 +339,10 @@ fn ready_page(ready: &Ready, message: &[u8]) -> Option<(Option<String>, Bytes)> 
     let mut framed = BytesMut::with_capacity(5 + len);
     framed.extend_from_slice(&[0]);
     framed.extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
-    for (_, reply) in &page {
+    for message in messages {
         encode_key(1, WireType::LengthDelimited, &mut framed);
-        encode_varint((reply.len() - 5) as u64, &mut framed);
-        framed.extend_from_slice(&reply[5..]);
+        encode_varint(message.len() as u64, &mut framed);
+        framed.extend_from_slice(message);
     }
     if !token.is_empty() {
         prost::encoding::string::encode(2, &token, &mut framed);

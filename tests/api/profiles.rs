@@ -648,3 +648,44 @@ async fn a_listing_answers_page_by_page_as_the_handler_reads_each_profile() {
         assert!(refused.message().contains(field), "{}", refused.message());
     }
 }
+
+#[tokio::test]
+async fn the_ready_answers_keep_the_request_size_limit() {
+    // Two profiles with the longest names (64 bytes), and a page token that follows the first.
+    let (first, second) = ("x".repeat(64), "y".repeat(64));
+    let app = TestApp::spawn().await;
+    let mut c = app.profiles().await;
+    for name in [&first, &second] {
+        create(&mut c, profile(name, "gpt-4o", None)).await;
+    }
+    let list = |page_token: &str| pb::ListProfilesRequest {
+        page_size: 1,
+        page_token: page_token.into(),
+    };
+    let token = c
+        .list_profiles(list(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    assert!(token.len() > 60, "a token of {} bytes", token.len());
+    let get = |name: &str| pb::GetProfileRequest {
+        name: name.into(),
+        reveal_secrets: false,
+        resolve_connection: false,
+        revision: None,
+    };
+
+    // A GetProfile of a 64-byte name is a 66-byte message: over a limit of 65, refused as the
+    // services refuse it (not answered from the ready replies), and so is the next page.
+    let app = TestApp::spawn_in_with(app.stop().await, |a| a.max_request_bytes = 65).await;
+    let mut c = app.profiles().await;
+    let refused = c.get_profile(get(&first)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{}", refused.message());
+    let refused = c.list_profiles(list(&token)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{}", refused.message());
+    // Within it: answered.
+    let page = c.list_profiles(list("")).await.unwrap().into_inner();
+    assert_eq!(page.profiles.len(), 1);
+    assert_eq!(page.profiles[0].name, first);
+}

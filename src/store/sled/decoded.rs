@@ -28,9 +28,9 @@ pub(super) const DECODED_PROFILES: usize = 512;
 /// budget is spent the map starts again.
 pub(super) const READY_BYTES: usize = 16 << 20;
 
-/// What a kept entry costs beyond its key and value: the map's slot, the key's and the value's
-/// headers and allocations.
-const ENTRY_OVERHEAD: usize = 96;
+/// What a kept entry costs beyond its key and value: the map's slot (about 72 bytes, more at the
+/// map's load factor), the key's and the value's headers and allocations.
+const ENTRY_OVERHEAD: usize = 160;
 
 /// Decoded profiles and ready responses, each kept by name beside the fingerprint of the stored
 /// bytes it was made from.
@@ -79,8 +79,12 @@ impl<T: Clone> Kept<T> {
             .map(|kept| kept.value.clone())
     }
 
-    /// Keeps `value` for `key`, counting `weight` against the budget.
+    /// Keeps `value` for `key`, counting `weight` against the budget (a value heavier than the
+    /// whole budget is not kept).
     fn keep(&self, key: &[u8], print: Fingerprint, value: T, weight: usize) {
+        if weight > self.budget {
+            return;
+        }
         let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let (map, used) = &mut *guard;
         if let Some(old) = map.remove(key) {
@@ -248,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_ready_response_is_made_once_per_stored_bytes() {
-        let cache = DecodedProfiles::new(10, 1);
+        let cache = DecodedProfiles::new(10, 1 + 1 + ENTRY_OVERHEAD);
         let mut builds = 0;
         let mut answer = |key: &[u8], bytes: &[u8], model: &str| {
             cache
@@ -298,7 +302,7 @@ mod tests {
 
     #[test]
     fn ready_responses_are_kept_up_to_their_budget_in_bytes() {
-        // A reply of 4 bytes under a 1-byte name weighs 101 with its overhead: three fit.
+        // A reply of 4 bytes under a 1-byte name weighs 165 with its overhead: three fit.
         let cache = DecodedProfiles::new(10, 3 * (1 + 4 + ENTRY_OVERHEAD));
         let answer = |key: &[u8]| {
             cache
