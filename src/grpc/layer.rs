@@ -57,6 +57,7 @@ impl CallLayer {
         limits: &Limits,
         max_message: usize,
     ) -> Self {
+        store.answer_with(framed_profile);
         let ready = Ready {
             store,
             limits: limits.clone(),

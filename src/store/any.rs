@@ -188,6 +188,14 @@ impl Store {
         }
     }
 
+    /// Has every profile written from now on keep its ready response, made by `build` (sled; a
+    /// no-op on PostgreSQL, which keeps none).
+    pub fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
+        if let Self::Sled(s) = self {
+            s.answer_with(build);
+        }
+    }
+
     /// The encoded answers of [`Self::ready_profile`] for up to `limit` current profiles in name
     /// order after `after`, with their names (a page of a masked ListProfiles); `None` on
     /// PostgreSQL (the handler answers).

@@ -38,6 +38,9 @@ pub(super) struct DecodedProfiles {
     decoded: Kept<Shared>,
     ready: Kept<bytes::Bytes>,
     keys: (RandomState, RandomState),
+    /// What makes a ready response from a profile, once the server has said (see
+    /// [`Self::answer_with`]): then every write keeps the response of what it stored.
+    builder: std::sync::OnceLock<fn(&Profile) -> bytes::Bytes>,
 }
 
 type Fingerprint = (u64, u64);
@@ -122,7 +125,29 @@ impl DecodedProfiles {
             decoded: Kept::new(decoded),
             ready: Kept::new(ready_bytes),
             keys: (RandomState::new(), RandomState::new()),
+            builder: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on each profile written has its ready response made by `build` and kept, so the
+    /// first read after a write (or an import) already finds it.
+    pub(super) fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
+        let _ = self.builder.set(build);
+    }
+
+    /// Keeps the ready response of `profile`, just stored under `key` as `bytes`, when a builder
+    /// was given. A write that then fails leaves a response whose fingerprint no stored bytes
+    /// have: it is never served.
+    pub(super) fn written(&self, key: &[u8], bytes: &[u8], profile: &Profile) {
+        if let Some(build) = self.builder.get() {
+            let made = build(profile);
+            self.keep_ready(key, self.fingerprint(bytes), made);
+        }
+    }
+
+    fn keep_ready(&self, key: &[u8], print: Fingerprint, made: bytes::Bytes) {
+        let weight = key.len() + made.len() + ENTRY_OVERHEAD;
+        self.ready.keep(key, print, made, weight);
     }
 
     fn fingerprint(&self, bytes: &[u8]) -> Fingerprint {
@@ -181,8 +206,7 @@ impl DecodedProfiles {
         let (_, profile) = self.decoded_with(key, bytes, print, false, decode)?;
         let made = build(&profile);
         if keep {
-            let weight = key.len() + made.len() + ENTRY_OVERHEAD;
-            self.ready.keep(key, print, made.clone(), weight);
+            self.keep_ready(key, print, made.clone());
         }
         Ok(made)
     }
@@ -327,6 +351,36 @@ mod tests {
             1,
             "a fourth spends the budget: the map starts again"
         );
+    }
+
+    #[test]
+    fn a_write_keeps_its_ready_response_once_a_builder_is_given() {
+        let cache = DecodedProfiles::new(10, 1 << 20);
+        let stored = record(1, "written");
+        cache.written(b"p", b"one", &stored.profile);
+        assert_eq!(cache.ready.len(), 0, "no builder yet: nothing kept");
+        cache.answer_with(|p| bytes::Bytes::from(p.llm.model.clone()));
+        cache.written(b"p", b"one", &stored.profile);
+        let read = cache
+            .ready(
+                b"p",
+                b"one",
+                true,
+                |_| panic!("decoded"),
+                |_| panic!("built"),
+            )
+            .expect("kept");
+        assert_eq!(read, "written", "the first read takes what the write kept");
+        let other = cache
+            .ready(
+                b"p",
+                b"two",
+                true,
+                |_| Ok(record(2, "other")),
+                |p| bytes::Bytes::from(p.llm.model.clone()),
+            )
+            .expect("decodes");
+        assert_eq!(other, "other", "other stored bytes: made again");
     }
 
     #[test]

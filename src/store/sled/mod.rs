@@ -367,6 +367,12 @@ impl SledStore {
             .transpose()
     }
 
+    /// From now on every profile written keeps its ready response, made by `build` (see
+    /// [`Self::ready_profile`]).
+    pub(crate) fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
+        self.decoded.answer_with(build);
+    }
+
     /// The ready response of the current profile `name` (see [`decoded::DecodedProfiles::ready`]), made
     /// by `build` when none is kept for its stored bytes; `None` when there is no such profile.
     pub(crate) fn ready_profile(

@@ -503,6 +503,8 @@ impl SledStore {
     fn profile_ops(&self, record: &ProfileRecord, ops: &mut Vec<Op>) -> Result<(), StoreError> {
         let name = record.profile.name.as_str();
         let bytes = self.encode_profile(record)?;
+        self.decoded
+            .written(name.as_bytes(), &bytes, &record.profile);
         let revision = record.profile.revision;
         if revision == 1 {
             self.purge_ops(name, ops)?;
