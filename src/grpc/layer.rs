@@ -48,23 +48,24 @@ impl CallLayer {
     }
 
     /// Answers a plain GetProfile (the current profile, masked) and a ListProfiles page from
-    /// `store`'s ready responses (see [`Store::ready_profile`]) without the handler, when it has
-    /// them, with the handler's `limits` and largest request message (`max_message` bytes); a
-    /// store that keeps none (PostgreSQL) leaves every call to the handlers, its requests untouched.
+    /// `store`'s ready responses without the handler, when it has them, with the handler's
+    /// `limits` and largest request message (`max_message` bytes). It hands the store the one
+    /// builder of those responses (see [`Store::answer_with`]); a store that keeps none
+    /// (PostgreSQL) leaves every call to the handlers, its requests untouched.
     pub fn with_ready_profiles(
         self,
         store: Arc<Store>,
         limits: &Limits,
         max_message: usize,
     ) -> Self {
-        store.answer_with(framed_profile);
+        let keeps = store.answer_with(framed_profile);
         let ready = Ready {
             store,
             limits: limits.clone(),
             max_message,
         };
         Self {
-            ready: ready.store.keeps_ready_profiles().then(|| Arc::new(ready)),
+            ready: keeps.then(|| Arc::new(ready)),
             ..self
         }
     }
@@ -267,9 +268,10 @@ fn ready_answer(
 ) -> Option<(String, http::Response<Body>)> {
     let message = whole_message(head)
         .filter(|m| m.len() + 5 == head.len() && m.len() <= ready.max_message)?;
+    // ListProfiles names no resource (see `methods`).
     let (resource, framed) = match row.name {
         "GetProfile" => ready_profile(&ready.store, message)?,
-        _ => ready_page(ready, message)?,
+        _ => (String::new(), ready_page(ready, message)?),
     };
     let answer = http::Response::builder()
         .header("content-type", "application/grpc")
@@ -278,40 +280,43 @@ fn ready_answer(
             then: Then::Ok { sent: false },
         }))
         .ok()?;
-    Some((
-        resource.unwrap_or_else(|| methods::resource_of(row, message).unwrap_or_default()),
-        answer,
-    ))
+    Some((resource, answer))
 }
 
-/// A masked profile's reply as one gRPC frame: no compression, the length, the message encoded in
-/// place.
+/// One gRPC frame: no compression, the length of the message, then the message `write` puts in
+/// place (`len` bytes).
+fn frame(len: usize, write: impl FnOnce(&mut BytesMut)) -> Option<Bytes> {
+    let mut framed = BytesMut::with_capacity(5 + len);
+    framed.extend_from_slice(&[0]);
+    framed.extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
+    write(&mut framed);
+    Some(framed.freeze())
+}
+
+/// A masked profile's reply as one gRPC frame, the message encoded in place: the store's ready
+/// response (a profile is far under the 4 GiB a frame can say).
 fn framed_profile(profile: &crate::domain::Profile) -> Bytes {
     use prost::Message;
     let message = super::convert::masked_profile_to_pb(profile);
-    let len = message.encoded_len();
-    let mut framed = BytesMut::with_capacity(5 + len);
-    framed.extend_from_slice(&[0]);
-    framed.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    message.encode_raw(&mut framed);
-    framed.freeze()
+    frame(message.encoded_len(), |out| message.encode_raw(out)).unwrap_or_default()
 }
 
 /// A plain GetProfile's reply and the profile's name.
-fn ready_profile(store: &Store, message: &[u8]) -> Option<(Option<String>, Bytes)> {
+fn ready_profile(store: &Store, message: &[u8]) -> Option<(String, Bytes)> {
     use prost::Message;
     let req = crate::pb::GetProfileRequest::decode(message).ok()?;
     if req.reveal_secrets || req.resolve_connection || req.revision.is_some_and(|r| r != 0) {
         return None;
     }
-    let framed = store.ready_profile(&req.name, framed_profile).ok()??;
-    Some((Some(req.name), framed))
+    let framed = store.ready_profile(&req.name).ok()??;
+    Some((req.name, framed))
 }
 
 /// A ListProfiles page as the handler makes it (the same page size rule and page tokens), its
 /// `profiles` the ready replies' messages as they are (a repeated message field is each message
-/// behind its tag and length).
-fn ready_page(ready: &Ready, message: &[u8]) -> Option<(Option<String>, Bytes)> {
+/// behind its tag and length; the fields of a message may come in any order, so prost encodes the
+/// rest, the page token, after them).
+fn ready_page(ready: &Ready, message: &[u8]) -> Option<Bytes> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     use prost::Message;
     let req = crate::pb::ListProfilesRequest::decode(message).ok()?;
@@ -320,35 +325,34 @@ fn ready_page(ready: &Ready, message: &[u8]) -> Option<(Option<String>, Bytes)> 
     let after = super::page_token::decode(key, super::profile::LISTING, &req.page_token).ok()?;
     let mut page = ready
         .store
-        .ready_profiles(after.as_deref(), size + 1, framed_profile)
+        .ready_profiles(after.as_deref(), size + 1)
         .ok()??;
-    let token = super::page_token::cut(key, super::profile::LISTING, &mut page, size, |(n, _)| {
-        n.clone()
-    });
-    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let next_page_token =
+        super::page_token::cut(key, super::profile::LISTING, &mut page, size, |(n, _)| {
+            n.clone()
+        });
     // Each reply is a gRPC frame (`framed_profile`): its message follows the 5-byte header.
     let messages: Vec<&[u8]> = page
         .iter()
         .map(|(_, f)| f.get(5..))
         .collect::<Option<_>>()?;
-    let len = messages.iter().map(|m| field(m.len())).sum::<usize>()
-        + if token.is_empty() {
-            0
-        } else {
-            field(token.len())
-        };
-    let mut framed = BytesMut::with_capacity(5 + len);
-    framed.extend_from_slice(&[0]);
-    framed.extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
-    for message in messages {
-        encode_key(1, WireType::LengthDelimited, &mut framed);
-        encode_varint(message.len() as u64, &mut framed);
-        framed.extend_from_slice(message);
-    }
-    if !token.is_empty() {
-        prost::encoding::string::encode(2, &token, &mut framed);
-    }
-    Some((None, framed.freeze()))
+    let rest = crate::pb::ListProfilesResponse {
+        profiles: Vec::new(),
+        next_page_token,
+    };
+    let len = messages
+        .iter()
+        .map(|m| 1 + encoded_len_varint(m.len() as u64) + m.len())
+        .sum::<usize>()
+        + rest.encoded_len();
+    frame(len, |out| {
+        for message in messages {
+            encode_key(1, WireType::LengthDelimited, out);
+            encode_varint(message.len() as u64, out);
+            out.extend_from_slice(message);
+        }
+        rest.encode_raw(out);
+    })
 }
 
 /// A body that starts with bytes at hand: a request gathered for a look, given again whole to the

@@ -169,44 +169,38 @@ macro_rules! call {
 }
 
 impl Store {
-    /// Whether [`Self::ready_profile`] keeps ready responses (sled does; PostgreSQL does not).
-    pub fn keeps_ready_profiles(&self) -> bool {
-        matches!(self, Self::Sled(_))
+    /// Has the store make and keep ready responses with `build` from now on: the encoded answer
+    /// of a plain GetProfile (current, masked) of each profile read or written. Whether it keeps
+    /// them: sled does; PostgreSQL does not (its reads go to the database, the handler answers).
+    pub fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) -> bool {
+        match self {
+            Self::Sled(s) => {
+                s.answer_with(build);
+                true
+            }
+            Self::Postgres(_) => false,
+        }
     }
 
-    /// The encoded answer of a plain GetProfile (current, masked) for `name`, from the store's
-    /// ready responses, made by `build` on a miss; `None` when absent, or on PostgreSQL (whose
-    /// reads go to the database: the handler answers).
-    pub fn ready_profile(
-        &self,
-        name: &str,
-        build: impl FnOnce(&Profile) -> bytes::Bytes,
-    ) -> Result<Option<bytes::Bytes>, StoreError> {
+    /// The ready response of the current profile `name` (see [`Self::answer_with`]); `None` when
+    /// absent, on PostgreSQL, or before a builder is given.
+    pub fn ready_profile(&self, name: &str) -> Result<Option<bytes::Bytes>, StoreError> {
         match self {
-            Self::Sled(s) => s.ready_profile(name, build),
+            Self::Sled(s) => s.ready_profile(name),
             Self::Postgres(_) => Ok(None),
         }
     }
 
-    /// Has every profile written from now on keep its ready response, made by `build` (sled; a
-    /// no-op on PostgreSQL, which keeps none).
-    pub fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
-        if let Self::Sled(s) = self {
-            s.answer_with(build);
-        }
-    }
-
-    /// The encoded answers of [`Self::ready_profile`] for up to `limit` current profiles in name
-    /// order after `after`, with their names (a page of a masked ListProfiles); `None` on
-    /// PostgreSQL (the handler answers).
+    /// The ready responses of up to `limit` current profiles in name order after `after`, with
+    /// their names (a page of a masked ListProfiles); `None` on PostgreSQL, or before a builder
+    /// is given.
     pub fn ready_profiles(
         &self,
         after: Option<&str>,
         limit: usize,
-        build: impl Fn(&Profile) -> bytes::Bytes,
     ) -> Result<Option<Vec<(String, bytes::Bytes)>>, StoreError> {
         match self {
-            Self::Sled(s) => s.ready_profiles(after, limit, build).map(Some),
+            Self::Sled(s) => s.ready_profiles(after, limit),
             Self::Postgres(_) => Ok(None),
         }
     }

@@ -39,7 +39,8 @@ pub(super) struct DecodedProfiles {
     ready: Kept<bytes::Bytes>,
     keys: (RandomState, RandomState),
     /// What makes a ready response from a profile, once the server has said (see
-    /// [`Self::answer_with`]): then every write keeps the response of what it stored.
+    /// [`Self::answer_with`]): until then there are none; from then on reads make them and every
+    /// write keeps the response of what it stored.
     builder: std::sync::OnceLock<fn(&Profile) -> bytes::Bytes>,
 }
 
@@ -129,8 +130,9 @@ impl DecodedProfiles {
         }
     }
 
-    /// From now on each profile written has its ready response made by `build` and kept, so the
-    /// first read after a write (or an import) already finds it.
+    /// From now on ready responses are made by `build` (the first builder given stays): by reads,
+    /// and by each write for what it stored, so the first read after a write (or an import)
+    /// already finds it.
     pub(super) fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
         let _ = self.builder.set(build);
     }
@@ -189,26 +191,29 @@ impl DecodedProfiles {
     }
 
     /// The ready response of the profile stored under `key` as `bytes`: the kept one when it was
-    /// made from the same bytes, else `build`'s from the profile (a kept decoded copy, or decoded
-    /// without keeping it: the small response is what is kept, when `keep`).
+    /// made from the same bytes, else the builder's from the profile (a kept decoded copy, or
+    /// decoded without keeping it: the small response is what is kept, when `keep`); `None` before
+    /// a builder is given.
     pub(super) fn ready(
         &self,
         key: &[u8],
         bytes: &[u8],
         keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
-        build: impl FnOnce(&Profile) -> bytes::Bytes,
-    ) -> Result<bytes::Bytes, StoreError> {
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        let Some(build) = self.builder.get() else {
+            return Ok(None);
+        };
         let print = self.fingerprint(bytes);
         if let Some(kept) = self.ready.get(key, print) {
-            return Ok(kept);
+            return Ok(Some(kept));
         }
         let (_, profile) = self.decoded_with(key, bytes, print, false, decode)?;
         let made = build(&profile);
         if keep {
             self.keep_ready(key, print, made.clone());
         }
-        Ok(made)
+        Ok(Some(made))
     }
 }
 
@@ -216,6 +221,22 @@ impl DecodedProfiles {
 mod tests {
     use super::*;
     use crate::domain::{LlmConfig, ProfileName, Timestamp};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many ready responses [`model_reply`] made on this thread (each test is one thread).
+        static BUILDS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// A ready response for the tests: the profile's model; counted in [`BUILDS`].
+    fn model_reply(p: &Profile) -> bytes::Bytes {
+        BUILDS.with(|b| b.set(b.get() + 1));
+        bytes::Bytes::from(p.llm.model.clone())
+    }
+
+    fn builds() -> usize {
+        BUILDS.with(Cell::get)
+    }
 
     fn record(seq: u64, model: &str) -> ProfileRecord {
         let name = ProfileName::parse("p", "name").expect("a valid name");
@@ -277,20 +298,13 @@ mod tests {
     #[test]
     fn a_ready_response_is_made_once_per_stored_bytes() {
         let cache = DecodedProfiles::new(10, 1 + 1 + ENTRY_OVERHEAD);
-        let mut builds = 0;
-        let mut answer = |key: &[u8], bytes: &[u8], model: &str| {
+        cache.answer_with(model_reply);
+        let before = builds();
+        let answer = |key: &[u8], bytes: &[u8], model: &str| {
             cache
-                .ready(
-                    key,
-                    bytes,
-                    true,
-                    |_| Ok(record(1, model)),
-                    |p| {
-                        builds += 1;
-                        bytes::Bytes::from(p.llm.model.clone())
-                    },
-                )
+                .ready(key, bytes, true, |_| Ok(record(1, model)))
                 .expect("decodes")
+                .expect("a builder is given")
         };
         assert_eq!(answer(b"p", b"one", "a"), "a");
         assert_eq!(
@@ -305,7 +319,7 @@ mod tests {
             "another name, a full map: starts again"
         );
         assert_eq!(answer(b"p", b"two", "d"), "d", "pushed out: made again");
-        assert_eq!(builds, 4);
+        assert_eq!(builds() - before, 4);
     }
 
     #[test]
@@ -328,15 +342,10 @@ mod tests {
     fn ready_responses_are_kept_up_to_their_budget_in_bytes() {
         // A reply of 4 bytes under a 1-byte name weighs 165 with its overhead: three fit.
         let cache = DecodedProfiles::new(10, 3 * (1 + 4 + ENTRY_OVERHEAD));
+        cache.answer_with(|_| bytes::Bytes::from_static(b"made"));
         let answer = |key: &[u8]| {
             cache
-                .ready(
-                    key,
-                    b"stored",
-                    true,
-                    |_| Ok(record(1, "m")),
-                    |_| bytes::Bytes::from_static(b"made"),
-                )
+                .ready(key, b"stored", true, |_| Ok(record(1, "m")))
                 .expect("decodes")
         };
         for key in [&b"a"[..], b"b", b"c"] {
@@ -359,28 +368,31 @@ mod tests {
         let stored = record(1, "written");
         cache.written(b"p", b"one", &stored.profile);
         assert_eq!(cache.ready.len(), 0, "no builder yet: nothing kept");
-        cache.answer_with(|p| bytes::Bytes::from(p.llm.model.clone()));
+        let unread = cache.ready(b"p", b"one", true, |_| panic!("decoded"));
+        assert!(
+            unread.expect("no decode").is_none(),
+            "no builder yet: no response"
+        );
+        cache.answer_with(model_reply);
         cache.written(b"p", b"one", &stored.profile);
+        let before = builds();
         let read = cache
-            .ready(
-                b"p",
-                b"one",
-                true,
-                |_| panic!("decoded"),
-                |_| panic!("built"),
-            )
+            .ready(b"p", b"one", true, |_| panic!("decoded"))
             .expect("kept");
-        assert_eq!(read, "written", "the first read takes what the write kept");
+        assert_eq!(builds(), before, "the read built nothing");
+        assert_eq!(
+            read.as_deref(),
+            Some(&b"written"[..]),
+            "the first read takes what the write kept"
+        );
         let other = cache
-            .ready(
-                b"p",
-                b"two",
-                true,
-                |_| Ok(record(2, "other")),
-                |p| bytes::Bytes::from(p.llm.model.clone()),
-            )
+            .ready(b"p", b"two", true, |_| Ok(record(2, "other")))
             .expect("decodes");
-        assert_eq!(other, "other", "other stored bytes: made again");
+        assert_eq!(
+            other.as_deref(),
+            Some(&b"other"[..]),
+            "other stored bytes: made again"
+        );
     }
 
     #[test]

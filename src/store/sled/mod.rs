@@ -367,26 +367,22 @@ impl SledStore {
             .transpose()
     }
 
-    /// From now on every profile written keeps its ready response, made by `build` (see
-    /// [`Self::ready_profile`]).
+    /// From now on ready responses are made by `build` (see [`Self::ready_profile`]), and every
+    /// profile written keeps its own.
     pub(crate) fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
         self.decoded.answer_with(build);
     }
 
-    /// The ready response of the current profile `name` (see [`decoded::DecodedProfiles::ready`]), made
-    /// by `build` when none is kept for its stored bytes; `None` when there is no such profile.
-    pub(crate) fn ready_profile(
-        &self,
-        name: &str,
-        build: impl FnOnce(&Profile) -> bytes::Bytes,
-    ) -> Result<Option<bytes::Bytes>, StoreError> {
+    /// The ready response of the current profile `name` (see [`decoded::DecodedProfiles::ready`]),
+    /// made when none is kept for its stored bytes; `None` when there is no such profile, or
+    /// before [`Self::answer_with`].
+    pub(crate) fn ready_profile(&self, name: &str) -> Result<Option<bytes::Bytes>, StoreError> {
         let key = name.as_bytes();
         let Some(stored) = self.profiles.get(key)? else {
             return Ok(None);
         };
         let decode = |b: &[u8]| self.codec.decode_profile(key, b);
-        let ready = self.decoded.ready(key, &stored, true, decode, build)?;
-        Ok(Some(ready))
+        self.decoded.ready(key, &stored, true, decode)
     }
 
     /// A current profile record (stored in the profiles tree under `key`), decoded once per

@@ -57,25 +57,27 @@ impl SledStore {
     }
 
     /// Up to `limit` ready responses (see [`Self::ready_profile`]) of the current profiles in name
-    /// order after `after`, with their names: the kept ones taken, the others made by `build` and
-    /// not kept (a listing does not push the profiles read one by one out of the map). A record
-    /// that does not decode fails the whole page (the handler's listing skips it and says so).
+    /// order after `after`, with their names: the kept ones taken, the others made and not kept (a
+    /// listing does not push the profiles read one by one out of the map); `None` before
+    /// [`Self::answer_with`]. A record that does not decode fails the whole page (the handler's
+    /// listing skips it and says so).
     pub(crate) fn ready_profiles(
         &self,
         after: Option<&str>,
         limit: usize,
-        build: impl Fn(&Profile) -> bytes::Bytes,
-    ) -> Result<Vec<(String, bytes::Bytes)>, StoreError> {
+    ) -> Result<Option<Vec<(String, bytes::Bytes)>>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(1024));
         for item in self.profiles_after(after).take(limit) {
             let (key, stored) = item?;
             let decode = |b: &[u8]| self.decode_profile(&key, b);
-            let ready = self.decoded.ready(&key, &stored, false, decode, &build)?;
+            let Some(ready) = self.decoded.ready(&key, &stored, false, decode)? else {
+                return Ok(None);
+            };
             let name = String::from_utf8(key.to_vec())
                 .map_err(|_| StoreError::Storage("a profile name that is not UTF-8".into()))?;
             out.push((name, ready));
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     pub(crate) async fn put_profile(
