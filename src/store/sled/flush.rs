@@ -2,9 +2,10 @@
 //! write before it durable, so 64 concurrent writers share flushes instead of queueing 64 fsyncs.
 //! Changes are published to watchers only once durable, in commit order.
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -25,6 +26,8 @@ struct Shared<E> {
     wake: Condvar,
     durable: watch::Sender<u64>,
     publish: Box<dyn Fn(E) + Send + Sync>,
+    /// When the flush under way began, for the watchdog.
+    flushing: Arc<Watchdog>,
 }
 
 impl<E> Shared<E> {
@@ -37,14 +40,18 @@ impl<E> Shared<E> {
 pub(crate) struct Flusher<E: Send + 'static> {
     shared: Arc<Shared<E>>,
     thread: Option<JoinHandle<()>>,
+    watchdog: Option<JoinHandle<()>>,
 }
 
 impl<E: Send + 'static> Flusher<E> {
-    /// Starts the flusher thread for `db`; `publish` receives each change once it is durable.
+    /// Starts the flusher thread for `db` (whose files are in `volume`) and its watchdog;
+    /// `publish` receives each change once it is durable.
     pub(crate) fn start(
         db: sled::Db,
+        volume: PathBuf,
         publish: Box<dyn Fn(E) + Send + Sync>,
     ) -> std::io::Result<Self> {
+        let flushing = Arc::new(Watchdog::default());
         let shared = Arc::new(Shared {
             db,
             state: Mutex::new(State {
@@ -57,6 +64,7 @@ impl<E: Send + 'static> Flusher<E> {
             wake: Condvar::new(),
             durable: watch::channel(0).0,
             publish,
+            flushing: Arc::clone(&flushing),
         });
         if ack_before_flush() {
             tracing::warn!("FAULT INJECTION: writes are acknowledged before they are on disk (REGISTRY_FAULT_ACK_BEFORE_FLUSH=1, debug builds only)");
@@ -65,9 +73,13 @@ impl<E: Send + 'static> Flusher<E> {
         let thread = std::thread::Builder::new()
             .name("sled-flusher".into())
             .spawn(move || run(&worker))?;
+        let watchdog = std::thread::Builder::new()
+            .name("flush-watchdog".into())
+            .spawn(move || flushing.watch(&volume))?;
         Ok(Self {
             shared,
             thread: Some(thread),
+            watchdog: Some(watchdog),
         })
     }
 
@@ -132,6 +144,10 @@ impl<E: Send + 'static> Drop for Flusher<E> {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.wake.notify_one();
+        self.shared.flushing.stop();
+        if let Some(t) = self.watchdog.take() {
+            let _ = t.join();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -183,7 +199,10 @@ fn run<E>(shared: &Shared<E>) {
         let result = if failed_before {
             Ok(0)
         } else {
-            shared.db.flush()
+            shared.flushing.began(Some(started));
+            let flushed = shared.db.flush();
+            shared.flushing.began(None);
+            flushed
         };
         let ready: Vec<E> = {
             let mut st = shared.lock();
@@ -222,5 +241,116 @@ fn run<E>(shared: &Shared<E>) {
         if shared.lock().stop {
             return;
         }
+    }
+}
+
+/// A flush that has not returned for this long on a volume with less than [`LOW_SPACE`] free is
+/// taken for a full volume. sled 0.34 can wait for good for a log write that failed: its flush
+/// then holds a lock that every later write, and every read queued behind that write, waits for.
+const STUCK_WHEN_FULL: Duration = Duration::from_secs(2);
+/// Less free space than this (two of sled's log segments) is a full volume to the watchdog.
+const LOW_SPACE: u64 = 1024 * 1024;
+/// A flush that has not returned for this long is a fault of the volume, whatever its space.
+const STUCK: Duration = Duration::from_secs(30);
+
+/// Watches the flush under way: a flush that hangs raises the volume's fault, so the server
+/// answers in words and fail-stops instead of hanging with it.
+#[derive(Default)]
+struct Watchdog {
+    /// When the flush under way began, and whether to stop.
+    state: Mutex<(Option<Instant>, bool)>,
+    wake: Condvar,
+}
+
+impl Watchdog {
+    fn lock(&self) -> MutexGuard<'_, (Option<Instant>, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn began(&self, at: Option<Instant>) {
+        self.lock().0 = at;
+    }
+
+    fn stop(&self) {
+        self.lock().1 = true;
+        self.wake.notify_all();
+    }
+
+    fn watch(&self, volume: &std::path::Path) {
+        let mut st = self.lock();
+        loop {
+            st = self
+                .wake
+                .wait_timeout(st, Duration::from_millis(250))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            let (Some(started), false) = *st else {
+                if st.1 {
+                    return;
+                }
+                continue;
+            };
+            let stuck = started.elapsed();
+            let free = || fs2::available_space(volume).ok();
+            let Some(fault) = verdict(stuck, free) else {
+                continue;
+            };
+            tracing::error!(fault = %fault, stuck_ms = stuck.as_millis() as u64, "a flush to disk hangs");
+            crate::store::fault::raise(&fault);
+            return;
+        }
+    }
+}
+
+/// What a flush stuck for `stuck` means, given the volume's free bytes (asked only when needed).
+fn verdict(
+    stuck: Duration,
+    free: impl FnOnce() -> Option<u64>,
+) -> Option<crate::store::fault::VolumeFault> {
+    if stuck < STUCK_WHEN_FULL {
+        return None;
+    }
+    if free().is_some_and(|free| free < LOW_SPACE) {
+        return Some(crate::store::fault::VolumeFault {
+            no_space: true,
+            detail: "a flush cannot finish on the full volume".into(),
+        });
+    }
+    (stuck >= STUCK).then(|| crate::store::fault::VolumeFault {
+        no_space: false,
+        detail: format!("a flush to disk has not finished in {} s", STUCK.as_secs()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stuck_flush_is_a_fault_soon_on_a_full_volume_and_late_on_any() {
+        let secs = Duration::from_secs;
+        let asked = &std::cell::Cell::new(0);
+        let free = |bytes: u64| {
+            move || {
+                asked.set(asked.get() + 1);
+                Some(bytes)
+            }
+        };
+        // A short flush is no fault, and the volume is not even asked.
+        assert_eq!(verdict(secs(1), free(0)), None);
+        assert_eq!(asked.get(), 0);
+        // Stuck on a full volume: no space, after 2 s.
+        let full = verdict(secs(2), free(LOW_SPACE - 1)).unwrap();
+        assert!(full.no_space);
+        assert_eq!(full.to_string(), "no space left on the data volume");
+        // Stuck with space left: a fault only after 30 s.
+        assert_eq!(verdict(secs(29), free(LOW_SPACE)), None);
+        assert_eq!(verdict(secs(29), || None), None);
+        let hung = verdict(STUCK, free(1 << 40)).unwrap();
+        assert!(!hung.no_space);
+        assert!(
+            hung.to_string().contains("has not finished in 30 s"),
+            "{hung}"
+        );
     }
 }

@@ -6,6 +6,7 @@ mod documents;
 mod flush;
 mod maintenance;
 mod profiles;
+mod puts;
 
 pub use self::maintenance::CheckReport;
 
@@ -129,6 +130,8 @@ pub struct SledStore {
     /// The turn of an rpc's write, taken before `write_lock`: waiting for it does not hold a tokio
     /// worker, and a storage fault ends the wait (see [`Self::durably`]).
     write_turn: tokio::sync::Mutex<()>,
+    /// Puts of profiles waiting for the write turn (see `puts.rs`).
+    puts: puts::PutQueue,
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
     /// The newest profile change seq published (raised before the change is sent, so a watcher
@@ -217,6 +220,7 @@ impl SledStore {
         let raise = Arc::clone(&published);
         let flusher = Flusher::start(
             db.clone(),
+            dir.to_owned(),
             Box::new(move |c| match c {
                 Change::Profile(c) => {
                     raise.fetch_max(c.seq(), Ordering::SeqCst);
@@ -246,6 +250,7 @@ impl SledStore {
             history_revisions: i64::try_from(options.history_revisions.max(1)).unwrap_or(i64::MAX),
             write_lock: Mutex::new(()),
             write_turn: tokio::sync::Mutex::new(()),
+            puts: puts::PutQueue::default(),
             flusher,
             changes,
             published,

@@ -8,9 +8,9 @@ use crate::store::codec::ProfileRecord;
 use crate::store::documents;
 use crate::store::records::TreeId;
 use crate::store::records::{decode, encode, history_key, history_prefix, or_skip, Tombstone};
-use crate::store::requests::{ProfileDelete, ProfileImport, ProfilePut, ProfileRename};
-use crate::store::rules::{self, PutPlan};
-use crate::store::{Change, ImportOutcome, ProfileChange, ProfileWatch, PutOutcome, StoreError};
+use crate::store::requests::{ProfileDelete, ProfileImport, ProfileRename};
+use crate::store::rules;
+use crate::store::{Change, ImportOutcome, ProfileChange, ProfileWatch, StoreError};
 use std::sync::Arc;
 
 impl SledStore {
@@ -78,41 +78,6 @@ impl SledStore {
             out.push((name, ready));
         }
         Ok(Some(out))
-    }
-
-    pub(crate) async fn put_profile(
-        &self,
-        put: ProfilePut<'_>,
-    ) -> Result<(Profile, PutOutcome), StoreError> {
-        let ProfilePut {
-            name,
-            llm,
-            mode,
-            expected_revision,
-            by,
-        } = put;
-        self.durably(|| {
-            let old = self.read_profile(name.as_str())?.map(|r| r.profile);
-            self.check_profile_connection(old.as_ref(), &llm)?;
-            match rules::plan_put(old, name, llm, mode, expected_revision, by)? {
-                PutPlan::Unchanged(old) => self.unchanged((old, PutOutcome::Unchanged)),
-                PutPlan::Write(profile, outcome) => {
-                    let record = ProfileRecord {
-                        seq: self.next_seq()?,
-                        profile,
-                    };
-                    let mut ops = Vec::with_capacity(3);
-                    self.profile_ops(&record, &mut ops)?;
-                    self.apply(&ops)?;
-                    let change = ProfileChange::Put {
-                        seq: record.seq,
-                        profile: Arc::new(record.profile.clone()),
-                    };
-                    self.changed([change], (record.profile, outcome))
-                }
-            }
-        })
-        .await
     }
 
     pub(crate) async fn delete_profile(
@@ -502,7 +467,11 @@ impl SledStore {
     /// The ops that write `record` as the current profile and as a kept revision, and drop the
     /// revisions of its name that fall out of the history (or, for a new profile, all that a
     /// deleted one of that name left).
-    fn profile_ops(&self, record: &ProfileRecord, ops: &mut Vec<Op>) -> Result<(), StoreError> {
+    pub(super) fn profile_ops(
+        &self,
+        record: &ProfileRecord,
+        ops: &mut Vec<Op>,
+    ) -> Result<(), StoreError> {
         let name = record.profile.name.as_str();
         let bytes = self.encode_profile(record)?;
         self.decoded
