@@ -26,6 +26,18 @@ pub(super) enum Op {
     Unlog(u64),
 }
 
+impl Op {
+    /// About how many bytes the op writes.
+    pub(super) fn size(&self) -> usize {
+        match self {
+            Self::Put(_, k, v) => k.len() + v.len(),
+            Self::Del(_, k) => k.len(),
+            Self::Log(_, v) => 8 + v.len(),
+            Self::Unlog(_) => 8,
+        }
+    }
+}
+
 fn binding_prefix(name: &ProfileName) -> Vec<u8> {
     let mut k = name.as_str().as_bytes().to_vec();
     k.push(0);

@@ -94,6 +94,16 @@ impl<E: Send + 'static> Flusher<E> {
         epoch
     }
 
+    /// Runs `write` (a write applied under the write lock) with the watchdog on it.
+    pub(crate) fn watched<T>(&self, write: impl FnOnce() -> T) -> T {
+        self.shared
+            .flushing
+            .began(Watched::Write, Some(Instant::now()));
+        let value = write();
+        self.shared.flushing.began(Watched::Write, None);
+        value
+    }
+
     /// The newest epoch applied so far (a reader waits for it to see only durable state).
     pub(crate) fn written(&self) -> u64 {
         self.shared.lock().written
@@ -199,9 +209,9 @@ fn run<E>(shared: &Shared<E>) {
         let result = if failed_before {
             Ok(0)
         } else {
-            shared.flushing.began(Some(started));
+            shared.flushing.began(Watched::Flush, Some(started));
             let flushed = shared.db.flush();
-            shared.flushing.began(None);
+            shared.flushing.began(Watched::Flush, None);
             flushed
         };
         let ready: Vec<E> = {
@@ -244,31 +254,40 @@ fn run<E>(shared: &Shared<E>) {
     }
 }
 
-/// A flush that has not returned for this long on a volume with less than [`LOW_SPACE`] free is
-/// taken for a full volume. sled 0.34 can wait for good for a log write that failed: its flush
-/// then holds a lock that every later write, and every read queued behind that write, waits for.
+/// A flush (or a write) that has not returned for this long on a volume with less than
+/// [`LOW_SPACE`] free is taken for a full volume. sled 0.34 can wait for good for a log write that
+/// failed: its flush then holds a lock that every later write, and every read queued behind that
+/// write, waits for.
 const STUCK_WHEN_FULL: Duration = Duration::from_secs(2);
 /// Less free space than this (two of sled's log segments) is a full volume to the watchdog.
 const LOW_SPACE: u64 = 1024 * 1024;
-/// A flush that has not returned for this long is a fault of the volume, whatever its space.
+/// A flush (or a write) that has not returned for this long is a fault of the volume, whatever
+/// its space.
 const STUCK: Duration = Duration::from_secs(30);
 
-/// Watches the flush under way: a flush that hangs raises the volume's fault, so the server
-/// answers in words and fail-stops instead of hanging with it.
+/// What the watchdog watches: sled's flush, and a write applied under the write lock.
+#[derive(Clone, Copy)]
+enum Watched {
+    Flush = 0,
+    Write = 1,
+}
+
+/// Watches the flush and the write under way: one that hangs raises the volume's fault, so the
+/// server answers in words and fail-stops instead of hanging with it.
 #[derive(Default)]
 struct Watchdog {
-    /// When the flush under way began, and whether to stop.
-    state: Mutex<(Option<Instant>, bool)>,
+    /// When the flush and the write under way began, and whether to stop.
+    state: Mutex<([Option<Instant>; 2], bool)>,
     wake: Condvar,
 }
 
 impl Watchdog {
-    fn lock(&self) -> MutexGuard<'_, (Option<Instant>, bool)> {
+    fn lock(&self) -> MutexGuard<'_, ([Option<Instant>; 2], bool)> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn began(&self, at: Option<Instant>) {
-        self.lock().0 = at;
+    fn began(&self, what: Watched, at: Option<Instant>) {
+        self.lock().0[what as usize] = at;
     }
 
     fn stop(&self) {
@@ -277,25 +296,29 @@ impl Watchdog {
     }
 
     fn watch(&self, volume: &std::path::Path) {
-        let mut st = self.lock();
         loop {
-            st = self
-                .wake
-                .wait_timeout(st, Duration::from_millis(250))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            let (Some(started), false) = *st else {
+            let oldest = {
+                let st = self.lock();
+                let st = self
+                    .wake
+                    .wait_timeout(st, Duration::from_millis(250))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
                 if st.1 {
                     return;
                 }
+                st.0.iter().flatten().min().copied()
+            };
+            let Some(started) = oldest else {
                 continue;
             };
             let stuck = started.elapsed();
-            let free = || fs2::available_space(volume).ok();
+            // Free to root (sled writes until then), not only to other users.
+            let free = || fs2::free_space(volume).ok();
             let Some(fault) = verdict(stuck, free) else {
                 continue;
             };
-            tracing::error!(fault = %fault, stuck_ms = stuck.as_millis() as u64, "a flush to disk hangs");
+            tracing::error!(fault = %fault, stuck_ms = stuck.as_millis() as u64, "a flush or a write to disk hangs");
             crate::store::fault::raise(&fault);
             return;
         }
@@ -318,7 +341,10 @@ fn verdict(
     }
     (stuck >= STUCK).then(|| crate::store::fault::VolumeFault {
         no_space: false,
-        detail: format!("a flush to disk has not finished in {} s", STUCK.as_secs()),
+        detail: format!(
+            "a flush or a write to disk has not finished in {} s",
+            STUCK.as_secs()
+        ),
     })
 }
 

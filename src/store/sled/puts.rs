@@ -1,15 +1,17 @@
-//! Puts of profiles applied together: every put that is waiting when a writer gets the write turn
-//! goes into one sled transaction.
+//! Puts of profiles applied together: the puts waiting when a writer gets the write turn share
+//! sled transactions.
 //!
 //! sled 0.34 closes its log buffer at the end of every transaction, and one of its I/O threads
 //! writes each closed buffer: with one transaction per put, those buffers and the threads they
 //! wake took about 40% of the server's CPU under 64 writers. So a put does not take the turn for
 //! itself alone. It queues, then waits for the turn or its answer, whichever comes first. The
 //! writer that gets the turn plans every queued put against the stored state, one after another,
-//! and applies all the planned writes in one transaction (one epoch of the group commit), then
-//! answers each put. A put that fails its own checks (a revision, a create of an existing name)
-//! gets its own error and leaves no op behind; the others still write. Two puts of one name never
-//! share a transaction: the second is planned after the first is applied, so it sees it.
+//! and applies the planned writes in one transaction (one epoch of the group commit; at most
+//! [`MOST_PUTS`] puts or about [`MOST_BYTES`] of records each), then answers each put. A put that
+//! fails its own checks (a revision, a create of an existing name) gets its own error and leaves
+//! no op behind; the others still write. Two puts of one name never share a transaction: the
+//! second is planned after the first is applied, so it sees it. After a transaction fails, the
+//! puts not yet applied get its error.
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
@@ -53,11 +55,19 @@ impl PutQueue {
     }
 }
 
+/// At most this many puts share a transaction...
+const MOST_PUTS: usize = 256;
+/// ...and at most about this many bytes of records: a sled transaction holds a process-wide lock
+/// that every read waits for.
+const MOST_BYTES: usize = 4 << 20;
+
 /// The planned puts of one transaction.
 #[derive(Default)]
 struct Together {
     names: HashSet<ProfileName>,
     ops: Vec<Op>,
+    /// The bytes of the records in `ops`.
+    bytes: usize,
     changes: Vec<Change>,
     answers: Vec<(oneshot::Sender<Answer>, (Profile, PutOutcome))>,
 }
@@ -94,7 +104,7 @@ impl SledStore {
                         }
                         None => {
                             let _guard = self.lock();
-                            self.put_together(queued);
+                            self.flusher.watched(|| self.put_together(queued));
                         }
                     }
                     drop(turn);
@@ -106,23 +116,32 @@ impl SledStore {
         Ok(value)
     }
 
-    /// Plans and applies `queued`, in order, in as few transactions as their names allow, and
-    /// answers each. Runs under the write lock.
+    /// Plans and applies `queued`, in order, in as few transactions as their names and sizes
+    /// allow, and answers each. Runs under the write lock. After a failed transaction the puts
+    /// not yet applied get its error: nothing more is written.
     fn put_together(&self, queued: Vec<Queued>) {
         let mut together = Together::default();
-        for q in queued {
+        let mut queued = queued.into_iter();
+        while let Some(q) = queued.next() {
             // The caller is gone (its call was cancelled before its turn): nothing is written.
             if q.answer.is_closed() {
                 continue;
             }
-            if together.names.contains(&q.name) {
-                self.apply_together(std::mem::take(&mut together));
+            let full = together.answers.len() >= MOST_PUTS || together.bytes >= MOST_BYTES;
+            if full || together.names.contains(&q.name) {
+                if let Err(e) = self.apply_together(std::mem::take(&mut together)) {
+                    for q in std::iter::once(q).chain(queued) {
+                        let _ = q.answer.send(Err(again(&e)));
+                    }
+                    return;
+                }
             }
             let name = q.name.clone();
             let mut ops = Vec::with_capacity(3);
             match self.plan_put(q.name, q.llm, q.mode, q.expected_revision, &q.by, &mut ops) {
                 Ok((Some(change), value)) => {
                     together.names.insert(name);
+                    together.bytes += ops.iter().map(Op::size).sum::<usize>();
                     together.ops.append(&mut ops);
                     together.changes.push(change);
                     together.answers.push((q.answer, value));
@@ -136,7 +155,7 @@ impl SledStore {
                 }
             }
         }
-        self.apply_together(together);
+        let _ = self.apply_together(together);
     }
 
     /// One put's plan: the ops that write it (into `ops`, left empty when nothing is written), the
@@ -169,8 +188,10 @@ impl SledStore {
         }
     }
 
-    /// Applies the planned puts in one transaction and answers them, all with one epoch.
-    fn apply_together(&self, together: Together) {
+    /// Applies the planned puts in one transaction and answers them, all with one epoch; a
+    /// failure is answered to each, and a fault of the volume raised at once (its callers may
+    /// all be gone).
+    fn apply_together(&self, together: Together) -> Result<(), StoreError> {
         let Together {
             ops,
             changes,
@@ -178,21 +199,22 @@ impl SledStore {
             ..
         } = together;
         if answers.is_empty() {
-            return;
+            return Ok(());
         }
-        match self.apply(&ops) {
-            Ok(()) => {
-                let epoch = self.flusher.committed(changes);
-                for (answer, value) in answers {
-                    let _ = answer.send(Ok((epoch, value)));
-                }
+        if let Err(e) = self.apply(&ops) {
+            if let StoreError::Volume(fault) = &e {
+                fault::raise(fault);
             }
-            Err(e) => {
-                for (answer, _) in answers {
-                    let _ = answer.send(Err(again(&e)));
-                }
+            for (answer, _) in answers {
+                let _ = answer.send(Err(again(&e)));
             }
+            return Err(e);
         }
+        let epoch = self.flusher.committed(changes);
+        for (answer, value) in answers {
+            let _ = answer.send(Ok((epoch, value)));
+        }
+        Ok(())
     }
 }
 
@@ -228,6 +250,46 @@ mod tests {
         }
     }
 
+    /// Calls put_profile with each of `puts` while the test holds the write turn, each call queued
+    /// before the next starts (so the queue's order is the calls' order), then lets them go.
+    async fn queued_while_the_turn_is_held(
+        store: &std::sync::Arc<SledStore>,
+        puts: Vec<ProfilePut<'static>>,
+    ) -> Vec<Result<(Profile, PutOutcome), StoreError>> {
+        let turn = store.write_turn.lock().await;
+        let mut calls = Vec::new();
+        for p in puts {
+            let writer = std::sync::Arc::clone(store);
+            calls.push(tokio::spawn(async move { writer.put_profile(p).await }));
+            while store.puts.0.lock().unwrap().len() < calls.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(turn);
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    }
+
+    /// A transaction takes at most MOST_PUTS puts; the rest go into the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_queue_is_applied_in_bounded_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
+        let epoch_before = store.flusher.written();
+        let puts = (0..MOST_PUTS + 10)
+            .map(|i| put(&format!("p{i:04}"), "m", PutMode::Create, None))
+            .collect();
+        let answers = queued_while_the_turn_is_held(&store, puts).await;
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Ok((_, PutOutcome::Created)))));
+        assert_eq!(store.flusher.written() - epoch_before, 2);
+        assert_eq!(store.profiles.len(), MOST_PUTS + 10);
+    }
+
     /// Puts queued while another write holds the turn are applied by the next writer in one
     /// transaction (one epoch), and each is answered on its own: a second put of one name is
     /// planned after the first, a failed check refuses only its own put.
@@ -241,7 +303,6 @@ mod tests {
             .unwrap();
         let epoch_before = store.flusher.written();
 
-        let turn = store.write_turn.lock().await;
         let mut puts: Vec<_> = (0..20)
             .map(|i| put(&format!("p{i:02}"), "m1", PutMode::Create, None))
             .collect();
@@ -252,20 +313,7 @@ mod tests {
             put("taken", "m3", PutMode::Update, Some(2)), // revision 3, after the first
             put("taken", "m3", PutMode::Update, None), // the same content: unchanged
         ]);
-        // Each call queued before the next starts: the queue's order is the calls' order.
-        let mut calls = Vec::new();
-        for p in puts {
-            let writer = std::sync::Arc::clone(&store);
-            calls.push(tokio::spawn(async move { writer.put_profile(p).await }));
-            while store.puts.0.lock().unwrap().len() < calls.len() {
-                tokio::task::yield_now().await;
-            }
-        }
-        drop(turn);
-        let mut answers = Vec::new();
-        for call in calls {
-            answers.push(call.await.unwrap());
-        }
+        let answers = queued_while_the_turn_is_held(&store, puts).await;
 
         for (i, a) in answers[..20].iter().enumerate() {
             let (p, outcome) = a.as_ref().unwrap();
