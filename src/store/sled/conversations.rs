@@ -7,8 +7,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::broadcast;
 
+use super::together::Joinable;
 use super::SledStore;
-use crate::domain::{Conversation, ConversationId, Event, ProfileName};
+use crate::domain::{Conversation, ConversationId, Event, NewEvent, ProfileName};
 use crate::store::records::{binding_key, decode, encode, event_key, or_skip, TreeId};
 use crate::store::requests::{
     ConversationDelete, ConversationImport, ConversationQuery, ConversationUpdate, EventAppend,
@@ -330,39 +331,12 @@ impl SledStore {
         &self,
         append: EventAppend<'_>,
     ) -> Result<(i64, i64), StoreError> {
-        self.durably(|| {
-            let mut c = self
-                .read_conversation(append.id)?
-                .ok_or_else(|| StoreError::not_found("conversation", append.id))?;
-            let first = c.event_count;
-            rules::check_next_seq(append.id, first, append.expected_next_seq)?;
-            if append.events.is_empty() {
-                return self.unchanged((first, first));
-            }
-            let mut ops = Vec::with_capacity(append.events.len() + 1);
-            let appended = i64::try_from(append.events.len()).unwrap_or(i64::MAX);
-            for e in rules::numbered(first, append.events) {
-                ops.push(Op::Put(
-                    TreeId::Events,
-                    event_key(append.id, e.seq),
-                    encode(&e)?,
-                ));
-            }
-            c.event_count = first.saturating_add(appended);
-            ops.push(Op::Put(
-                TreeId::Conversations,
-                append.id.as_bytes().to_vec(),
-                self.encode_conversation(&c)?,
-            ));
-            self.apply(&ops)?;
-            let batch = EventBatch {
-                conversation: *append.id,
-                next_seq: c.event_count,
-                deleted: false,
-            };
-            self.changed([batch], (first, c.event_count))
-        })
-        .await
+        let append = Append {
+            id: *append.id,
+            events: append.events,
+            expected_next_seq: append.expected_next_seq,
+        };
+        self.together(&self.appends, append).await
     }
 
     pub(crate) async fn list_events(
@@ -446,5 +420,59 @@ impl SledStore {
 
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<EventBatch> {
         self.event_changes.subscribe()
+    }
+}
+
+/// An append of events to a conversation, applied with the others waiting (see `together.rs`).
+pub(super) struct Append {
+    id: ConversationId,
+    events: Vec<NewEvent>,
+    expected_next_seq: Option<i64>,
+}
+
+impl Joinable for Append {
+    /// The conversation's next seq before and after.
+    type Answer = (i64, i64);
+    type Key = ConversationId;
+
+    fn key(&self) -> ConversationId {
+        self.id
+    }
+
+    fn plan(
+        self,
+        store: &SledStore,
+        ops: &mut Vec<Op>,
+    ) -> Result<(Option<Change>, Self::Answer), StoreError> {
+        let Self {
+            id,
+            events,
+            expected_next_seq,
+        } = self;
+        let mut c = store
+            .read_conversation(&id)?
+            .ok_or_else(|| StoreError::not_found("conversation", id))?;
+        let first = c.event_count;
+        rules::check_next_seq(&id, first, expected_next_seq)?;
+        if events.is_empty() {
+            return Ok((None, (first, first)));
+        }
+        let appended = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        ops.reserve(events.len() + 1);
+        for e in rules::numbered(first, events) {
+            ops.push(Op::Put(TreeId::Events, event_key(&id, e.seq), encode(&e)?));
+        }
+        c.event_count = first.saturating_add(appended);
+        ops.push(Op::Put(
+            TreeId::Conversations,
+            id.as_bytes().to_vec(),
+            store.encode_conversation(&c)?,
+        ));
+        let batch = EventBatch {
+            conversation: id,
+            next_seq: c.event_count,
+            deleted: false,
+        };
+        Ok((Some(batch.into()), (first, c.event_count)))
     }
 }

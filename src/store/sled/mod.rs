@@ -6,7 +6,7 @@ mod documents;
 mod flush;
 mod maintenance;
 mod profiles;
-mod puts;
+mod together;
 
 pub use self::maintenance::CheckReport;
 
@@ -130,8 +130,9 @@ pub struct SledStore {
     /// The turn of an rpc's write, taken before `write_lock`: waiting for it does not hold a tokio
     /// worker, and a storage fault ends the wait (see [`Self::durably`]).
     write_turn: tokio::sync::Mutex<()>,
-    /// Puts of profiles waiting for the write turn (see `puts.rs`).
-    puts: puts::PutQueue,
+    /// Puts of profiles and appends of events waiting for the write turn (see `together.rs`).
+    puts: together::Queue<profiles::Put>,
+    appends: together::Queue<conversations::Append>,
     pub(super) flusher: Flusher<Change>,
     changes: broadcast::Sender<ProfileChange>,
     /// The newest profile change seq published (raised before the change is sent, so a watcher
@@ -250,7 +251,8 @@ impl SledStore {
             history_revisions: i64::try_from(options.history_revisions.max(1)).unwrap_or(i64::MAX),
             write_lock: Mutex::new(()),
             write_turn: tokio::sync::Mutex::new(()),
-            puts: puts::PutQueue::default(),
+            puts: together::Queue::default(),
+            appends: together::Queue::default(),
             flusher,
             changes,
             published,

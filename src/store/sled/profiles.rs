@@ -2,18 +2,84 @@
 //! group-committed flush and published to watchers once durable.
 use super::changelog::{logged_delete, logged_put};
 use super::conversations::Op;
+use super::together::Joinable;
 use super::{stored_of, SledStore};
+use crate::domain::LlmConfig;
 use crate::domain::{Profile, ProfileName, Target, Timestamp};
 use crate::store::codec::ProfileRecord;
 use crate::store::documents;
 use crate::store::records::TreeId;
 use crate::store::records::{decode, encode, history_key, history_prefix, or_skip, Tombstone};
-use crate::store::requests::{ProfileDelete, ProfileImport, ProfileRename};
-use crate::store::rules;
-use crate::store::{Change, ImportOutcome, ProfileChange, ProfileWatch, StoreError};
+use crate::store::requests::{ProfileDelete, ProfileImport, ProfilePut, ProfileRename};
+use crate::store::rules::{self, PutPlan};
+use crate::store::PutMode;
+use crate::store::{Change, ImportOutcome, ProfileChange, ProfileWatch, PutOutcome, StoreError};
 use std::sync::Arc;
 
+/// A put of a profile (create, update), applied with the others waiting (see `together.rs`).
+pub(super) struct Put {
+    name: ProfileName,
+    llm: LlmConfig,
+    mode: PutMode,
+    expected_revision: Option<i64>,
+    by: String,
+}
+
+impl Joinable for Put {
+    type Answer = (Profile, PutOutcome);
+    type Key = ProfileName;
+
+    fn key(&self) -> ProfileName {
+        self.name.clone()
+    }
+
+    fn plan(
+        self,
+        store: &SledStore,
+        ops: &mut Vec<Op>,
+    ) -> Result<(Option<Change>, Self::Answer), StoreError> {
+        let Self {
+            name,
+            llm,
+            mode,
+            expected_revision,
+            by,
+        } = self;
+        let old = store.read_profile(name.as_str())?.map(|r| r.profile);
+        store.check_profile_connection(old.as_ref(), &llm)?;
+        match rules::plan_put(old, name, llm, mode, expected_revision, &by)? {
+            PutPlan::Unchanged(old) => Ok((None, (old, PutOutcome::Unchanged))),
+            PutPlan::Write(profile, outcome) => {
+                let record = ProfileRecord {
+                    seq: store.next_seq()?,
+                    profile,
+                };
+                store.profile_ops(&record, ops)?;
+                let change = ProfileChange::Put {
+                    seq: record.seq,
+                    profile: Arc::new(record.profile.clone()),
+                };
+                Ok((Some(change.into()), (record.profile, outcome)))
+            }
+        }
+    }
+}
+
 impl SledStore {
+    pub(crate) async fn put_profile(
+        &self,
+        put: ProfilePut<'_>,
+    ) -> Result<(Profile, PutOutcome), StoreError> {
+        let put = Put {
+            name: put.name,
+            llm: put.llm,
+            mode: put.mode,
+            expected_revision: put.expected_revision,
+            by: put.by.to_owned(),
+        };
+        self.together(&self.puts, put).await
+    }
+
     pub(crate) async fn get_profile(
         &self,
         name: &ProfileName,
