@@ -26,7 +26,7 @@ struct Shared<E> {
     wake: Condvar,
     durable: watch::Sender<u64>,
     publish: Box<dyn Fn(E) + Send + Sync>,
-    /// When the flush under way began, for the watchdog.
+    /// The watchdog of the flush (and of the write) under way.
     flushing: Arc<Watchdog>,
 }
 
@@ -73,14 +73,18 @@ impl<E: Send + 'static> Flusher<E> {
         let thread = std::thread::Builder::new()
             .name("sled-flusher".into())
             .spawn(move || run(&worker))?;
-        let watchdog = std::thread::Builder::new()
-            .name("flush-watchdog".into())
-            .spawn(move || flushing.watch(&volume))?;
-        Ok(Self {
+        let mut flusher = Self {
             shared,
             thread: Some(thread),
-            watchdog: Some(watchdog),
-        })
+            watchdog: None,
+        };
+        // Should this fail, dropping `flusher` stops its thread.
+        flusher.watchdog = Some(
+            std::thread::Builder::new()
+                .name("flush-watchdog".into())
+                .spawn(move || flushing.watch(&volume))?,
+        );
+        Ok(flusher)
     }
 
     /// Records that a write has been applied (call it while still holding the write lock, so epochs

@@ -4,16 +4,16 @@ use super::changelog::{logged_delete, logged_put};
 use super::conversations::Op;
 use super::together::Joinable;
 use super::{stored_of, SledStore};
-use crate::domain::LlmConfig;
-use crate::domain::{Profile, ProfileName, Target, Timestamp};
+use crate::domain::{LlmConfig, Profile, ProfileName, Target, Timestamp};
 use crate::store::codec::ProfileRecord;
 use crate::store::documents;
 use crate::store::records::TreeId;
 use crate::store::records::{decode, encode, history_key, history_prefix, or_skip, Tombstone};
 use crate::store::requests::{ProfileDelete, ProfileImport, ProfilePut, ProfileRename};
 use crate::store::rules::{self, PutPlan};
-use crate::store::PutMode;
-use crate::store::{Change, ImportOutcome, ProfileChange, ProfileWatch, PutOutcome, StoreError};
+use crate::store::{
+    Change, ImportOutcome, ProfileChange, ProfileWatch, PutMode, PutOutcome, StoreError,
+};
 use std::sync::Arc;
 
 /// A put of a profile (create, update), applied with the others waiting (see `together.rs`).
