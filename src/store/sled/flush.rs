@@ -98,14 +98,20 @@ impl<E: Send + 'static> Flusher<E> {
         epoch
     }
 
-    /// Runs `write` (a write applied under the write lock) with the watchdog on it.
+    /// Runs `write` (a write applied under the write lock) with the watchdog on it, until it
+    /// returns or panics.
     pub(crate) fn watched<T>(&self, write: impl FnOnce() -> T) -> T {
+        struct Ends<'a>(&'a Watchdog);
+        impl Drop for Ends<'_> {
+            fn drop(&mut self) {
+                self.0.began(Watched::Write, None);
+            }
+        }
         self.shared
             .flushing
             .began(Watched::Write, Some(Instant::now()));
-        let value = write();
-        self.shared.flushing.began(Watched::Write, None);
-        value
+        let _ends = Ends(&self.shared.flushing);
+        write()
     }
 
     /// The newest epoch applied so far (a reader waits for it to see only durable state).

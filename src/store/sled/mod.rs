@@ -320,7 +320,7 @@ impl SledStore {
         }
         let (epoch, value) = {
             let _guard = self.lock();
-            write()?
+            self.flusher.watched(write)?
         };
         drop(turn);
         self.flusher.wait(epoch).await?;

@@ -220,6 +220,7 @@ impl SledStore {
 fn again(e: &StoreError) -> StoreError {
     match e {
         StoreError::Volume(fault) => StoreError::Volume(fault.clone()),
+        StoreError::Storage(detail) => StoreError::Storage(detail.clone()),
         other => StoreError::Storage(other.to_string()),
     }
 }
@@ -260,7 +261,12 @@ mod tests {
         let mut started = Vec::new();
         for call in calls {
             started.push(tokio::spawn(call));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while store.puts.lock().len() + store.appends.lock().len() < started.len() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a call did not queue while the turn was held"
+                );
                 tokio::task::yield_now().await;
             }
         }
