@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::conversations::Op;
+use super::ops::Op;
 use super::SledStore;
 use crate::domain::ProfileName;
 use crate::store::records::TreeId;

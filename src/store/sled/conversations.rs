@@ -3,10 +3,9 @@
 //! Every multi-record change is one sled transaction over all trees.
 use std::ops::Bound;
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use tokio::sync::broadcast;
 
+use super::ops::Op;
 use super::together::Joinable;
 use super::SledStore;
 use crate::domain::{Conversation, ConversationId, Event, NewEvent, ProfileName};
@@ -16,28 +15,6 @@ use crate::store::requests::{
 };
 use crate::store::rules;
 use crate::store::{Change, EventBatch, EventQuery, ImportOutcome, StoreError};
-
-/// One write of a transaction.
-pub(super) enum Op {
-    Put(TreeId, Vec<u8>, Vec<u8>),
-    Del(TreeId, Vec<u8>),
-    /// An entry of the profile change log, by its seq (see `changelog.rs`).
-    Log(u64, Vec<u8>),
-    /// The removal of an entry of the profile change log.
-    Unlog(u64),
-}
-
-impl Op {
-    /// About how many bytes the op writes.
-    pub(super) fn size(&self) -> usize {
-        match self {
-            Self::Put(_, k, v) => k.len() + v.len(),
-            Self::Del(_, k) => k.len(),
-            Self::Log(_, v) => 8 + v.len(),
-            Self::Unlog(_) => 8,
-        }
-    }
-}
 
 fn binding_prefix(name: &ProfileName) -> Vec<u8> {
     let mut k = name.as_str().as_bytes().to_vec();
@@ -64,54 +41,6 @@ fn seq_bounds(id: &ConversationId, q: &EventQuery) -> (Bound<Vec<u8>>, Bound<Vec
 }
 
 impl SledStore {
-    /// Applies `ops` atomically across every tree.
-    pub(super) fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
-        (
-            &self.profiles,
-            &self.conversations,
-            &self.bindings,
-            &self.events,
-            &self.documents,
-            &self.history,
-            &self.deleted,
-            &self.change_log,
-        )
-            .transaction(|(p, c, b, e, d, h, x, l)| {
-                for op in ops {
-                    let (id, k) = match op {
-                        Op::Put(id, k, _) | Op::Del(id, k) => (id, k.as_slice()),
-                        Op::Log(seq, v) => {
-                            l.insert(&seq.to_be_bytes()[..], v.as_slice())?;
-                            continue;
-                        }
-                        Op::Unlog(seq) => {
-                            l.remove(&seq.to_be_bytes()[..])?;
-                            continue;
-                        }
-                    };
-                    let t = match id {
-                        TreeId::Profiles => p,
-                        TreeId::Conversations => c,
-                        TreeId::Bindings => b,
-                        TreeId::Events => e,
-                        TreeId::Documents => d,
-                        TreeId::History => h,
-                        TreeId::Deleted => x,
-                    };
-                    if let Op::Put(_, _, v) = op {
-                        t.insert(k, v.as_slice())?;
-                    } else {
-                        t.remove(k)?;
-                    }
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Storage(e) => StoreError::from(e),
-                TransactionError::Abort(()) => StoreError::Storage("transaction aborted".into()),
-            })
-    }
-
     pub(super) fn read_conversation(
         &self,
         id: &ConversationId,

@@ -2,7 +2,7 @@
 //! tree keyed `kind \0 name`, written under the write lock like every record, with references
 //! across kinds (and to and from profiles) checked and re-pointed in the same transaction.
 
-use super::conversations::Op;
+use super::ops::Op;
 use super::{stored_of, SledStore};
 use crate::domain::document::{connection_of, referrer_kinds};
 use crate::domain::{DocKind, Document, LlmConfig, Profile, Target, Timestamp};

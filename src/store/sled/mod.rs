@@ -5,6 +5,7 @@ mod decoded;
 mod documents;
 mod flush;
 mod maintenance;
+mod ops;
 mod profiles;
 mod together;
 
@@ -20,9 +21,9 @@ use fs2::FileExt;
 use sled::Tree;
 use tokio::sync::broadcast;
 
-use self::conversations::Op;
 use self::decoded::Shared;
 use self::flush::Flusher;
+use self::ops::Op;
 use crate::domain::{Conversation, Profile};
 use crate::store::codec::{Codec, ProfileRecord};
 use crate::store::crypto::{KeyError, KeySource, SecretCipher};

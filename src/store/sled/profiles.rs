@@ -1,7 +1,7 @@
 //! The sled implementation of profiles: profile records by name, written through the
 //! group-committed flush and published to watchers once durable.
 use super::changelog::{logged_delete, logged_put};
-use super::conversations::Op;
+use super::ops::Op;
 use super::together::Joinable;
 use super::{stored_of, SledStore};
 use crate::domain::{LlmConfig, Profile, ProfileName, Target, Timestamp};

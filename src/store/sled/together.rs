@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-use super::conversations::Op;
+use super::ops::Op;
 use super::SledStore;
 use crate::store::{fault, Change, StoreError};
 

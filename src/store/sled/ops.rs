@@ -1,0 +1,80 @@
+//! One write of a transaction (an [`Op`]), and the transaction that applies a list of them
+//! atomically across every tree.
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::SledStore;
+use crate::store::records::TreeId;
+use crate::store::StoreError;
+
+/// One write of a transaction.
+pub(super) enum Op {
+    Put(TreeId, Vec<u8>, Vec<u8>),
+    Del(TreeId, Vec<u8>),
+    /// An entry of the profile change log, by its seq (see `changelog.rs`).
+    Log(u64, Vec<u8>),
+    /// The removal of an entry of the profile change log.
+    Unlog(u64),
+}
+
+impl Op {
+    /// About how many bytes the op writes.
+    pub(super) fn size(&self) -> usize {
+        match self {
+            Self::Put(_, k, v) => k.len() + v.len(),
+            Self::Del(_, k) => k.len(),
+            Self::Log(_, v) => 8 + v.len(),
+            Self::Unlog(_) => 8,
+        }
+    }
+}
+
+impl SledStore {
+    /// Applies `ops` atomically across every tree.
+    pub(super) fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        (
+            &self.profiles,
+            &self.conversations,
+            &self.bindings,
+            &self.events,
+            &self.documents,
+            &self.history,
+            &self.deleted,
+            &self.change_log,
+        )
+            .transaction(|(p, c, b, e, d, h, x, l)| {
+                for op in ops {
+                    let (id, k) = match op {
+                        Op::Put(id, k, _) | Op::Del(id, k) => (id, k.as_slice()),
+                        Op::Log(seq, v) => {
+                            l.insert(&seq.to_be_bytes()[..], v.as_slice())?;
+                            continue;
+                        }
+                        Op::Unlog(seq) => {
+                            l.remove(&seq.to_be_bytes()[..])?;
+                            continue;
+                        }
+                    };
+                    let t = match id {
+                        TreeId::Profiles => p,
+                        TreeId::Conversations => c,
+                        TreeId::Bindings => b,
+                        TreeId::Events => e,
+                        TreeId::Documents => d,
+                        TreeId::History => h,
+                        TreeId::Deleted => x,
+                    };
+                    if let Op::Put(_, _, v) = op {
+                        t.insert(k, v.as_slice())?;
+                    } else {
+                        t.remove(k)?;
+                    }
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::from(e),
+                TransactionError::Abort(()) => StoreError::Storage("transaction aborted".into()),
+            })
+    }
+}
