@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 use tracing::Instrument;
 
 use super::methods::{self, Access, Method};
+use super::pieces::in_pieces;
 use crate::app::Limits;
 use crate::auth::Authenticator;
 use crate::store::Store;
@@ -206,7 +207,7 @@ where
                 if rest.is_none() {
                     if let Some((name, answer)) = ready_answer(&ready, row, &head) {
                         finish(row, &name, Code::Ok, started);
-                        return Ok(answer);
+                        return Ok(in_pieces(answer));
                     }
                 }
                 let body = Body::new(Prefixed {
@@ -427,7 +428,7 @@ where
     });
     let call = inner.call(req).instrument(span);
     Box::pin(async move {
-        let res = call.await.map(undecodable_as_invalid);
+        let res = call.await.map(|r| in_pieces(undecodable_as_invalid(r)));
         let code = match &res {
             Ok(r) => code_of(r),
             Err(_) => Code::Unknown,

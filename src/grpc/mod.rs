@@ -89,6 +89,7 @@ pub mod documents;
 pub mod layer;
 pub mod methods;
 pub mod page_token;
+mod pieces;
 pub mod profile;
 mod profile_watch;
 
