@@ -565,6 +565,21 @@ async fn a_plain_get_follows_every_write_and_answers_as_the_handler_does() {
         both("s").await.expect("undeleted").llm.unwrap().model,
         "gpt-5"
     );
+
+    c.import_profiles(pb::ImportProfilesRequest {
+        documents: vec![pb::ProfileDocument {
+            name: "s".into(),
+            json: r#"{"model": "gpt-imported"}"#.into(),
+        }],
+        on_conflict: pb::import_profiles_request::OnConflict::Overwrite.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        both("s").await.expect("imported over").llm.unwrap().model,
+        "gpt-imported"
+    );
     assert_eq!(both("bad name!").await.unwrap_err(), Code::InvalidArgument);
 }
 

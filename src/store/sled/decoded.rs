@@ -3,6 +3,13 @@
 //! JSON decode and the decryption; any write, by any path, stores other bytes (every write of a
 //! profile gets a new change seq), so no write has to remember to invalidate anything.
 //!
+//! A ready response may also be trusted: served without reading the stored bytes at all, which
+//! is what a plain GetProfile of a hot profile costs most besides its reply. That needs the
+//! writes' help, in one place: the transaction that changes the profiles tree
+//! (`SledStore::apply`), and the raw paths of repair and restore, mark the profiles they change
+//! (see [`Writes`]). A read that did not overlap any write trusts what it made from the stored
+//! bytes; anything it cannot trust it checks by fingerprint as before.
+//!
 //! The fingerprint is 128 bits of SipHash under two keys drawn at start (nobody outside the
 //! process can aim at a collision; by chance one is 2^-128 per changed record). Keeping the bytes
 //! themselves would cost their size again, or, kept as sled's buffer, a whole tree node. (POLYVAL,
@@ -49,15 +56,33 @@ type Fingerprint = (u64, u64);
 /// A decoded record: its change seq and its profile, shared with whoever reads it.
 pub(super) type Shared = (u64, Arc<Profile>);
 
-/// A value, the fingerprint of the bytes it was made from, and what it counts against the budget.
+/// A value, the fingerprint of the bytes it was made from, and what it counts against the budget;
+/// whether it is known to match the stored record now (see [`Writes`]).
 struct Printed<T> {
     print: Fingerprint,
     value: T,
     weight: usize,
+    current: bool,
 }
 
-/// The kept values by key, and the weight they count together.
-type Entries<T> = (HashMap<Box<[u8]>, Printed<T>>, usize);
+/// The kept values by key, the weight they count together, and the writes of the tree.
+struct Entries<T> {
+    map: HashMap<Box<[u8]>, Printed<T>>,
+    used: usize,
+    writes: Writes,
+}
+
+/// What a value needs to be trusted without the stored bytes. A write of a profile (any path that
+/// changes the profiles tree: see `SledStore::apply`) marks its keys' values not current when it
+/// begins and again when it ends, and counts each mark in `seq`. A read that read the stored bytes
+/// marks the value made from them current only when no write is under way and none began or ended
+/// since before it read them: then those bytes are still the stored ones, and stay so until the
+/// next write of that key, which unmarks it before it changes them.
+#[derive(Default)]
+struct Writes {
+    under_way: usize,
+    seq: u64,
+}
 
 /// Values by key, each beside the fingerprint of the bytes it was made from; at most `budget`
 /// of weight (a full map starts again).
@@ -69,18 +94,79 @@ struct Kept<T> {
 impl<T: Clone> Kept<T> {
     fn new(budget: usize) -> Self {
         Self {
-            entries: Mutex::new((HashMap::new(), 0)),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                used: 0,
+                writes: Writes::default(),
+            }),
             budget,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<T>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The value kept for `key` when it was made from bytes with this fingerprint.
     fn get(&self, key: &[u8], print: Fingerprint) -> Option<T> {
-        let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        map.0
+        self.lock()
+            .map
             .get(key)
             .filter(|kept| kept.print == print)
             .map(|kept| kept.value.clone())
+    }
+
+    /// The value kept for `key` when it is known to match the stored record.
+    fn current(&self, key: &[u8]) -> Option<T> {
+        self.lock()
+            .map
+            .get(key)
+            .filter(|kept| kept.current)
+            .map(|kept| kept.value.clone())
+    }
+
+    /// The count of writes begun and ended so far, to give [`Self::trust`] after reading the
+    /// stored bytes.
+    fn writes_seen(&self) -> u64 {
+        self.lock().writes.seq
+    }
+
+    /// Marks the value kept for `key` current when it was made from bytes with this fingerprint,
+    /// read after [`Self::writes_seen`] said `seen`, and no write began or ended since.
+    fn trust(&self, key: &[u8], print: Fingerprint, seen: u64) {
+        let mut guard = self.lock();
+        let entries = &mut *guard;
+        if entries.writes.under_way != 0 || entries.writes.seq != seen {
+            return;
+        }
+        if let Some(kept) = entries.map.get_mut(key).filter(|k| k.print == print) {
+            kept.current = true;
+        }
+    }
+
+    /// A write of `keys` (`None`: any key) begins (`begins`) or ends: their values are not current.
+    fn mark_write(&self, keys: Option<&[&[u8]]>, begins: bool) {
+        let mut guard = self.lock();
+        let entries = &mut *guard;
+        if begins {
+            entries.writes.under_way += 1;
+        } else {
+            entries.writes.under_way -= 1;
+        }
+        entries.writes.seq += 1;
+        match keys {
+            Some(keys) => {
+                for key in keys {
+                    if let Some(kept) = entries.map.get_mut(*key) {
+                        kept.current = false;
+                    }
+                }
+            }
+            None => entries
+                .map
+                .values_mut()
+                .for_each(|kept| kept.current = false),
+        }
     }
 
     /// Keeps `value` for `key`, counting `weight` against the budget (a value heavier than the
@@ -89,8 +175,8 @@ impl<T: Clone> Kept<T> {
         if weight > self.budget {
             return;
         }
-        let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (map, used) = &mut *guard;
+        let mut guard = self.lock();
+        let Entries { map, used, .. } = &mut *guard;
         if let Some(old) = map.remove(key) {
             *used -= old.weight;
         }
@@ -105,17 +191,14 @@ impl<T: Clone> Kept<T> {
                 print,
                 value,
                 weight,
+                current: false,
             },
         );
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .len()
+        self.lock().map.len()
     }
 }
 
@@ -190,6 +273,40 @@ impl DecodedProfiles {
         Ok(shared)
     }
 
+    /// The ready response of the current profile under `key`: the kept one when it is known to
+    /// match the stored record (no read of the tree), else [`Self::ready`]'s for what `stored`
+    /// reads, kept, and trusted from then on when no write of the tree overlapped the read (see
+    /// [`Writes`]); `None` when nothing is stored, or before a builder is given.
+    pub(super) fn ready_current<B: AsRef<[u8]>>(
+        &self,
+        key: &[u8],
+        stored: impl FnOnce() -> Result<Option<B>, StoreError>,
+        decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        if self.builder.get().is_none() {
+            return Ok(None);
+        }
+        if let Some(kept) = self.ready.current(key) {
+            return Ok(Some(kept));
+        }
+        let seen = self.ready.writes_seen();
+        let Some(bytes) = stored()? else {
+            return Ok(None);
+        };
+        let bytes = bytes.as_ref();
+        let made = self.ready(key, bytes, true, decode)?;
+        self.ready.trust(key, self.fingerprint(bytes), seen);
+        Ok(made)
+    }
+
+    /// A write of the profiles `keys` (`None`: of any profile) that is about to change the tree:
+    /// until the guard is dropped, after the change, no ready response is trusted, and those of
+    /// `keys` are not from then on (until a read trusts them again).
+    pub(super) fn writing<'k>(&self, keys: Option<&'k [&'k [u8]]>) -> Writing<'_, 'k> {
+        self.ready.mark_write(keys, true);
+        Writing { cache: self, keys }
+    }
+
     /// The ready response of the profile stored under `key` as `bytes`: the kept one when it was
     /// made from the same bytes, else the builder's from the profile (a kept decoded copy, or
     /// decoded without keeping it: the small response is what is kept, when `keep`); `None` before
@@ -214,6 +331,19 @@ impl DecodedProfiles {
             self.keep_ready(key, print, made.clone());
         }
         Ok(Some(made))
+    }
+}
+
+/// A write of profiles under way (see [`DecodedProfiles::writing`]); it ends when dropped, also
+/// when the write failed or panicked.
+pub(super) struct Writing<'c, 'k> {
+    cache: &'c DecodedProfiles,
+    keys: Option<&'k [&'k [u8]]>,
+}
+
+impl Drop for Writing<'_, '_> {
+    fn drop(&mut self) {
+        self.cache.ready.mark_write(self.keys, false);
     }
 }
 
@@ -320,6 +450,117 @@ mod tests {
         );
         assert_eq!(answer(b"p", b"two", "d"), "d", "pushed out: made again");
         assert_eq!(builds() - before, 4);
+    }
+
+    /// Reads of profile `p` through [`DecodedProfiles::ready_current`], counting the reads of the
+    /// stored bytes; `stored` is what the tree holds, `before` runs inside the read of it.
+    struct Reader<'a> {
+        cache: &'a DecodedProfiles,
+        stored: std::cell::RefCell<&'static [u8]>,
+        reads: Cell<usize>,
+    }
+
+    impl Reader<'_> {
+        fn read_with(&self, model: &str, during: impl FnOnce()) -> String {
+            let stored = || {
+                self.reads.set(self.reads.get() + 1);
+                during();
+                Ok(Some(*self.stored.borrow()))
+            };
+            let made = self
+                .cache
+                .ready_current(b"p", stored, |_| Ok(record(1, model)))
+                .expect("decodes")
+                .expect("stored, with a builder");
+            String::from_utf8(made.to_vec()).expect("a model name")
+        }
+
+        fn read(&self, model: &str) -> String {
+            self.read_with(model, || {})
+        }
+
+        /// A write of `keys` that stores `bytes` for `p`.
+        fn write(&self, keys: Option<&[&[u8]]>, bytes: &'static [u8]) {
+            let _writing = self.cache.writing(keys);
+            *self.stored.borrow_mut() = bytes;
+        }
+    }
+
+    #[test]
+    fn a_trusted_response_is_served_without_a_read_until_a_write_of_its_profile() {
+        let cache = DecodedProfiles::new(10, 1 << 20);
+        cache.answer_with(model_reply);
+        let r = Reader {
+            cache: &cache,
+            stored: std::cell::RefCell::new(b"one"),
+            reads: Cell::new(0),
+        };
+        assert_eq!(r.read("a"), "a");
+        assert_eq!(r.read("ignored"), "a", "trusted: served as kept");
+        assert_eq!(r.reads.get(), 1, "the second read did not read the tree");
+        r.write(Some(&[b"q"]), b"one");
+        assert_eq!(r.read("ignored"), "a");
+        assert_eq!(
+            r.reads.get(),
+            1,
+            "a write of another profile leaves it trusted"
+        );
+        r.write(Some(&[b"p"]), b"two");
+        assert_eq!(r.read("b"), "b", "after a write of it: read and made again");
+        assert_eq!(r.read("ignored"), "b");
+        assert_eq!(r.reads.get(), 2, "then trusted again");
+        r.write(None, b"three");
+        assert_eq!(r.read("c"), "c", "after a write of any profile: read again");
+        assert_eq!(r.reads.get(), 3);
+    }
+
+    #[test]
+    fn a_read_that_overlaps_a_write_is_not_trusted() {
+        let cache = DecodedProfiles::new(10, 1 << 20);
+        cache.answer_with(model_reply);
+        let r = Reader {
+            cache: &cache,
+            stored: std::cell::RefCell::new(b"one"),
+            reads: Cell::new(0),
+        };
+        let keys: [&[u8]; 1] = [b"p"];
+        let writing = cache.writing(Some(&keys));
+        assert_eq!(r.read("a"), "a");
+        assert_eq!(r.read("ignored"), "a", "the same bytes: the kept response");
+        assert_eq!(
+            r.reads.get(),
+            2,
+            "a write under way: every read reads the tree"
+        );
+        drop(writing);
+        assert_eq!(r.read("ignored"), "a");
+        assert_eq!(r.read("ignored"), "a");
+        assert_eq!(r.reads.get(), 3, "trusted once no write is under way");
+
+        r.write(Some(&keys), b"two");
+        // A whole write of another profile between the start of a read and its end.
+        assert_eq!(r.read_with("b", || r.write(Some(&[b"q"]), b"two")), "b");
+        assert_eq!(r.read("ignored"), "b");
+        assert_eq!(
+            r.reads.get(),
+            5,
+            "a write during the read: not trusted by it"
+        );
+        assert_eq!(r.read("ignored"), "b");
+        assert_eq!(r.reads.get(), 5, "trusted by the next read");
+    }
+
+    #[test]
+    fn without_a_builder_nothing_is_read_or_made() {
+        let cache = DecodedProfiles::new(10, 1 << 20);
+        let made = cache
+            .ready_current(
+                b"p",
+                || -> Result<Option<&[u8]>, StoreError> { panic!("read the tree") },
+                |_| Ok(record(1, "m")),
+            )
+            .expect("no error");
+        assert!(made.is_none());
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl SledStore {
                 t.name()
             )));
         }
+        let _writing = self.decoded.writing(None);
         for tree in TreeId::ALL {
             let mut batch = sled::Batch::default();
             for r in records.iter().filter(|r| r.tree == tree) {
@@ -196,6 +197,7 @@ impl SledStore {
     /// both places, never in neither. Flushes; returns their places.
     pub fn repair(&self, report: &CheckReport) -> Result<Vec<String>, StoreError> {
         let _guard = self.lock();
+        let _writing = self.decoded.writing(None);
         let quarantine = self.db.open_tree(QUARANTINE)?;
         let mut moved = Vec::new();
         let mut seen = BTreeSet::new();

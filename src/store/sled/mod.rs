@@ -386,11 +386,9 @@ impl SledStore {
     /// before [`Self::answer_with`].
     pub(crate) fn ready_profile(&self, name: &str) -> Result<Option<bytes::Bytes>, StoreError> {
         let key = name.as_bytes();
-        let Some(stored) = self.profiles.get(key)? else {
-            return Ok(None);
-        };
+        let stored = || Ok(self.profiles.get(key)?);
         let decode = |b: &[u8]| self.codec.decode_profile(key, b);
-        self.decoded.ready(key, &stored, true, decode)
+        self.decoded.ready_current(key, stored, decode)
     }
 
     /// A current profile record (stored in the profiles tree under `key`), decoded once per
@@ -439,6 +437,8 @@ impl SledStore {
     /// Replaces the stored bytes of a profile record as they are, for tests and repair tools.
     #[doc(hidden)]
     pub fn put_raw_profile_record(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let keys = [name.as_bytes()];
+        let _writing = self.decoded.writing(Some(&keys));
         self.profiles.insert(name.as_bytes(), bytes)?;
         self.db.flush()?;
         Ok(())

@@ -30,8 +30,23 @@ impl Op {
 }
 
 impl SledStore {
-    /// Applies `ops` atomically across every tree.
+    /// Applies `ops` atomically across every tree. While it changes profiles, their ready
+    /// responses are not trusted (see `decoded::Writes`).
     pub(super) fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let profiles: Vec<&[u8]> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put(TreeId::Profiles, k, _) | Op::Del(TreeId::Profiles, k) => {
+                    Some(k.as_slice())
+                }
+                _ => None,
+            })
+            .collect();
+        let _writing = (!profiles.is_empty()).then(|| self.decoded.writing(Some(&profiles)));
+        self.transact(ops)
+    }
+
+    fn transact(&self, ops: &[Op]) -> Result<(), StoreError> {
         (
             &self.profiles,
             &self.conversations,
