@@ -460,7 +460,17 @@ mod tests {
         reads: Cell<usize>,
     }
 
-    impl Reader<'_> {
+    impl<'a> Reader<'a> {
+        /// A reader of `cache`, given the test builder, with "one" stored for `p`.
+        fn new(cache: &'a DecodedProfiles) -> Self {
+            cache.answer_with(model_reply);
+            Self {
+                cache,
+                stored: std::cell::RefCell::new(b"one"),
+                reads: Cell::new(0),
+            }
+        }
+
         fn read_with(&self, model: &str, during: impl FnOnce()) -> String {
             let stored = || {
                 self.reads.set(self.reads.get() + 1);
@@ -489,12 +499,7 @@ mod tests {
     #[test]
     fn a_trusted_response_is_served_without_a_read_until_a_write_of_its_profile() {
         let cache = DecodedProfiles::new(10, 1 << 20);
-        cache.answer_with(model_reply);
-        let r = Reader {
-            cache: &cache,
-            stored: std::cell::RefCell::new(b"one"),
-            reads: Cell::new(0),
-        };
+        let r = Reader::new(&cache);
         assert_eq!(r.read("a"), "a");
         assert_eq!(r.read("ignored"), "a", "trusted: served as kept");
         assert_eq!(r.reads.get(), 1, "the second read did not read the tree");
@@ -517,12 +522,7 @@ mod tests {
     #[test]
     fn a_read_that_overlaps_a_write_is_not_trusted() {
         let cache = DecodedProfiles::new(10, 1 << 20);
-        cache.answer_with(model_reply);
-        let r = Reader {
-            cache: &cache,
-            stored: std::cell::RefCell::new(b"one"),
-            reads: Cell::new(0),
-        };
+        let r = Reader::new(&cache);
         let keys: [&[u8]; 1] = [b"p"];
         let writing = cache.writing(Some(&keys));
         assert_eq!(r.read("a"), "a");
