@@ -1,9 +1,10 @@
 //! Small replies sent in pieces that h2 copies, so that the replies of many calls leave in one
 //! write.
 //!
-//! h2 0.4 copies a DATA frame of under 256 bytes into its write buffer, but sends a larger one from
-//! the caller's bytes, and writes out everything buffered before it takes the next frame: a reply
-//! of 256 bytes or more costs a `writev` of its own. A masked profile (about 1 KiB) then cost the
+//! h2 0.4 copies a DATA frame of under 256 bytes (1 KiB on a connection without vectored writes;
+//! plain TCP and rustls have them) into its write buffer, but sends a larger one from the
+//! caller's bytes, and writes out everything buffered before it takes the next frame: a reply of
+//! 256 bytes or more costs a `writev` of its own. A masked profile (about 1 KiB) then cost the
 //! server 21 us a GetProfile at concurrency 64, against 13 us a Health/Check, whose reply is a few
 //! bytes; sent in pieces of 255 bytes, 15 to 17 us. A reply larger than [`PIECES_UP_TO`] (a page of
 //! a listing, a page of events) goes as it is: its own write costs less than the frames.

@@ -1,7 +1,8 @@
 //! Decoded profiles by name, each kept beside a fingerprint of the stored bytes it was decoded
 //! from. A read whose stored bytes have the same fingerprint takes the decoded record and skips the
 //! JSON decode and the decryption; any write, by any path, stores other bytes (every write of a
-//! profile gets a new change seq), so no write has to remember to invalidate anything.
+//! profile gets a new change seq), so for this check no write has to remember to invalidate
+//! anything.
 //!
 //! A ready response may also be trusted: served without reading the stored bytes at all, which
 //! is what a plain GetProfile of a hot profile costs most besides its reply. That needs the
@@ -49,6 +50,9 @@ pub(super) struct DecodedProfiles {
     /// [`Self::answer_with`]): until then there are none; from then on reads make them and every
     /// write keeps the response of what it stored.
     builder: std::sync::OnceLock<fn(&Profile) -> bytes::Bytes>,
+    /// How many reads a trusted response answered (the tests' view of it).
+    #[cfg(test)]
+    trusted_hits: std::sync::atomic::AtomicUsize,
 }
 
 type Fingerprint = (u64, u64);
@@ -72,8 +76,9 @@ struct Entries<T> {
     writes: Writes,
 }
 
-/// What a value needs to be trusted without the stored bytes. A write of a profile (any path that
-/// changes the profiles tree: see `SledStore::apply`) marks its keys' values not current when it
+/// What a value needs to be trusted without the stored bytes. A write of a profile (every path
+/// that changes the profiles tree: `SledStore::apply`, which every write of the services goes
+/// through, and the raw ones: restore, `check --repair`, `put_raw_profile_record`) marks its keys' values not current when it
 /// begins and again when it ends, and counts each mark in `seq`. A read that read the stored bytes
 /// marks the value made from them current only when no write is under way and none began or ended
 /// since before it read them: then those bytes are still the stored ones, and stay so until the
@@ -116,13 +121,13 @@ impl<T: Clone> Kept<T> {
             .map(|kept| kept.value.clone())
     }
 
-    /// The value kept for `key` when it is known to match the stored record.
-    fn current(&self, key: &[u8]) -> Option<T> {
-        self.lock()
-            .map
-            .get(key)
-            .filter(|kept| kept.current)
-            .map(|kept| kept.value.clone())
+    /// The value kept for `key` when it is known to match the stored record; `check` is given
+    /// its fingerprint while the lock is held.
+    fn current(&self, key: &[u8], check: impl FnOnce(Fingerprint)) -> Option<T> {
+        let guard = self.lock();
+        let kept = guard.map.get(key).filter(|kept| kept.current)?;
+        check(kept.print);
+        Some(kept.value.clone())
     }
 
     /// The count of writes begun and ended so far, to give [`Self::trust`] after reading the
@@ -210,6 +215,8 @@ impl DecodedProfiles {
             ready: Kept::new(ready_bytes),
             keys: (RandomState::new(), RandomState::new()),
             builder: std::sync::OnceLock::new(),
+            #[cfg(test)]
+            trusted_hits: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -286,16 +293,33 @@ impl DecodedProfiles {
         if self.builder.get().is_none() {
             return Ok(None);
         }
-        if let Some(kept) = self.ready.current(key) {
+        let mut stored = Some(stored);
+        let hit = self.ready.current(key, |print| {
+            // Tests run debug builds: there every trusted hit is checked against the stored
+            // record, under the lock that a write needs to mark it, so a path that changes the
+            // tree without the marks fails them.
+            if cfg!(debug_assertions) {
+                let now = stored.take().and_then(|read| read().ok().flatten());
+                assert!(
+                    now.is_some_and(|b| self.fingerprint(b.as_ref()) == print),
+                    "a trusted ready response whose record changed without a write's marks"
+                );
+            }
+        });
+        if let Some(kept) = hit {
+            #[cfg(test)]
+            self.trusted_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Some(kept));
         }
         let seen = self.ready.writes_seen();
-        let Some(bytes) = stored()? else {
+        let Some(bytes) = stored.take().map_or(Ok(None), |read| read())? else {
             return Ok(None);
         };
         let bytes = bytes.as_ref();
-        let made = self.ready(key, bytes, true, decode)?;
-        self.ready.trust(key, self.fingerprint(bytes), seen);
+        let print = self.fingerprint(bytes);
+        let made = self.ready_printed(key, bytes, print, true, decode)?;
+        self.ready.trust(key, print, seen);
         Ok(made)
     }
 
@@ -318,10 +342,21 @@ impl DecodedProfiles {
         keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.ready_printed(key, bytes, self.fingerprint(bytes), keep, decode)
+    }
+
+    /// [`Self::ready`] of bytes whose fingerprint is `print`.
+    fn ready_printed(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        print: Fingerprint,
+        keep: bool,
+        decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
         let Some(build) = self.builder.get() else {
             return Ok(None);
         };
-        let print = self.fingerprint(bytes);
         if let Some(kept) = self.ready.get(key, print) {
             return Ok(Some(kept));
         }
@@ -489,6 +524,13 @@ mod tests {
             self.read_with(model, || {})
         }
 
+        /// How many reads a trusted response answered.
+        fn trusted(&self) -> usize {
+            self.cache
+                .trusted_hits
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+
         /// A write of `keys` that stores `bytes` for `p`.
         fn write(&self, keys: Option<&[&[u8]]>, bytes: &'static [u8]) {
             let _writing = self.cache.writing(keys);
@@ -501,22 +543,24 @@ mod tests {
         let cache = DecodedProfiles::new(10, 1 << 20);
         let r = Reader::new(&cache);
         assert_eq!(r.read("a"), "a");
-        assert_eq!(r.read("ignored"), "a", "trusted: served as kept");
-        assert_eq!(r.reads.get(), 1, "the second read did not read the tree");
+        assert_eq!((r.reads.get(), r.trusted()), (1, 0), "read, then trusted");
+        assert_eq!(r.read("ignored"), "a");
+        assert_eq!(r.trusted(), 1, "the second read: the trusted response");
         r.write(Some(&[b"q"]), b"one");
         assert_eq!(r.read("ignored"), "a");
         assert_eq!(
-            r.reads.get(),
-            1,
+            r.trusted(),
+            2,
             "a write of another profile leaves it trusted"
         );
         r.write(Some(&[b"p"]), b"two");
         assert_eq!(r.read("b"), "b", "after a write of it: read and made again");
+        assert_eq!(r.trusted(), 2);
         assert_eq!(r.read("ignored"), "b");
-        assert_eq!(r.reads.get(), 2, "then trusted again");
+        assert_eq!(r.trusted(), 3, "then trusted again");
         r.write(None, b"three");
         assert_eq!(r.read("c"), "c", "after a write of any profile: read again");
-        assert_eq!(r.reads.get(), 3);
+        assert_eq!(r.trusted(), 3);
     }
 
     #[test]
@@ -528,26 +572,36 @@ mod tests {
         assert_eq!(r.read("a"), "a");
         assert_eq!(r.read("ignored"), "a", "the same bytes: the kept response");
         assert_eq!(
-            r.reads.get(),
-            2,
+            (r.reads.get(), r.trusted()),
+            (2, 0),
             "a write under way: every read reads the tree"
         );
         drop(writing);
         assert_eq!(r.read("ignored"), "a");
+        assert_eq!(r.trusted(), 0, "this read trusts it");
         assert_eq!(r.read("ignored"), "a");
-        assert_eq!(r.reads.get(), 3, "trusted once no write is under way");
+        assert_eq!(r.trusted(), 1, "once no write is under way");
 
         r.write(Some(&keys), b"two");
         // A whole write of another profile between the start of a read and its end.
         assert_eq!(r.read_with("b", || r.write(Some(&[b"q"]), b"two")), "b");
         assert_eq!(r.read("ignored"), "b");
-        assert_eq!(
-            r.reads.get(),
-            5,
-            "a write during the read: not trusted by it"
-        );
+        assert_eq!(r.trusted(), 1, "a write during the read: not trusted by it");
         assert_eq!(r.read("ignored"), "b");
-        assert_eq!(r.reads.get(), 5, "trusted by the next read");
+        assert_eq!(r.trusted(), 2, "trusted by the next read");
+    }
+
+    /// Tests run debug builds, where a trusted response is checked against the stored record: a
+    /// change of the tree without the marks fails there instead of serving an old reply.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "changed without a write's marks")]
+    fn a_change_without_the_marks_fails_debug_builds() {
+        let cache = DecodedProfiles::new(10, 1 << 20);
+        let r = Reader::new(&cache);
+        assert_eq!(r.read("a"), "a");
+        *r.stored.borrow_mut() = b"two";
+        r.read("b");
     }
 
     #[test]

@@ -381,9 +381,10 @@ impl SledStore {
         self.decoded.answer_with(build);
     }
 
-    /// The ready response of the current profile `name` (see [`decoded::DecodedProfiles::ready`]),
-    /// made when none is kept for its stored bytes; `None` when there is no such profile, or
-    /// before [`Self::answer_with`].
+    /// The ready response of the current profile `name` (see
+    /// [`decoded::DecodedProfiles::ready_current`]): a trusted one without reading the record,
+    /// else the one kept for its stored bytes, or made from them; `None` when there is no such
+    /// profile, or before [`Self::answer_with`].
     pub(crate) fn ready_profile(&self, name: &str) -> Result<Option<bytes::Bytes>, StoreError> {
         let key = name.as_bytes();
         let stored = || Ok(self.profiles.get(key)?);
