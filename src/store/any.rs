@@ -170,24 +170,22 @@ macro_rules! call {
 
 impl Store {
     /// Has the store make and keep ready responses with `build` from now on: the encoded answer
-    /// of a plain GetProfile (current, masked) of each profile read or written. Whether it keeps
-    /// them: sled does; PostgreSQL does not (its reads go to the database, the handler answers).
+    /// of a plain GetProfile (current, masked) of each profile read or written on sled, of each
+    /// profile in a replica's cache on PostgreSQL. Whether it keeps them (both do).
     pub fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) -> bool {
         match self {
-            Self::Sled(s) => {
-                s.answer_with(build);
-                true
-            }
-            Self::Postgres(_) => false,
+            Self::Sled(s) => s.answer_with(build),
+            Self::Postgres(p) => p.answer_with(build),
         }
+        true
     }
 
     /// The ready response of the current profile `name` (see [`Self::answer_with`]); `None` when
-    /// absent, on PostgreSQL, or before a builder is given.
+    /// absent, not cached (PostgreSQL), or before a builder is given.
     pub fn ready_profile(&self, name: &str) -> Result<Option<bytes::Bytes>, StoreError> {
         match self {
             Self::Sled(s) => s.ready_profile(name),
-            Self::Postgres(_) => Ok(None),
+            Self::Postgres(p) => Ok(p.ready_profile(name)),
         }
     }
 

@@ -29,12 +29,17 @@ pub struct ProfileCache {
     /// log is read.
     unsure: AtomicBool,
     capacity: usize,
+    /// What makes the ready response of a cached version (a plain GetProfile's encoded answer),
+    /// once the server has said (see [`ProfileCache::ready`]).
+    builder: std::sync::OnceLock<fn(&Profile) -> bytes::Bytes>,
 }
 
-/// A cached version (`profile`), or a tombstone (`None`) of a change at `seq`.
+/// A cached version (`profile`) and its ready response once one was made, or a tombstone
+/// (`None`) of a change at `seq`. A change replaces the entry, response and all.
 struct Entry {
     seq: u64,
     profile: Option<Arc<Profile>>,
+    ready: Option<bytes::Bytes>,
 }
 
 /// The seq of a change whose seq is not known yet (a notification names only the profile): no read
@@ -49,7 +54,45 @@ impl ProfileCache {
             enabled: AtomicBool::new(false),
             unsure: AtomicBool::new(false),
             capacity,
+            builder: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on [`ProfileCache::ready`] makes responses with `build` (the first builder given
+    /// stays).
+    pub(super) fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
+        let _ = self.builder.set(build);
+    }
+
+    /// The ready response of the cached version of `name`: made once per version (by the
+    /// builder, outside the lock) and kept with it until a change replaces the entry. `None`
+    /// when the cache cannot answer for `name` (not cached, off, unsure) or no builder was given:
+    /// the handler reads the database, which fills the cache for the next read.
+    pub(super) fn ready(&self, name: &str) -> Option<bytes::Bytes> {
+        let build = self.builder.get()?;
+        if !self.usable() {
+            return None;
+        }
+        let profile = {
+            let map = self.map();
+            let entry = map.get(name)?;
+            if let Some(ready) = &entry.ready {
+                return Some(ready.clone());
+            }
+            Arc::clone(entry.profile.as_ref()?)
+        };
+        let made = build(&profile);
+        if let Some(entry) = self.map().get_mut(name) {
+            // Kept only with the version it was made from.
+            if entry
+                .profile
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, &profile))
+            {
+                entry.ready = Some(made.clone());
+            }
+        }
+        Some(made)
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -93,6 +136,7 @@ impl ProfileCache {
         let entry = Entry {
             seq,
             profile: Some(Arc::clone(p)),
+            ready: None,
         };
         map.insert(p.name.to_string(), entry);
     }
@@ -103,9 +147,20 @@ impl ProfileCache {
         match map.get_mut(name) {
             Some(e) if e.profile.is_some() && e.seq >= seq && seq != PENDING => {}
             Some(e) if e.profile.is_none() && e.seq != PENDING && e.seq >= seq => {}
-            Some(e) => *e = Entry { seq, profile: None },
+            Some(e) => {
+                *e = Entry {
+                    seq,
+                    profile: None,
+                    ready: None,
+                }
+            }
             None => {
-                map.insert(name.to_owned(), Entry { seq, profile: None });
+                let tombstone = Entry {
+                    seq,
+                    profile: None,
+                    ready: None,
+                };
+                map.insert(name.to_owned(), tombstone);
             }
         }
     }
@@ -358,8 +413,26 @@ mod tests {
         Cached(&'static str, Option<i64>),
     }
 
+    thread_local! {
+        /// How many ready responses [`revision_reply`] made on this thread.
+        static BUILDS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A ready response for the tests: the profile's revision.
+    fn revision_reply(p: &Profile) -> bytes::Bytes {
+        BUILDS.with(|b| b.set(b.get() + 1));
+        bytes::Bytes::from(p.revision.to_string())
+    }
+
+    fn ready_revision(c: &ProfileCache, name: &str) -> Option<i64> {
+        c.ready(name)
+            .map(|r| String::from_utf8_lossy(&r).parse().expect("a revision"))
+    }
+
+    /// Every scenario also reads the ready responses: they answer what the cache answers.
     fn run(steps: &[Step]) {
         let c = ProfileCache::new(100);
+        c.answer_with(revision_reply);
         c.set_enabled(true);
         let start = c.generation();
         for (i, step) in steps.iter().enumerate() {
@@ -375,6 +448,7 @@ mod tests {
                 Step::Enabled(on) => c.set_enabled(on),
                 Step::Cached(name, want) => {
                     assert_eq!(c.get(name).map(|p| p.revision), want, "step {i}");
+                    assert_eq!(ready_revision(&c, name), want, "step {i}: ready");
                 }
             }
         }
@@ -448,5 +522,35 @@ mod tests {
             FillNow("a", 1, 1),
             Cached("a", None),
         ]);
+    }
+
+    #[test]
+    fn a_ready_response_is_made_once_per_cached_version() {
+        let c = ProfileCache::new(100);
+        assert_eq!(ready_revision(&c, "a"), None, "no builder yet");
+        c.answer_with(revision_reply);
+        c.set_enabled(true);
+        let before = BUILDS.with(std::cell::Cell::get);
+        let builds = || BUILDS.with(std::cell::Cell::get) - before;
+        assert_eq!(
+            ready_revision(&c, "a"),
+            None,
+            "not cached: the handler reads"
+        );
+        c.insert(c.generation(), 1, &profile("a", 1));
+        assert_eq!(ready_revision(&c, "a"), Some(1));
+        assert_eq!(ready_revision(&c, "a"), Some(1));
+        assert_eq!(builds(), 1, "made once, then kept");
+        c.invalidate("a", 2);
+        assert_eq!(ready_revision(&c, "a"), None, "a change drops it");
+        c.insert(c.generation(), 2, &profile("a", 2));
+        assert_eq!(ready_revision(&c, "a"), Some(2));
+        assert_eq!(builds(), 2, "made again for the new version");
+        c.unsure();
+        assert_eq!(
+            ready_revision(&c, "a"),
+            None,
+            "an unsure cache answers nothing"
+        );
     }
 }

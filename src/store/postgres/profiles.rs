@@ -323,6 +323,19 @@ impl PgStore {
         // Every write is committed (and so durable) before it is acknowledged.
         Ok(())
     }
+
+    /// From now on cached profiles get ready responses made by `build` (see
+    /// [`Self::ready_profile`]).
+    pub(crate) fn answer_with(&self, build: fn(&crate::domain::Profile) -> bytes::Bytes) {
+        self.cache.answer_with(build);
+    }
+
+    /// The ready response of `name` when this replica's cache holds its current version (kept
+    /// current by the change notifications, as every cached read is); `None` otherwise: the
+    /// handler reads the database.
+    pub(crate) fn ready_profile(&self, name: &str) -> Option<bytes::Bytes> {
+        self.cache.ready(name)
+    }
 }
 
 impl PgStore {
