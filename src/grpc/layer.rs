@@ -38,6 +38,8 @@ pub struct CallLayer {
 /// decode (a larger one goes to them, which refuse it).
 pub struct Ready {
     store: Arc<Store>,
+    /// Whether the store makes ListProfiles pages (see [`Store::keeps_pages`]).
+    pages: bool,
     limits: Limits,
     max_message: usize,
 }
@@ -51,22 +53,23 @@ impl CallLayer {
     /// Answers a plain GetProfile (the current profile, masked) and a ListProfiles page from
     /// `store`'s ready responses without the handler, when it has them, with the handler's
     /// `limits` and largest request message (`max_message` bytes). It hands the store the one
-    /// builder of those responses (see [`Store::answer_with`]); a store that keeps none
-    /// (PostgreSQL) leaves every call to the handlers, its requests untouched.
+    /// builder of those responses (see [`Store::answer_with`]); listings on a store that makes
+    /// no pages (PostgreSQL) go to the handler, their requests untouched.
     pub fn with_ready_profiles(
         self,
         store: Arc<Store>,
         limits: &Limits,
         max_message: usize,
     ) -> Self {
-        let keeps = store.answer_with(framed_profile);
+        store.answer_with(framed_profile);
         let ready = Ready {
+            pages: store.keeps_pages(),
             store,
             limits: limits.clone(),
             max_message,
         };
         Self {
-            ready: keeps.then(|| Arc::new(ready)),
+            ready: Some(Arc::new(ready)),
             ..self
         }
     }
@@ -190,7 +193,7 @@ where
             let call = self.inner.call(req);
             return Box::pin(async move { call.await.map(undecodable_as_invalid) });
         };
-        if let Some(ready) = self.ready.as_ref().filter(|_| answers_ready(row)) {
+        if let Some(ready) = self.ready.as_ref().filter(|r| answers_ready(r, row)) {
             // The service that was made ready goes into the future; a clone stays for the next.
             let next = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, next);
@@ -227,9 +230,11 @@ where
     }
 }
 
-/// Whether `row` is one the ready answers serve: ProfileService/GetProfile or ListProfiles.
-fn answers_ready(row: &Method) -> bool {
-    row.service == methods::PROFILES && matches!(row.name, "GetProfile" | "ListProfiles")
+/// Whether `row` is one the ready answers serve: ProfileService/GetProfile, and ListProfiles
+/// when the store makes pages.
+fn answers_ready(ready: &Ready, row: &Method) -> bool {
+    row.service == methods::PROFILES
+        && (row.name == "GetProfile" || (row.name == "ListProfiles" && ready.pages))
 }
 
 /// A request body read whole, up to [`READY_PEEK`] bytes: its bytes, and the rest of it when it is

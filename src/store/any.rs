@@ -171,13 +171,18 @@ macro_rules! call {
 impl Store {
     /// Has the store make and keep ready responses with `build` from now on: the encoded answer
     /// of a plain GetProfile (current, masked) of each profile read or written on sled, of each
-    /// profile in a replica's cache on PostgreSQL. Whether it keeps them (both do).
-    pub fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) -> bool {
+    /// profile in a replica's cache on PostgreSQL.
+    pub fn answer_with(&self, build: fn(&Profile) -> bytes::Bytes) {
         match self {
             Self::Sled(s) => s.answer_with(build),
             Self::Postgres(p) => p.answer_with(build),
         }
-        true
+    }
+
+    /// Whether [`Self::ready_profiles`] can make a ListProfiles page: on sled; on PostgreSQL the
+    /// handler answers every listing.
+    pub fn keeps_pages(&self) -> bool {
+        matches!(self, Self::Sled(_))
     }
 
     /// The ready response of the current profile `name` (see [`Self::answer_with`]); `None` when

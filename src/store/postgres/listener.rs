@@ -4,7 +4,7 @@
 //! next seq; watchers read the events themselves. While the connection is down the cache is off
 //! (every read goes to the database) and readiness is false.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 use super::{store_error, CHANNEL};
 use crate::domain::{ConversationId, Profile};
 use crate::store::codec::Codec;
-use crate::store::{EventBatch, ProfileChange, StoreError};
+use crate::store::{EventBatch, ProfileChange, StoreError, READY_BYTES};
 
 /// Profiles read through this replica, valid while the listener is connected. Each entry carries the
 /// change seq of the version it holds; a change leaves a tombstone with its seq, so a read that
@@ -32,6 +32,9 @@ pub struct ProfileCache {
     /// What makes the ready response of a cached version (a plain GetProfile's encoded answer),
     /// once the server has said (see [`ProfileCache::ready`]).
     builder: std::sync::OnceLock<fn(&Profile) -> bytes::Bytes>,
+    /// The bytes of the ready responses kept, at most [`READY_BYTES`] (changed under the map's
+    /// lock).
+    ready_bytes: AtomicUsize,
 }
 
 /// A cached version (`profile`) and its ready response once one was made, or a tombstone
@@ -55,7 +58,21 @@ impl ProfileCache {
             unsure: AtomicBool::new(false),
             capacity,
             builder: std::sync::OnceLock::new(),
+            ready_bytes: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts the ready response of `entry`, about to be replaced or removed, out.
+    fn forget_ready(&self, entry: &Entry) {
+        if let Some(ready) = &entry.ready {
+            self.ready_bytes.fetch_sub(ready.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Empties the map (under its lock), ready responses and all.
+    fn clear(&self, map: &mut HashMap<String, Entry>) {
+        map.clear();
+        self.ready_bytes.store(0, Ordering::Relaxed);
     }
 
     /// From now on [`ProfileCache::ready`] makes responses with `build` (the first builder given
@@ -76,19 +93,23 @@ impl ProfileCache {
         let profile = {
             let map = self.map();
             let entry = map.get(name)?;
+            let profile = entry.profile.as_ref()?;
             if let Some(ready) = &entry.ready {
                 return Some(ready.clone());
             }
-            Arc::clone(entry.profile.as_ref()?)
+            Arc::clone(profile)
         };
         let made = build(&profile);
-        if let Some(entry) = self.map().get_mut(name) {
-            // Kept only with the version it was made from.
-            if entry
+        let mut map = self.map();
+        let used = self.ready_bytes.load(Ordering::Relaxed);
+        if let Some(entry) = map.get_mut(name) {
+            // Kept only with the version it was made from, and within the budget.
+            let same = entry
                 .profile
                 .as_ref()
-                .is_some_and(|p| Arc::ptr_eq(p, &profile))
-            {
+                .is_some_and(|p| Arc::ptr_eq(p, &profile));
+            if same && entry.ready.is_none() && used + made.len() <= READY_BYTES {
+                self.ready_bytes.fetch_add(made.len(), Ordering::Relaxed);
                 entry.ready = Some(made.clone());
             }
         }
@@ -129,7 +150,7 @@ impl ProfileCache {
             return;
         }
         if map.len() >= self.capacity {
-            map.clear();
+            self.clear(&mut map);
             self.generation.fetch_add(1, Ordering::AcqRel);
             return;
         }
@@ -138,7 +159,9 @@ impl ProfileCache {
             profile: Some(Arc::clone(p)),
             ready: None,
         };
-        map.insert(p.name.to_string(), entry);
+        if let Some(old) = map.insert(p.name.to_string(), entry) {
+            self.forget_ready(&old);
+        }
     }
 
     /// Records a change of `name` at `seq` (or [`PENDING`]): an older cached version goes.
@@ -148,6 +171,7 @@ impl ProfileCache {
             Some(e) if e.profile.is_some() && e.seq >= seq && seq != PENDING => {}
             Some(e) if e.profile.is_none() && e.seq != PENDING && e.seq >= seq => {}
             Some(e) => {
+                self.forget_ready(e);
                 *e = Entry {
                     seq,
                     profile: None,
@@ -185,7 +209,7 @@ impl ProfileCache {
     fn set_enabled(&self, on: bool) {
         let mut map = self.map();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        map.clear();
+        self.clear(&mut map);
         self.unsure.store(false, Ordering::Release);
         self.enabled.store(on, Ordering::Release);
     }
@@ -551,6 +575,51 @@ mod tests {
             ready_revision(&c, "a"),
             None,
             "an unsure cache answers nothing"
+        );
+    }
+
+    thread_local! {
+        /// How many replies [`large_reply`] made on this thread.
+        static LARGE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A ready response of 6 MiB: three of them are over the budget.
+    fn large_reply(_: &Profile) -> bytes::Bytes {
+        LARGE.with(|b| b.set(b.get() + 1));
+        bytes::Bytes::from(vec![0_u8; 6 << 20])
+    }
+
+    #[test]
+    fn ready_responses_are_kept_within_their_budget() {
+        let c = ProfileCache::new(100);
+        c.answer_with(large_reply);
+        c.set_enabled(true);
+        for (seq, name) in (1..).zip(["a", "b", "c"]) {
+            c.insert(c.generation(), seq, &profile(name, 1));
+        }
+        let made = || LARGE.with(std::cell::Cell::get);
+        for name in ["a", "b", "c", "a", "b", "c"] {
+            assert!(c.ready(name).is_some(), "{name} is answered");
+        }
+        assert_eq!(
+            made(),
+            4,
+            "a and b kept (12 MiB); c over the 16 MiB made each time"
+        );
+        assert_eq!(c.ready_bytes.load(Ordering::Relaxed), 12 << 20);
+        c.invalidate("a", 9);
+        assert_eq!(
+            c.ready_bytes.load(Ordering::Relaxed),
+            6 << 20,
+            "a's reply went"
+        );
+        assert!(c.ready("c").is_some() && c.ready("c").is_some());
+        assert_eq!(made(), 5, "then c's is kept");
+        c.set_enabled(false);
+        assert_eq!(
+            c.ready_bytes.load(Ordering::Relaxed),
+            0,
+            "a cleared cache keeps none"
         );
     }
 }

@@ -30,12 +30,6 @@ use crate::store::StoreError;
 /// 512 (about 3.5 MiB) leave room for sled's pages; when the map is full it starts again.
 pub(super) const DECODED_PROFILES: usize = 512;
 
-/// The memory the ready responses may take (the encoded answer of a plain GetProfile, about the
-/// size of the stored record, and its name): enough for every profile of a store of 10,000 profiles
-/// of about 1 KiB, so that every plain read of such a store is answered without a decode; when the
-/// budget is spent the map starts again.
-pub(super) const READY_BYTES: usize = 16 << 20;
-
 /// What a kept entry costs beyond its key and value: the map's slot (about 72 bytes, more at the
 /// map's load factor), the key's and the value's headers and allocations.
 const ENTRY_OVERHEAD: usize = 160;

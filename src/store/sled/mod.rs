@@ -262,7 +262,10 @@ impl SledStore {
             seq_base: AtomicU64::new(seq_base),
             event_changes,
             codec: Codec::new(cipher),
-            decoded: decoded::DecodedProfiles::new(decoded::DECODED_PROFILES, decoded::READY_BYTES),
+            decoded: decoded::DecodedProfiles::new(
+                decoded::DECODED_PROFILES,
+                crate::store::READY_BYTES,
+            ),
             _lock_file: lock_file,
         });
         let last = store
