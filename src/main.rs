@@ -8,7 +8,6 @@ use profile_registry::{cli, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    profile_registry::memory::hold_mapping_threshold();
     let cli = Cli::parse();
     let everyday = cli.command.as_ref().is_some_and(Command::is_everyday);
     // Secret reveals stay audited offline too.

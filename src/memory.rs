@@ -9,17 +9,22 @@
 //! `/proc/self/status` a tick; and, without growth, every [`SWEEP`].
 use std::time::{Duration, Instant};
 
-/// Blocks of at least this size get pages of their own (glibc's `mmap`), handed back when freed.
-const MAPPED_FROM: usize = 128 * 1024;
+/// Blocks of at least this size get pages of their own (glibc's `mmap`), handed back when freed:
+/// sled's log buffers (512 KiB), not its pages or nodes, which are smaller.
+const MAPPED_FROM: usize = 512 * 1024;
 
-/// Keeps large blocks out of the arenas: each gets pages of its own, given back to the OS the
-/// moment it is freed. glibc starts with that threshold at 128 KiB but raises it to the size of
-/// every such block freed (up to 32 MiB), after which sled's 512 KiB log buffers, freed by its
-/// I/O threads, come from the arenas and leave holes among live data that only a trim gives
-/// back. With the threshold held: RSS after the benchmark's data set and its GetProfile and
-/// UpdateProfile rows 54 to 68 MiB against 67 to 76 (three alternated runs each), and no cost
-/// measured. A threshold the operator set (`GLIBC_TUNABLES` or `MALLOC_MMAP_THRESHOLD_`) is
-/// left alone. Only on Linux with glibc; elsewhere a no-op.
+/// Keeps sled's log buffers out of malloc's arenas: each gets pages of its own, given back to
+/// the OS the moment it is freed. glibc maps blocks of 128 KiB and more at first, but raises that
+/// threshold to the size of every mapped block freed (up to 32 MiB); after the first log buffer
+/// was freed the next ones came from the arenas, where sled's I/O threads free them among live
+/// data that stays. Holding the threshold at 512 KiB, with the benchmark's data set and its
+/// Health/Check, GetProfile and UpdateProfile rows: RSS at the end 54 to 68 MiB (mean 61, five
+/// runs) against 63 to 81 (mean 69), and about 5 MiB less after UpdateProfile at concurrency 1
+/// in each. (At 128 KiB sled's larger node reads got pages of their own too, for no more memory
+/// saved.) The server sets it once its store is open: sled reads its log back at start in
+/// buffers of the same size, and pages of their own for those slowed a start on 100,000
+/// profiles from 0.11 to 0.37 s. A threshold the operator set (`GLIBC_TUNABLES` or
+/// `MALLOC_MMAP_THRESHOLD_`) is left alone. Only on Linux with glibc; elsewhere a no-op.
 pub fn hold_mapping_threshold() {
     let set_by_operator = std::env::var("GLIBC_TUNABLES")
         .is_ok_and(|t| t.contains("mmap_threshold"))
@@ -125,18 +130,18 @@ mod tests {
         // SAFETY: mallinfo2 only reads the allocator's counters.
         let mapped = || unsafe { libc::mallinfo2() }.hblks;
         set_mapping_threshold(MAPPED_FROM);
-        // glibc would raise its threshold past 300 KiB when this block is freed...
-        drop(std::hint::black_box(vec![1_u8; 300 * 1024]));
+        // glibc would raise its threshold past 600 KiB when this block is freed...
+        drop(std::hint::black_box(vec![1_u8; 600 * 1024]));
         // ...so the next one would come from an arena. Other tests allocate at the same time:
         // one block counted as mapped in five tries is enough.
         let seen = (0..5).any(|_| {
             let before = mapped();
-            let block = std::hint::black_box(vec![2_u8; 300 * 1024]);
+            let block = std::hint::black_box(vec![2_u8; 600 * 1024]);
             let held = mapped();
             drop(block);
             held > before
         });
-        assert!(seen, "a 300 KiB block came from an arena");
+        assert!(seen, "a 600 KiB block came from an arena");
     }
 
     #[test]
