@@ -20,10 +20,10 @@ const MAPPED_FROM: usize = 512 * 1024;
 /// data that stays. Holding the threshold at 512 KiB, with the benchmark's data set and its
 /// Health/Check, GetProfile and UpdateProfile rows: RSS at the end 54 to 68 MiB (mean 61, five
 /// runs) against 63 to 81 (mean 69), and about 5 MiB less after UpdateProfile at concurrency 1
-/// in each. (At 128 KiB sled's larger node reads got pages of their own too, for no more memory
-/// saved.) The server sets it once its store is open: sled reads its log back at start in
-/// buffers of the same size, and pages of their own for those slowed a start on 100,000
-/// profiles from 0.11 to 0.37 s. A threshold the operator set (`GLIBC_TUNABLES` or
+/// in each. (128 KiB saved no more, and GetProfile on a store of 100,000 profiles, which reads
+/// sled's nodes back from disk, ran 10 to 15% slower with it.) The server sets it once its store
+/// is open: sled reads its log back at start in buffers of the same size, and pages of their own
+/// for those slowed a start on 100,000 profiles from 0.11 to 0.37 s. A threshold the operator set (`GLIBC_TUNABLES` or
 /// `MALLOC_MMAP_THRESHOLD_`) is left alone. Only on Linux with glibc; elsewhere a no-op.
 pub fn hold_mapping_threshold() {
     let set_by_operator = std::env::var("GLIBC_TUNABLES")

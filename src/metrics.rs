@@ -1,8 +1,9 @@
 //! Prometheus metrics on a separate port (`--metrics-listen`): call counts and latency histograms
 //! by service, method and status code, profile and conversation counts, database size and flush
 //! latency. Recording goes through the `metrics` facade; rendering is metrics-exporter-prometheus.
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -14,9 +15,11 @@ const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// The process-wide recorder (one per process, however many servers a test starts).
+/// The process-wide recorder, once installed (one per process, however many servers a test
+/// starts).
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
 fn handle() -> anyhow::Result<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(h) = HANDLE.get() {
         return Ok(h);
     }
@@ -28,15 +31,43 @@ fn handle() -> anyhow::Result<&'static PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| h))
 }
 
-/// Records one finished call.
-pub fn record_call(service: &'static str, method: &str, code: tonic::Code, seconds: f64) {
-    let labels = [
-        ("service", service.to_owned()),
-        ("method", method.to_owned()),
-        ("code", format!("{code:?}")),
-    ];
-    metrics::counter!("grpc_server_handled_total", &labels).increment(1);
-    metrics::histogram!("grpc_server_handling_seconds", &labels).record(seconds);
+/// The call metrics of one service, method and status code.
+type CallMetrics = (metrics::Counter, metrics::Histogram);
+
+/// Records one finished call. Without the recorder (no `--metrics-listen` in this process)
+/// nothing would count it, so nothing is built; with it, the counter and histogram of each
+/// service, method and code are registered once and kept, instead of their labels being made
+/// and looked up on every call.
+pub fn record_call(service: &'static str, method: &'static str, code: tonic::Code, seconds: f64) {
+    if HANDLE.get().is_none() {
+        return;
+    }
+    let (counter, histogram) = call_metrics(service, method, code);
+    counter.increment(1);
+    histogram.record(seconds);
+}
+
+fn call_metrics(service: &'static str, method: &'static str, code: tonic::Code) -> CallMetrics {
+    type Known = HashMap<(&'static str, &'static str, tonic::Code), CallMetrics>;
+    static KNOWN: OnceLock<Mutex<Known>> = OnceLock::new();
+    let mut known = KNOWN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    known
+        .entry((service, method, code))
+        .or_insert_with(|| {
+            let labels = [
+                ("service", service.to_owned()),
+                ("method", method.to_owned()),
+                ("code", format!("{code:?}")),
+            ];
+            (
+                metrics::counter!("grpc_server_handled_total", &labels),
+                metrics::histogram!("grpc_server_handling_seconds", &labels),
+            )
+        })
+        .clone()
 }
 
 /// Records one flush of the database to disk.
