@@ -31,8 +31,15 @@ pub fn hold_mapping_threshold() {
         || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some();
     if !set_by_operator {
         set_mapping_threshold(MAPPED_FROM);
+        HELD.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Whether [`hold_mapping_threshold`] set the threshold: each trim sets it again. glibc's `free`
+/// raises the threshold without a lock once it has read that nobody fixed it, so a free racing
+/// the first `mallopt` could still leave its own size behind; after that `mallopt` no free
+/// changes it, and the next trim puts 512 KiB back.
+static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set_mapping_threshold(bytes: usize) {
@@ -111,6 +118,9 @@ fn own_rss() -> Option<u64> {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
+    if HELD.load(std::sync::atomic::Ordering::Relaxed) {
+        set_mapping_threshold(MAPPED_FROM);
+    }
     // SAFETY: malloc_trim takes the arenas' own locks; it frees no memory that is in use.
     unsafe {
         libc::malloc_trim(0);
@@ -132,9 +142,11 @@ mod tests {
         set_mapping_threshold(MAPPED_FROM);
         // glibc would raise its threshold past 600 KiB when this block is freed...
         drop(std::hint::black_box(vec![1_u8; 600 * 1024]));
-        // ...so the next one would come from an arena. Other tests allocate at the same time:
-        // one block counted as mapped in five tries is enough.
+        // ...so the next one would come from an arena. Other tests allocate and free at the same
+        // time (a free racing a `mallopt` can leave its size as the threshold, hence the setting
+        // again): one block counted as mapped in five tries is enough.
         let seen = (0..5).any(|_| {
+            set_mapping_threshold(MAPPED_FROM);
             let before = mapped();
             let block = std::hint::black_box(vec![2_u8; 600 * 1024]);
             let held = mapped();

@@ -3,7 +3,7 @@
 //! latency. Recording goes through the `metrics` facade; rendering is metrics-exporter-prometheus.
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -49,13 +49,20 @@ pub fn record_call(service: &'static str, method: &'static str, code: tonic::Cod
 
 fn call_metrics(service: &'static str, method: &'static str, code: tonic::Code) -> CallMetrics {
     type Known = HashMap<(&'static str, &'static str, tonic::Code), CallMetrics>;
-    static KNOWN: OnceLock<Mutex<Known>> = OnceLock::new();
-    let mut known = KNOWN
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    static KNOWN: OnceLock<RwLock<Known>> = OnceLock::new();
+    let known = KNOWN.get_or_init(RwLock::default);
+    let key = (service, method, code);
+    if let Some(kept) = known
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return kept.clone();
+    }
     known
-        .entry((service, method, code))
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(key)
         .or_insert_with(|| {
             let labels = [
                 ("service", service.to_owned()),
