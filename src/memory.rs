@@ -19,7 +19,7 @@ const MAPPED_FROM: usize = 512 * 1024;
 /// was freed the next ones came from the arenas, where sled's I/O threads free them among live
 /// data that stays. Holding the threshold at 512 KiB, with the benchmark's data set and its
 /// Health/Check, GetProfile and UpdateProfile rows: RSS at the end 54 to 68 MiB (mean 61, five
-/// runs) against 63 to 81 (mean 69), and about 5 MiB less after UpdateProfile at concurrency 1
+/// runs) against 63 to 81 (mean 69), and 4 to 7 MiB less after UpdateProfile at concurrency 1
 /// in each. (128 KiB saved no more, and GetProfile on a store of 100,000 profiles, which reads
 /// sled's nodes back from disk, ran 10 to 15% slower with it.) The server sets it once its store
 /// is open: sled reads its log back at start in buffers of the same size, and pages of their own

@@ -529,6 +529,11 @@ mod tests {
             ..base.clone()
         };
         assert!(base.same_content(&moved));
+        let without_version = LlmConfig {
+            key_order: vec!["model".into(), "api_key".into()],
+            ..base.clone()
+        };
+        assert!(base.same_content(&without_version) && without_version.same_content(&base));
         let unordered = LlmConfig {
             key_order: Vec::new(),
             ..base.clone()

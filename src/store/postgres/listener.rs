@@ -45,6 +45,17 @@ struct Entry {
     ready: Option<bytes::Bytes>,
 }
 
+impl Entry {
+    /// The tombstone of a change at `seq`.
+    fn tombstone(seq: u64) -> Self {
+        Self {
+            seq,
+            profile: None,
+            ready: None,
+        }
+    }
+}
+
 /// The seq of a change whose seq is not known yet (a notification names only the profile): no read
 /// may fill the entry until the change log gives the real seq.
 const PENDING: u64 = u64::MAX;
@@ -172,19 +183,10 @@ impl ProfileCache {
             Some(e) if e.profile.is_none() && e.seq != PENDING && e.seq >= seq => {}
             Some(e) => {
                 self.forget_ready(e);
-                *e = Entry {
-                    seq,
-                    profile: None,
-                    ready: None,
-                }
+                *e = Entry::tombstone(seq);
             }
             None => {
-                let tombstone = Entry {
-                    seq,
-                    profile: None,
-                    ready: None,
-                };
-                map.insert(name.to_owned(), tombstone);
+                map.insert(name.to_owned(), Entry::tombstone(seq));
             }
         }
     }

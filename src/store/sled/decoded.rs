@@ -251,25 +251,32 @@ impl DecodedProfiles {
         keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<Shared, StoreError> {
-        let print = self.fingerprint(bytes);
-        self.decoded_with(key, bytes, print, keep, decode)
+        self.decoded_of(&self.read_of(key, bytes), keep, decode)
     }
 
-    fn decoded_with(
+    /// `bytes` read under `key`, with their fingerprint (taken once however many maps look).
+    fn read_of<'a>(&self, key: &'a [u8], bytes: &'a [u8]) -> Read<'a> {
+        Read {
+            key,
+            bytes,
+            print: self.fingerprint(bytes),
+        }
+    }
+
+    /// [`Self::get_or_decode`] of a read.
+    fn decoded_of(
         &self,
-        key: &[u8],
-        bytes: &[u8],
-        print: Fingerprint,
+        read: &Read<'_>,
         keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<Shared, StoreError> {
-        if let Some(shared) = self.decoded.get(key, print) {
+        if let Some(shared) = self.decoded.get(read.key, read.print) {
             return Ok(shared);
         }
-        let ProfileRecord { seq, profile } = decode(bytes)?;
+        let ProfileRecord { seq, profile } = decode(read.bytes)?;
         let shared = (seq, Arc::new(profile));
         if keep {
-            self.decoded.keep(key, print, shared.clone(), 1);
+            self.decoded.keep(read.key, read.print, shared.clone(), 1);
         }
         Ok(shared)
     }
@@ -277,23 +284,23 @@ impl DecodedProfiles {
     /// The ready response of the current profile under `key`: the kept one when it is known to
     /// match the stored record (no read of the tree), else [`Self::ready`]'s for what `stored`
     /// reads, kept, and trusted from then on when no write of the tree overlapped the read (see
-    /// [`Writes`]); `None` when nothing is stored, or before a builder is given.
+    /// [`Writes`]); `None` when nothing is stored, or before a builder is given. `stored` is
+    /// called once, or (debug builds, on a trusted hit) to check the kept response.
     pub(super) fn ready_current<B: AsRef<[u8]>>(
         &self,
         key: &[u8],
-        stored: impl FnOnce() -> Result<Option<B>, StoreError>,
+        stored: impl Fn() -> Result<Option<B>, StoreError>,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<Option<bytes::Bytes>, StoreError> {
         if self.builder.get().is_none() {
             return Ok(None);
         }
-        let mut stored = Some(stored);
         let hit = self.ready.current(key, |print| {
             // Tests run debug builds: there every trusted hit is checked against the stored
             // record, under the lock that a write needs to mark it, so a path that changes the
             // tree without the marks fails them.
             if cfg!(debug_assertions) {
-                let now = stored.take().and_then(|read| read().ok().flatten());
+                let now = stored().ok().flatten();
                 assert!(
                     now.is_some_and(|b| self.fingerprint(b.as_ref()) == print),
                     "a trusted ready response whose record changed without a write's marks"
@@ -307,13 +314,12 @@ impl DecodedProfiles {
             return Ok(Some(kept));
         }
         let seen = self.ready.writes_seen();
-        let Some(bytes) = stored.take().map_or(Ok(None), |read| read())? else {
+        let Some(bytes) = stored()? else {
             return Ok(None);
         };
-        let bytes = bytes.as_ref();
-        let print = self.fingerprint(bytes);
-        let made = self.ready_printed(key, bytes, print, true, decode)?;
-        self.ready.trust(key, print, seen);
+        let read = self.read_of(key, bytes.as_ref());
+        let made = self.ready_of(&read, true, decode)?;
+        self.ready.trust(key, read.print, seen);
         Ok(made)
     }
 
@@ -336,31 +342,36 @@ impl DecodedProfiles {
         keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<Option<bytes::Bytes>, StoreError> {
-        self.ready_printed(key, bytes, self.fingerprint(bytes), keep, decode)
+        self.ready_of(&self.read_of(key, bytes), keep, decode)
     }
 
-    /// [`Self::ready`] of bytes whose fingerprint is `print`.
-    fn ready_printed(
+    /// [`Self::ready`] of a read.
+    fn ready_of(
         &self,
-        key: &[u8],
-        bytes: &[u8],
-        print: Fingerprint,
+        read: &Read<'_>,
         keep: bool,
         decode: impl FnOnce(&[u8]) -> Result<ProfileRecord, StoreError>,
     ) -> Result<Option<bytes::Bytes>, StoreError> {
         let Some(build) = self.builder.get() else {
             return Ok(None);
         };
-        if let Some(kept) = self.ready.get(key, print) {
+        if let Some(kept) = self.ready.get(read.key, read.print) {
             return Ok(Some(kept));
         }
-        let (_, profile) = self.decoded_with(key, bytes, print, false, decode)?;
+        let (_, profile) = self.decoded_of(read, false, decode)?;
         let made = build(&profile);
         if keep {
-            self.keep_ready(key, print, made.clone());
+            self.keep_ready(read.key, read.print, made.clone());
         }
         Ok(Some(made))
     }
+}
+
+/// The stored bytes of a profile as read under its key, and their fingerprint.
+struct Read<'a> {
+    key: &'a [u8],
+    bytes: &'a [u8],
+    print: Fingerprint,
 }
 
 /// A write of profiles under way (see [`DecodedProfiles::writing`]); it ends when dropped, also
@@ -501,9 +512,12 @@ mod tests {
         }
 
         fn read_with(&self, model: &str, during: impl FnOnce()) -> String {
+            let during = std::cell::Cell::new(Some(during));
             let stored = || {
                 self.reads.set(self.reads.get() + 1);
-                during();
+                if let Some(during) = during.take() {
+                    during();
+                }
                 Ok(Some(*self.stored.borrow()))
             };
             let made = self
