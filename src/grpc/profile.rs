@@ -42,7 +42,7 @@ rpcs! {
                 .store
                 .put_profile(name, llm, PutMode::Create, None, &who.name)
                 .await?;
-            Ok(Response::new(profile_to_pb(p.masked())))
+            Ok(Response::new(masked_profile_to_pb(&p)))
         }
 
         fn get_profile(self, who, pb::GetProfileRequest { name, reveal_secrets, resolve_connection, revision }) -> pb::Profile {
@@ -94,7 +94,7 @@ rpcs! {
                 .store
                 .put_profile(name, llm, mode, expected_revision, &who.name)
                 .await?;
-            Ok(Response::new(profile_to_pb(p.masked())))
+            Ok(Response::new(masked_profile_to_pb(&p)))
         }
 
         fn delete_profile(self, who, pb::DeleteProfileRequest { name, expected_revision, allow_missing, force, purge }) -> pb::DeleteProfileResponse {
@@ -253,7 +253,7 @@ rpcs! {
                 .store
                 .put_profile(name, old.llm, PutMode::Update, expected, &who.name)
                 .await?;
-            Ok(Response::new(profile_to_pb(p.masked())))
+            Ok(Response::new(masked_profile_to_pb(&p)))
         }
 
         fn export_profiles(self, who, pb::ExportProfilesRequest { names, secrets, fernet_key, page_size, page_token }) -> pb::ExportProfilesResponse {

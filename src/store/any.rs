@@ -223,7 +223,7 @@ impl Store {
         /// against the stored one); durable when it returns.
         /// `by`: who writes (kept with the revision).
         fn put_profile(name: ProfileName, llm: LlmConfig, mode: PutMode, expected_revision: Option<i64>,
-            by: &str) -> (Profile, PutOutcome) as ProfilePut;
+            by: &str) -> (Arc<Profile>, PutOutcome) as ProfilePut;
         /// Deletes a profile; `Ok(None)` when absent and `allow_missing`. Durable when it returns.
         /// The history is kept for an undelete (`--deleted-retention`) unless `purge`.
         fn delete_profile(name: &ProfileName, expected_revision: Option<i64>, allow_missing: bool, force: bool,

@@ -77,11 +77,28 @@ impl Codec {
     /// The stored bytes of `record`: each secret sealed under the place it belongs to (a record's
     /// name or id, so a rename, which encodes under the new name, re-seals them).
     fn seal<T: Sealed + Serialize>(&self, mut record: T) -> Result<Vec<u8>, StoreError> {
+        self.seal_in_place(&mut record)
+    }
+
+    /// [`Self::seal`] without a copy of the record: its secrets are sealed in place for the
+    /// encoding, then given their values back.
+    fn seal_in_place<T: Sealed + Serialize>(&self, record: &mut T) -> Result<Vec<u8>, StoreError> {
+        let mut opened = Vec::new();
         let Ok(()) = record.secrets(|aad, s| {
-            *s = Secret::new(self.cipher.seal(s.expose(), aad));
+            let sealed = Secret::new(self.cipher.seal(s.expose(), aad));
+            opened.push(std::mem::replace(s, sealed));
             Ok::<(), Infallible>(())
         });
-        serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Storage(e.to_string()));
+        // The same secrets, visited in the same order.
+        let mut opened = opened.into_iter();
+        let Ok(()) = record.secrets(|_, s| {
+            if let Some(value) = opened.next() {
+                *s = value;
+            }
+            Ok::<(), Infallible>(())
+        });
+        bytes
     }
 
     /// `record`, stored in `tree` under `key`, with its secrets opened.
@@ -114,12 +131,10 @@ impl Codec {
         self.open(tree, key, record)
     }
 
-    /// The stored bytes of a profile.
-    pub fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
-        self.seal(ProfileRecord {
-            seq: record.seq,
-            profile: record.profile.clone(),
-        })
+    /// The stored bytes of a profile (its secrets sealed for the encoding only: `record` is
+    /// given back as it was).
+    pub fn encode_profile(&self, record: &mut ProfileRecord) -> Result<Vec<u8>, StoreError> {
+        self.seal_in_place(record)
     }
 
     /// The change an entry of the profile change log records: a put of the sealed `record`, or
@@ -359,4 +374,50 @@ pub fn sealed_key_ids(records: &[RawRecord]) -> BTreeSet<String> {
         }
     }
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ProfileName;
+
+    /// Encoding seals the secrets in the bytes only: the record is given back as it was, and the
+    /// bytes decode to it.
+    #[test]
+    fn encoding_a_profile_leaves_it_as_it_was() {
+        let codec = Codec::new(SecretCipher::new(vec![("k1".into(), [7; 32])]).unwrap());
+        let mut record = ProfileRecord {
+            seq: 9,
+            profile: Profile {
+                name: ProfileName::parse("p", "name").unwrap(),
+                llm: LlmConfig {
+                    model: "m".into(),
+                    api_key: Some(Secret::new("sk-one")),
+                    aws_secret_access_key: Some(Secret::new("aws-two")),
+                    ..LlmConfig::default()
+                },
+                revision: 3,
+                create_time: Default::default(),
+                update_time: Default::default(),
+                update_principal: "t".into(),
+            },
+        };
+        let before = record.clone();
+        let bytes = codec.encode_profile(&mut record).unwrap();
+        assert_eq!(
+            serde_json::to_value(&record.profile).unwrap(),
+            serde_json::to_value(&before.profile).unwrap()
+        );
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            !text.contains("sk-one") && !text.contains("aws-two"),
+            "{text}"
+        );
+        let back = codec.decode_profile(b"p", &bytes).unwrap();
+        assert_eq!(back.seq, 9);
+        assert_eq!(
+            serde_json::to_value(&back.profile).unwrap(),
+            serde_json::to_value(&before.profile).unwrap()
+        );
+    }
 }

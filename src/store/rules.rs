@@ -2,6 +2,7 @@
 //! makes of the stored records, and when it is refused. Pure functions over what was read, so the
 //! sled and PostgreSQL stores cannot drift apart.
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::{ConflictPolicy, ImportOutcome, PutMode, PutOutcome, StoreError};
 use crate::domain::Outcome;
@@ -11,9 +12,11 @@ use crate::domain::{
 };
 
 /// What a put does.
+// Returned once per put and taken apart at once: boxing the profile would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum PutPlan {
     /// The stored profile already has this content: nothing to write.
-    Unchanged(Profile),
+    Unchanged(Arc<Profile>),
     /// Write this profile (the caller gives it its change seq).
     Write(Profile, PutOutcome),
 }
@@ -32,7 +35,7 @@ pub fn check_revision(profile: &Profile, expected: Option<i64>) -> Result<(), St
 
 /// A put of `llm` under `name` over the stored `old`.
 pub fn plan_put(
-    old: Option<Profile>,
+    old: Option<Arc<Profile>>,
     name: ProfileName,
     llm: LlmConfig,
     mode: PutMode,

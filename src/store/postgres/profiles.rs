@@ -75,7 +75,7 @@ impl PgStore {
     pub(crate) async fn put_profile(
         &self,
         put: ProfilePut<'_>,
-    ) -> Result<(Profile, PutOutcome), StoreError> {
+    ) -> Result<(Arc<Profile>, PutOutcome), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = puts::PutJob {
             name: put.name,
@@ -438,7 +438,7 @@ impl PgStore {
     }
 
     fn encode(&self, profile: &Profile) -> Result<Vec<u8>, StoreError> {
-        self.codec.encode_profile(&ProfileRecord {
+        self.codec.encode_profile(&mut ProfileRecord {
             seq: 0,
             profile: profile.clone(),
         })

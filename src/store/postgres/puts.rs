@@ -18,7 +18,7 @@ use crate::store::{PutMode, PutOutcome, StoreError};
 /// At most this many puts share one transaction.
 const MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<Result<(Profile, PutOutcome), StoreError>>;
+type Reply = oneshot::Sender<Result<(Arc<Profile>, PutOutcome), StoreError>>;
 
 /// One put waiting for its batch.
 pub(super) struct PutJob {
@@ -89,7 +89,7 @@ impl Batcher {
     async fn transaction(
         &self,
         puts: Vec<(ProfileName, LlmConfig, PutMode, Option<i64>, String)>,
-    ) -> Result<Vec<Result<(Profile, PutOutcome), StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<(Arc<Profile>, PutOutcome), StoreError>>, StoreError> {
         let mut tx: Tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
@@ -97,12 +97,12 @@ impl Batcher {
             .await?;
         let names: Vec<&str> = puts.iter().map(|p| p.0.as_str()).collect();
         let rows = rows::profile_records(&mut tx, &names).await?;
-        let mut view: HashMap<ProfileName, Profile> = HashMap::with_capacity(rows.len());
+        let mut view: HashMap<ProfileName, Arc<Profile>> = HashMap::with_capacity(rows.len());
         let mut damaged: HashMap<String, StoreError> = HashMap::new();
         for (name, bytes) in rows {
             match self.codec.decode_profile(name.as_bytes(), &bytes) {
                 Ok(r) => {
-                    view.insert(r.profile.name.clone(), r.profile);
+                    view.insert(r.profile.name.clone(), Arc::new(r.profile));
                 }
                 Err(e) => {
                     damaged.insert(name, e);
@@ -110,7 +110,8 @@ impl Batcher {
             }
         }
         let mut results = Vec::with_capacity(puts.len());
-        let mut writes: Vec<Profile> = Vec::new();
+        let mut writes: Vec<Arc<Profile>> = Vec::new();
+        let mut encoded = Vec::new();
         for (name, llm, mode, expected, by) in puts {
             if let Some(e) = damaged.get(name.as_str()) {
                 results.push(Err(shared(e)));
@@ -126,9 +127,13 @@ impl Batcher {
             match rules::plan_put(old, name, llm, mode, expected, &by) {
                 Err(e) => results.push(Err(e)),
                 Ok(PutPlan::Unchanged(p)) => results.push(Ok((p, PutOutcome::Unchanged))),
-                Ok(PutPlan::Write(p, outcome)) => {
-                    view.insert(p.name.clone(), p.clone());
-                    writes.push(p.clone());
+                Ok(PutPlan::Write(profile, outcome)) => {
+                    // The record's seq is the row's (taken below): not kept in its bytes.
+                    let mut record = ProfileRecord { seq: 0, profile };
+                    encoded.push(self.codec.encode_profile(&mut record)?);
+                    let p = Arc::new(record.profile);
+                    view.insert(p.name.clone(), Arc::clone(&p));
+                    writes.push(Arc::clone(&p));
                     results.push(Ok((p, outcome)));
                 }
             }
@@ -137,13 +142,6 @@ impl Batcher {
             return Ok(results);
         }
         let first = rows::take_seqs(&mut tx, writes.len()).await?;
-        let mut encoded = Vec::with_capacity(writes.len());
-        for p in &writes {
-            encoded.push(self.codec.encode_profile(&ProfileRecord {
-                seq: 0,
-                profile: p.clone(),
-            })?);
-        }
         rows::put_profiles(&mut tx, first, &writes, &encoded, self.keep).await?;
         let listed: Vec<&str> = writes.iter().map(|p| p.name.as_str()).collect();
         rows::notify_profiles(&mut tx, &listed).await?;

@@ -86,15 +86,15 @@ fn seq_i64(seq: u64) -> i64 {
 pub async fn put_profiles(
     tx: &mut Tx,
     first: u64,
-    profiles: &[Profile],
+    profiles: &[impl std::borrow::Borrow<Profile>],
     records: &[Vec<u8>],
     keep: i64,
 ) -> Result<(), StoreError> {
     let seqs: Vec<i64> = (0..profiles.len())
         .map(|i| seq_i64(first + i as u64))
         .collect();
-    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
-    let revisions: Vec<i64> = profiles.iter().map(|p| p.revision).collect();
+    let names: Vec<&str> = profiles.iter().map(|p| p.borrow().name.as_str()).collect();
+    let revisions: Vec<i64> = profiles.iter().map(|p| p.borrow().revision).collect();
     let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, n) in names.iter().enumerate() {
         last.insert(n, i);
@@ -126,7 +126,8 @@ pub async fn put_profiles(
     // A new profile starts a history of its own: what a deleted one of its name left goes.
     let fresh: Vec<&str> = profiles
         .iter()
-        .filter(|p| p.revision == 1)
+        .map(std::borrow::Borrow::borrow)
+        .filter(|p: &&Profile| p.revision == 1)
         .map(|p| p.name.as_str())
         .collect();
     purge_deleted_names(tx, &fresh).await?;

@@ -87,9 +87,10 @@ fn put(
     mode: PutMode,
     expected: Option<i64>,
 ) -> Result<(Profile, PutOutcome), StoreError> {
+    let old = old.map(std::sync::Arc::new);
     let (got, span) = timed(|| super::plan_put(old, name("gpt"), llm, mode, expected, BY));
     got.map(|plan| match plan {
-        PutPlan::Unchanged(p) => (p, PutOutcome::Unchanged),
+        PutPlan::Unchanged(p) => (std::sync::Arc::unwrap_or_clone(p), PutOutcome::Unchanged),
         PutPlan::Write(mut p, outcome) => {
             settle(&mut p.create_time, &span);
             settle(&mut p.update_time, &span);

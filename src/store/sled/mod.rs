@@ -142,6 +142,9 @@ pub struct SledStore {
     watch_history: WatchHistory,
     /// The newest log entry when the log was last pruned (see `changelog.rs`).
     pruned_at: AtomicU64,
+    /// How many entries the change log holds: counted at its first pruning, then kept by every
+    /// write that adds or removes one (`None` until then).
+    logged: Mutex<Option<usize>>,
     /// Added to sled's id counter to make a seq (raised by a restore).
     seq_base: AtomicU64,
     pub(super) event_changes: broadcast::Sender<EventBatch>,
@@ -259,6 +262,7 @@ impl SledStore {
             published,
             watch_history: options.watch_history,
             pruned_at: AtomicU64::new(0),
+            logged: Mutex::new(None),
             seq_base: AtomicU64::new(seq_base),
             event_changes,
             codec: Codec::new(cipher),
@@ -408,7 +412,7 @@ impl SledStore {
             .get_or_decode(key, bytes, keep, |b| self.codec.decode_profile(key, b))
     }
 
-    pub(super) fn encode_profile(&self, record: &ProfileRecord) -> Result<Vec<u8>, StoreError> {
+    pub(super) fn encode_profile(&self, record: &mut ProfileRecord) -> Result<Vec<u8>, StoreError> {
         self.codec.encode_profile(record)
     }
 

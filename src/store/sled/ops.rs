@@ -11,8 +11,10 @@ use crate::store::StoreError;
 pub(super) enum Op {
     Put(TreeId, Vec<u8>, Vec<u8>),
     Del(TreeId, Vec<u8>),
-    /// An entry of the profile change log, by its seq (see `changelog.rs`).
+    /// A new entry of the profile change log, by its seq (see `changelog.rs`).
     Log(u64, Vec<u8>),
+    /// New bytes for an entry the log holds (it carries its record now, or under another key).
+    Relog(u64, Vec<u8>),
     /// The removal of an entry of the profile change log.
     Unlog(u64),
 }
@@ -23,7 +25,7 @@ impl Op {
         match self {
             Self::Put(_, k, v) => k.len() + v.len(),
             Self::Del(_, k) => k.len(),
-            Self::Log(_, v) => 8 + v.len(),
+            Self::Log(_, v) | Self::Relog(_, v) => 8 + v.len(),
             Self::Unlog(_) => 8,
         }
     }
@@ -43,7 +45,14 @@ impl SledStore {
             })
             .collect();
         let _writing = (!profiles.is_empty()).then(|| self.decoded.writing(Some(&profiles)));
-        self.transact(ops)
+        self.transact(ops)?;
+        let (added, removed) = ops.iter().fold((0, 0), |(a, r), op| match op {
+            Op::Log(..) => (a + 1, r),
+            Op::Unlog(_) => (a, r + 1),
+            _ => (a, r),
+        });
+        self.count_logged(added, removed);
+        Ok(())
     }
 
     fn transact(&self, ops: &[Op]) -> Result<(), StoreError> {
@@ -61,7 +70,7 @@ impl SledStore {
                 for op in ops {
                     let (id, k) = match op {
                         Op::Put(id, k, _) | Op::Del(id, k) => (id, k.as_slice()),
-                        Op::Log(seq, v) => {
+                        Op::Log(seq, v) | Op::Relog(seq, v) => {
                             l.insert(&seq.to_be_bytes()[..], v.as_slice())?;
                             continue;
                         }

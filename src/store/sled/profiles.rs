@@ -26,7 +26,7 @@ pub(super) struct Put {
 }
 
 impl Joinable for Put {
-    type Answer = (Profile, PutOutcome);
+    type Answer = (Arc<Profile>, PutOutcome);
     type Key = ProfileName;
 
     fn key(&self) -> ProfileName {
@@ -45,21 +45,25 @@ impl Joinable for Put {
             expected_revision,
             by,
         } = self;
-        let old = store.read_profile(name.as_str())?.map(|r| r.profile);
-        store.check_profile_connection(old.as_ref(), &llm)?;
+        // Shared with the decoded copies, and the written profile with the change published:
+        // a put copies no profile.
+        let old = store.read_shared(name.as_str())?.map(|(_, p)| p);
+        store.check_profile_connection(old.as_deref(), &llm)?;
         match rules::plan_put(old, name, llm, mode, expected_revision, &by)? {
             PutPlan::Unchanged(old) => Ok((None, (old, PutOutcome::Unchanged))),
             PutPlan::Write(profile, outcome) => {
-                let record = ProfileRecord {
+                let mut record = ProfileRecord {
                     seq: store.next_seq()?,
                     profile,
                 };
-                store.profile_ops(&record, ops)?;
+                store.profile_ops(&mut record, ops)?;
+                let ProfileRecord { seq, profile } = record;
+                let profile = Arc::new(profile);
                 let change = ProfileChange::Put {
-                    seq: record.seq,
-                    profile: Arc::new(record.profile.clone()),
+                    seq,
+                    profile: Arc::clone(&profile),
                 };
-                Ok((Some(change.into()), (record.profile, outcome)))
+                Ok((Some(change.into()), (profile, outcome)))
             }
         }
     }
@@ -69,7 +73,7 @@ impl SledStore {
     pub(crate) async fn put_profile(
         &self,
         put: ProfilePut<'_>,
-    ) -> Result<(Profile, PutOutcome), StoreError> {
+    ) -> Result<(Arc<Profile>, PutOutcome), StoreError> {
         let put = Put {
             name: put.name,
             llm: put.llm,
@@ -172,7 +176,7 @@ impl SledStore {
                 }
                 Ok(None) if delete.allow_missing => None,
                 Ok(None) => return Err(StoreError::not_found("profile", name)),
-                Ok(Some(record)) => {
+                Ok(Some(mut record)) => {
                     rules::check_revision(&record.profile, delete.expected_revision)?;
                     rules::check_unbound(
                         name,
@@ -189,7 +193,11 @@ impl SledStore {
                     // is one to bring back.
                     let key = history_key(name.as_str(), record.profile.revision);
                     if !delete.purge && !self.history.contains_key(&key)? {
-                        keep = Some(Op::Put(TreeId::History, key, self.encode_profile(&record)?));
+                        keep = Some(Op::Put(
+                            TreeId::History,
+                            key,
+                            self.encode_profile(&mut record)?,
+                        ));
                     }
                     Some(record.profile)
                 }
@@ -244,7 +252,7 @@ impl SledStore {
                 return Err(rules::name_taken(to));
             }
             let delete_seq = self.next_seq()?;
-            let record = ProfileRecord {
+            let mut record = ProfileRecord {
                 seq: self.next_seq()?,
                 profile: rules::renamed(&old, to, by),
             };
@@ -267,10 +275,14 @@ impl SledStore {
                 if kept.profile.revision >= oldest_kept {
                     kept.profile.name = to.clone();
                     let key = history_key(to.as_str(), kept.profile.revision);
-                    ops.push(Op::Put(TreeId::History, key, self.encode_profile(&kept)?));
+                    ops.push(Op::Put(
+                        TreeId::History,
+                        key,
+                        self.encode_profile(&mut kept)?,
+                    ));
                 }
             }
-            self.profile_ops(&record, &mut ops)?;
+            self.profile_ops(&mut record, &mut ops)?;
             let now = record.profile.update_time;
             for id in self.conversations_bound_to(from, usize::MAX)? {
                 let Some(before) = self.read_conversation(&id)? else {
@@ -324,11 +336,11 @@ impl SledStore {
                 let mut ops = Vec::with_capacity(writes.len() * 2);
                 let mut changes = Vec::with_capacity(writes.len());
                 for profile in writes {
-                    let record = ProfileRecord {
+                    let mut record = ProfileRecord {
                         seq: self.next_seq()?,
                         profile,
                     };
-                    self.profile_ops(&record, &mut ops)?;
+                    self.profile_ops(&mut record, &mut ops)?;
                     changes.push(ProfileChange::Put {
                         seq: record.seq,
                         profile: Arc::new(record.profile),
@@ -443,12 +455,12 @@ impl SledStore {
             let last = self.deleted_revision(name)?;
             let profile = rules::undeleted(last.ok_or_else(|| rules::not_deleted(name))?, by);
             self.check_profile_connection(None, &profile.llm)?;
-            let record = ProfileRecord {
+            let mut record = ProfileRecord {
                 seq: self.next_seq()?,
                 profile,
             };
             let mut ops = vec![Op::Del(TreeId::Deleted, name.as_str().as_bytes().to_vec())];
-            self.profile_ops(&record, &mut ops)?;
+            self.profile_ops(&mut record, &mut ops)?;
             self.apply(&ops)?;
             let change = ProfileChange::Put {
                 seq: record.seq,
@@ -535,11 +547,11 @@ impl SledStore {
     /// deleted one of that name left).
     pub(super) fn profile_ops(
         &self,
-        record: &ProfileRecord,
+        record: &mut ProfileRecord,
         ops: &mut Vec<Op>,
     ) -> Result<(), StoreError> {
-        let name = record.profile.name.as_str();
         let bytes = self.encode_profile(record)?;
+        let name = record.profile.name.as_str();
         self.decoded
             .written(name.as_bytes(), &bytes, &record.profile);
         let revision = record.profile.revision;

@@ -282,7 +282,7 @@ mod tests {
     async fn queued_puts(
         store: &std::sync::Arc<SledStore>,
         puts: Vec<ProfilePut<'static>>,
-    ) -> Vec<Result<(Profile, PutOutcome), StoreError>> {
+    ) -> Vec<Result<(std::sync::Arc<Profile>, PutOutcome), StoreError>> {
         let calls = puts
             .into_iter()
             .map(|p| {
