@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long, default_value_t = 100_000)]
     pub large_profiles: usize,
 
-    /// Use this running server instead of starting one (it must not hold profiles named bench-*);
+    /// Use this running server (`host:port` or `http://host:port`) instead of starting one (it must
+    /// not hold profiles named bench-*);
     /// RSS, start to SERVING and the scaling row are then skipped.
     #[arg(long)]
     pub server: Option<String>,

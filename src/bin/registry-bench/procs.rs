@@ -130,6 +130,12 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// A channel over its own TCP connection.
 pub async fn connect(url: &str) -> anyhow::Result<Channel> {
+    // A bare `host:port` is a plaintext server, as grpcurl -plaintext takes it.
+    let url = &if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
     let endpoint = Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
