@@ -103,6 +103,39 @@ fn write_value(out: &mut String, value: &Value, depth: usize) {
     }
 }
 
+/// At least the length of the text [`write_value`] writes for `value` at `depth`, found without
+/// writing it: exact but for strings, which count at their longest (six bytes a byte, `\u00XX`)
+/// and for the separators, which count as two bytes (`,\n`).
+pub fn dumps_len_bound(value: &Value, depth: usize) -> usize {
+    // The opening bracket, the closing newline, indent and bracket, and each item's separator and
+    // indent.
+    let around = |items: usize| 3 + 2 * depth + items * (2 + 2 * (depth + 1));
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(n) => n.to_string().len(),
+        Value::String(s) => str_len_bound(s),
+        Value::Array(items) if items.is_empty() => 2,
+        Value::Object(map) if map.is_empty() => 2,
+        Value::Array(items) => {
+            let inner: usize = items.iter().map(|v| dumps_len_bound(v, depth + 1)).sum();
+            around(items.len()) + inner
+        }
+        Value::Object(map) => {
+            let inner: usize = map
+                .iter()
+                .map(|(k, v)| str_len_bound(k) + 2 + dumps_len_bound(v, depth + 1))
+                .sum();
+            around(map.len()) + inner
+        }
+    }
+}
+
+/// At least the length of [`write_str`]'s text of `s`.
+pub fn str_len_bound(s: &str) -> usize {
+    6 * s.len() + 2
+}
+
 fn indent(out: &mut String, depth: usize) {
     for _ in 0..depth {
         out.push_str("  ");

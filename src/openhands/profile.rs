@@ -2,7 +2,7 @@
 use serde_json::{Map, Number, Value};
 
 use super::secrets::{read_secret, FernetKey};
-use crate::domain::pyjson::{dumps_indent2, float_number};
+use crate::domain::pyjson::{dumps_indent2, dumps_len_bound, float_number, str_len_bound};
 use crate::domain::{LlmConfig, ProfileName, Secret, SecretField, SECRET_MASK, TYPED_KEYS};
 
 /// The schema version the SDK writes and the newest it reads.
@@ -72,6 +72,25 @@ pub fn to_object(
         Value::Number(SCHEMA_VERSION.into()),
     );
     out
+}
+
+/// At least `to_file_text(llm, secret).len()`, found without building the text: every entry that
+/// could be written is counted (a key both typed and in `extra` twice), each value at its longest
+/// (see [`dumps_len_bound`]).
+pub fn file_text_len_bound(
+    llm: &LlmConfig,
+    secret: &dyn Fn(SecretField, &Secret) -> String,
+) -> usize {
+    let entry = |key: &str, value: &Value| 4 + str_len_bound(key) + 2 + dumps_len_bound(value, 1);
+    let typed: usize = typed_entries(llm, secret)
+        .iter()
+        .map(|(k, v)| entry(k, v))
+        .sum();
+    let extra: usize = llm.extra.iter().map(|(k, v)| entry(k, v)).sum();
+    let mask = Value::String(SECRET_MASK.to_owned());
+    let masks = SecretField::ALL.len() * entry("aws_secret_access_key", &mask);
+    let version = entry("schema_version", &Value::Number(SCHEMA_VERSION.into()));
+    3 + typed + extra + masks + version
 }
 
 /// The file text the SDK would write for `llm`.
@@ -233,6 +252,71 @@ fn float_slot<'a>(llm: &'a mut LlmConfig, key: &str) -> &'a mut Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::Number(n.into())),
+            any::<f64>()
+                .prop_filter_map("finite", float_number)
+                .prop_map(Value::Number),
+            // Any text: control characters, quotes, non-ASCII and astral characters.
+            ".{0,12}".prop_map(Value::String),
+            "[\\x00-\\x1f\"\\\\]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((".{0,6}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn any_llm() -> impl Strategy<Value = LlmConfig> {
+        let text = || proptest::option::of(".{0,10}");
+        let keys: Vec<String> = TYPED_KEYS.iter().map(|k| (*k).to_owned()).collect();
+        (
+            (".{0,16}", text(), text(), text(), text()),
+            (
+                proptest::option::of(any::<f64>()),
+                proptest::option::of(any::<i64>()),
+            ),
+            proptest::collection::vec((".{0,6}", any_json()), 0..5),
+            proptest::sample::subsequence(keys, 0..=TYPED_KEYS.len()),
+        )
+            .prop_map(
+                |((model, base_url, key, aws_id, usage_id), (temperature, max), extra, order)| {
+                    let extra: Map<String, Value> = extra.into_iter().collect();
+                    let key_order = order.into_iter().chain(extra.keys().cloned()).collect();
+                    LlmConfig {
+                        model,
+                        base_url,
+                        api_key: key.map(Secret::new),
+                        aws_access_key_id: aws_id.map(Secret::new),
+                        usage_id,
+                        temperature,
+                        max_output_tokens: max,
+                        extra,
+                        key_order,
+                        ..LlmConfig::default()
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// The bound the size check trusts is never under the text's length: a profile it lets
+        /// through without building the text is within the limit.
+        #[test]
+        fn the_file_text_is_never_longer_than_its_bound(llm in any_llm()) {
+            let plain = |_, s: &Secret| s.expose().to_owned();
+            let text = to_file_text(&llm, &plain);
+            prop_assert!(file_text_len_bound(&llm, &plain) >= text.len(), "{text}");
+        }
+    }
 
     /// A profile file as the SDK writes it (redacted): indented by two, non-ASCII escaped, no
     /// newline at the end.
