@@ -145,6 +145,11 @@ pub struct SledStore {
     /// How many entries the change log holds: counted at its first pruning, then kept by every
     /// write that adds or removes one (`None` until then).
     logged: Mutex<Option<usize>>,
+    /// Counts the writes that remove change-log entries, twice each: odd while one is under way,
+    /// so that a pruning knows when its count and the keys it read may disagree.
+    unlogging: AtomicU64,
+    /// Held by the pruning under way (one at a time).
+    pruning: Mutex<()>,
     /// Added to sled's id counter to make a seq (raised by a restore).
     seq_base: AtomicU64,
     pub(super) event_changes: broadcast::Sender<EventBatch>,
@@ -263,6 +268,8 @@ impl SledStore {
             watch_history: options.watch_history,
             pruned_at: AtomicU64::new(0),
             logged: Mutex::new(None),
+            unlogging: AtomicU64::new(0),
+            pruning: Mutex::new(()),
             seq_base: AtomicU64::new(seq_base),
             event_changes,
             codec: Codec::new(cipher),

@@ -2,6 +2,7 @@
 //! atomically across every tree.
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::sync::atomic::Ordering;
 
 use super::SledStore;
 use crate::store::records::TreeId;
@@ -45,14 +46,24 @@ impl SledStore {
             })
             .collect();
         let _writing = (!profiles.is_empty()).then(|| self.decoded.writing(Some(&profiles)));
-        self.transact(ops)?;
         let (added, removed) = ops.iter().fold((0, 0), |(a, r), op| match op {
             Op::Log(..) => (a + 1, r),
             Op::Unlog(_) => (a, r + 1),
             _ => (a, r),
         });
-        self.count_logged(added, removed);
-        Ok(())
+        // A pruning reading the log meanwhile sees the count odd, or changed (see
+        // `prune_changes`).
+        if removed > 0 {
+            self.unlogging.fetch_add(1, Ordering::SeqCst);
+        }
+        let applied = self.transact(ops);
+        if applied.is_ok() {
+            self.count_logged(added, removed);
+        }
+        if removed > 0 {
+            self.unlogging.fetch_add(1, Ordering::SeqCst);
+        }
+        applied
     }
 
     fn transact(&self, ops: &[Op]) -> Result<(), StoreError> {
