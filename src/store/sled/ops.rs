@@ -14,7 +14,8 @@ pub(super) enum Op {
     Del(TreeId, Vec<u8>),
     /// A new entry of the profile change log, by its seq (see `changelog.rs`).
     Log(u64, Vec<u8>),
-    /// New bytes for an entry the log holds (it carries its record now, or under another key).
+    /// New bytes for an entry the log holds (it carries its record now, or its record sealed with
+    /// the current secret key).
     Relog(u64, Vec<u8>),
     /// The removal of an entry of the profile change log.
     Unlog(u64),
