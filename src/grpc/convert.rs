@@ -11,7 +11,7 @@ use crate::domain::{
     conversation_violations, Conversation, ConversationId, Event, ExecutionStatus, LlmConfig,
     LlmSource, NewEvent, Profile, ProfileName, Secret, Timestamp, Violation, SECRET_MASK,
 };
-use crate::openhands::profile::{file_text_len_bound, to_file_text};
+use crate::openhands::profile::file_text_len_over;
 use crate::pb;
 
 /// Domain timestamp to wire.
@@ -163,21 +163,16 @@ pub fn profile_from_pb(
             None
         }
     };
-    // The text is built only when its bound could be over the limit: building it for every
-    // request took about 5% of an UpdateProfile's CPU.
     let plain = |_, s: &Secret| s.expose().to_owned();
-    let over = |llm: &LlmConfig| file_text_len_bound(llm, &plain) > limits.max_profile_bytes;
-    if let Some(llm) = llm.as_ref().filter(|llm| over(llm)) {
-        let size = to_file_text(llm, &plain).len();
-        if size > limits.max_profile_bytes {
-            violations.push(Violation::new(
-                "profile",
-                format!(
-                    "is {size} bytes as SDK JSON, over the limit of {} bytes",
-                    limits.max_profile_bytes
-                ),
-            ));
-        }
+    let max = limits.max_profile_bytes;
+    if let Some(size) = llm
+        .as_ref()
+        .and_then(|l| file_text_len_over(l, &plain, max))
+    {
+        violations.push(Violation::new(
+            "profile",
+            format!("is {size} bytes as SDK JSON, over the limit of {max} bytes"),
+        ));
     }
     match (name, llm) {
         (Some(name), Some(llm)) if violations.is_empty() => Ok((name, llm)),

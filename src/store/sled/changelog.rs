@@ -358,11 +358,6 @@ impl SledStore {
         // n+1st newest each second took about 4% of the server's CPU under 64 writers).
         let gone: Vec<sled::IVec> = match self.watch_history {
             WatchHistory::Changes(n) => {
-                // Nothing logged since the last look: nothing to count again.
-                let newest = self.change_log.last()?.map_or(0, |(k, _)| seq_of(&k));
-                if self.pruned_at.swap(newest, Ordering::SeqCst) == newest {
-                    return Ok(0);
-                }
                 // The entries over `n`, from the count kept. A write that removes entries (a
                 // purge) between the count and the keys would make the oldest `over` reach into
                 // the newest `n`: then this pruning stops, and the next one counts again. (A
@@ -377,7 +372,6 @@ impl SledStore {
                     .take(over)
                     .collect::<Result<_, _>>()?;
                 if removals % 2 == 1 || self.unlogging.load(Ordering::SeqCst) != removals {
-                    self.pruned_at.store(0, Ordering::SeqCst);
                     return Ok(0);
                 }
                 keys

@@ -140,8 +140,6 @@ pub struct SledStore {
     /// that reads it after subscribing gets every later change live).
     published: Arc<AtomicU64>,
     watch_history: WatchHistory,
-    /// The newest log entry when the log was last pruned (see `changelog.rs`).
-    pruned_at: AtomicU64,
     /// How many entries the change log holds: counted at its first pruning, then kept by every
     /// write that adds or removes one (`None` until then).
     logged: Mutex<Option<usize>>,
@@ -266,7 +264,6 @@ impl SledStore {
             changes,
             published,
             watch_history: options.watch_history,
-            pruned_at: AtomicU64::new(0),
             logged: Mutex::new(None),
             unlogging: AtomicU64::new(0),
             pruning: Mutex::new(()),
